@@ -1,0 +1,87 @@
+"""What every CLI module shares: the config option, output, and error → exit code."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from typing import Annotated, Any, Callable
+
+import typer
+
+from clusterkit.config import ConfigError, default_path
+from clusterkit.control import ControlError
+
+ConfigOpt = Annotated[str, typer.Option(
+    "--config", "-c", envvar="CLUSTERKIT_CONFIG", show_envvar=True,
+    help="The cluster definition (TOML).", default_factory=default_path)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+EXIT_FAILURE = 1  # a runtime failure
+EXIT_USAGE = 2    # a usage or configuration error
+
+
+class UsageError(Exception):
+    """A bad value on the command line: exit 2, the message names it."""
+
+
+def guard(fn: Callable) -> Callable:
+    """Turn our errors into a message on stderr and click's exit codes (1 runtime, 2 usage)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (ConfigError, UsageError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(EXIT_USAGE) from None
+        except (ControlError, OSError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(EXIT_FAILURE) from None
+
+    return wrapper
+
+
+def plugin_manager(ctx: typer.Context):
+    """The plugin manager the app was built with (tests pass their own)."""
+    return ctx.find_root().obj
+
+
+def emit(data: Any, as_json: bool, render: Callable[[Any], str]) -> None:
+    """Print ``data`` as JSON when asked, else as the human rendering."""
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, default=str))
+    else:
+        text = render(data)
+        if text:
+            typer.echo(text)
+
+
+def table(rows: list[dict], columns: list[str]) -> str:
+    """A plain aligned text table (no colours: output is often piped)."""
+    if not rows:
+        return "(none)"
+    cells = [[str(row.get(c, "")) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells]
+    return "\n".join(lines)
+
+
+def parse_pairs(values: list[str], what: str, convert: Callable = str) -> dict:
+    """``["a=1", "b=2"]`` or ``["a=1,b=2"]`` → ``{"a": 1, "b": 2}``, naming a bad item."""
+    out = {}
+    for value in values:
+        for item in filter(None, value.split(",")):
+            key, sep, raw = item.partition("=")
+            if not sep or not key:
+                raise UsageError(f"{what}: {item!r} is not NAME=VALUE")
+            try:
+                out[key.strip()] = convert(raw.strip())
+            except ValueError:
+                raise UsageError(f"{what}: {item!r}: {raw!r} is not a valid value") from None
+    return out
+
+
+def stderr(message: str) -> None:
+    print(message, file=sys.stderr)

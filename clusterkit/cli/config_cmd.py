@@ -1,0 +1,23 @@
+"""``clusterkit config check``: validate a definition without touching anything."""
+
+from __future__ import annotations
+
+import typer
+
+from clusterkit.cli.common import ConfigOpt, guard, plugin_manager
+from clusterkit.config import load_cluster
+
+config_app = typer.Typer(help="The cluster definition file.", no_args_is_help=True)
+
+
+@config_app.command("check")
+@guard
+def check(ctx: typer.Context, config: ConfigOpt) -> None:
+    """Validate the definition: every problem with its key and line; exit 2 if any."""
+    cluster = load_cluster(config, plugin_manager(ctx))
+    typer.echo(f"{config}: OK: cluster {cluster.name!r}, {len(cluster.nodes)} nodes, "
+               f"{len(cluster.policies)} policies, {len(cluster.sync_sets)} sync sets")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(config_app, name="config")

@@ -1,0 +1,97 @@
+"""``clusterkit init`` and ``clusterkit node add|remove|list``: the hosts of the cluster."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Optional
+
+import tomlkit
+import typer
+
+from clusterkit.cli.common import (ConfigOpt, JsonOpt, UsageError, emit, guard, parse_pairs,
+                                   plugin_manager, table)
+from clusterkit.config import edit_config, load_cluster
+
+node_app = typer.Typer(help="Add, remove and list the cluster's nodes.", no_args_is_help=True)
+
+
+@guard
+def init(ctx: typer.Context, config: ConfigOpt,
+         name: Annotated[str, typer.Option(help="The cluster's name.")],
+         manager: Annotated[str, typer.Option(help="The manager host's name.")],
+         manager_ip: Annotated[str, typer.Option(help="The manager's cluster IP.")],
+         public_ip: Annotated[Optional[list[str]], typer.Option(
+             help="A public IP the manager balances (repeat for several).")] = None,
+         state_dir: Annotated[str, typer.Option(help="Where daemons keep state.")] = "/var/lib/clusterkit",
+         root: Annotated[str, typer.Option(help="Directory standing for the manager's / (tests, demo).")] = "/",
+         force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False) -> None:
+    """Create a new cluster definition with its manager."""
+    if os.path.exists(config) and not force:
+        raise UsageError(f"{config} already exists (use --force to overwrite)")
+    if force and os.path.exists(config):
+        os.unlink(config)
+    with edit_config(config, plugin_manager(ctx), create=True) as doc:
+        doc.add(tomlkit.comment("clusterkit cluster definition: see docs/configuration.md"))
+        doc["cluster"] = {"name": name, "state_dir": os.path.abspath(state_dir)}
+        mgr = {"name": manager, "ip": manager_ip, "public_ips": list(public_ip or [])}
+        if root != "/":
+            mgr["root"] = os.path.abspath(root)
+        doc["manager"] = mgr
+    typer.echo(f"created {config}: cluster {name!r}, manager {manager} ({manager_ip})")
+
+
+@node_app.command("add")
+@guard
+def node_add(ctx: typer.Context, name: str, config: ConfigOpt,
+             ip: Annotated[str, typer.Option(help="The node's cluster IP.")],
+             transport: Annotated[str, typer.Option(help="How files reach it: local, ssh, rsyncd.")] = "local",
+             root: Annotated[Optional[str], typer.Option(
+                 help="With --transport local: the directory standing for the node's /.")] = None,
+             option: Annotated[Optional[list[str]], typer.Option(
+                 help="Transport option KEY=VALUE (user, port, key, module...).")] = None) -> None:
+    """Add a node to the cluster."""
+    entry = {"name": name, "ip": ip, "transport": transport}
+    if root:
+        entry["root"] = os.path.abspath(root)
+    options = parse_pairs(option or [], "--option")
+    if options:
+        entry["options"] = options
+    with edit_config(config, plugin_manager(ctx)) as doc:
+        nodes = doc.setdefault("node", tomlkit.aot())
+        nodes.append(entry)
+    typer.echo(f"added node {name} ({ip}, transport {transport})")
+
+
+@node_app.command("remove")
+@guard
+def node_remove(ctx: typer.Context, name: str, config: ConfigOpt,
+                force: Annotated[bool, typer.Option(help="Also remove it from every policy.")] = False) -> None:
+    """Remove a node; refused while a policy names it unless --force."""
+    with edit_config(config, plugin_manager(ctx)) as doc:
+        nodes = doc.get("node", [])
+        index = next((i for i, n in enumerate(nodes) if n.get("name") == name), None)
+        if index is None:
+            raise UsageError(f"no node named {name!r} in {config}")
+        users = [p for p in doc.get("policy", []) if name in p.get("members", {})]
+        if users and not force:
+            keys = ", ".join(f"{p['vip']}:{p['port']}" for p in users)
+            raise UsageError(f"node {name!r} is a member of {keys} (use --force to remove it there too)")
+        for p in users:
+            del p["members"][name]
+        del nodes[index]
+    typer.echo(f"removed node {name}")
+
+
+@node_app.command("list")
+@guard
+def node_list(ctx: typer.Context, config: ConfigOpt, as_json: JsonOpt = False) -> None:
+    """List the manager and the nodes."""
+    cluster = load_cluster(config, plugin_manager(ctx))
+    rows = [{"name": h.name, "role": h.role, "ip": h.ip, "transport": h.transport, "root": h.root,
+             "public_ips": list(h.public_ips), "options": h.options} for h in cluster.hosts.values()]
+    emit(rows, as_json, lambda r: table(r, ["name", "role", "ip", "transport", "root"]))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("init")(init)
+    app.add_typer(node_app, name="node")

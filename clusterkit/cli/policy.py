@@ -1,0 +1,104 @@
+"""``clusterkit policy add|remove|list``: which public IP:port is balanced over which nodes."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import tomlkit
+import typer
+
+from clusterkit.cli.common import (ConfigOpt, JsonOpt, UsageError, emit, guard, parse_pairs,
+                                   plugin_manager, table)
+from clusterkit.config import SCHEDULERS, edit_config, load_cluster
+
+policy_app = typer.Typer(help="Balance a public IP:port over nodes.", no_args_is_help=True)
+
+
+@policy_app.command("add")
+@guard
+def policy_add(
+    ctx: typer.Context, config: ConfigOpt,
+    vip: Annotated[str, typer.Option(help="The public IP (one of the manager's public_ips).")],
+    port: Annotated[int, typer.Option(help="The public port.")],
+    service: Annotated[str, typer.Option(help="Service kind: http, https, smtp, ftp... (plugins list)")],
+    members: Annotated[str, typer.Option(help="NODE=WEIGHT,... (weight 0 drains).")],
+    scheduler: Annotated[str, typer.Option(help=f"One of {', '.join(SCHEDULERS)}.")] = "wrr",
+    persistence: Annotated[Optional[int], typer.Option(
+        help="Seconds a client IP keeps its member (default: the service's).")] = None,
+    backend_port: Annotated[Optional[int], typer.Option(help="Port on the members (default: --port).")] = None,
+    proxy_protocol: Annotated[str, typer.Option(help="Send a PROXY header: v1, v2 or empty.")] = "",
+    fallback: Annotated[str, typer.Option(help="IP:PORT or host taking connections when all are down.")] = "",
+    check: Annotated[Optional[str], typer.Option(help="Health check kind (default: the service's).")] = None,
+    inter: Annotated[Optional[float], typer.Option(help="Seconds between checks (2).")] = None,
+    timeout: Annotated[Optional[float], typer.Option(help="Check timeout in seconds (1).")] = None,
+    rise: Annotated[Optional[int], typer.Option(help="Passes to come up (2).")] = None,
+    fall: Annotated[Optional[int], typer.Option(help="Failures to go down (3).")] = None,
+    check_option: Annotated[Optional[list[str]], typer.Option(
+        help="Check option KEY=VALUE (path, status, host, expect, command...).")] = None,
+    replace: Annotated[bool, typer.Option(help="Replace an existing policy for VIP:PORT.")] = False,
+) -> None:
+    """Add (or with --replace, change) a policy."""
+    entry = {"vip": vip, "port": port, "service": service, "scheduler": scheduler,
+             "members": parse_pairs([members], "--members", int)}
+    optional = {"persistence": persistence, "backend_port": backend_port,
+                "proxy_protocol": proxy_protocol, "fallback": fallback}
+    entry.update({k: v for k, v in optional.items() if v not in (None, "")})
+    checks = {"kind": check, "inter": inter, "timeout": timeout, "rise": rise, "fall": fall}
+    checks = {k: v for k, v in checks.items() if v is not None}
+    checks.update(parse_pairs(check_option or [], "--check-option"))
+    if checks:
+        entry["check"] = checks
+    with edit_config(config, plugin_manager(ctx)) as doc:
+        policies = doc.setdefault("policy", tomlkit.aot())
+        index = _find(policies, vip, port)
+        if index is not None and not replace:
+            raise UsageError(f"a policy for {vip}:{port} exists (use --replace to change it)")
+        if index is not None:
+            policies[index] = entry
+        else:
+            policies.append(entry)
+    typer.echo(f"policy {vip}:{port} ({service}, {scheduler}) -> {members}")
+
+
+@policy_app.command("remove")
+@guard
+def policy_remove(ctx: typer.Context, config: ConfigOpt,
+                  vip: Annotated[str, typer.Option(help="The public IP.")],
+                  port: Annotated[int, typer.Option(help="The public port.")]) -> None:
+    """Remove the policy for VIP:PORT (the manager's own service answers again)."""
+    with edit_config(config, plugin_manager(ctx)) as doc:
+        policies = doc.get("policy", [])
+        index = _find(policies, vip, port)
+        if index is None:
+            raise UsageError(f"no policy for {vip}:{port} in {config}")
+        del policies[index]
+    typer.echo(f"removed policy {vip}:{port}")
+
+
+@policy_app.command("list")
+@guard
+def policy_list(ctx: typer.Context, config: ConfigOpt, as_json: JsonOpt = False) -> None:
+    """List the policies."""
+    cluster = load_cluster(config, plugin_manager(ctx))
+    rows = [{"vip": p.vip, "port": p.port, "service": p.service, "scheduler": p.scheduler,
+             "persistence": p.persistence, "backend_port": p.backend_port,
+             "members": {m.node: m.weight for m in p.members}, "proxy_protocol": p.proxy_protocol,
+             "check": {"kind": p.check.kind, "inter": p.check.inter, "timeout": p.check.timeout,
+                       "rise": p.check.rise, "fall": p.check.fall, **p.check.options}}
+            for p in cluster.policies]
+
+    def render(rows):
+        return table([{**r, "members": ",".join(f"{n}={w}" for n, w in r["members"].items()),
+                       "check": r["check"]["kind"]} for r in rows],
+                     ["vip", "port", "service", "scheduler", "persistence", "members", "check"])
+
+    emit(rows, as_json, render)
+
+
+def _find(policies, vip: str, port: int) -> int | None:
+    return next((i for i, p in enumerate(policies)
+                 if p.get("vip") == vip and p.get("port") == port), None)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(policy_app, name="policy")

@@ -1,0 +1,526 @@
+"""The cluster definition: a TOML file, parsed into frozen dataclasses.
+
+Validation collects *every* problem, each with the file, the key path, the
+line where it can be found and what is wrong, so an operator fixes a broken
+file in one pass. Edits from the CLI go through :func:`edit_config`: under a
+lock, validated before they replace anything, written atomically, comments
+and layout of the operator's file preserved (tomlkit).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import ipaddress
+import os
+import re
+import tempfile
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import tomlkit
+
+DEFAULT_PATH = "/etc/clusterkit/cluster.toml"
+SCHEDULERS = ("rr", "wrr", "lc", "wlc", "sh")
+PROXY_PROTOCOLS = ("", "v1", "v2")
+ROLES = ("manager", "node")
+CORE_SECTIONS = ("cluster", "manager", "node", "policy", "sync")
+
+
+def default_path() -> str:
+    """``$CLUSTERKIT_CONFIG``, else ``/etc/clusterkit/cluster.toml``."""
+    return os.environ.get("CLUSTERKIT_CONFIG") or DEFAULT_PATH
+
+
+# ------------------------------------------------------------------- model
+
+
+@dataclass(frozen=True)
+class Host:
+    """The manager or a node. ``root`` is the directory standing for the host's ``/``."""
+
+    name: str
+    ip: str
+    role: str
+    transport: str = "local"
+    root: str = "/"
+    public_ips: tuple[str, ...] = ()
+    options: dict = field(default_factory=dict, compare=True, hash=False)
+
+    def local_path(self, path: str) -> str:
+        """Where the cluster path ``path`` lives on this host's filesystem."""
+        return os.path.join(self.root, path.lstrip("/")) if self.root != "/" else path
+
+
+@dataclass(frozen=True)
+class Member:
+    node: str
+    weight: int
+
+
+@dataclass(frozen=True)
+class Check:
+    """Health check settings with HAProxy's meanings and defaults."""
+
+    kind: str
+    inter: float = 2.0
+    timeout: float = 1.0
+    rise: int = 2
+    fall: int = 3
+    slowstart: float = 0.0
+    options: dict = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Public IP + port + service → members. Without a policy nothing is balanced."""
+
+    vip: str
+    port: int
+    service: str
+    scheduler: str
+    persistence: int
+    members: tuple[Member, ...]
+    backend_port: int
+    check: Check
+    proxy_protocol: str = ""
+    fallback: str = ""
+    max_conn: int = 0
+    member_max_conn: int = 0
+    connect_timeout: float = 1.0
+    idle_timeout: float = 300.0
+    options: dict = field(default_factory=dict, hash=False)
+
+    @property
+    def key(self) -> str:
+        return f"{self.vip}:{self.port}"
+
+
+@dataclass(frozen=True)
+class SyncSet:
+    """A directory replicated from the manager to every node."""
+
+    name: str
+    path: str
+    exclude: tuple[str, ...] = ()
+    on_change: str = ""
+    owner: str = "config"
+
+
+@dataclass(frozen=True)
+class Cluster:
+    name: str
+    state_dir: str
+    hosts: dict  # name -> Host, the manager first
+    policies: tuple[Policy, ...]
+    sync_sets: tuple[SyncSet, ...]
+    sections: dict = field(default_factory=dict)
+    path: str = ""
+
+    @property
+    def manager(self) -> Host:
+        return next(h for h in self.hosts.values() if h.role == "manager")
+
+    @property
+    def nodes(self) -> list[Host]:
+        return [h for h in self.hosts.values() if h.role == "node"]
+
+    def host(self, name: str) -> Host:
+        if name not in self.hosts:
+            raise ConfigError(self.path, [Problem("", f"no host named {name!r} (hosts: "
+                                                  f"{', '.join(self.hosts)})")])
+        return self.hosts[name]
+
+    def host_state_dir(self, name: str) -> str:
+        """Each host keeps its own state (several hosts may share a machine in tests)."""
+        return os.path.join(self.state_dir, name)
+
+    def policy(self, vip: str, port: int) -> Policy | None:
+        return next((p for p in self.policies if p.vip == vip and p.port == port), None)
+
+
+# ------------------------------------------------------------------ errors
+
+
+@dataclass(frozen=True)
+class Problem:
+    key: str
+    message: str
+    line: int | None = None
+
+    def format(self, path: str) -> str:
+        where = f"{path}:{self.line}" if self.line else path
+        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The definition is invalid; ``problems`` says where and why, every one of them."""
+
+    def __init__(self, path: str, problems: list[Problem]):
+        self.path = path
+        self.problems = problems
+        super().__init__("\n".join(p.format(path) for p in problems))
+
+
+# ----------------------------------------------------------------- parsing
+
+
+class _Table:
+    """Typed reads from one TOML table; every mistake is reported, unread keys too."""
+
+    def __init__(self, data: Any, key: str, report):
+        self.key = key
+        self.report = report
+        if not isinstance(data, dict):
+            report(key, f"must be a table, not {type(data).__name__}")
+            data = {}
+        self.data = data
+        self.read: set[str] = set()
+
+    def _path(self, name: str) -> str:
+        return f"{self.key}.{name}" if self.key else name
+
+    def get(self, name: str, kind: type | tuple, default: Any = None, required: bool = False):
+        self.read.add(name)
+        if name not in self.data:
+            if required:
+                self.report(self._path(name), "is required")
+            return default
+        value = self.data[name]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            self.report(self._path(name), f"must be {names}, not {value!r}")
+            return default
+        return value
+
+    def text(self, name: str, default: str = "", required: bool = False) -> str:
+        return self.get(name, str, default, required)
+
+    def number(self, name: str, kind: type, default, low=None, high=None, required=False):
+        value = self.get(name, kind, default, required)
+        if value is None:
+            return value
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"{low}..{high}" if high is not None else f">= {low}"
+            self.report(self._path(name), f"{value} is out of range ({bounds})")
+            return default
+        return value
+
+    def port(self, name: str, default=None, required=False) -> int:
+        return self.number(name, int, default, 1, 65535, required)
+
+    def ip(self, name: str, default: str = "", required: bool = False) -> str:
+        value = self.text(name, default, required)
+        if value and not _is_ip(value):
+            self.report(self._path(name), f"{value!r} is not an IP address")
+        return value
+
+    def strings(self, name: str) -> tuple[str, ...]:
+        value = self.get(name, list, [])
+        bad = [v for v in value if not isinstance(v, str)]
+        if bad:
+            self.report(self._path(name), f"must be a list of strings, found {bad[0]!r}")
+            return ()
+        return tuple(value)
+
+    def table(self, name: str) -> dict:
+        return self.get(name, dict, {})
+
+    def finish(self) -> None:
+        for name in self.data:
+            if name not in self.read:
+                self.report(self._path(name), "unknown key")
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_cluster(text: str, path: str, registry) -> Cluster:
+    """Parse and validate a definition; raise :class:`ConfigError` with every problem."""
+    problems: list[Problem] = []
+    locate = _Locator(text)
+
+    def report(key: str, message: str) -> None:
+        problems.append(Problem(key, message, locate(key)))
+
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        match = re.search(r"line (\d+)", str(exc))
+        raise ConfigError(path, [Problem("", f"not valid TOML: {exc}",
+                                         int(match.group(1)) if match else None)]) from None
+
+    top = _Table(raw, "", report)
+    cl = _Table(top.table("cluster"), "cluster", report)
+    name = cl.text("name", required=True)
+    state_dir = cl.text("state_dir", "/var/lib/clusterkit")
+    cl.finish()
+
+    hosts: dict[str, Host] = {}
+    ip_owner: dict[str, str] = {}
+    if "manager" not in raw:
+        report("manager", "is required: the manager's name and ip")
+    entries = [("manager", top.table("manager"), "manager")]
+    entries += [(f"node[{i}]", item, "node") for i, item in enumerate(top.get("node", list, []))]
+    for key, item, role in entries:
+        host = _parse_host(item, key, role, registry, report)
+        if host.name in hosts:
+            report(f"{key}.name", f"duplicate host name {host.name!r}")
+            continue
+        if host.ip in ip_owner:
+            report(f"{key}.ip", f"{host.ip} is already the ip of {ip_owner[host.ip]!r}")
+        if host.name:
+            hosts[host.name] = host
+            ip_owner.setdefault(host.ip, host.name)
+    manager = next((h for h in hosts.values() if h.role == "manager"), None)
+
+    policies: list[Policy] = []
+    seen: set[str] = set()
+    for i, item in enumerate(top.get("policy", list, [])):
+        policy = _parse_policy(item, f"policy[{i}]", hosts, manager, registry, report)
+        if policy is None:
+            continue
+        if policy.key in seen:
+            report(f"policy[{i}]", f"a policy for {policy.key} already exists")
+        seen.add(policy.key)
+        policies.append(policy)
+
+    sync_sets: list[SyncSet] = []
+    for i, item in enumerate(top.get("sync", list, [])):
+        t = _Table(item, f"sync[{i}]", report)
+        sset = SyncSet(name=t.text("name", required=True), path=t.text("path", required=True),
+                       exclude=t.strings("exclude"), on_change=t.text("on_change"))
+        t.finish()
+        if sset.path and not sset.path.startswith("/"):
+            report(f"sync[{i}].path", f"{sset.path!r} must be an absolute path")
+        if any(s.name == sset.name for s in sync_sets):
+            report(f"sync[{i}].name", f"duplicate sync set {sset.name!r}")
+        sync_sets.append(sset)
+
+    sections = {}
+    for section, parse in registry.sections.items():
+        top.read.add(section)
+        sections[section] = parse(raw.get(section, {}),
+                                  lambda key, msg, s=section: report(f"{s}.{key}", msg))
+    for key in raw:
+        if key not in CORE_SECTIONS and key not in registry.sections:
+            top.read.add(key)
+            report(key, "unknown section (no core table and no plugin claims it)")
+    top.finish()
+
+    if problems:
+        raise ConfigError(path, problems)
+    return Cluster(name=name, state_dir=state_dir, hosts=hosts, policies=tuple(policies),
+                   sync_sets=tuple(sync_sets), sections=sections, path=path)
+
+
+def _parse_host(data, key: str, role: str, registry, report) -> Host:
+    t = _Table(data, key, report)
+    name = t.text("name", required=True)
+    if name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        report(f"{key}.name", f"{name!r} is not a valid host name")
+    ip = t.ip("ip", required=True)
+    public_ips = t.strings("public_ips") if role == "manager" else ()
+    for j, pip in enumerate(public_ips):
+        if not _is_ip(pip):
+            report(f"{key}.public_ips[{j}]", f"{pip!r} is not an IP address")
+    transport = t.text("transport", "local")
+    if transport not in registry.transports:
+        known = ", ".join(sorted(registry.transports)) or "none registered"
+        report(f"{key}.transport", f"unknown transport {transport!r} (known: {known})")
+    root = t.text("root", "/")
+    if not root.startswith("/"):
+        report(f"{key}.root", f"{root!r} must be an absolute path")
+    options = t.table("options")
+    t.finish()
+    return Host(name=name, ip=ip, role=role, transport=transport, root=root,
+                public_ips=public_ips, options=options)
+
+
+def _parse_policy(data, key, hosts, manager, registry, report) -> Policy | None:
+    t = _Table(data, key, report)
+    vip = t.ip("vip", required=True)
+    port = t.port("port", required=True)
+    service_name = t.text("service", required=True)
+    service = registry.services.get(service_name)
+    if service_name and service is None:
+        known = ", ".join(sorted(registry.services)) or "none registered"
+        report(f"{key}.service", f"unknown service {service_name!r} (known: {known})")
+    if vip and manager and vip not in manager.public_ips and vip != manager.ip:
+        report(f"{key}.vip", f"{vip} is not one of the manager's public_ips")
+    scheduler = t.text("scheduler", "wrr")
+    if scheduler not in SCHEDULERS:
+        report(f"{key}.scheduler", f"unknown scheduler {scheduler!r} (known: {', '.join(SCHEDULERS)})")
+    default_persist = service.persistence if service else 0
+    persistence = t.number("persistence", int, default_persist, 0, 86400 * 7)
+    members = []
+    for node, weight in t.table("members").items():
+        mkey = f"{key}.members.{node}"
+        if node not in hosts:
+            report(mkey, f"unknown member {node!r} (no such node)")
+        if not isinstance(weight, int) or isinstance(weight, bool) or not 0 <= weight <= 256:
+            report(mkey, f"weight {weight!r} must be an integer 0..256")
+            continue
+        members.append(Member(node, weight))
+    if "members" not in t.data:
+        report(f"{key}.members", "is required: at least one member")
+    backend_port = t.port("backend_port", port)
+    proxy_protocol = t.text("proxy_protocol", "")
+    if proxy_protocol not in PROXY_PROTOCOLS:
+        report(f"{key}.proxy_protocol", f"{proxy_protocol!r} must be v1, v2 or empty")
+    fallback = t.text("fallback", "")
+    if fallback and not _is_endpoint(fallback) and fallback not in hosts:
+        report(f"{key}.fallback", f"{fallback!r} must be IP:PORT or a host name")
+    policy = Policy(
+        vip=vip, port=port, service=service_name, scheduler=scheduler,
+        persistence=persistence, members=tuple(members), backend_port=backend_port,
+        check=_parse_check(t.table("check"), f"{key}.check",
+                           service.check if service else "tcp", registry, report),
+        proxy_protocol=proxy_protocol, fallback=fallback,
+        max_conn=t.number("max_conn", int, 0, 0),
+        member_max_conn=t.number("member_max_conn", int, 0, 0),
+        connect_timeout=t.number("connect_timeout", float, 1.0, 0.01, 60),
+        idle_timeout=t.number("idle_timeout", float, 300.0, 0.1),
+        options=t.table("options"),
+    )
+    t.finish()
+    return policy
+
+
+def _parse_check(data, key, default_kind, registry, report) -> Check:
+    t = _Table(data, key, report)
+    kind = t.text("kind", default_kind)
+    if kind not in registry.checks:
+        known = ", ".join(sorted(registry.checks)) or "none registered"
+        report(f"{key}.kind", f"unknown check {kind!r} (known: {known})")
+    check = Check(kind=kind, inter=t.number("inter", float, 2.0, 0.05, 3600),
+                  timeout=t.number("timeout", float, 1.0, 0.01, 600),
+                  rise=t.number("rise", int, 2, 1, 100), fall=t.number("fall", int, 3, 1, 100),
+                  slowstart=t.number("slowstart", float, 0.0, 0, 3600),
+                  options={k: v for k, v in t.data.items()
+                           if k not in ("kind", "inter", "timeout", "rise", "fall", "slowstart")})
+    t.read.update(t.data)  # the remaining keys are the check kind's own options
+    return check
+
+
+def _is_endpoint(value: str) -> bool:
+    host, _, port = value.rpartition(":")
+    return _is_ip(host.strip("[]")) and port.isdigit() and 0 < int(port) < 65536
+
+
+class _Locator:
+    """Finds the line of a key path (``policy[1].members.web9``) in TOML text."""
+
+    HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+    KEY = re.compile(r"^\s*([A-Za-z0-9_\-.\"' ]+?)\s*=")
+
+    def __init__(self, text: str):
+        self.lines: list[tuple[str, int]] = []
+        counts: dict[str, int] = {}
+        prefix = ""
+        for number, line in enumerate(text.splitlines(), 1):
+            header = self.HEADER.match(line)
+            if header:
+                name = _dotted(header.group(2))
+                if header.group(1) == "[[":
+                    counts[name] = counts.get(name, -1) + 1
+                    prefix = f"{name}[{counts[name]}]"
+                else:
+                    parent, _, last = name.rpartition(".")
+                    prefix = f"{parent}[{counts[parent]}].{last}" if parent in counts else name
+                self.lines.append((prefix, number))
+                continue
+            key = self.KEY.match(line)
+            if key:
+                path = f"{prefix}.{_dotted(key.group(1))}" if prefix else _dotted(key.group(1))
+                self.lines.append((path, number))
+
+    def __call__(self, key: str) -> int | None:
+        best, best_len = None, -1
+        for path, number in self.lines:
+            if (key == path or key.startswith(path + ".") or key.startswith(path + "[")) \
+                    and len(path) > best_len:
+                best, best_len = number, len(path)
+        return best
+
+
+def _dotted(name: str) -> str:
+    return ".".join(part.strip().strip("\"'") for part in name.split("."))
+
+
+# -------------------------------------------------------------- load/edit
+
+
+def load_cluster(path: str | os.PathLike, pm) -> Cluster:
+    """Read, validate and complete a definition (plugins add their sync sets)."""
+    path = str(path)
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise ConfigError(path, [Problem("", "no such file (clusterkit init creates one)")]) from None
+    except OSError as exc:
+        raise ConfigError(path, [Problem("", f"cannot read: {exc.strerror}")]) from None
+    cluster = parse_cluster(text, path, registry_of(pm))
+    extra = [s for sets in pm.hook.clusterkit_sync_sets(cluster=cluster) for s in sets or ()]
+    if extra:
+        cluster = Cluster(**{**cluster.__dict__, "sync_sets": cluster.sync_sets + tuple(extra)})
+    return cluster
+
+
+def registry_of(pm):
+    """The plugin manager's kinds, collected once."""
+    from clusterkit.registry import Registry
+
+    if getattr(pm, "registry", None) is None:
+        pm.registry = Registry.collect(pm.hook)
+    return pm.registry
+
+
+@contextlib.contextmanager
+def edit_config(path: str | os.PathLike, pm, create: bool = False) -> Iterator[tomlkit.TOMLDocument]:
+    """Edit the definition under a lock; the result is validated before it replaces the file.
+
+    Yields a tomlkit document (comments and layout survive). On a clean exit
+    the new text is parsed and validated; a :class:`ConfigError` leaves the
+    file untouched. The write is a temp file + fsync + rename.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():
+            doc = tomlkit.parse(path.read_text())
+        elif create:
+            doc = tomlkit.document()
+        else:
+            raise ConfigError(str(path), [Problem("", "no such file (clusterkit init creates one)")])
+        yield doc
+        text = tomlkit.dumps(doc)
+        parse_cluster(text, str(path), registry_of(pm))
+        write_atomic(path, text)
+
+
+def write_atomic(path: str | os.PathLike, text: str, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``text`` so readers see the old file or the new, never half."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,163 @@
+"""The plugin contract: every hook clusterkit calls, in one place.
+
+Plugins implement these with ``@clusterkit.hookimpl``. Built-in plugins live in
+``plugins/`` and register through the ``clusterkit`` entry-point group exactly
+like third-party plugins. Every hook here has an entry in ``docs/hooks.md``
+(a test checks it).
+
+Hooks that bring servers up or down (``clusterkit_start``, ``clusterkit_stop``,
+``clusterkit_reload``, ``clusterkit_applied``, ``clusterkit_membership_changed``)
+may return an awaitable; the runtime awaits every awaitable result in order.
+"""
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("clusterkit")
+hookimpl = pluggy.HookimplMarker("clusterkit")
+
+
+# ---------------------------------------------------------------- registries
+
+
+@hookspec
+def clusterkit_register_services(register):
+    """Register service kinds (http, smtp, ftp, ...).
+
+    Called once when the plugin manager's registry is first built.
+    ``register(kind)`` takes a :class:`clusterkit.registry.ServiceKind`: its
+    name, default ports, the proxy protocol handler (``None`` for a plain
+    byte relay), the default health check kind and default persistence.
+    Registering a name twice is an error naming both plugins.
+    """
+
+
+@hookspec
+def clusterkit_register_health_checks(register):
+    """Register health check kinds (tcp, http, smtp, dns, command, ...).
+
+    ``register(kind)`` takes a :class:`clusterkit.registry.CheckKind` whose
+    ``run`` coroutine is awaited as ``run(target)`` with a
+    :class:`clusterkit.registry.CheckTarget` and must return a short text on
+    success or raise :class:`clusterkit.registry.CheckFailed` with the reason.
+    """
+
+
+@hookspec
+def clusterkit_register_transports(register):
+    """Register transports: how replicated files reach a node (local, ssh, rsyncd).
+
+    ``register(kind)`` takes a :class:`clusterkit.registry.TransportKind`
+    whose ``destination(node, path)`` returns the rsync destination for a
+    path on that node and whose ``rsync_args(node)`` returns extra rsync
+    arguments (``-e ssh ...``, ``--password-file``...).
+    """
+
+
+@hookspec
+def clusterkit_register_commands(app):
+    """Add CLI commands: ``app`` is the root :class:`typer.Typer`.
+
+    Call ``app.add_typer(sub, name="noun")`` or ``app.command()(fn)``.
+    Called once, before the command line is parsed.
+    """
+
+
+@hookspec
+def clusterkit_config_sections(register):
+    """Claim a top-level table of the cluster definition (``[dns]``, ...).
+
+    ``register(name, parse)``: ``parse(table, report)`` receives the raw TOML
+    table and returns the parsed value, stored as ``cluster.sections[name]``;
+    it calls ``report(key, message)`` for every problem (the key relative to
+    the table). Tables no plugin claims are refused as unknown.
+    """
+
+
+# -------------------------------------------------------------- configuration
+
+
+@hookspec
+def clusterkit_sync_sets(cluster):
+    """Return a list of :class:`clusterkit.config.SyncSet` a plugin wants replicated.
+
+    Called when the cluster definition is loaded; ``cluster`` is the parsed
+    :class:`clusterkit.config.Cluster`. The DNS plugin returns its zones
+    directory here. Return ``None`` or ``[]`` for nothing.
+    """
+
+
+# ------------------------------------------------------------------ lifecycle
+
+
+@hookspec
+def clusterkit_start(runtime):
+    """Bring this plugin's servers up on this host.
+
+    ``runtime`` is the :class:`clusterkit.runtime.Runtime`: ``runtime.cluster``,
+    ``runtime.host`` (this host's definition and role), ``runtime.local_path()``,
+    ``runtime.spawn()`` for background tasks. May return an awaitable.
+    A plugin that raises stops the daemon with the error, naming the plugin.
+    """
+
+
+@hookspec
+def clusterkit_reload(runtime, old, new):
+    """The cluster definition changed from ``old`` to ``new`` (both valid).
+
+    Apply the difference without dropping established connections.
+    ``runtime.cluster`` is already ``new``. May return an awaitable.
+    """
+
+
+@hookspec
+def clusterkit_stop(runtime):
+    """Stop this plugin's servers gracefully (stop accepting, let work finish).
+
+    Called in reverse start order; may return an awaitable, which the
+    runtime bounds with its shutdown timeout.
+    """
+
+
+@hookspec
+def clusterkit_status(runtime):
+    """Return a dict for ``clusterkit status`` (``{"section": {...}}``) or ``None``.
+
+    Values must be JSON-serialisable; they are merged into the status report.
+    """
+
+
+# --------------------------------------------------------------------- events
+
+
+@hookspec
+def clusterkit_membership_changed(runtime, node, service, old, new, reason):
+    """A (node, service) health or operator state changed.
+
+    ``old``/``new`` are state names (``up``, ``down``, ``drain``,
+    ``maintenance``); ``reason`` is the check output or operator action.
+    May return an awaitable.
+    """
+
+
+@hookspec
+def clusterkit_applied(runtime, sync_set, paths):
+    """On a node: a replicated batch of ``sync_set`` landed in this host's copy.
+
+    ``paths`` are the changed local paths (empty when unknown: a full sync).
+    The DNS plugin reloads zones here; panel sync runs post-sync actions.
+    May return an awaitable.
+    """
+
+
+# ----------------------------------------------------------------- decisions
+
+
+@hookspec(firstresult=True)
+def clusterkit_lb_engine(runtime):
+    """Return the load-balancing engine object for this manager, or ``None``.
+
+    The first non-None result wins: return ``None`` so other plugins can be
+    tried. The native proxy ships as ``trylast``; a plugin offering HAProxy
+    or IPVS returns its engine here. The engine has ``apply(policies)``,
+    ``set_member_state(...)``, ``stats()`` and ``close()``.
+    """

@@ -1,0 +1,214 @@
+"""The daemon of one host: start what its role needs, reload, stop gracefully.
+
+One process per host, one asyncio loop (uvloop where installed). Plugins bring
+their servers up in ``clusterkit_start``; on the manager the load-balancing
+engine chosen by ``clusterkit_lb_engine`` realises the policies. SIGHUP or a
+change to the definition file reloads it; a broken file is logged and the last
+good definition keeps running. SIGTERM/SIGINT stop: plugins in reverse order,
+each bounded by the shutdown timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import signal
+import time
+from typing import Any, Awaitable, Callable
+
+from clusterkit.config import Cluster, ConfigError, Host, load_cluster, registry_of
+from clusterkit.control import ControlServer, socket_path
+
+log = logging.getLogger("clusterkit.runtime")
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop when available: several times the packets and accepts per second."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+async def gather_results(results: list) -> list:
+    """Await the awaitable hook results, in order (pluggy itself is synchronous)."""
+    return [await r if inspect.isawaitable(r) else r for r in results]
+
+
+class Runtime:
+    """Everything a plugin needs about the host it runs on.
+
+    ``cluster`` is the current definition, ``host`` this host's entry,
+    ``state_dir`` its private state directory, ``engine`` the load-balancing
+    engine (manager only), ``registry`` the registered kinds. Plugins keep
+    their per-host objects in ``components[name]``, never in module globals:
+    the demo and the tests run several hosts in one process.
+    """
+
+    def __init__(self, config_path: str, pm, host_name: str | None = None,
+                 shutdown_timeout: float = 10.0, watch_config: bool = True):
+        self.config_path = config_path
+        self.pm = pm
+        self.hook = pm.hook
+        self.registry = registry_of(pm)
+        self.cluster: Cluster = load_cluster(config_path, pm)
+        name = host_name or self.cluster.manager.name
+        self.host: Host = self.cluster.host(name)
+        self.state_dir = self.cluster.host_state_dir(self.host.name)
+        self.shutdown_timeout = shutdown_timeout
+        self.watch_config = watch_config
+        self.engine: Any = None
+        self.components: dict[str, Any] = {}
+        self.started = time.time()
+        self.control = ControlServer(socket_path(self.state_dir))
+        self._tasks: set[asyncio.Task] = set()
+        self._stop = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        self._config_mtime = self._mtime()
+
+    # ------------------------------------------------------------ for plugins
+
+    @property
+    def is_manager(self) -> bool:
+        return self.host.role == "manager"
+
+    def local_path(self, path: str) -> str:
+        """Where the cluster path ``path`` is on this host's filesystem."""
+        return self.host.local_path(path)
+
+    def spawn(self, coro: Awaitable, name: str) -> asyncio.Task:
+        """Run a background task owned by the daemon: logged if it dies, cancelled at stop."""
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def add_control(self, name: str, handler: Callable[..., Any]) -> None:
+        """Offer a command on the control socket (``clusterkit ...`` talks to it)."""
+        self.control.add(name, handler)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    # ------------------------------------------------------------- lifecycle
+
+    async def run(self) -> None:
+        """Start, serve until told to stop, then stop gracefully."""
+        loop = asyncio.get_running_loop()
+        for sig, action in ((signal.SIGTERM, self.request_stop), (signal.SIGINT, self.request_stop),
+                            (signal.SIGHUP, lambda: self.spawn(self.reload(), "reload"))):
+            loop.add_signal_handler(sig, action)
+        try:
+            await self.start()
+            if self.watch_config:
+                self.spawn(self._watch_config(), "config-watch")
+            await self._stop.wait()
+        finally:
+            await self.stop()
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+
+    async def start(self) -> None:
+        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        self.add_control("status", self.status)
+        self.add_control("reload", self.reload)
+        await self.control.start()
+        log.info("starting %s %s of cluster %s", self.host.role, self.host.name, self.cluster.name)
+        await gather_results(self.hook.clusterkit_start(runtime=self))
+        if self.is_manager:
+            self.engine = self.hook.clusterkit_lb_engine(runtime=self)
+            if self.engine is not None:
+                await self.engine.apply(self.cluster)
+        log.info("%s %s is up", self.host.role, self.host.name)
+
+    async def stop(self) -> None:
+        """Stop accepting, let plugins finish within the timeout, cancel what remains."""
+        log.info("stopping %s", self.host.name)
+        if self.engine is not None:
+            await self._bounded(self.engine.close(self.shutdown_timeout), "load balancer")
+        for impl in reversed(self.hook.clusterkit_stop.get_hookimpls()):
+            result = impl.function(runtime=self)
+            if inspect.isawaitable(result):
+                await self._bounded(result, impl.plugin_name)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.control.stop()
+        log.info("%s stopped", self.host.name)
+
+    async def reload(self) -> dict:
+        """Re-read the definition; a broken one is refused and the running one kept."""
+        async with self._reload_lock:
+            self._config_mtime = self._mtime()
+            try:
+                new = await asyncio.to_thread(load_cluster, self.config_path, self.pm)
+                new.host(self.host.name)
+            except ConfigError as exc:
+                log.error("reload refused, keeping the running definition:\n%s", exc)
+                return {"reloaded": False, "error": str(exc)}
+            old, self.cluster = self.cluster, new
+            self.host = new.host(self.host.name)
+            if old == new:
+                return {"reloaded": True, "changed": False}
+            await gather_results(self.hook.clusterkit_reload(runtime=self, old=old, new=new))
+            if self.engine is not None:
+                await self.engine.apply(new)
+            log.info("reloaded %s", self.config_path)
+            return {"reloaded": True, "changed": True}
+
+    def status(self) -> dict:
+        report: dict[str, Any] = {
+            "cluster": self.cluster.name,
+            "host": self.host.name,
+            "role": self.host.role,
+            "pid": os.getpid(),
+            "uptime": round(time.time() - self.started, 1),
+        }
+        if self.engine is not None:
+            report["policies"] = self.engine.stats()
+        for section in self.hook.clusterkit_status(runtime=self):
+            report.update(section or {})
+        return report
+
+    # ------------------------------------------------------------- internals
+
+    async def _bounded(self, awaitable: Awaitable, what: str) -> None:
+        try:
+            await asyncio.wait_for(awaitable, self.shutdown_timeout)
+        except asyncio.TimeoutError:
+            log.warning("%s did not stop within %ss", what, self.shutdown_timeout)
+        except Exception:
+            log.exception("%s failed while stopping", what)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("task %s died", task.get_name(), exc_info=task.exception())
+
+    def _mtime(self) -> float:
+        try:
+            return os.stat(self.config_path).st_mtime_ns
+        except OSError:
+            return 0
+
+    async def _watch_config(self) -> None:
+        """Reload when the definition file changes (CLI edits replace it atomically)."""
+        while True:
+            await asyncio.sleep(1.0)
+            if self._mtime() != self._config_mtime:
+                await self.reload()
+
+
+def run_daemon(config_path: str, pm, host_name: str | None = None) -> None:
+    """Blocking entry point for ``clusterkit run``."""
+    loop = new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        runtime = Runtime(config_path, pm, host_name)
+        loop.run_until_complete(runtime.run())
+    finally:
+        loop.close()
