@@ -1,8 +1,9 @@
 """The daemon of one host: start what its role needs, reload, stop gracefully.
 
-One process per host, one asyncio loop (uvloop where installed). Plugins bring
-their servers up in ``clusterkit_start``; on the manager the load-balancing
-engine chosen by ``clusterkit_lb_engine`` realises the policies. SIGHUP or a
+One process per host, one asyncio loop (uvloop where installed). On the manager
+the load-balancing engine chosen by ``clusterkit_lb_engine`` realises the
+policies first (so plugins find ``runtime.engine``); then plugins bring their
+servers up in ``clusterkit_start``. SIGHUP or a
 change to the definition file reloads it; a broken file is logged and the last
 good definition keeps running. SIGTERM/SIGINT stop: plugins in reverse order,
 each bounded by the shutdown timeout.
@@ -118,11 +119,11 @@ class Runtime:
         self.add_control("reload", self.reload)
         await self.control.start()
         log.info("starting %s %s of cluster %s", self.host.role, self.host.name, self.cluster.name)
-        await gather_results(self.hook.clusterkit_start(runtime=self))
         if self.is_manager:
             self.engine = self.hook.clusterkit_lb_engine(runtime=self)
             if self.engine is not None:
                 await self.engine.apply(self.cluster)
+        await gather_results(self.hook.clusterkit_start(runtime=self))
         log.info("%s %s is up", self.host.role, self.host.name)
 
     async def stop(self) -> None:
@@ -154,9 +155,9 @@ class Runtime:
             self.host = new.host(self.host.name)
             if old == new:
                 return {"reloaded": True, "changed": False}
-            await gather_results(self.hook.clusterkit_reload(runtime=self, old=old, new=new))
             if self.engine is not None:
                 await self.engine.apply(new)
+            await gather_results(self.hook.clusterkit_reload(runtime=self, old=old, new=new))
             log.info("reloaded %s", self.config_path)
             return {"reloaded": True, "changed": True}
 
