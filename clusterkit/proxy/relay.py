@@ -60,7 +60,7 @@ class ServerSide(asyncio.Protocol):
         conn.seen = True
         conn.member.bytes_out += len(data)
         if conn.handler is not None:
-            data = conn.handler.from_server(data)
+            data = conn.handled(conn.handler.from_server, data)
             if not data:
                 return
         conn.transport.write(data)
@@ -143,7 +143,7 @@ class ClientSide(asyncio.Protocol):
             return
         self.member.bytes_in += len(data)
         if self.handler is not None:
-            data = self.handler.from_client(data)
+            data = self.handled(self.handler.from_client, data)
             if not data:
                 return
         self.server.transport.write(data)
@@ -247,7 +247,7 @@ class ClientSide(asyncio.Protocol):
         factory = self.listener.handler_factory
         if factory is not None:
             self.handler = factory(Session(self))
-            self.handler.connected()
+            self.handled(lambda _: self.handler.connected(), None)
         if self.held is not None:
             held, self.held = self.held, None
             paused = self.held_size > HOLD_LIMIT
@@ -258,6 +258,15 @@ class ClientSide(asyncio.Protocol):
                 self.transport.resume_reading()
         if self.client_eof:
             transport.write_eof()
+
+    def handled(self, method, data):
+        """Call the service handler; a handler that fails closes this connection only."""
+        try:
+            return method(data)
+        except Exception:
+            log.exception("%s: service handler failed, closing the connection", self.listener.key)
+            self.abort()
+            return None
 
     # ------------------------------------------------------------- closing
 
