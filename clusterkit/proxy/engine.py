@@ -13,6 +13,7 @@ import logging
 
 from clusterkit.proxy.listener import Listener, ProxyError
 from clusterkit.proxy.pool import STATES
+from clusterkit.proxy.workers import WorkerPool, merge_stats
 
 log = logging.getLogger("clusterkit.proxy")
 
@@ -24,12 +25,15 @@ class Engine:
     """Listeners by policy key, member states, and the upkeep tick.
 
     ``registry`` (the runtime's) gives each service's protocol handler;
-    ``None`` relays every service as plain bytes.
+    ``None`` relays every service as plain bytes. ``workers > 1`` adds
+    ``SO_REUSEPORT`` worker processes (:mod:`clusterkit.proxy.workers`);
+    with 1, everything runs in this process.
     """
 
-    def __init__(self, registry=None, reuse_port: bool = False):
+    def __init__(self, registry=None, reuse_port: bool = False, workers: int = 1):
         self.registry = registry
-        self.reuse_port = reuse_port
+        self.reuse_port = reuse_port or workers > 1
+        self.workers = WorkerPool(workers, registry) if workers > 1 else None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.listeners: dict[str, Listener] = {}
         self.retired: set = set()
@@ -73,6 +77,8 @@ class Engine:
             log.info("policy %s: listening, %s to %s", key, policy.scheduler,
                      ", ".join(f"{m.node}={m.weight}" for m in policy.members))
         self._schedule()
+        if self.workers is not None:
+            await self.workers.apply(cluster, self.states)
         if errors:
             raise ProxyError("; ".join(errors))
 
@@ -90,6 +96,8 @@ class Engine:
         if not 0 < weight_factor <= 1:
             raise ValueError(f"weight_factor {weight_factor!r} must be in (0, 1]")
         self.states[(policy_key, node)] = (state, weight_factor)
+        if self.workers is not None:
+            self.workers.set_member_state(policy_key, node, state, weight_factor)
         listener = self.listeners.get(policy_key)
         if listener is not None:
             member = listener.pool.members.get(node)
@@ -98,10 +106,19 @@ class Engine:
 
     def stats(self) -> dict:
         """Per policy and member: state, weight, active, total, bytes, connect failures."""
-        return {key: listener.stats() for key, listener in self.listeners.items()}
+        mine = {key: listener.stats() for key, listener in self.listeners.items()}
+        if self.workers is not None:
+            merge_stats(mine, self.workers.stats())
+        return mine
 
     async def close(self, timeout: float) -> None:
         """Stop listening, let connections finish up to ``timeout``, then close the rest."""
+        if self.workers is not None:
+            await asyncio.gather(self._close(timeout), self.workers.close(timeout))
+        else:
+            await self._close(timeout)
+
+    async def _close(self, timeout: float) -> None:
         for listener in (*self.listeners.values(), *self.retired):
             listener.retire()
             self.retired.add(listener)
