@@ -220,3 +220,35 @@ def summary(msg: dns.message.Message) -> dict:
         "authority": section(msg.authority),
         "additional": section(msg.additional),
     }
+
+
+class ServerThread:
+    """A real :class:`DnsServer` on its own event loop in a thread, for synchronous tests."""
+
+    def __init__(self, zones_dir, addr: str = ADDR, port: int | None = None, **kwargs):
+        import threading
+
+        from clusterkit.runtime import new_event_loop
+        from clusterkit_dns.server import DnsServer
+
+        self.addr = addr
+        self.port = port or free_port(addr)
+        self.loop = new_event_loop()
+        self.server = DnsServer(str(zones_dir), [(addr, self.port)], **kwargs)
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def call(self, coro, timeout: float = 30):
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def __enter__(self) -> "ServerThread":
+        self.thread.start()
+        self.call(self.server.start())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.call(self.server.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
