@@ -112,6 +112,22 @@ x.wild.example.com ANY
 nx.example.com ANY
 b.c.ent.example.com ANY
 deleg.example.com ANY
+host3.example MX
+host3.example A
+foo.bar.example TXT
+host1.example MX
+sub.*.example MX
+_telnet._tcp.host1.example SRV
+host.subdel.example A
+ghost.*.example MX
+_ssh._tcp.host1.example SRV
+example MX
+ns.nottl.test A
+a.nottl.test A
+b.nottl.test A
+c.nottl.test TXT
+d.nottl.test TXT
+nottl.test SOA
 """.strip().splitlines()
 
 

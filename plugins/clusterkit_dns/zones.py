@@ -24,6 +24,7 @@ import dns.zone
 import dns.zonefile
 
 SUFFIX = ".zone"
+NO_TTL_DEFAULT = 3600  # NSD's TTL for records without one in a file without $TTL
 SOA, NS, CNAME = dns.rdatatype.SOA, dns.rdatatype.NS, dns.rdatatype.CNAME
 _LOCATED = re.compile(r"^(?P<file>.*?):(?P<line>\d+): (?P<message>.*)$", re.S)
 
@@ -98,6 +99,10 @@ _rr_line = dns.zonefile.Reader._rr_line
 
 
 def _rr_line_located(self):
+    if not self.default_ttl_known and getattr(_include_base, "dir", None):
+        # NSD's rule, not RFC 1035's: without $TTL a record with no TTL gets 3600,
+        # not the last TTL stated. Only for our loads: others share dnspython.
+        self.default_ttl, self.default_ttl_known = NO_TTL_DEFAULT, True
     start = self.tok.line_number
     try:
         return _rr_line(self)
