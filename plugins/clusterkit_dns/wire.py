@@ -92,22 +92,22 @@ def name_key(name: dns.name.Name) -> bytes:
 
 def render(answer: Answer, qname: dns.name.Name, qtype: int, limit: int = TCP_MAX) -> tuple:
     """Render ``answer`` into (body after the question, counts, truncated) within ``limit``."""
-    r = dns.renderer.Renderer(0, 0, limit)
+    r = dns.renderer.Renderer(0, 0, limit)  # records in file order: NSD does not shuffle either
     r.add_question(qname, qtype, IN)
     start = r.output.tell()
     truncated = False
     try:
         for rrset in answer.answer:
-            r.add_rrset(dns.renderer.ANSWER, rrset)
+            r.add_rrset(dns.renderer.ANSWER, rrset, want_shuffle=False)
         for rrset in answer.authority:
-            r.add_rrset(dns.renderer.AUTHORITY, rrset)
+            r.add_rrset(dns.renderer.AUTHORITY, rrset, want_shuffle=False)
     except dns.exception.TooBig:  # NSD's choice: the question alone, TC set
         r = dns.renderer.Renderer(0, 0, limit)
         r.add_question(qname, qtype, IN)
         return r.get_wire()[start:], (0, 0, 0), True
     for rrset in answer.additional:
         try:
-            r.add_rrset(dns.renderer.ADDITIONAL, rrset)
+            r.add_rrset(dns.renderer.ADDITIONAL, rrset, want_shuffle=False)
         except dns.exception.TooBig:
             truncated = answer.referral  # missing glue makes a referral useless (RFC 9471)
             break

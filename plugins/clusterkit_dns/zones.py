@@ -110,7 +110,23 @@ def _rr_line_located(self):
         raise _RecordError(start, exc) from None
 
 
+def _out_of_zone(self):
+    """dnspython skips records outside the zone silently; NSD refuses the file, so do we."""
+    raise dns.exception.SyntaxError(
+        f"out of zone data: {self.last_name} is outside the zone {self.zone_origin}")
+
+
+_eat_line = dns.zonefile.Reader._eat_line
+
+
+def _eat_line_checked(self):
+    if getattr(_include_base, "dir", None):
+        _out_of_zone(self)
+    return _eat_line(self)
+
+
 dns.zonefile.Reader._rr_line = _rr_line_located
+dns.zonefile.Reader._eat_line = _eat_line_checked
 _GENERIC = re.compile(r"^(caught exception <class '[\w.]+'>: )")
 
 
