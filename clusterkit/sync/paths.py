@@ -53,14 +53,22 @@ def transfer_list(root: str, paths: list[str]) -> list[str]:
     listing ``x/y/f`` when ``x`` is gone makes rsync report a vanished
     implied directory (exit 24) on every retry; listing ``x`` deletes the lot.
     With ``-r`` a listed directory is sent whole, so entries below another
-    listed entry are redundant and dropped.
+    listed entry are redundant and dropped. A directory entry without the
+    trailing ``/`` (a fresh ``mkdir``: its content comes as entries of its
+    own) is listed only while empty; otherwise those entries create it.
     """
     chosen: set[str] = set()
     for path in paths:
+        whole = path.endswith("/")
         path = path.strip("/")
         if not path:
             continue
-        if not os.path.lexists(os.path.join(root, path)):
+        full = os.path.join(root, path)
+        if not whole and os.path.isdir(full) and not os.path.islink(full):
+            with os.scandir(full) as it:
+                if next(it, None) is not None:
+                    continue
+        if not os.path.lexists(full):
             for parent in ancestors(path):
                 if os.path.lexists(os.path.join(root, parent)):
                     break

@@ -28,6 +28,7 @@ from watchdog.events import (DirCreatedEvent, DirDeletedEvent, DirMovedEvent, Fi
                              FileSystemEvent, FileSystemEventHandler)
 from watchdog.observers.inotify import InotifyEmitter, InotifyObserver, InotifyWatchGroup
 from watchdog.observers.inotify_c import InotifyConstants as IN
+from watchdog.observers.inotify_move_event_grouper import PathedInotifyEvent
 
 log = logging.getLogger("clusterkit.sync.watcher")
 logging.getLogger("watchdog").setLevel(logging.INFO)  # its per-event debug lines drown ours
@@ -40,6 +41,14 @@ MOVE_PAIRING_DELAY = 0.05  # watchdog holds an unpaired IN_MOVED_FROM (and all a
 
 # A change as the replicator sees it: (set name, path relative to the set, is a whole directory)
 Change = tuple[str, str, bool]
+
+
+class FreshDirEvent(DirCreatedEvent):
+    """``mkdir`` in a watched directory (IN_CREATE): its content arrives as events of its own.
+
+    watchdog adds the watch and reports what was already inside as creates, so
+    the directory itself need not be sent whole, unlike one moved in.
+    """
 
 
 class _Group(InotifyWatchGroup):
@@ -104,6 +113,12 @@ class Watcher:
                     event_mask=MASK, follow_symlink=False,
                     on_overflow=lambda: watcher._call(watcher.overflow, name),
                     on_missed=lambda path, exc: watcher._missed(name, path, exc))
+
+            def build_and_queue_event(self, event, *, full_events: bool = False) -> None:
+                if isinstance(event, PathedInotifyEvent) and event.ev.is_create and event.ev.is_directory:
+                    self.queue_event(FreshDirEvent(self._decode_path(event.path)))
+                    return
+                super().build_and_queue_event(event, full_events=full_events)
 
         return Emitter
 
@@ -183,6 +198,7 @@ class _Handler(FileSystemEventHandler):
             if dest is not None:
                 out.append((self.name, dest, event.is_directory))
         elif rel is not None:
-            out.append((self.name, rel, event.is_directory and not isinstance(event, FileAttribEvent)))
+            whole = event.is_directory and not isinstance(event, (FileAttribEvent, FreshDirEvent))
+            out.append((self.name, rel, whole))
         if out:
             self.watcher.push(out)
