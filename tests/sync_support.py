@@ -43,15 +43,17 @@ def target(tmp_path: Path, node: str) -> Path:
 class Daemon:
     """``clusterkit run -c FILE [--as HOST]`` as a subprocess; killed (by pid) at the end."""
 
-    def __init__(self, config: Path, host: str | None = None, env: dict | None = None):
+    def __init__(self, config: Path, host: str | None = None, env: dict | None = None,
+                 wrap: list[str] = ()):
         self.config = config
+        self.wrap = list(wrap)  # e.g. ["ip", "netns", "exec", NS] (which execs: same pid)
         self.host = host
         self.env = env
         self.log = config.parent / f"daemon-{host or 'manager'}.log"
         self.proc: subprocess.Popen | None = None
 
     def start(self, wait: bool = True) -> "Daemon":
-        argv = [*CLUSTERKIT, "run", "-c", str(self.config), "-v"]
+        argv = [*self.wrap, *CLUSTERKIT, "run", "-c", str(self.config), "-v"]
         if self.host:
             argv += ["--as", self.host]
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL,

@@ -100,7 +100,8 @@ def rsyncd_config(cluster, node, secrets_path: str = "/etc/rsyncd.clusterkit.sec
     for sset in cluster.sync_sets:
         parts = sset.path.strip("/").split("/")
         include += ["/" + "/".join(parts[:i]) + "/" for i in range(1, len(parts))]
-        include.append("/" + "/".join(parts) + "/***")
+        # "/a/b/***" does not let the daemon accept "/a/b/" as a destination
+        include += ["/" + "/".join(parts), "/" + "/".join(parts) + "/**"]
     include = list(dict.fromkeys(include))
     conf = f"""# rsyncd.conf for clusterkit node {node.name} of cluster {cluster.name}
 # Written by `clusterkit sync rsyncd-conf {node.name}`. Install it on {node.name} as
