@@ -175,7 +175,12 @@ def sync_now(config: ConfigOpt,
              as_json: JsonOpt = False) -> None:
     """Full sync now (to one node or all), with a progress display; exit 1 if it did not finish."""
     state_dir = daemon_state_dir(config)
-    started = request(state_dir, "sync_now", nodes=[node] if node else None)
+    try:
+        started = request(state_dir, "sync_now", nodes=[node] if node else None)
+    except ControlError as exc:
+        if str(exc).startswith("no node named"):
+            raise UsageError(str(exc)) from None
+        raise
     if not wait:
         emit(started, as_json, lambda r: f"full sync queued for {', '.join(r['nodes'])}")
         return
