@@ -31,7 +31,7 @@ def hold_then_name(sock, server):
 def env(tmp_path):
     """Three member servers, an engine, and ``env.policy(...)`` to (re)apply a policy."""
     ips = [f"{NET}.{10 + i}" for i in (1, 2, 3)]
-    port = common_port(ips)
+    port = common_port(ips + [f"{NET}.1"])
     vport = free_port(VIP)
     engine = EngineThread()
 
@@ -43,6 +43,9 @@ def env(tmp_path):
         def start(self, handle=say_name, nodes=(1, 2, 3)):
             for i in nodes:
                 self.backends[f"node{i}"] = TCPBackend((ips[i - 1], port), handle, f"node{i}")
+
+        def start_manager(self):
+            self.backends["manager"] = TCPBackend((f"{NET}.1", port), say_name, "manager")
 
         def policy(self, members: str, **options):
             extra = "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in options.items())
@@ -254,3 +257,16 @@ def test_connection_limits_per_listener_and_member(env):
     finally:
         for s in held:
             s.close()
+
+
+def test_the_manager_with_weight_zero_is_the_backup(env):
+    env.start(nodes=(1,))
+    env.start_manager()
+    env.policy("node1 = 1, manager = 0", scheduler="wrr")
+    assert env.count(5) == {"node1": 5}
+    key = f"{VIP}:{env.vip_port}"
+    env.engine.sync(env.engine.engine.set_member_state, key, "node1", "down")
+    assert env.count(3) == {"manager": 3}
+    assert env.stats()["fallback"] == 3 and env.stats()["members"]["manager"]["total"] == 3
+    env.engine.sync(env.engine.engine.set_member_state, key, "manager", "maintenance")
+    env.refused()

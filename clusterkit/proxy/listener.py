@@ -100,14 +100,18 @@ class Listener:
                               or policy.proxy_protocol or self.handler_factory)
 
     def _fallback(self, policy, cluster) -> Member | None:
+        """``policy.fallback``; without one, the manager as a weight-0 member (a backup)."""
         if not policy.fallback:
-            return None
+            manager = getattr(cluster, "manager", None)
+            member = self.pool.members.get(manager.name) if manager is not None else None
+            return member if member is not None and member.weight == 0 else None
         if policy.fallback in cluster.hosts:
             address = (cluster.hosts[policy.fallback].ip, policy.backend_port)
         else:
             host, _, port = policy.fallback.rpartition(":")
             address = (host.strip("[]"), int(port))
-        if self.fallback is not None and self.fallback.address == address:
+        if self.fallback is not None and self.fallback.node == "fallback" \
+                and self.fallback.address == address:
             return self.fallback
         return Member("fallback", address)
 
@@ -162,11 +166,11 @@ class Listener:
 
     def stats(self) -> dict:
         members = {m.node: m.stats() for m in self.pool.members.values()}
-        if self.fallback is not None:
+        if self.fallback is not None and self.fallback.node == "fallback":
             members["fallback"] = self.fallback.stats()
         p = self.policy
         return {"service": p.service, "scheduler": p.scheduler, "persistence": p.persistence,
-                "proxy_protocol": p.proxy_protocol or None, "listening": not self.retiring,
+                "proxy_protocol": p.proxy_protocol or "none", "listening": not self.retiring,
                 "active": self.active, "total": self.total, "refused": self.refused,
                 "fallback": self.fallbacks, "over_limit": self.over_limit,
                 "idle_closed": self.idle_closed, "members": members}

@@ -192,7 +192,8 @@ class ClientSide(asyncio.Protocol):
                     return
                 tried = (*tried, member)
             fallback = listener.fallback
-            if fallback is not None and await self._try(loop, fallback, timeout):
+            if fallback is not None and fallback.state == "up" \
+                    and await self._try(loop, fallback, timeout):
                 listener.fallbacks += 1
                 return
             listener.refused += 1

@@ -47,7 +47,8 @@ def worker_view(cluster, registry) -> SimpleNamespace:
     """What a worker needs of the cluster: the shareable policies and host addresses."""
     return SimpleNamespace(
         policies=tuple(p for p in cluster.policies if shareable(p, registry)),
-        hosts={name: SimpleNamespace(ip=host.ip) for name, host in cluster.hosts.items()})
+        hosts={name: SimpleNamespace(ip=host.ip) for name, host in cluster.hosts.items()},
+        manager=SimpleNamespace(name=cluster.manager.name))
 
 
 def frame(message) -> bytes:
