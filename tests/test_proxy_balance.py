@@ -270,3 +270,35 @@ def test_the_manager_with_weight_zero_is_the_backup(env):
     assert env.stats()["fallback"] == 3 and env.stats()["members"]["manager"]["total"] == 3
     env.engine.sync(env.engine.engine.set_member_state, key, "manager", "maintenance")
     env.refused()
+
+
+def test_bytes_sent_while_connecting_arrive_whole_after_a_retry(env):
+    import hashlib
+
+    def digest(sock, server):
+        data = recv_all(sock)
+        sock.sendall(f"{server.name} {len(data)} {hashlib.sha256(data).hexdigest()}".encode())
+
+    env.start(digest, nodes=(2,))
+    blackhole = socket.socket()  # node1: connects to it never complete
+    blackhole.bind((f"{NET}.11", env.backend_port))
+    blackhole.listen(0)
+    fillers = []
+    try:
+        for _ in range(8):
+            f = socket.socket()
+            f.setblocking(False)
+            f.connect_ex((f"{NET}.11", env.backend_port))
+            fillers.append(f)
+        env.policy("node1 = 1, node2 = 1", scheduler="rr", connect_timeout=0.5)
+        payload = bytes(range(256)) * 4096 * 2  # 2 MiB: more than the proxy holds
+        with socket.create_connection((VIP, env.vip_port), 5) as s:
+            s.sendall(payload)        # blocks once the proxy holds its share and pauses
+            s.shutdown(socket.SHUT_WR)
+            answer = recv_all(s).decode()
+        assert answer == f"node2 {len(payload)} {hashlib.sha256(payload).hexdigest()}"
+        assert env.stats()["members"]["node1"]["connect_failures"] == 1
+    finally:
+        for f in fillers:
+            f.close()
+        blackhole.close()
