@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import importlib.metadata
+import json
 import socket
 import threading
 
@@ -195,7 +196,9 @@ def test_end_to_end_through_the_runtime(tmp_path):
         async def status():
             return runtime.status()
 
-        policy = call(status())["policies"][f"{net}.100:{vport}"]
+        report = call(status())
+        json.dumps(report)  # what `clusterkit status --json` prints
+        policy = report["policies"][f"{net}.100:{vport}"]
         assert policy["total"] == 7 and list(policy["members"]) == ["node2"]
     finally:
         call(runtime.stop())
