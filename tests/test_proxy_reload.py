@@ -124,8 +124,17 @@ def test_a_listener_that_cannot_bind_is_reported_and_the_rest_apply(env):
             env.apply_policies((0, 'members = { node1 = 1 }'), (1, 'members = { node2 = 1 }'))
         with socket.create_connection((VIP, env.ports[0]), 5) as s:
             assert line(s, "ok") == "node1:ok"
+        # at a reload it is logged and shown, not raised: the other policies still reload
+        env.apply_policies((0, 'members = { node2 = 1 }'), (1, 'members = { node2 = 1 }'))
+        failed = env.stats()[f"{VIP}:{env.ports[1]}"]
+        assert failed["listening"] is False and "Address already in use" in failed["error"]
+        with socket.create_connection((VIP, env.ports[0]), 5) as s:
+            assert line(s, "ok") == "node2:ok"
     finally:
         blocker.close()
+    env.apply_policies((0, 'members = { node2 = 1 }'), (1, 'members = { node2 = 1 }'))
+    with socket.create_connection((VIP, env.ports[1]), 5) as s:  # retried, now open
+        assert line(s, "ok") == "node2:ok"
 
 
 def test_close_lets_connections_finish_then_closes_the_rest(env):

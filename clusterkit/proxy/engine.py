@@ -38,6 +38,8 @@ class Engine:
         self.listeners: dict[str, Listener] = {}
         self.retired: set = set()
         self.states: dict[tuple[str, str], tuple[str, float]] = {}
+        self.failed: dict[str, str] = {}   # policy key -> why its listener is not open
+        self.applied = False
         self._tick: asyncio.TimerHandle | None = None
         self._interval = TICK_MAX
 
@@ -50,7 +52,11 @@ class Engine:
 
         New policies get a listener, removed ones retire (stop accepting, their
         connections run to the end), the others are updated in place. A
-        listener that cannot be opened is reported after the rest is applied.
+        listener that cannot be opened (address in use) is retried at the next
+        apply and shown in ``stats()``; at the first apply it raises
+        :class:`ProxyError` after the rest is applied (the daemon does not
+        start half-configured), later it is logged, so one bad policy never
+        blocks a reload of the others.
         """
         self.loop = asyncio.get_running_loop()
         wanted = {p.key: p for p in cluster.policies}
@@ -72,15 +78,22 @@ class Engine:
                 await listener.start(self.reuse_port)
             except ProxyError as exc:
                 errors.append(str(exc))
+                self.failed[key] = str(exc)
                 continue
+            self.failed.pop(key, None)
             self.listeners[key] = listener
             log.info("policy %s: listening, %s to %s", key, policy.scheduler,
                      ", ".join(f"{m.node}={m.weight}" for m in policy.members))
         self._schedule()
+        for key in [k for k in self.failed if k not in wanted]:
+            del self.failed[key]
         if self.workers is not None:
             await self.workers.apply(cluster, self.states)
-        if errors:
+        first, self.applied = not self.applied, True
+        if errors and first:
             raise ProxyError("; ".join(errors))
+        for error in errors:
+            log.error("%s (retried at the next reload)", error)
 
     def set_member_state(self, policy_key: str, node: str, state: str,
                          weight_factor: float = 1.0) -> None:
@@ -107,6 +120,8 @@ class Engine:
     def stats(self) -> dict:
         """Per policy and member: state, weight, active, total, bytes, connect failures."""
         mine = {key: listener.stats() for key, listener in self.listeners.items()}
+        for key, error in self.failed.items():
+            mine[key] = {"listening": False, "error": error}
         if self.workers is not None:
             merge_stats(mine, self.workers.stats())
         return mine

@@ -110,10 +110,13 @@ class Listener:
         else:
             host, _, port = policy.fallback.rpartition(":")
             address = (host.strip("[]"), int(port))
-        if self.fallback is not None and self.fallback.node == "fallback" \
-                and self.fallback.address == address:
-            return self.fallback
+        if self.fallback is not None and self._own_fallback() and self.fallback.address == address:
+            return self.fallback  # keeps its counters
         return Member("fallback", address)
+
+    def _own_fallback(self) -> bool:
+        """The fallback is ``policy.fallback``, not a member standing in as backup."""
+        return self.pool.members.get(self.fallback.node) is not self.fallback
 
     async def start(self, reuse_port: bool = False) -> None:
         sock = listen_socket(self.policy.vip, self.policy.port, reuse_port)
@@ -166,7 +169,7 @@ class Listener:
 
     def stats(self) -> dict:
         members = {m.node: m.stats() for m in self.pool.members.values()}
-        if self.fallback is not None and self.fallback.node == "fallback":
+        if self.fallback is not None and self._own_fallback():
             members["fallback"] = self.fallback.stats()
         p = self.policy
         return {"service": p.service, "scheduler": p.scheduler, "persistence": p.persistence,

@@ -168,7 +168,7 @@ def merge_stats(mine: dict, others: list[dict]) -> dict:
     for other in others:
         for key, theirs in other.items():
             policy = mine.get(key)
-            if policy is None:
+            if policy is None or "error" in policy:
                 continue
             for name in COUNTERS:
                 policy[name] += theirs.get(name, 0)
