@@ -128,3 +128,13 @@ def test_stop_ends_the_workers(cluster):
     for pid in pids:
         wait_for(lambda: not os.path.exists(f"/proc/{pid}") or
                  open(f"/proc/{pid}/stat").read().split()[2] == "Z")
+
+
+def test_a_worker_that_dies_is_restarted_with_the_current_policies(cluster):
+    worker = cluster.engine.workers.workers[0]
+    key = f"{VIP}:{cluster.vports[0]}"
+    wait_for(lambda: key in worker.stats, timeout=20)
+    old = worker.proc.pid
+    os.kill(old, 9)
+    wait_for(lambda: worker.proc.pid != old and key in worker.stats, timeout=20)
+    assert {get(cluster.vports[0]) for _ in range(20)} == {"node1", "node2"}
