@@ -41,7 +41,7 @@ class Member:
 
     __slots__ = ("node", "address", "weight", "state", "factor", "max_conn",
                  "active", "total", "bytes_in", "bytes_out", "connect_failures",
-                 "penalty_until", "current")
+                 "penalty_until", "current", "source")
 
     def __init__(self, node: str, address: tuple[str, int], weight: int = 1,
                  state: str = "up", factor: float = 1.0, max_conn: int = 0):
@@ -58,6 +58,7 @@ class Member:
         self.connect_failures = 0
         self.penalty_until = 0.0
         self.current = 0.0   # smooth wrr state
+        self.source = None   # local (ip, port) to connect from; None: the kernel chooses
 
     @property
     def effective_weight(self) -> float:

@@ -210,7 +210,11 @@ class ClientSide(asyncio.Protocol):
         # a plain timer cancelling this task: a third of asyncio.timeout()'s cost
         timer = loop.call_later(timeout, self._connect_timeout, server)
         try:
-            await loop.create_connection(server, member.address[0], member.address[1])
+            if member.source is None:
+                await loop.create_connection(server, member.address[0], member.address[1])
+            else:
+                await loop.create_connection(server, member.address[0], member.address[1],
+                                             local_addr=member.source)
         except (OSError, asyncio.CancelledError) as exc:
             cancelled = isinstance(exc, asyncio.CancelledError)
             if server.transport is not None:  # connected: the relay owns it now
