@@ -101,15 +101,14 @@ class Engine:
                          weight_factor: float = 1.0) -> None:
         """Health or the operator says how a member takes new connections.
 
-        ``up`` takes them (``weight_factor`` in (0, 1] scales its weight during
+        ``up`` takes them (``weight_factor`` in [0, 1] scales its weight during
         slow start); ``drain`` takes none but keeps its connections;
         ``down``/``maintenance`` are out of rotation, connections continue.
         Remembered across ``apply`` and for members not (yet) in a policy.
         """
         if state not in STATES:
             raise ValueError(f"member state {state!r} is not one of {', '.join(STATES)}")
-        if not 0 < weight_factor <= 1:
-            raise ValueError(f"weight_factor {weight_factor!r} must be in (0, 1]")
+        weight_factor = min(1.0, max(0.0, float(weight_factor)))  # slow start ramps from ~0
         self.states[(policy_key, node)] = (state, weight_factor)
         if self.workers is not None:
             self.workers.set_member_state(policy_key, node, state, weight_factor)

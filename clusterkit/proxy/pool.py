@@ -151,7 +151,7 @@ class Pool:
             if scheduler == "lc":
                 best = min(rotated, key=lambda m: m.active)
             else:
-                best = min(rotated, key=lambda m: (m.active + 1) / m.effective_weight)
+                best = min(rotated, key=_wlc_load)
             self._next += 1
             return best
         # rr (and sh without a client address)
@@ -177,6 +177,11 @@ class Pool:
         """Pin ``client_ip`` to the member that actually took its connection."""
         if self.persistence and client_ip is not None:
             self.pins[client_ip] = (member, now + self.persistence)
+
+
+def _wlc_load(member: Member) -> float:
+    weight = member.effective_weight
+    return (member.active + 1) / weight if weight > 0 else math.inf
 
 
 def _rendezvous(client_ip: str, member: Member) -> float:
