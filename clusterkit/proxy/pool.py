@@ -173,11 +173,6 @@ class Pool:
         if pin is not None and pin[0] is member:
             self.pins[client_ip] = (member, now + self.persistence)
 
-    def pin(self, client_ip: str, member: Member, now: float) -> None:
-        """Pin ``client_ip`` to the member that actually took its connection."""
-        if self.persistence and client_ip is not None:
-            self.pins[client_ip] = (member, now + self.persistence)
-
 
 def _wlc_load(member: Member) -> float:
     weight = member.effective_weight
