@@ -3,7 +3,7 @@
 Neither needs a protocol handler: the proxy relays the bytes. ``https``
 defaults to 300 s of persistence so a client keeps the node holding its TLS
 session. Their default check is ``tcp`` until the HTTP check kinds of the
-health plugin exist (see docs/load-balancing.md).
+health plugin exist.
 """
 
 from clusterkit import hookimpl
