@@ -42,11 +42,12 @@ class Zone:
     """One loaded zone. Never mutated once built: a reload builds a new one."""
 
     origin: dns.name.Name
+    key: tuple  # the origin's lower-cased labels (see engine.key_of)
     path: str
     signature: tuple  # (mtime_ns, size, inode) of the file when it was read
-    nodes: dict  # Name -> {rdtype: RRset}, in file order
-    names: frozenset  # every owner name and every empty non-terminal
-    cuts: frozenset  # delegation points below the apex
+    nodes: dict  # name key -> {rdtype: RRset}, in file order
+    names: frozenset  # keys of every owner name and every empty non-terminal
+    cuts: frozenset  # keys of the delegation points below the apex
     soa: dns.rrset.RRset
     ns: dns.rrset.RRset | None
     negative_soa: dns.rrset.RRset  # the SOA with TTL = min(TTL, MINIMUM) (RFC 2308)
@@ -194,12 +195,15 @@ def _located(text: str, path: str, zones_dir: str, cause=None) -> ZoneError:
 
 def build_zone(origin: dns.name.Name, path: str, signature, parsed: dns.zone.Zone) -> Zone:
     """Index a parsed zone: RRsets per owner, empty non-terminals, zone cuts, negative SOA."""
+    okey = tuple(label.lower() for label in origin.labels)
+    depth = len(okey)
     nodes: dict = {}
     names: set = set()
     cuts: set = set()
     records = 0
     for name, node in parsed.nodes.items():
-        if not name.is_subdomain(origin):
+        key = tuple(label.lower() for label in name.labels)
+        if key[len(key) - depth:] != okey:
             continue  # dnspython already refuses these; belt and braces
         rrsets = {}
         for rdataset in node.rdatasets:
@@ -211,19 +215,19 @@ def build_zone(origin: dns.name.Name, path: str, signature, parsed: dns.zone.Zon
             records += len(rrset)
         if not rrsets:
             continue
-        nodes[name] = rrsets
-        if NS in rrsets and name != origin:
-            cuts.add(name)
-        while True:
-            names.add(name)
-            if name == origin:
+        nodes[key] = rrsets
+        if NS in rrsets and key != okey:
+            cuts.add(key)
+        while key not in names:
+            names.add(key)
+            if len(key) == depth:
                 break
-            name = name.parent()
-    apex = nodes[origin]
+            key = key[1:]
+    apex = nodes[okey]
     soa = apex[SOA]
     negative = dns.rrset.RRset(origin, soa.rdclass, SOA)
     negative.update(soa)
     negative.ttl = min(soa.ttl, soa[0].minimum)
-    return Zone(origin=origin, path=path, signature=signature, nodes=nodes,
+    return Zone(origin=origin, key=okey, path=path, signature=signature, nodes=nodes,
                 names=frozenset(names), cuts=frozenset(cuts), soa=soa, ns=apex.get(NS),
                 negative_soa=negative, records=records)
