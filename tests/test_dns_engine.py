@@ -83,15 +83,15 @@ def test_parser_cases(tmp_path):
     def n(text):
         return key_of(dns.name.from_text(text))
 
-    assert zone.nodes[n("ns.t.test.")][1].ttl == 129600
-    assert zone.nodes[n("www.sub.t.test.")][1].ttl == 60
-    txt = zone.nodes[n("txt.t.test.")][dns.rdatatype.TXT][0]
+    assert zone.nodes[n("ns.t.test.")][1][1].ttl == 129600
+    assert zone.nodes[n("www.sub.t.test.")][1][1].ttl == 60
+    txt = zone.nodes[n("txt.t.test.")][dns.rdatatype.TXT][1][0]
     assert txt.strings == (b"two words", b"third", b'esc"aped', b"A")
-    assert zone.nodes[n("gen.t.test.")][1][0].address == "192.0.2.3"
-    assert zone.nodes[n("srv.t.test.")][dns.rdatatype.SRV][0].target == dns.name.from_text("t.test.")
+    assert zone.nodes[n("gen.t.test.")][1][1][0].address == "192.0.2.3"
+    assert zone.nodes[n("srv.t.test.")][dns.rdatatype.SRV][1][0].target == dns.name.from_text("t.test.")
     assert n("x.other.t.test.") in zone.nodes  # $INCLUDE relative to the zones dir, with origin
     assert zone.serial == 1
-    assert zone.negative_soa.ttl == 300
+    assert zone.negative_soa[1].ttl == 300
 
 
 def test_error_names_file_and_line(tmp_path):

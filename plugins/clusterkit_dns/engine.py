@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 import dns.name
 import dns.rcode
 import dns.rdatatype
-import dns.rrset
 
 from clusterkit_dns.zones import Zone
 
@@ -29,7 +28,12 @@ ADDRESS_TYPES = (A, AAAA)
 
 @dataclass
 class Answer:
-    """The content of a response, before rendering."""
+    """The content of a response, before rendering.
+
+    Sections are lists of RRsets as ``(owner, rdataset)`` pairs: the zone's own
+    rdatasets, shared, never copied (a wildcard answer pairs them with the
+    query name).
+    """
 
     rcode: int = NOERROR
     aa: bool = True
@@ -110,7 +114,7 @@ def _lookup(zones: ZoneSet, zone: Zone, qname, qkey, qtype, result: Answer, chai
         return
     result.answer.append(_owned(cname, qname, synthesized))
     chain.append(qkey)
-    target = cname[0].target
+    target = cname[1][0].target
     tkey = key_of(target)
     if tkey in chain or len(chain) >= MAX_CHAIN:
         return  # a loop: the chain so far, no authority (NSD's answer)
@@ -142,13 +146,9 @@ def _wildcard(zone: Zone, qkey: tuple) -> dict | None:
     return zone.nodes.get((WILDCARD,) + name)
 
 
-def _owned(rrset: dns.rrset.RRset, owner: dns.name.Name, synthesized: bool) -> dns.rrset.RRset:
-    """``rrset`` itself, or, synthesized from a wildcard, a copy owned by ``owner``."""
-    if not synthesized:
-        return rrset
-    copy = dns.rrset.RRset(owner, rrset.rdclass, rrset.rdtype)
-    copy.update(rrset)
-    return copy
+def _owned(rrset: tuple, owner: dns.name.Name, synthesized: bool) -> tuple:
+    """``rrset`` itself, or, synthesized from a wildcard, the same data owned by ``owner``."""
+    return (owner, rrset[1]) if synthesized else rrset
 
 
 def _nodata(zone: Zone, result: Answer) -> None:
@@ -160,18 +160,18 @@ def _referral(zone: Zone, cut: tuple, result: Answer) -> None:
     result.aa = False
     result.referral = True
     result.authority.append(ns)
-    _add_addresses(zone, result, [r.target for r in ns], glue=True)
+    _add_addresses(zone, result, [r.target for r in ns[1]], glue=True)
 
 
 def _positive_extras(zone: Zone, result: Answer, apex_ns: bool) -> None:
     """NSD's additional section: addresses of NS/MX/SRV targets, the zone's NS in authority."""
     targets = []
-    for rrset in result.answer:
-        if rrset.rdtype in (NS, MX, SRV) and _inside(key_of(rrset.name), zone.key):
-            targets += [_target(r) for r in rrset]
+    for owner, rdataset in result.answer:
+        if rdataset.rdtype in (NS, MX, SRV) and _inside(key_of(owner), zone.key):
+            targets += [_target(r) for r in rdataset]
     if not apex_ns and zone.ns is not None:
         result.authority.append(zone.ns)
-        targets += [r.target for r in zone.ns]
+        targets += [r.target for r in zone.ns[1]]
     _add_addresses(zone, result, targets)
 
 
@@ -184,7 +184,7 @@ def _target(rdata) -> dns.name.Name:
 
 
 def _add_addresses(zone: Zone, result: Answer, targets, glue: bool = False) -> None:
-    present = {(key_of(r.name), r.rdtype) for r in result.answer}
+    present = {(key_of(owner), rdataset.rdtype) for owner, rdataset in result.answer}
     seen = set()
     for target in targets:
         tkey = key_of(target)

@@ -54,21 +54,33 @@ class FormatError(Exception):
     """The query is malformed: FORMERR."""
 
 
-class Template:
-    """A rendered response minus what depends on the query (ID, RD, question case, OPT)."""
+_SHARED: dict = {}  # immutable header pieces, one copy each (a zone has few distinct ones)
 
-    __slots__ = ("flags", "counts", "counts_opt", "body", "size", "rcode", "answer")
+
+def _shared(value: bytes | tuple):
+    return _SHARED.setdefault(value, value)
+
+
+class Template:
+    """A rendered response minus what depends on the query (ID, RD, question case, OPT).
+
+    Kept small (a 100,000-record zone has about twice as many): the header
+    pieces are shared, and the answer it came from is not kept; the rare
+    response that must be truncated is resolved again.
+    """
+
+    __slots__ = ("flags", "counts", "counts_opt", "body", "size", "rcode")
 
     def __init__(self, answer: Answer, body: bytes, counts: tuple[int, int, int]):
         aa = 0x04 if answer.aa else 0
-        self.flags = (bytes((0x80 | aa, answer.rcode)), bytes((0x81 | aa, answer.rcode)))
+        self.flags = _shared((_shared(bytes((0x80 | aa, answer.rcode))),
+                              _shared(bytes((0x81 | aa, answer.rcode)))))
         an, ns, ar = counts
-        self.counts = struct.pack("!HHHH", 1, an, ns, ar)
-        self.counts_opt = struct.pack("!HHHH", 1, an, ns, ar + 1)
+        self.counts = _shared(struct.pack("!HHHH", 1, an, ns, ar))
+        self.counts_opt = _shared(struct.pack("!HHHH", 1, an, ns, ar + 1))
         self.body = body
         self.size = len(body) + 5  # + the zero byte's offset z = the response's length
         self.rcode = answer.rcode
-        self.answer = answer
 
 
 @dataclass
@@ -135,13 +147,15 @@ class Writer:
         self.name(qname)
         self.buf += struct.pack("!HH", qtype, IN)
 
-    def rrset(self, rrset) -> int:
-        """Write every record of ``rrset``; :class:`TooBig` (and nothing written) past the limit."""
+    def rrset(self, rrset: tuple) -> int:
+        """Write every record of ``(owner, rdataset)``; :class:`TooBig` (nothing written) past
+        the limit."""
         buf = self.buf
         start = len(buf)
-        rdtype, rdclass, ttl = rrset.rdtype, rrset.rdclass, rrset.ttl
-        for rd in rrset:
-            self.name(rrset.name)
+        owner, rdataset = rrset
+        rdtype, rdclass, ttl = rdataset.rdtype, rdataset.rdclass, rdataset.ttl
+        for rd in rdataset:
+            self.name(owner)
             buf += _RR_HEAD.pack(rdtype, rdclass, ttl, 0)
             at = len(buf)
             if rdtype in _NAME_RDATA:
@@ -160,7 +174,7 @@ class Writer:
             del buf[start:]
             self.table = {k: v for k, v in self.table.items() if v < start}
             raise TooBig
-        return len(rrset)
+        return len(rdataset)
 
 
 def render(answer: Answer, qname: dns.name.Name, qtype: int, limit: int = TCP_MAX) -> tuple:
@@ -344,7 +358,8 @@ class Responder:
         counts, body = (t.counts_opt if opt else t.counts), t.body
         flags = t.flags[q.rd]
         if len(q.question) + 12 + len(body) + len(opt) > limit:
-            body, (an, ns, ar), tc = render(t.answer, q.qname, q.qtype, limit - len(opt))
+            answer = resolve(st.zones, q.qname, q.qtype)
+            body, (an, ns, ar), tc = render(answer, q.qname, q.qtype, limit - len(opt))
             counts = struct.pack("!HHHH", 1, an, ns, ar + (1 if opt else 0))
             if tc:
                 flags = bytes((flags[0] | 0x02, flags[1]))

@@ -19,7 +19,6 @@ import dns.exception
 import dns.name
 import dns.rdataclass
 import dns.rdatatype
-import dns.rrset
 import dns.zone
 import dns.zonefile
 
@@ -45,18 +44,18 @@ class Zone:
     key: tuple  # the origin's lower-cased labels (see engine.key_of)
     path: str
     signature: tuple  # (mtime_ns, size, inode) of the file when it was read
-    nodes: dict  # name key -> {rdtype: RRset}, in file order
+    nodes: dict  # name key -> {rdtype: (owner, rdataset)}, in file order
     names: frozenset  # keys of every owner name and every empty non-terminal
     cuts: frozenset  # keys of the delegation points below the apex
-    soa: dns.rrset.RRset
-    ns: dns.rrset.RRset | None
-    negative_soa: dns.rrset.RRset  # the SOA with TTL = min(TTL, MINIMUM) (RFC 2308)
+    soa: tuple  # (owner, rdataset): the engine's RRset form, see engine.py
+    ns: tuple | None
+    negative_soa: tuple  # the SOA with TTL = min(TTL, MINIMUM) (RFC 2308)
     records: int
     compiled: dict = field(default_factory=dict)  # cache of compiled responses, see wire.py
 
     @property
     def serial(self) -> int:
-        return self.soa[0].serial
+        return self.soa[1][0].serial
 
 
 def zone_origin(filename: str) -> dns.name.Name | None:
@@ -201,18 +200,17 @@ def build_zone(origin: dns.name.Name, path: str, signature, parsed: dns.zone.Zon
     names: set = set()
     cuts: set = set()
     records = 0
+    labels: dict = {}  # one bytes object per distinct label: most repeat (the origin's)
     for name, node in parsed.nodes.items():
-        key = tuple(label.lower() for label in name.labels)
+        key = tuple(labels.setdefault(low, low) for low in (label.lower() for label in name.labels))
         if key[len(key) - depth:] != okey:
             continue  # dnspython already refuses these; belt and braces
         rrsets = {}
         for rdataset in node.rdatasets:
             if rdataset.rdclass != dns.rdataclass.IN:
                 continue
-            rrset = dns.rrset.RRset(name, rdataset.rdclass, rdataset.rdtype)
-            rrset.update(rdataset)
-            rrsets[rdataset.rdtype] = rrset
-            records += len(rrset)
+            rrsets[rdataset.rdtype] = (name, rdataset)
+            records += len(rdataset)
         if not rrsets:
             continue
         nodes[key] = rrsets
@@ -225,9 +223,9 @@ def build_zone(origin: dns.name.Name, path: str, signature, parsed: dns.zone.Zon
             key = key[1:]
     apex = nodes[okey]
     soa = apex[SOA]
-    negative = dns.rrset.RRset(origin, soa.rdclass, SOA)
-    negative.update(soa)
-    negative.ttl = min(soa.ttl, soa[0].minimum)
+    negative = soa[1].copy()
+    negative.ttl = min(negative.ttl, negative[0].minimum)
+    negative = (soa[0], negative)
     return Zone(origin=origin, key=okey, path=path, signature=signature, nodes=nodes,
                 names=frozenset(names), cuts=frozenset(cuts), soa=soa, ns=apex.get(NS),
                 negative_soa=negative, records=records)
