@@ -218,12 +218,17 @@ class DnsServer:
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
                 sock.bind((host, port))
-            except OSError:
+            except OSError as exc:
                 sock.close()
-                raise
+                raise OSError(exc.errno, f"dns: cannot listen on {host}:{port}/udp: "
+                                         f"{exc.strerror}") from None
             self._udp.append(UdpListener(sock, self.responder))
-            server = await loop.create_server(lambda: TcpProtocol(self), host, port,
-                                              reuse_address=True, backlog=1024)
+            try:
+                server = await loop.create_server(lambda: TcpProtocol(self), host, port,
+                                                  reuse_address=True, backlog=1024)
+            except OSError as exc:
+                raise OSError(exc.errno, f"dns: cannot listen on {host}:{port}/tcp: "
+                                         f"{exc.strerror}") from None
             self._tcp.append(server)
 
     async def _unbind(self) -> None:
