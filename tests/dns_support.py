@@ -188,7 +188,7 @@ def run_nsd(workdir: Path, zonesdir: Path, zones: list[str], addr: str, port: in
         '  username: ""',
         f'  zonesdir: "{zonesdir}"',
         f'  pidfile: "{workdir}/nsd.pid"',
-        f'  database: ""',
+        '  database: ""',
         f'  xfrdfile: "{workdir}/xfrd.state"',
         f'  xfrdir: "{workdir}"',
         f'  zonelistfile: "{workdir}/zone.list"',
