@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import dns.exception
 import dns.name
 import dns.rdataclass
+import dns.rdataset
 import dns.rdatatype
 import dns.zone
 import dns.zonefile
@@ -106,7 +107,7 @@ def _rr_line_located(self):
     start = self.tok.line_number
     try:
         return _rr_line(self)
-    except dns.exception.SyntaxError as exc:
+    except dns.exception.DNSException as exc:  # CNAME and other data, bad rdata...
         raise _RecordError(start, exc) from None
 
 
@@ -125,6 +126,19 @@ def _eat_line_checked(self):
     return _eat_line(self)
 
 
+_rdataset_add = dns.rdataset.Rdataset.add
+
+
+def _add_checked(self, rd, ttl=None):
+    """dnspython keeps the last of two CNAMEs (or SOAs) at a name; NSD refuses the file."""
+    if getattr(_include_base, "dir", None) and len(self) and dns.rdatatype.is_singleton(rd.rdtype) \
+            and rd not in self:
+        raise dns.exception.SyntaxError(
+            f"multiple {dns.rdatatype.to_text(rd.rdtype)} records at the same name")
+    return _rdataset_add(self, rd, ttl)
+
+
+dns.rdataset.Rdataset.add = _add_checked
 dns.zonefile.Reader._rr_line = _rr_line_located
 dns.zonefile.Reader._eat_line = _eat_line_checked
 _GENERIC = re.compile(r"^(caught exception <class '[\w.]+'>: )")
