@@ -195,6 +195,8 @@ def _located(text: str, path: str, zones_dir: str, cause=None) -> ZoneError:
     detail = _GENERIC.sub("", detail)
     if detail in ("", "Text input is malformed."):
         detail = "malformed record"
+    elif "CNAME" in detail and "compatible" in detail:
+        detail = "CNAME and other data at the same name"
     try:
         with open(where, encoding="utf-8", errors="replace") as f:
             for number, text_line in enumerate(f, 1):
