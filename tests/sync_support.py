@@ -139,3 +139,15 @@ def write_tree(root: Path, files: int, dirs: int = 1, prefix: str = "f", size: i
         if i % per == 0:
             d.mkdir(parents=True, exist_ok=True)
         (d / f"{prefix}{i:06d}").write_bytes(payload + str(i).encode())
+
+
+def wait_settled(daemon: Daemon, timeout: float = 30.0) -> dict:
+    """Wait until no node has anything pending (files may land before the worker notes it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = daemon.query("sync_status")
+        if all(n["pending"] == 0 and n["state"] == "idle" for n in status["nodes"].values()):
+            return status
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still pending after {timeout}s: {status['nodes']}")
+        time.sleep(0.05)

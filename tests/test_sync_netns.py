@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from sync_support import CLUSTERKIT, Daemon, differences, wait_identical, write_tree
+from sync_support import CLUSTERKIT, Daemon, differences, wait_identical, wait_settled, write_tree
 
 SET = "/srv/www"
 FAST = "options = { sync_contimeout = 2, sync_timeout = 5, sync_backoff_max = 2.0 }"
@@ -133,6 +133,7 @@ def test_manager_killed_mid_burst_converges(setup, tmp_path):
         writer.join()
         daemon.start()
         wait_identical(src(tmp_path), [dst(tmp_path, "node1"), dst(tmp_path, "node2")], timeout=90)
+        wait_settled(daemon)
         # a difference made on a node is found by verify (exit 1), and sync now repairs it
         (dst(tmp_path, "node2") / "d000" / "f000000").write_text("tampered")
         bad = net.run("manager", [*CLUSTERKIT, "sync", "verify", "node2", "-c", str(config)])
