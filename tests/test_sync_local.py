@@ -66,6 +66,7 @@ def test_renames_and_deleted_trees(tmp_path, cluster):
     (src / "a.txt").write_text("a")
     with Daemon(cluster):
         wait_identical(src, nodes(tmp_path))
+        inodes = [os.stat(node / "old" / "d000" / "f000000").st_ino for node in nodes(tmp_path)]
         os.rename(src / "old", src / "new")
         os.rename(src / "a.txt", src / "b.txt")
         shutil.rmtree(src / "doomed")
@@ -73,6 +74,8 @@ def test_renames_and_deleted_trees(tmp_path, cluster):
         for node in nodes(tmp_path):
             assert not (node / "old").exists() and not (node / "doomed").exists()
             assert len(list((node / "new").rglob("f*"))) == 100
+        # renamed on the node (local transport), not copied again
+        assert [os.stat(node / "new" / "d000" / "f000000").st_ino for node in nodes(tmp_path)] == inodes
         # a directory moved out of the set is a deletion; moved back in, an arrival
         outside = tmp_path / "outside"
         os.rename(src / "new", outside)

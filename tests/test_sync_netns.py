@@ -119,6 +119,13 @@ def test_node_cut_off_during_changes_catches_up(setup, tmp_path):
         result = net.run("manager", [*CLUSTERKIT, "sync", "verify", "-c", str(config)])
         assert result.returncode == 0, result.stdout + result.stderr
         assert "node1 www: identical" in result.stdout
+        # a renamed directory: over ssh it is renamed on the node (same inode), not copied
+        inode = os.stat(dst(tmp_path, "node2") / "d1" / "f1").st_ino
+        os.rename(src(tmp_path) / "d1", src(tmp_path) / "renamed")
+        wait_identical(src(tmp_path), [dst(tmp_path, "node1"), dst(tmp_path, "node2")],
+                       exclude=("*.swp",))
+        if 'transport = "ssh"' in config.read_text():
+            assert os.stat(dst(tmp_path, "node2") / "renamed" / "f1").st_ino == inode
 
 
 def test_manager_killed_mid_burst_converges(setup, tmp_path):

@@ -78,7 +78,9 @@ class NodeWorker:
         self.retry_at = 0.0
         self.progress: int | None = None
         self.full_done: dict[str, int] = {}   # set -> seq of the last full sync that landed
+        self.renames: list[tuple[str, str, str]] = []  # (set, src, dst) to apply on the node first
         self.task: asyncio.Task | None = None
+        self.taken_renames: list[tuple[str, str, str]] = []
 
     # ----------------------------------------------------------- queueing
 
@@ -129,6 +131,7 @@ class NodeWorker:
         for (sset, path), (seq, since) in self.pending.items():
             batch.setdefault(sset, {})[path] = seq
         self.inflight.update(self.pending)
+        self.taken_renames, self.renames = self.renames, []
         self.pending.clear()
         self.per_dir.clear()
         self.per_set.clear()
@@ -222,6 +225,8 @@ class NodeWorker:
         kind = r.registry.transports[self.node.transport]
         source = r.runtime.local_path(sset.path)
         full = FULL in sent
+        if not full and kind.rename is not None:
+            await self._renames(kind, sset)
         job = rsync.Job(source=source, destination=kind.destination(self.node, sset.path),
                         transport_args=list(kind.rsync_args(self.node)), exclude=sset.exclude,
                         full=full, timeout=r.settings.timeout, contimeout=r.settings.contimeout)
@@ -239,6 +244,20 @@ class NodeWorker:
                   result.code)
         r.runs += 1
         return result
+
+    async def _renames(self, kind, sset) -> None:
+        """Apply the batch's renames on the node, so rsync only compares what moved."""
+        for name, src, dst in self.taken_renames:
+            if name != sset.name:
+                continue
+            try:
+                done = await kind.rename(self.node, os.path.join(sset.path, src),
+                                         os.path.join(sset.path, dst))
+            except Exception as exc:  # the rsync that follows sends it anyway
+                log.debug("%s: rename %s -> %s on the node failed: %s", self.name, src, dst, exc)
+                continue
+            log.debug("%s: %s %s -> %s on the node", self.name, "renamed" if done else "did not rename",
+                      src, dst)
 
     def status(self) -> dict:
         entries = list(self.pending.values()) + list(self.inflight.values())
@@ -349,10 +368,13 @@ class Replicator:
         for worker in self.workers.values():
             entries = per_node.setdefault(worker.name, [])
             seen = set()
-            for sset, rel, is_dir in changes:
+            can_rename = self.registry.transports[worker.node.transport].rename is not None
+            for sset, rel, is_dir, moved_to in changes:
                 s = self.sets.get(sset)
                 if s is None or excluded(rel, s.exclude):
                     continue
+                if moved_to and can_rename and not excluded(moved_to, s.exclude):
+                    worker.renames.append((sset, rel, moved_to))
                 path = FULL if not rel else (rel + "/" if is_dir else rel)
                 if (sset, path) in seen or worker.covered(sset, path):
                     continue
