@@ -165,7 +165,13 @@ class NodeWorker:
                 await self._settle(loop)
             batch = self.take()
             self.state = "sending"
-            ok = await self._send(batch)
+            try:
+                ok = await self._send(batch)
+            except Exception:  # a bug must not silence this node for good: retry later
+                log.exception("%s: sending a batch failed", self.name)
+                for sset_name, sent in batch.items():
+                    self.requeue(sset_name, {p: q for p, q in sent.items() if (sset_name, p) in self.inflight})
+                ok = False
             busy = True
             if not ok:
                 self.failures += 1
@@ -314,6 +320,7 @@ class Replicator:
         self.store.close()
 
     async def reload(self, old, new) -> None:
+        self.settings = Settings.from_options(self.runtime.host.options)
         if old.sync_sets != new.sync_sets:
             gone = {s.name for s in old.sync_sets} - {s.name for s in new.sync_sets}
             if self.watcher is not None:
@@ -364,18 +371,22 @@ class Replicator:
 
     def changed(self, changes: list[Change]) -> None:
         """From the watcher: record for every node first, then wake the workers."""
+        wanted: list[tuple[str, str, str | None]] = []
+        for sset, rel, is_dir, moved_to in changes:
+            s = self.sets.get(sset)
+            if s is None or excluded(rel, s.exclude):
+                continue
+            if moved_to and excluded(moved_to, s.exclude):
+                moved_to = None
+            wanted.append((sset, FULL if not rel else (rel + "/" if is_dir else rel), moved_to))
         per_node: dict[str, list[tuple[str, str]]] = {}
         for worker in self.workers.values():
             entries = per_node.setdefault(worker.name, [])
             seen = set()
             can_rename = self.registry.transports[worker.node.transport].rename is not None
-            for sset, rel, is_dir, moved_to in changes:
-                s = self.sets.get(sset)
-                if s is None or excluded(rel, s.exclude):
-                    continue
-                if moved_to and can_rename and not excluded(moved_to, s.exclude):
-                    worker.renames.append((sset, rel, moved_to))
-                path = FULL if not rel else (rel + "/" if is_dir else rel)
+            for sset, path, moved_to in wanted:
+                if moved_to and can_rename:
+                    worker.renames.append((sset, path.rstrip("/"), moved_to))
                 if (sset, path) in seen or worker.covered(sset, path):
                     continue
                 seen.add((sset, path))
