@@ -44,6 +44,7 @@ class Settings:
     contimeout: int = 10
     backoff_min: float = 0.5
     backoff_max: float = 60.0
+    atomic_batch: int = 1000   # batches up to this many paths appear at once (--delay-updates)
 
     @classmethod
     def from_options(cls, options: dict) -> "Settings":
@@ -241,6 +242,7 @@ class NodeWorker:
             job.progress = lambda pct: setattr(self, "progress", pct)
         else:
             job.paths = transfer_list(source, list(sent))
+        job.delay_updates = not full and len(job.paths) <= r.settings.atomic_batch
         try:
             result = await rsync.run(job)
         finally:
