@@ -18,6 +18,7 @@ wake the asyncio loop once per drain; nothing slow ever runs there.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import threading
@@ -74,7 +75,8 @@ class _Group(InotifyWatchGroup):
         except OSError as exc:
             if path == self.path:
                 raise
-            self._on_missed(path, exc)
+            if exc.errno not in (errno.ENOENT, errno.ENOTDIR):  # gone meanwhile: nothing to watch
+                self._on_missed(path, exc)
             return
         self._active_callbacks_by_path[path] = wd
         self._active_callbacks_by_watch[wd] = path
