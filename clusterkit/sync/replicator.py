@@ -470,5 +470,7 @@ def _distinct_dirs(entries: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 def _last_line(text: str) -> str:
-    lines = [line for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else "(no message)"
+    """The line that says what went wrong (rsync ends with a generic "rsync error: ... code N")."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith("rsync error:")]
+    return (useful or lines or ["(no message)"])[-1]
