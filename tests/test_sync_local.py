@@ -164,7 +164,9 @@ def test_overflow_while_stopped_everything_arrives(tmp_path, cluster):
                 (src / "bulk" / f"f{i:06d}").write_bytes(b"x%d" % i)
         finally:
             daemon.signal(signal.SIGCONT)
+        resumed = time.monotonic()
         wait_identical(src, nodes(tmp_path), timeout=120)
+        print(f"{BIG} files after an overflow: identical {time.monotonic() - resumed:.1f}s after SIGCONT")
         assert daemon.query("sync_status")["overflows"] >= 1
 
 
@@ -179,7 +181,9 @@ def test_directory_appearing_with_many_files_arrives(tmp_path, cluster):
             os.rename(staging / "big", src / "big")
         finally:
             daemon.signal(signal.SIGCONT)
+        resumed = time.monotonic()
         wait_identical(src, nodes(tmp_path), timeout=120)
+        print(f"a directory with {BIG} files: identical {time.monotonic() - resumed:.1f}s after SIGCONT")
         runs = daemon.query("sync_status")["rsync_runs"]
         assert runs < 20, runs  # one directory, sent whole: not one rsync per file
 
