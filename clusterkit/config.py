@@ -476,6 +476,25 @@ def load_cluster(path: str | os.PathLike, pm) -> Cluster:
     return cluster
 
 
+def daemon_state_dir(path: str | os.PathLike, host: str | None = None) -> str:
+    """The state directory of a host's daemon, read leniently.
+
+    ``status`` and other queries to a running daemon must work while the file
+    is broken (that is when operators need them), so only ``cluster.state_dir``
+    and the host names are read here, without full validation.
+    """
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+        state_dir = raw.get("cluster", {}).get("state_dir", "/var/lib/clusterkit")
+        names = [raw["manager"]["name"]] + [n.get("name") for n in raw.get("node", [])]
+    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(str(path), [Problem("", f"cannot find the daemon's state: {exc}")]) from None
+    name = host or names[0]
+    if name not in names:
+        raise ConfigError(str(path), [Problem("", f"no host named {name!r} (hosts: {', '.join(names)})")])
+    return os.path.join(state_dir, name)
+
+
 def registry_of(pm):
     """The plugin manager's kinds, collected once."""
     from clusterkit.registry import Registry

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from clusterkit.cli.common import ConfigOpt, JsonOpt, emit, guard, plugin_manager
-from clusterkit.config import load_cluster
+from clusterkit.config import daemon_state_dir, load_cluster
 from clusterkit.control import request
 from clusterkit.logs import setup_logging
 from clusterkit.runtime import run_daemon
@@ -41,11 +41,9 @@ def run(ctx: typer.Context, config: ConfigOpt, as_: AsOpt = None,
 
 
 @guard
-def status(ctx: typer.Context, config: ConfigOpt, as_: AsOpt = None, as_json: JsonOpt = False) -> None:
+def status(config: ConfigOpt, as_: AsOpt = None, as_json: JsonOpt = False) -> None:
     """Ask a running daemon for its state (exit 1 when it is not running)."""
-    cluster = load_cluster(config, plugin_manager(ctx))
-    host = cluster.host(as_) if as_ else cluster.manager
-    report = request(cluster.host_state_dir(host.name), "status")
+    report = request(daemon_state_dir(config, as_), "status")
     emit(report, as_json, render_status)
 
 

@@ -1,0 +1,132 @@
+"""The CLI contract: commands, options, --json, exit codes and error messages."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from clusterkit.cli import get_app
+from clusterkit.plugins import get_plugin_manager
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def ck():
+    app = get_app(get_plugin_manager())
+
+    def invoke(*args: str):
+        return runner.invoke(app, list(args))
+
+    return invoke
+
+
+@pytest.fixture
+def cfg(ck, tmp_path):
+    path = str(tmp_path / "cluster.toml")
+    result = ck("init", "-c", path, "--name", "prod", "--manager", "mgr", "--manager-ip",
+                "127.91.0.1", "--public-ip", "127.91.0.100", "--state-dir", str(tmp_path / "st"))
+    assert result.exit_code == 0, result.output
+    return path
+
+
+def test_version(ck):
+    result = ck("--version")
+    assert result.exit_code == 0 and result.output.startswith("clusterkit ")
+
+
+def test_nodes_policies_and_sync_sets_round_trip(ck, cfg, tmp_path):
+    assert ck("node", "add", "web1", "--ip", "127.91.0.11", "--root", str(tmp_path / "w1"),
+              "-c", cfg).exit_code == 0
+    assert ck("node", "add", "web2", "--ip", "127.91.0.12", "--transport", "ssh",
+              "--option", "user=deploy", "-c", cfg).exit_code == 0
+    result = ck("policy", "add", "-c", cfg, "--vip", "127.91.0.100", "--port", "80",
+                "--service", "http", "--members", "web1=3,web2=1", "--scheduler", "wlc",
+                "--persistence", "60", "--check", "tcp", "--inter", "0.5", "--fall", "2")
+    assert result.exit_code == 0, result.output
+    assert ck("sync", "add", "www", "--path", "/var/www", "--exclude", "*.log",
+              "--on-change", "true", "-c", cfg).exit_code == 0
+
+    nodes = json.loads(ck("node", "list", "--json", "-c", cfg).output)
+    assert [(n["name"], n["role"]) for n in nodes] == [("mgr", "manager"), ("web1", "node"),
+                                                      ("web2", "node")]
+    assert nodes[2]["options"] == {"user": "deploy"}
+    (policy,) = json.loads(ck("policy", "list", "--json", "-c", cfg).output)
+    assert policy["members"] == {"web1": 3, "web2": 1}
+    assert (policy["scheduler"], policy["persistence"]) == ("wlc", 60)
+    assert (policy["check"]["inter"], policy["check"]["fall"]) == (0.5, 2)
+    (sset,) = json.loads(ck("sync", "list", "--json", "-c", cfg).output)
+    assert sset["exclude"] == ["*.log"] and sset["on_change"] == "true"
+    assert "127.91.0.100" in ck("policy", "list", "-c", cfg).output
+
+    assert ck("node", "remove", "web1", "-c", cfg).exit_code == 2, "still a policy member"
+    assert ck("node", "remove", "web1", "--force", "-c", cfg).exit_code == 0
+    (policy,) = json.loads(ck("policy", "list", "--json", "-c", cfg).output)
+    assert policy["members"] == {"web2": 1}
+    assert ck("policy", "remove", "--vip", "127.91.0.100", "--port", "80", "-c", cfg).exit_code == 0
+    assert json.loads(ck("policy", "list", "--json", "-c", cfg).output) == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (("node", "add", "n", "--ip", "300.1.1.1"), "node[0].ip: '300.1.1.1' is not an IP address"),
+    (("node", "add", "mgr", "--ip", "127.91.0.5"), "node[0].name: duplicate host name 'mgr'"),
+    (("node", "add", "n", "--ip", "127.91.0.5", "--transport", "ftp"), "unknown transport 'ftp'"),
+    (("policy", "add", "--vip", "127.91.0.100", "--port", "80", "--service", "http",
+      "--members", "ghost=1"), "unknown member 'ghost'"),
+    (("policy", "add", "--vip", "127.91.0.100", "--port", "0", "--service", "http",
+      "--members", "mgr=1"), "policy[0].port: 0 is out of range"),
+    (("policy", "add", "--vip", "127.91.0.100", "--port", "80", "--service", "nntp",
+      "--members", "mgr=1"), "unknown service 'nntp'"),
+    (("policy", "add", "--vip", "127.91.0.100", "--port", "80", "--service", "http",
+      "--members", "mgr=1", "--scheduler", "fastest"), "unknown scheduler 'fastest'"),
+])
+def test_bad_values_exit_2_naming_file_and_key(ck, cfg, args, message):
+    before = open(cfg).read()
+    result = ck(*args, "-c", cfg)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert cfg in result.output
+    assert open(cfg).read() == before, "a refused edit changes nothing"
+
+
+def test_bad_command_line_value_exits_2_naming_the_option(ck, cfg):
+    result = ck("policy", "add", "--vip", "127.91.0.100", "--port", "80", "--service", "http",
+                "--members", "mgr", "-c", cfg)
+    assert result.exit_code == 2 and "--members: 'mgr' is not NAME=VALUE" in result.output
+
+
+def test_config_check(ck, cfg):
+    result = ck("config", "check", "-c", cfg)
+    assert result.exit_code == 0 and "OK" in result.output
+    with open(cfg, "a") as f:
+        f.write('\n[[policy]]\nvip = "127.91.0.100"\nport = 80\nservice = "http"\n'
+                'members = {nobody = 1}\n')
+    result = ck("config", "check", "-c", cfg)
+    assert result.exit_code == 2
+    assert f"{cfg}:" in result.output and "policy[0].members.nobody" in result.output
+
+
+def test_missing_file_and_default_path_from_environment(ck, tmp_path, monkeypatch):
+    missing = str(tmp_path / "nope.toml")
+    result = ck("node", "list", "-c", missing)
+    assert result.exit_code == 2 and f"{missing}: no such file" in result.output
+    monkeypatch.setenv("CLUSTERKIT_CONFIG", missing)
+    result = runner.invoke(get_app(get_plugin_manager()), ["node", "list"])
+    assert result.exit_code == 2 and missing in result.output
+
+
+def test_init_refuses_to_overwrite(ck, cfg):
+    result = ck("init", "-c", cfg, "--name", "x", "--manager", "m", "--manager-ip", "127.0.0.1")
+    assert result.exit_code == 2 and "already exists" in result.output
+
+
+def test_status_without_daemon_is_a_runtime_failure(ck, cfg):
+    result = ck("status", "-c", cfg)
+    assert result.exit_code == 1 and "no daemon is running" in result.output
+
+
+def test_run_as_unknown_host_is_a_usage_error(ck, cfg):
+    result = ck("run", "-c", cfg, "--as", "ghost")
+    assert result.exit_code == 2 and "no host named 'ghost'" in result.output

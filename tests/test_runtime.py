@@ -1,0 +1,97 @@
+"""The daemon: starts, answers on its control socket, reloads, refuses broken files, stops."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from clusterkit.control import socket_path
+from conftest import write_cluster
+
+CLUSTERKIT = os.path.join(os.path.dirname(sys.executable), "clusterkit")
+
+
+def wait_for(predicate, timeout: float = 15.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def status(cfg) -> dict | None:
+    result = subprocess.run([CLUSTERKIT, "status", "--json", "-c", str(cfg)],
+                            capture_output=True, text=True, timeout=30)
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    cfg = write_cluster(tmp_path / "cluster.toml", "127.91.2", nodes=2)
+    proc = subprocess.Popen([CLUSTERKIT, "run", "-c", str(cfg), "--log-format", "json"],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: status(cfg), what="the daemon's control socket")
+        yield cfg, proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_status_over_the_control_socket(daemon):
+    cfg, proc = daemon
+    report = status(cfg)
+    assert report["host"] == "manager" and report["role"] == "manager"
+    assert report["pid"] == proc.pid
+    sock = socket_path(os.path.join(cfg.parent, "state", "manager"))
+    assert oct(os.stat(sock).st_mode & 0o777) == "0o600", "control socket is owner-only"
+
+
+def test_a_broken_file_is_refused_and_the_running_definition_kept(daemon):
+    cfg, proc = daemon
+    good = cfg.read_text()
+    cfg.write_text(good.replace('name = "node2"', 'name = "node1"'))
+    os.kill(proc.pid, signal.SIGHUP)
+    time.sleep(1.5)
+    assert proc.poll() is None, "a broken definition must not stop the daemon"
+    assert status(cfg)["cluster"] == "test"
+    cfg.write_text(good.replace('name = "test"', 'name = "renamed"'))
+    wait_for(lambda: (status(cfg) or {}).get("cluster") == "renamed", what="the file-change reload")
+
+
+def test_sigterm_stops_gracefully(daemon):
+    cfg, proc = daemon
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=15) == 0
+    logs = [json.loads(line) for line in proc.stderr.read().splitlines() if line.startswith("{")]
+    messages = [entry["msg"] for entry in logs]
+    assert any("stopped" in m for m in messages), messages
+    assert not os.path.exists(socket_path(os.path.join(cfg.parent, "state", "manager")))
+
+
+def test_a_second_daemon_for_the_same_host_is_refused(daemon):
+    cfg, _ = daemon
+    second = subprocess.run([CLUSTERKIT, "run", "-c", str(cfg)], capture_output=True, text=True,
+                            timeout=30)
+    assert second.returncode == 1
+    assert "already running" in second.stderr
+
+
+def test_reload_reports_the_refusal_over_the_control_socket(daemon):
+    from clusterkit.control import request
+
+    cfg, _ = daemon
+    state = os.path.join(cfg.parent, "state", "manager")
+    cfg.write_text(cfg.read_text() + "\n[[policy]]\nport = 80\n")
+    answer = request(state, "reload")
+    assert answer["reloaded"] is False
+    assert "policy[0].vip: is required" in answer["error"]
