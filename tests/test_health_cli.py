@@ -33,7 +33,7 @@ def setup(tmp_path):
 
 def cli(path, *args):
     result = CliRunner().invoke(get_app(get_plugin_manager()), [*args, "-c", path])
-    return result.exit_code, result.output
+    return result.exit_code, result.stdout if result.exit_code == 0 else result.output
 
 
 def test_without_a_daemon_the_state_is_recorded_and_applies_at_start(setup):
@@ -61,7 +61,7 @@ def test_with_a_daemon_states_apply_at_once(setup):
     code, out = cli(path, "status", "--json")
     assert code == 0, out
     nodes = json.loads(out)["members"]["127.82.2.100:80"]["nodes"]
-    assert nodes["node2"]["state"] == "maintenance" and nodes["node2"]["last"] == "paused"
+    assert nodes["node2"]["state"] == "maintenance" and nodes["node2"]["checks"] == "paused"
 
     code, out = cli(path, "node", "maintenance", "node2", "off", "--json")
     assert code == 0, out

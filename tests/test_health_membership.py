@@ -218,7 +218,7 @@ def test_operator_state_survives_a_restart(cluster):
     cluster.start()
     assert cluster.engine.state("node2") == "maintenance"
     assert cluster.engine.state("node1") == "up"
-    assert members(cluster)["node2"]["last"] == "paused"
+    assert members(cluster)["node2"]["checks"] == "paused"
 
 
 def test_unknown_node_and_action_are_refused(cluster):

@@ -10,7 +10,9 @@ ones send the policy's PROXY header first, as the proxy does for clients.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 
 from clusterkit import hookimpl
 from clusterkit.registry import CheckFailed, CheckKind, CheckTarget
@@ -39,9 +41,12 @@ async def command_check(target: CheckTarget) -> str:
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), target.timeout)
     except asyncio.TimeoutError:
-        proc.kill()
-        await proc.wait()
         raise CheckFailed(f"command timed out after {target.timeout}s") from None
+    finally:
+        if proc.returncode is None:  # timed out or cancelled: the whole process group goes
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
     text = out.decode(errors="replace").strip()[-200:]
     if proc.returncode != 0:
         raise CheckFailed(f"command exited {proc.returncode}: {text}")
