@@ -236,7 +236,7 @@ class Member:
     def report(self) -> dict:
         return {
             "state": self.state,
-            "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.since)),
+            "since": _iso(self.since),
             "for_s": round(time.time() - self.since, 1),
             "health": self.health.describe(),
             "operator": self.operator or "-",
@@ -471,6 +471,11 @@ class Membership:
             entry = out.setdefault(pkey, {"service": member.service, "nodes": {}})
             entry["nodes"][node] = member.report()
         return out
+
+
+def _iso(epoch: float) -> str:
+    """UTC with milliseconds: detection times are read from it."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{int(epoch * 1000) % 1000:03d}Z"
 
 
 def _ramp_step(slowstart: float) -> float:
