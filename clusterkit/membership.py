@@ -236,6 +236,7 @@ class Member:
     def report(self) -> dict:
         return {
             "state": self.state,
+            "service": self.service,
             "since": _iso(self.since),
             "for_s": round(time.time() - self.since, 1),
             "health": self.health.describe(),
@@ -465,11 +466,10 @@ class Membership:
     # ------------------------------------------------------------- status
 
     def status(self) -> dict:
-        """``{policy_key: {"service": ..., "members": {node: {...}}}}`` for ``clusterkit status``."""
+        """``{policy_key: {node: {"state": ..., "service": ...}}}`` for ``clusterkit status``."""
         out: dict[str, Any] = {}
         for (pkey, node), member in sorted(self.members.items()):
-            entry = out.setdefault(pkey, {"service": member.service, "nodes": {}})
-            entry["nodes"][node] = member.report()
+            out.setdefault(pkey, {})[node] = member.report()
         return out
 
 

@@ -35,7 +35,7 @@ def definition(net, state_dir) -> str:
 
 def members(state_dir, port=PORT):
     report = request(state_dir, "status", timeout=5)
-    return next(iter(report["members"].values()))["nodes"]
+    return next(iter(report["members"].values()))
 
 
 def wait(state_dir, predicate, seconds):
