@@ -299,6 +299,13 @@ class Membership:
     async def _sync(self, cluster: Cluster, operator: dict[str, str]) -> None:
         """Make the members match the policies: add, update in place, remove."""
         wanted = {(p.key, m.node): p for p in cluster.policies for m in p.members}
+        # every option is checked before anything changes: a bad reload leaves all as it was
+        targets = {key: check_target(cluster, policy, key[1]) for key, policy in wanted.items()}
+        for policy in cluster.policies:
+            try:
+                intervals(policy.check)
+            except ValueError as exc:
+                raise ValueError(f"policy {policy.key}: {exc}") from None
         for key in [k for k in self.members if k not in wanted]:
             member = self.members.pop(key)
             for task in (member.task, member.ramp):
@@ -306,7 +313,7 @@ class Membership:
                     task.cancel()
             log.info("%s %s: no longer a member, checks stopped", *key)
         for (pkey, node), policy in wanted.items():
-            target = check_target(cluster, policy, node)
+            target = targets[(pkey, node)]
             member = self.members.get((pkey, node))
             if member is not None:
                 if (member.check, member.target) != (policy.check, target):

@@ -256,3 +256,15 @@ def test_slow_start_ramps_the_weight_after_recovery(cluster, tmp_path):
     factors = [c[4] for c in cluster.engine.calls if c[2] == "node3" and c[0] >= up_at]
     assert factors[0] < 0.2 and factors[-1] == 1.0
     assert factors == sorted(factors) and len(factors) >= 5
+
+
+def test_a_bad_check_option_on_reload_keeps_the_running_members(cluster):
+    wait_for(lambda: all(m["last"] == "passed" for m in members(cluster).values()))
+    hc.write_config(cluster.path, os.path.dirname(cluster.state_dir), cluster.port,
+                    {"kind": "tcp", "inter": INTER, "timeout": TIMEOUT, "fastinter": "soon"},
+                    nodes=("node1",))
+    result = cluster.daemon.call(cluster.daemon.runtime.reload())
+    assert "fastinter='soon' is not a number of seconds" in result["error"]
+    assert result["error"].count("127.82.2.100:80")
+    assert set(members(cluster)) == {"node1", "node2", "node3"}
+    assert members(cluster)["node1"]["check"] == "http"
