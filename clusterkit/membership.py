@@ -271,6 +271,7 @@ class Membership:
         self.runtime = runtime
         self.members: dict[tuple[str, str], Member] = {}
         self.operator = OperatorStates(runtime.state_dir)
+        self.node_states: dict[str, str] = {}  # node -> operator state, as recorded
         self._closed = False
 
     # ------------------------------------------------------------ lifecycle
@@ -284,10 +285,11 @@ class Membership:
         for node, entry in states.items():
             log.info("node %s is in operator state %s (since %s)", node, entry["state"],
                      time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(entry.get("since", 0))))
-        await self._sync(self.runtime.cluster, {n: e["state"] for n, e in states.items()})
+        self.node_states = {n: e["state"] for n, e in states.items()}
+        await self._sync(self.runtime.cluster)
 
     async def reload(self, cluster: Cluster) -> None:
-        await self._sync(cluster, {m.node: m.operator for m in self.members.values()})
+        await self._sync(cluster)
 
     async def stop(self) -> None:
         self._closed = True
@@ -296,7 +298,7 @@ class Membership:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _sync(self, cluster: Cluster, operator: dict[str, str]) -> None:
+    async def _sync(self, cluster: Cluster) -> None:
         """Make the members match the policies: add, update in place, remove."""
         wanted = {(p.key, m.node): p for p in cluster.policies for m in p.members}
         # every option is checked before anything changes: a bad reload leaves all as it was
@@ -324,7 +326,7 @@ class Membership:
                 continue
             member = Member(policy_key=pkey, node=node, service=policy.service, check=policy.check,
                             target=target, health=Health(policy.check.rise, policy.check.fall),
-                            operator=operator.get(node, ""))
+                            operator=self.node_states.get(node, ""))
             member.state = effective_state(True, member.operator)
             self.members[(pkey, node)] = member
             await self._push(member)
@@ -451,6 +453,7 @@ class Membership:
         """Control command ``operator``: record the action, apply it to the node's members now."""
         self.runtime.cluster.host(node)  # an unknown name is an error naming the hosts
         state = await asyncio.to_thread(self.operator.apply, node, action)
+        self.node_states[node] = state
         reason = f"operator: {action}"
         affected = []
         for member in self.members.values():

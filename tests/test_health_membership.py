@@ -268,3 +268,16 @@ def test_a_bad_check_option_on_reload_keeps_the_running_members(cluster):
     assert result["error"].count("127.82.2.100:80")
     assert set(members(cluster)) == {"node1", "node2", "node3"}
     assert members(cluster)["node1"]["check"] == "http"
+
+
+def test_a_drained_node_joining_a_policy_on_reload_stays_drained(cluster):
+    hc.write_config(cluster.path, os.path.dirname(cluster.state_dir), cluster.port,
+                    {"kind": "tcp", "inter": INTER, "timeout": TIMEOUT}, nodes=("node1", "node2"))
+    cluster.daemon.call(cluster.daemon.runtime.reload())
+    request(cluster.state_dir, "operator", node="node3", action="drain")
+    assert set(members(cluster)) == {"node1", "node2"}
+    hc.write_config(cluster.path, os.path.dirname(cluster.state_dir), cluster.port,
+                    {"kind": "tcp", "inter": INTER, "timeout": TIMEOUT})
+    cluster.daemon.call(cluster.daemon.runtime.reload())
+    assert members(cluster)["node3"]["state"] == "drain"
+    assert cluster.engine.state("node3") == "drain"
