@@ -91,6 +91,14 @@ def test_http(checks):
     fails(checks, "http", port, "Connection refused", path="/ok")
 
 
+def test_http_body_ends_at_content_length_on_a_kept_open_connection(checks):
+    reply = {b"GET": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"}
+    with hs.scripted(IP, b"", reply) as server:  # answers, and never closes the connection
+        assert run(checks, "http", server.server_address[1], expect="hello", timeout=1.0)
+        fails(checks, "http", server.server_address[1], "does not contain 'hello!'",
+              expect="hello!", timeout=1.0)
+
+
 def test_http_against_a_server_speaking_something_else(checks):
     with hs.scripted(IP, b"220 mail.example.test ESMTP\r\n") as server:
         fails(checks, "http", server.server_address[1], "not an HTTP response")

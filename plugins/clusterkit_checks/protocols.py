@@ -66,11 +66,14 @@ def _http(tls: bool):
         if not any(low <= code <= high for low, high in wanted):
             raise CheckFailed(f"GET {path}: HTTP {code} {reason} (expected {options.get('status', '200-399')})")
         if expect:
-            while await s.line("the response headers"):
-                pass
+            length = MAX_BODY
+            while header := await s.line("the response headers"):
+                name, _, value = header.partition(":")
+                if name.strip().lower() == "content-length" and value.strip().isdigit():
+                    length = min(length, int(value))
             s.stage = "the response body"
-            body = await s.reader.read(MAX_BODY)
-            while len(body) < MAX_BODY and (chunk := await s.reader.read(MAX_BODY - len(body))):
+            body = b""  # up to Content-Length (a server may keep the connection open) or EOF
+            while len(body) < length and (chunk := await s.reader.read(length - len(body))):
                 body += chunk
             if expect.encode() not in body:
                 raise CheckFailed(f"GET {path}: HTTP {code}, body does not contain {expect!r}")
