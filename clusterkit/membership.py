@@ -476,10 +476,19 @@ class Membership:
     # ------------------------------------------------------------- status
 
     def status(self) -> dict:
-        """``{policy_key: {node: {"state": ..., "service": ...}}}`` for ``clusterkit status``."""
+        """``{policy_key: {node: {"state": ..., "service": ...}}}`` for ``clusterkit status``.
+
+        With an engine, each member also shows its ``active`` connections
+        (from ``engine.stats()``: ``{policy_key: {"members": {node: {"active": n}}}}``).
+        """
+        stats = self.runtime.engine.stats() if self.runtime.engine is not None else {}
         out: dict[str, Any] = {}
         for (pkey, node), member in sorted(self.members.items()):
-            out.setdefault(pkey, {})[node] = member.report()
+            report = member.report()
+            engine_member = (stats.get(pkey) or {}).get("members", {}).get(node)
+            if isinstance(engine_member, dict) and "active" in engine_member:
+                report["active"] = engine_member["active"]
+            out.setdefault(pkey, {})[node] = report
         return out
 
 

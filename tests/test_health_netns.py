@@ -156,6 +156,7 @@ def test_no_client_request_fails_while_nodes_go_and_return(netns, tmp_path):
     clients = [net.popen("client", [sys.executable, "-c", LOAD, vip, str(PORT), "14"],
                          stdout=subprocess.PIPE, text=True) for _ in range(3)]
     time.sleep(1.0)
+    assert all(isinstance(m["active"], int) for m in members(state_dir).values())
     stop_and_cut(net, state_dir, servers, tmp_path)
     returned = time.monotonic()
     results = [json.loads(c.communicate(timeout=60)[0]) for c in clients]
