@@ -138,7 +138,13 @@ async def show_dns(hosts: list[Runtime]) -> None:
         return out
 
     say(f"DNS: every host answers www.{ZONE} on its own address, port {DNS_PORT} ...")
-    for name, value in (await answers()).items():
+
+    async def everyone_answers():
+        current = await answers()
+        return current if all(v and not v.startswith("error") for v in current.values()) else None
+
+    first = await wait_until(everyone_answers, 10, 0.05) or await answers()
+    for name, value in first.items():
         say(f"  {name}: {value}")
     say("  the zone is changed on the manager (serial 2, www -> 127.80.0.200) ...")
     started = time.monotonic()
