@@ -212,3 +212,30 @@ def test_dns(checks):
         fails(checks, "dns", port, "answered REFUSED", zone="example.test")
     fails(checks, "dns", hs.free_port(IP, __import__("socket").SOCK_DGRAM), "no answer .* within 0.3s",
           zone="example.test", timeout=0.3)
+
+
+def test_dns_against_the_clusterkit_dns_server(checks, tmp_path):
+    """The project's own authoritative server (``clusterkit dns serve``) as the real target."""
+    import subprocess
+    import sys
+
+    if get_plugin_manager().get_plugin("dns") is None:
+        pytest.skip("the dns plugin is not installed")
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    (zones / "example.test.zone").write_text(
+        "$ORIGIN example.test.\n$TTL 60\n@ IN SOA ns1 hostmaster 7 3600 600 86400 60\n"
+        "@ IN NS ns1\nns1 IN A 127.82.1.9\n")
+    port = hs.free_port("127.82.1.9", __import__("socket").SOCK_DGRAM)
+    server = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "clusterkit"), "dns",
+                               "serve", "--zones", str(zones), "--listen", f"127.82.1.9:{port}"],
+                              stderr=subprocess.DEVNULL)
+    try:
+        hs.wait_listening("127.82.1.9", port)  # TCP and UDP are bound together
+        assert "example.test. SOA serial 7, AA" in run(checks, "dns", port, ip="127.82.1.9",
+                                                      zone="example.test")
+        fails(checks, "dns", port, "other.test. SOA answered REFUSED|not authoritative|no SOA",
+              ip="127.82.1.9", zone="other.test")
+    finally:
+        server.terminate()
+        server.wait(10)
