@@ -8,6 +8,7 @@ tests can assert what membership told it and when.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import threading
 import time
@@ -21,6 +22,8 @@ import health_servers as hs
 MANAGER = "127.82.2.1"
 VIP = "127.82.2.100"
 NODES = {"node1": "127.82.2.11", "node2": "127.82.2.12", "node3": "127.82.2.13"}
+UNRELATED_PLUGINS = ("dns", "sync")
+DAEMON_ENV = {**os.environ, "CLUSTERKIT_DISABLE_PLUGINS": ",".join(UNRELATED_PLUGINS)}
 
 
 class RecordingEngine:
@@ -79,13 +82,14 @@ class Recorder:
         return record()
 
 
-def write_config(path, state_dir, port, check: dict, nodes=NODES, extra_policy: str = "") -> None:
+def write_config(path, state_dir, port, check: dict, nodes=NODES, extra_policy: str = "",
+                 vip_port: int = 80) -> None:
     members = ", ".join(f"{n} = 1" for n in nodes)
     check_lines = "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in check.items())
     text = (f'[cluster]\nname = "health"\nstate_dir = "{state_dir}"\n\n'
             f'[manager]\nname = "manager"\nip = "{MANAGER}"\npublic_ips = ["{VIP}"]\n'
             + "".join(f'\n[[node]]\nname = "{n}"\nip = "{ip}"\n' for n, ip in NODES.items())
-            + f'\n[[policy]]\nvip = "{VIP}"\nport = 80\nservice = "http"\nbackend_port = {port}\n'
+            + f'\n[[policy]]\nvip = "{VIP}"\nport = {vip_port}\nservice = "http"\nbackend_port = {port}\n'
             f'members = {{ {members} }}\n\n[policy.check]\n{check_lines}' + extra_policy)
     with open(path, "w") as f:
         f.write(text)
@@ -108,11 +112,12 @@ def common_port() -> int:
 class NodeServer:
     """A node's HTTP server on (ip, port) that a test stops and starts again."""
 
-    def __init__(self, ip: str, port: int):
-        self.ip, self.port, self._cm = ip, port, None
+    def __init__(self, ip: str, port: int, name: str = ""):
+        self.ip, self.port, self.name, self._cm = ip, port, name, None
 
     def start(self) -> None:
         server = hs.HTTPServer((self.ip, self.port), hs.Handler)
+        server.name = self.name
         self._cm = hs.serving(server)
         self._cm.__enter__()
 
@@ -127,6 +132,9 @@ class Daemon:
 
     def __init__(self, config_path: str, recorder: Recorder | None = None, host: str = "manager"):
         self.pm = get_plugin_manager()
+        for name in UNRELATED_PLUGINS:  # no DNS on port 53, no replication of system paths
+            if self.pm.get_plugin(name) is not None:
+                self.pm.unregister(name=name)
         if recorder is not None:
             self.pm.register(recorder, name="recorder")
         self.loop = asyncio.new_event_loop()

@@ -57,10 +57,15 @@ def serving(server: socketserver.BaseServer):
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
-    """``/ok`` 200 "all good", ``/status/NNN`` NNN, ``/host`` 200 with the Host header as body."""
+    """``/ok`` 200 "all good", ``/status/NNN`` NNN, ``/host`` 200 with the Host header as body,
+    ``/name`` the server's ``name``. HTTP/1.1: a client may keep its connection."""
+
+    protocol_version = "HTTP/1.1"
 
     def do_GET(self):
-        if self.path.startswith("/status/"):
+        if self.path == "/name":
+            code, body = 200, getattr(self.server, "name", "").encode()
+        elif self.path.startswith("/status/"):
             code, body = int(self.path.rsplit("/", 1)[1]), b"as asked"
         elif self.path == "/host":
             code, body = 200, (self.headers.get("Host") or "").encode()

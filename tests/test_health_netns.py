@@ -25,6 +25,8 @@ import pytest
 
 from clusterkit.control import ControlError, request
 
+from health_cluster import DAEMON_ENV
+
 INTER, TIMEOUT, RISE, FALL = 0.5, 0.4, 2, 3
 BOUND = INTER * FALL + TIMEOUT
 PORT = 8080
@@ -66,7 +68,7 @@ def start_cluster(net, tmp_path):
         f'[policy.check]\nkind = "http"\npath = "/"\ninter = {INTER}\ntimeout = {TIMEOUT}\n'
         f'rise = {RISE}\nfall = {FALL}\n')
     state_dir = str(tmp_path / "state" / "manager")
-    net.popen("manager", [CLUSTERKIT, "run", "-c", str(config)],
+    net.popen("manager", [CLUSTERKIT, "run", "-c", str(config)], env=DAEMON_ENV,
               stderr=open(tmp_path / "daemon.log", "w"))
     wait(state_dir, lambda m: all(x["health"] == "up 4/4" for x in m.values()), 15)
     return state_dir, vip, servers

@@ -193,7 +193,9 @@ class Clusterkit:
                     f'[policy.check]\nkind = "http"\ninter = {INTER}\ntimeout = {TIMEOUT}\n'
                     f'fall = {FALL}\nrise = {RISE}\n')
         self.log = open(os.path.join(directory, "clusterkit.log"), "w")
-        self.proc = subprocess.Popen([CLUSTERKIT, "run", "-c", conf], stdout=self.log, stderr=self.log)
+        env = {**os.environ, "CLUSTERKIT_DISABLE_PLUGINS": "dns,sync"}  # only balancing + health
+        self.proc = subprocess.Popen([CLUSTERKIT, "run", "-c", conf], stdout=self.log, stderr=self.log,
+                                     env=env)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             try:
