@@ -89,6 +89,19 @@ def test_a_down_member_gets_no_new_connections(live):
     assert stats["state"] == "down"
 
 
+def test_with_every_member_down_a_client_is_answered_at_once_never_left_hanging(live):
+    daemon, vip_port, servers, state_dir = live
+    for server in servers.values():
+        server.stop()
+    hc_wait(lambda: {m["state"] for m in request(state_dir, "status")["members"][
+        f"{hc.VIP}:{vip_port}"].values()} == {"down"})
+    conn = http.client.HTTPConnection(hc.VIP, vip_port, timeout=5)
+    with pytest.raises((ConnectionError, http.client.RemoteDisconnected)):
+        ask(conn)  # refused or closed: an error at once, not a 5 s timeout
+    stats = request(state_dir, "status")["policies"][f"{hc.VIP}:{vip_port}"]
+    assert stats["refused"] >= 1
+
+
 def hc_wait(predicate, seconds: float = 5.0) -> None:
     import time
     deadline = time.monotonic() + seconds
