@@ -1,0 +1,103 @@
+"""A byte pipe between two sockets, for the FTP data connections the proxy does not open.
+
+The engine relays passive data connections itself; active-mode connections
+(node → manager → client) and FTPS port-range connections (client →
+manager → node, same port) are joined here. Same rules as the proxy's
+relay: each direction on its own, back-pressure by pausing the other side's
+reads, half-close carried with ``write_eof``, either side lost closes both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Callable
+
+
+class End(asyncio.Protocol):
+    """One socket of a pipe; ``peer`` is the other end once both exist."""
+
+    def __init__(self, on_data: Callable[[], None] | None = None):
+        self.transport: asyncio.Transport | None = None
+        self.peer: End | None = None
+        self.eof = False
+        self.lost = False
+        self.waiting: list[bytes] = []  # data that came before the peer was connected
+        self.on_data = on_data
+        self.on_lost: Callable[[], None] | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        peer = self.peer
+        if peer is None or peer.transport is None:
+            self.waiting.append(data)
+            self.transport.pause_reading()
+            return
+        peer.transport.write(data)
+        if self.on_data is not None:
+            self.on_data()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        peer = self.peer
+        if peer is None or peer.transport is None:
+            return True  # carried over when the peer connects
+        if peer.eof:
+            self.transport.close()
+            peer.transport.close()
+        elif not peer.lost:
+            peer.transport.write_eof()
+        return True
+
+    def connection_lost(self, exc) -> None:
+        self.lost = True
+        peer = self.peer
+        if peer is not None and peer.transport is not None and not peer.lost:
+            peer.transport.close()
+        if self.on_lost is not None:
+            self.on_lost()
+
+    def pause_writing(self) -> None:
+        if self.peer is not None and not self.peer.lost:
+            self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        peer = self.peer
+        if peer is not None and not peer.lost and not peer.eof:
+            peer.transport.resume_reading()
+
+    def abort(self) -> None:
+        if self.transport is not None and not self.lost:
+            self.transport.abort()
+
+
+def join(first: End, second: End) -> None:
+    """Both ends are connected: deliver what waited, carry a held EOF, start relaying."""
+    first.peer, second.peer = second, first
+    for end, other in ((first, second), (second, first)):
+        if end.lost:
+            other.transport.close()
+            return
+    for end, other in ((first, second), (second, first)):
+        waiting, end.waiting = end.waiting, []
+        for data in waiting:
+            other.transport.write(data)
+        if end.eof:
+            if other.eof:
+                end.transport.close()
+                other.transport.close()
+                return
+            other.transport.write_eof()
+        else:
+            end.transport.resume_reading()
+
+
+async def connect_to(address: tuple[str, int], end: End, timeout: float,
+                     source: str | None = None) -> End:
+    """Open ``end``'s socket to ``address`` (raises OSError/TimeoutError)."""
+    loop = asyncio.get_running_loop()
+    local = (source, 0) if source else None
+    async with asyncio.timeout(timeout):
+        await loop.create_connection(lambda: end, address[0], address[1], local_addr=local)
+    return end
