@@ -68,7 +68,10 @@ class Session:
     @property
     def local(self) -> tuple[str, int]:
         """The public (ip, port) the client connected to."""
-        return self._conn.local_addr[:2]
+        conn = self._conn
+        if conn.local_addr is None:
+            conn.local_addr = conn.transport.get_extra_info("sockname")
+        return conn.local_addr[:2]
 
     @property
     def policy_key(self) -> str:

@@ -17,7 +17,7 @@ import logging
 import socket
 
 from clusterkit.proxy.pool import Member, Pool
-from clusterkit.proxy.relay import ClientSide
+from clusterkit.proxy.relay import ClientSide, reset
 
 log = logging.getLogger("clusterkit.proxy")
 
@@ -229,7 +229,7 @@ class DataListener:
         if conn.client_addr[0] != self.client_ip or len(self.conns) > 1:
             log.warning("%s: data connection from %s refused (expected %s)",
                         self.key, conn.client_addr[0], self.client_ip)
-            conn.transport.abort()
+            reset(conn.transport)
             return
         self.close()
         conn.connecting = self.loop.create_task(conn.connect(conn.client_addr[0]))

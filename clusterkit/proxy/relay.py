@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
+import socket
+import struct
 
 from clusterkit.proxy import proxyproto
 from clusterkit.proxy.handler import Session
@@ -31,27 +32,35 @@ from clusterkit.proxy.pool import PENALTY
 
 log = logging.getLogger("clusterkit.proxy")
 
+LINGER_RESET = struct.pack("ii", 1, 0)
 HOLD_LIMIT = 256 * 1024  # client bytes held while connecting before we stop reading
 
 
 class ServerSide(asyncio.Protocol):
     """The member connection: forwards to the client side, which holds the state."""
 
-    __slots__ = ("conn", "transport")
+    __slots__ = ("conn", "member", "transport", "timed_out")
 
-    def __init__(self, conn: "ClientSide"):
+    def __init__(self, conn: "ClientSide", member):
         self.conn = conn
+        self.member = member
         self.transport = None
+        self.timed_out = False
+
+    def __call__(self) -> "ServerSide":
+        """Its own protocol factory for ``create_connection`` (no closure per connect)."""
+        return self
 
     def connection_made(self, transport) -> None:
         self.transport = transport
+        self.conn._start(self)
 
     def data_received(self, data: bytes) -> None:
         conn = self.conn
         conn.seen = True
         conn.member.bytes_out += len(data)
         if conn.handler is not None:
-            data = conn.handler.from_server(data)
+            data = conn.handled(conn.handler.from_server, data)
             if not data:
                 return
         conn.transport.write(data)
@@ -134,7 +143,7 @@ class ClientSide(asyncio.Protocol):
             return
         self.member.bytes_in += len(data)
         if self.handler is not None:
-            data = self.handler.from_client(data)
+            data = self.handled(self.handler.from_client, data)
             if not data:
                 return
         self.server.transport.write(data)
@@ -187,37 +196,47 @@ class ClientSide(asyncio.Protocol):
                 listener.fallbacks += 1
                 return
             listener.refused += 1
-            self.transport.abort()
+            reset(self.transport)
         finally:
             self.connecting = None
 
     async def _try(self, loop, member, timeout: float) -> bool:
         member.active += 1  # counts against member_max_conn while connecting
-        server = ServerSide(self)
+        server = ServerSide(self, member)
+        # a plain timer cancelling this task: a third of asyncio.timeout()'s cost
+        timer = loop.call_later(timeout, self._connect_timeout, server)
         try:
-            async with asyncio.timeout(timeout):
-                await loop.create_connection(lambda: server, member.address[0], member.address[1])
-        except (OSError, TimeoutError) as exc:
+            await loop.create_connection(server, member.address[0], member.address[1])
+        except (OSError, asyncio.CancelledError) as exc:
+            if server.transport is not None:  # connected: the relay owns it now
+                raise
             member.active -= 1
+            if isinstance(exc, asyncio.CancelledError) and not server.timed_out:
+                raise
             member.connect_failures += 1
-            member.penalty_until = time.monotonic() + PENALTY
+            member.penalty_until = loop.time() + PENALTY
             log.debug("%s: connect to %s (%s:%s) failed: %s", self.listener.key, member.node,
-                      *member.address, exc or "timeout")
+                      *member.address, "timeout" if server.timed_out else exc)
             return False
-        except BaseException:
-            member.active -= 1
-            raise
+        finally:
+            timer.cancel()
+        return True
+
+    def _connect_timeout(self, server: ServerSide) -> None:
+        if server.transport is None and self.connecting is not None:
+            server.timed_out = True
+            self.connecting.cancel()
+
+    def _start(self, server: ServerSide) -> None:
+        """The member is connected (called from its ``connection_made``, before any
+        byte from it): PROXY header, held data, held EOF, then relay."""
+        member = server.member
         if self.client_lost:  # the client left while we connected
             member.active -= 1
             server.transport.close()
-            return True
+            return
         member.total += 1
         self.member = member
-        self._start(server)
-        return True
-
-    def _start(self, server: ServerSide) -> None:
-        """The member is connected: header, held data, held EOF, then relay."""
         self.server = server
         transport = server.transport
         version = self.listener.proxy_protocol
@@ -228,7 +247,7 @@ class ClientSide(asyncio.Protocol):
         factory = self.listener.handler_factory
         if factory is not None:
             self.handler = factory(Session(self))
-            self.handler.connected()
+            self.handled(lambda _: self.handler.connected(), None)
         if self.held is not None:
             held, self.held = self.held, None
             paused = self.held_size > HOLD_LIMIT
@@ -239,6 +258,15 @@ class ClientSide(asyncio.Protocol):
                 self.transport.resume_reading()
         if self.client_eof:
             transport.write_eof()
+
+    def handled(self, method, data):
+        """Call the service handler; a handler that fails closes this connection only."""
+        try:
+            return method(data)
+        except Exception:
+            log.exception("%s: service handler failed, closing the connection", self.listener.key)
+            self.abort()
+            return None
 
     # ------------------------------------------------------------- closing
 
@@ -267,3 +295,14 @@ class ClientSide(asyncio.Protocol):
             except Exception:
                 log.exception("%s: service handler failed on close", self.listener.key)
         self.listener.finished(self)
+
+
+def reset(transport) -> None:
+    """Close with a TCP RST: the client learns at once that nobody will answer."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
+        except OSError:
+            pass
+    transport.abort()
