@@ -32,8 +32,8 @@ def tls_contexts(certs):
     return server, client
 
 
-@pytest.fixture
-def mail_cluster(tmp_path, tls_contexts):
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, tls_contexts):
     """smtp (STARTTLS offered), smtps (implicit TLS) and a PROXY-header smtp, two nodes each."""
     server_tls, _ = tls_contexts
     ips = list(NODES.values())
@@ -51,7 +51,7 @@ def mail_cluster(tmp_path, tls_contexts):
             f'members = {{node1 = 1, node2 = 1}}\n\n'
             for kind, service, extra in (("smtp", "submission", ""), ("smtps", "smtps", ""),
                                          ("proxied", "smtp", 'proxy_protocol = "v1"\n')))
-        daemon = Daemon(cluster_file(tmp_path, NET, 2, policies))
+        daemon = Daemon(cluster_file(tmp_path_factory.mktemp("smtp"), NET, 2, policies))
     except BaseException:
         for node in nodes:
             node.stop()
@@ -61,6 +61,16 @@ def mail_cluster(tmp_path, tls_contexts):
     daemon.stop()
     for node in nodes:
         node.stop()
+
+
+@pytest.fixture
+def mail_cluster(cluster):
+    """The module's cluster with the nodes' mailboxes emptied."""
+    for nodes in cluster[1].values():
+        for node in nodes:
+            node.messages.clear()
+            node.sessions.clear()
+    return cluster
 
 
 def message(n: int) -> EmailMessage:
