@@ -151,7 +151,8 @@ class FtpNode:
     def __init__(self, ip: str, port: int, root: Path, passive: range | None = None):
         from pyftpdlib.authorizers import DummyAuthorizer
         from pyftpdlib.handlers import FTPHandler
-        from pyftpdlib.servers import FTPServer
+        from pyftpdlib.ioloop import IOLoop
+        from pyftpdlib.servers import ThreadedFTPServer
 
         root.mkdir(parents=True, exist_ok=True)
         self.root = root
@@ -161,7 +162,11 @@ class FtpNode:
             "authorizer": authorizer, "banner": f"node {ip} ready", "timeout": 60,
             "passive_ports": list(passive) if passive else None,
         })
-        self.server = FTPServer((ip, port), handler)
+        # its own IOLoop: pyftpdlib's default is one per process, and two
+        # servers in two threads on one loop corrupt each other's transfers.
+        # Threaded: the single-threaded server stalls sessions when many
+        # active-mode (PORT) transfers run at once, also without any proxy.
+        self.server = ThreadedFTPServer((ip, port), handler, ioloop=IOLoop())
         self.server.max_cons = 512
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)

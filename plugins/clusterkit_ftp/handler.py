@@ -142,10 +142,9 @@ class ActiveData:
 
     def _accept(self) -> End:
         session = self.handler.session
-        end = End(on_data=lambda: _touch(session))
+        end = End(on_data=lambda: _touch(session), on_made=self._accepted)
         end.on_lost = lambda: self.handler.data_ends.discard(end)
         self.handler.data_ends.add(end)
-        self.loop.call_soon(self._accepted, end)
         return end
 
     def _accepted(self, node_end: End) -> None:
@@ -182,10 +181,10 @@ class ActiveData:
         self.closed = True
         self._expiry.cancel()
         if self.server is not None:
-            self.server.close()
+            self.server.close()  # closes the socket: it owns the descriptor now
         else:
             self._task.cancel()
-        self.sock.close()
+            self.sock.close()
 
 
 class PortRangePins:
@@ -262,18 +261,20 @@ class PortRangePins:
         self.servers.append(await self.loop.create_server(lambda: self._accept(port), sock=sock))
 
     def _stop(self) -> None:
+        served = set()
         for server in self.servers:
-            server.close()
+            served.update(s.fileno() for s in server.sockets)
+            server.close()  # closes its socket: never close that descriptor twice
         for sock in self.socks:
-            sock.close()
+            if sock.fileno() not in served:
+                sock.close()
         self.servers.clear()
         self.socks.clear()
 
     def _accept(self, port: int) -> End:
-        end = End()
+        end = End(on_made=lambda made: self._accepted(made, port))
         end.on_lost = lambda: self.ends.discard(end)
         self.ends.add(end)
-        self.loop.call_soon(self._accepted, end, port)
         return end
 
     def _accepted(self, client_end: End, port: int) -> None:

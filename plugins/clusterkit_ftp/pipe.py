@@ -16,17 +16,21 @@ from typing import Callable
 class End(asyncio.Protocol):
     """One socket of a pipe; ``peer`` is the other end once both exist."""
 
-    def __init__(self, on_data: Callable[[], None] | None = None):
+    def __init__(self, on_data: Callable[[], None] | None = None,
+                 on_made: Callable[["End"], None] | None = None):
         self.transport: asyncio.Transport | None = None
         self.peer: End | None = None
         self.eof = False
         self.lost = False
         self.waiting: list[bytes] = []  # data that came before the peer was connected
         self.on_data = on_data
+        self.on_made = on_made
         self.on_lost: Callable[[], None] | None = None
 
     def connection_made(self, transport) -> None:
         self.transport = transport
+        if self.on_made is not None:
+            self.on_made(self)
 
     def data_received(self, data: bytes) -> None:
         peer = self.peer
