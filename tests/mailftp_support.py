@@ -148,7 +148,8 @@ class Daemon:
 class FtpNode:
     """A pyftpdlib server for one node: user ``u``/``p`` with its own root directory."""
 
-    def __init__(self, ip: str, port: int, root: Path, passive: range | None = None):
+    def __init__(self, ip: str, port: int, root: Path, passive: range | None = None,
+                 masquerade: str | None = None, tls: tuple[Path, Path] | None = None):
         from pyftpdlib.authorizers import DummyAuthorizer
         from pyftpdlib.handlers import FTPHandler
         from pyftpdlib.ioloop import IOLoop
@@ -158,9 +159,15 @@ class FtpNode:
         self.root = root
         authorizer = DummyAuthorizer()
         authorizer.add_user("u", "p", str(root), perm="elradfmwMT")
-        handler = type("NodeHandler", (FTPHandler,), {
+        base, extra = FTPHandler, {}
+        if tls is not None:  # explicit FTPS (AUTH TLS); needs pyOpenSSL
+            from pyftpdlib.handlers import TLS_FTPHandler
+
+            base, extra = TLS_FTPHandler, {"certfile": str(tls[0]), "keyfile": str(tls[1])}
+        handler = type("NodeHandler", (base,), {
             "authorizer": authorizer, "banner": f"node {ip} ready", "timeout": 60,
             "passive_ports": list(passive) if passive else None,
+            "masquerade_address": masquerade, **extra,
         })
         # its own IOLoop: pyftpdlib's default is one per process, and two
         # servers in two threads on one loop corrupt each other's transfers.
