@@ -126,11 +126,11 @@ def test_idle_connections_are_closed_and_busy_ones_are_not(proxy):
         while data := sock.recv(100):
             sock.sendall(data)
 
-    address = proxy(echo, idle_timeout=0.4)
+    address = proxy(echo, idle_timeout=0.8)
     idle = socket.create_connection(address, 5)
     busy = socket.create_connection(address, 5)
     try:
-        for _ in range(12):  # 1.2 s of traffic every 0.1 s
+        for _ in range(18):  # 1.8 s of traffic every 0.1 s
             busy.sendall(b"x")
             assert busy.recv(1) == b"x"
             time.sleep(0.1)

@@ -13,6 +13,7 @@ import logging
 
 from clusterkit.proxy.listener import Listener, ProxyError
 from clusterkit.proxy.pool import STATES
+from clusterkit.proxy.workers import WorkerPool, merge_stats
 
 log = logging.getLogger("clusterkit.proxy")
 
@@ -24,16 +25,21 @@ class Engine:
     """Listeners by policy key, member states, and the upkeep tick.
 
     ``registry`` (the runtime's) gives each service's protocol handler;
-    ``None`` relays every service as plain bytes.
+    ``None`` relays every service as plain bytes. ``workers > 1`` adds
+    ``SO_REUSEPORT`` worker processes (:mod:`clusterkit.proxy.workers`);
+    with 1, everything runs in this process.
     """
 
-    def __init__(self, registry=None, reuse_port: bool = False):
+    def __init__(self, registry=None, reuse_port: bool = False, workers: int = 1):
         self.registry = registry
-        self.reuse_port = reuse_port
+        self.reuse_port = reuse_port or workers > 1
+        self.workers = WorkerPool(workers, registry) if workers > 1 else None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.listeners: dict[str, Listener] = {}
         self.retired: set = set()
         self.states: dict[tuple[str, str], tuple[str, float]] = {}
+        self.failed: dict[str, str] = {}   # policy key -> why its listener is not open
+        self.applied = False
         self._tick: asyncio.TimerHandle | None = None
         self._interval = TICK_MAX
 
@@ -46,7 +52,11 @@ class Engine:
 
         New policies get a listener, removed ones retire (stop accepting, their
         connections run to the end), the others are updated in place. A
-        listener that cannot be opened is reported after the rest is applied.
+        listener that cannot be opened (address in use) is retried at the next
+        apply and shown in ``stats()``; at the first apply it raises
+        :class:`ProxyError` after the rest is applied (the daemon does not
+        start half-configured), later it is logged, so one bad policy never
+        blocks a reload of the others.
         """
         self.loop = asyncio.get_running_loop()
         wanted = {p.key: p for p in cluster.policies}
@@ -68,13 +78,22 @@ class Engine:
                 await listener.start(self.reuse_port)
             except ProxyError as exc:
                 errors.append(str(exc))
+                self.failed[key] = str(exc)
                 continue
+            self.failed.pop(key, None)
             self.listeners[key] = listener
             log.info("policy %s: listening, %s to %s", key, policy.scheduler,
                      ", ".join(f"{m.node}={m.weight}" for m in policy.members))
         self._schedule()
-        if errors:
+        for key in [k for k in self.failed if k not in wanted]:
+            del self.failed[key]
+        if self.workers is not None:
+            await self.workers.apply(cluster, self.states)
+        first, self.applied = not self.applied, True
+        if errors and first:
             raise ProxyError("; ".join(errors))
+        for error in errors:
+            log.error("%s (retried at the next reload)", error)
 
     def set_member_state(self, policy_key: str, node: str, state: str,
                          weight_factor: float = 1.0) -> None:
@@ -90,6 +109,8 @@ class Engine:
         if not 0 < weight_factor <= 1:
             raise ValueError(f"weight_factor {weight_factor!r} must be in (0, 1]")
         self.states[(policy_key, node)] = (state, weight_factor)
+        if self.workers is not None:
+            self.workers.set_member_state(policy_key, node, state, weight_factor)
         listener = self.listeners.get(policy_key)
         if listener is not None:
             member = listener.pool.members.get(node)
@@ -98,10 +119,21 @@ class Engine:
 
     def stats(self) -> dict:
         """Per policy and member: state, weight, active, total, bytes, connect failures."""
-        return {key: listener.stats() for key, listener in self.listeners.items()}
+        mine = {key: listener.stats() for key, listener in self.listeners.items()}
+        for key, error in self.failed.items():
+            mine[key] = {"listening": False, "error": error}
+        if self.workers is not None:
+            merge_stats(mine, self.workers.stats())
+        return mine
 
     async def close(self, timeout: float) -> None:
         """Stop listening, let connections finish up to ``timeout``, then close the rest."""
+        if self.workers is not None:
+            await asyncio.gather(self._close(timeout), self.workers.close(timeout))
+        else:
+            await self._close(timeout)
+
+    async def _close(self, timeout: float) -> None:
         for listener in (*self.listeners.values(), *self.retired):
             listener.retire()
             self.retired.add(listener)

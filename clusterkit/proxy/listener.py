@@ -100,16 +100,23 @@ class Listener:
                               or policy.proxy_protocol or self.handler_factory)
 
     def _fallback(self, policy, cluster) -> Member | None:
+        """``policy.fallback``; without one, the manager as a weight-0 member (a backup)."""
         if not policy.fallback:
-            return None
+            manager = getattr(cluster, "manager", None)
+            member = self.pool.members.get(manager.name) if manager is not None else None
+            return member if member is not None and member.weight == 0 else None
         if policy.fallback in cluster.hosts:
             address = (cluster.hosts[policy.fallback].ip, policy.backend_port)
         else:
             host, _, port = policy.fallback.rpartition(":")
             address = (host.strip("[]"), int(port))
-        if self.fallback is not None and self.fallback.address == address:
-            return self.fallback
+        if self.fallback is not None and self._own_fallback() and self.fallback.address == address:
+            return self.fallback  # keeps its counters
         return Member("fallback", address)
+
+    def _own_fallback(self) -> bool:
+        """The fallback is ``policy.fallback``, not a member standing in as backup."""
+        return self.pool.members.get(self.fallback.node) is not self.fallback
 
     async def start(self, reuse_port: bool = False) -> None:
         sock = listen_socket(self.policy.vip, self.policy.port, reuse_port)
@@ -162,11 +169,11 @@ class Listener:
 
     def stats(self) -> dict:
         members = {m.node: m.stats() for m in self.pool.members.values()}
-        if self.fallback is not None:
+        if self.fallback is not None and self._own_fallback():
             members["fallback"] = self.fallback.stats()
         p = self.policy
         return {"service": p.service, "scheduler": p.scheduler, "persistence": p.persistence,
-                "proxy_protocol": p.proxy_protocol or None, "listening": not self.retiring,
+                "proxy_protocol": p.proxy_protocol or "none", "listening": not self.retiring,
                 "active": self.active, "total": self.total, "refused": self.refused,
                 "fallback": self.fallbacks, "over_limit": self.over_limit,
                 "idle_closed": self.idle_closed, "members": members}

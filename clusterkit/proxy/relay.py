@@ -39,13 +39,14 @@ HOLD_LIMIT = 256 * 1024  # client bytes held while connecting before we stop rea
 class ServerSide(asyncio.Protocol):
     """The member connection: forwards to the client side, which holds the state."""
 
-    __slots__ = ("conn", "member", "transport", "timed_out")
+    __slots__ = ("conn", "member", "transport", "timed_out", "blocked")
 
     def __init__(self, conn: "ClientSide", member):
         self.conn = conn
         self.member = member
         self.transport = None
         self.timed_out = False
+        self.blocked = False  # our writes to the member are above the high-water mark
 
     def __call__(self) -> "ServerSide":
         """Its own protocol factory for ``create_connection`` (no closure per connect)."""
@@ -83,9 +84,11 @@ class ServerSide(asyncio.Protocol):
             conn.finish()
 
     def pause_writing(self) -> None:
+        self.blocked = True
         self.conn.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        self.blocked = False
         conn = self.conn
         if not conn.client_lost and not conn.client_eof:
             conn.transport.resume_reading()
@@ -192,7 +195,8 @@ class ClientSide(asyncio.Protocol):
                     return
                 tried = (*tried, member)
             fallback = listener.fallback
-            if fallback is not None and await self._try(loop, fallback, timeout):
+            if fallback is not None and fallback.state == "up" \
+                    and await self._try(loop, fallback, timeout):
                 listener.fallbacks += 1
                 return
             listener.refused += 1
@@ -208,11 +212,16 @@ class ClientSide(asyncio.Protocol):
         try:
             await loop.create_connection(server, member.address[0], member.address[1])
         except (OSError, asyncio.CancelledError) as exc:
+            cancelled = isinstance(exc, asyncio.CancelledError)
             if server.transport is not None:  # connected: the relay owns it now
-                raise
+                if cancelled:
+                    raise
+                return True
             member.active -= 1
-            if isinstance(exc, asyncio.CancelledError) and not server.timed_out:
-                raise
+            if cancelled:
+                if not server.timed_out:
+                    raise
+                self.connecting.uncancel()  # our own timer's cancel, handled here
             member.connect_failures += 1
             member.penalty_until = loop.time() + PENALTY
             log.debug("%s: connect to %s (%s:%s) failed: %s", self.listener.key, member.node,
@@ -254,7 +263,7 @@ class ClientSide(asyncio.Protocol):
             self.held_size = 0
             for data in held:
                 self._client_data(data)
-            if paused and not self.client_eof:
+            if paused and not self.client_eof and not server.blocked:
                 self.transport.resume_reading()
         if self.client_eof:
             transport.write_eof()
