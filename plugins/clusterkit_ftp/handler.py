@@ -25,16 +25,10 @@ import weakref
 from clusterkit.proxy.handler import Handler
 
 from clusterkit_ftp.control import FtpControl, same_ip
-from clusterkit_ftp.options import FtpOptions, ftp_options, parse_range, DEFAULT_PASSIVE, \
-    DEFAULT_FTPS_PASSIVE, DEFAULT_DATA_TIMEOUT
+from clusterkit_ftp.options import FtpOptions, ftp_options
 from clusterkit_ftp.pipe import End, connect_to, join
 
 log = logging.getLogger("clusterkit.ftp")
-
-FALLBACK_OPTIONS = FtpOptions(parse_range(DEFAULT_PASSIVE, "passive_ports"),
-                              parse_range(DEFAULT_FTPS_PASSIVE, "ftps_passive_ports"),
-                              DEFAULT_DATA_TIMEOUT)
-
 
 # The engine's Session does not (yet) offer these; they are read from its
 # connection object in one place so the gap is easy to close.
@@ -62,11 +56,7 @@ class FtpHandler(Handler):
 
     def __init__(self, session):
         super().__init__(session)
-        try:
-            self.options = ftp_options(_policy(session))
-        except ValueError as exc:
-            log.error("%s; using the defaults", exc)
-            self.options = FALLBACK_OPTIONS
+        self.options = ftp_options(_policy(session))
         self.control = FtpControl(session.client[0], self)
         self.active_data: ActiveData | None = None
         self.pinned: PortRangePins | None = None
