@@ -92,12 +92,23 @@ def listening_ports(ip: str, ports: range) -> list[int]:
 # ------------------------------------------------------------------ the daemon
 
 
-def cluster_file(tmp_path: Path, net: str, nodes: int, policies: str) -> Path:
-    """A definition on ``net``: manager .1 (VIP .100), nodes node1.. at .11.."""
+def cluster_file(tmp_path: Path, net: str, nodes: int, policies: str,
+                 manager_ip: str | None = None, vip: str | None = None,
+                 node_ips: list[str] | None = None) -> Path:
+    """A definition on ``net``: manager .1 (VIP .100), nodes node1.. at .11..
+
+    Only the load balancer is under test: DNS is off, and every host's
+    filesystem is a directory here (nothing replicates into the real /).
+    """
+    manager_ip = manager_ip or f"{net}.1"
+    vip = vip or f"{net}.100"
+    node_ips = node_ips or [f"{net}.{10 + i}" for i in range(1, nodes + 1)]
     text = (f'[cluster]\nname = "mailftp"\nstate_dir = "{tmp_path}/state"\n\n'
-            f'[manager]\nname = "manager"\nip = "{net}.1"\npublic_ips = ["{net}.100"]\n')
-    for i in range(1, nodes + 1):
-        text += f'\n[[node]]\nname = "node{i}"\nip = "{net}.{10 + i}"\n'
+            f'[dns]\nenabled = false\n\n'
+            f'[manager]\nname = "manager"\nip = "{manager_ip}"\npublic_ips = ["{vip}"]\n'
+            f'root = "{tmp_path}/root-manager"\n')
+    for i, ip in enumerate(node_ips, 1):
+        text += f'\n[[node]]\nname = "node{i}"\nip = "{ip}"\nroot = "{tmp_path}/root-node{i}"\n'
     path = tmp_path / "cluster.toml"
     path.write_text(text + "\n" + policies)
     return path
