@@ -30,6 +30,7 @@ from typing import Protocol
 #: a control line longer than this is passed through unparsed (no legitimate
 #: PASV/PORT line is near it), so a peer cannot make us buffer without bound
 MAX_LINE = 8192
+MAX_PENDING = 1024
 
 _PASV = re.compile(rb"(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3})")
 _EPSV = re.compile(rb"\(([\x21-\x7e])\1\1(\d{1,5})\1\)")
@@ -207,8 +208,9 @@ class FtpControl:
         self._client = LineSplitter(limit)
         self._server = LineSplitter(limit)
         # commands sent and not yet answered with a final (>= 200) reply; the
-        # greeting answers nothing we sent, hence its placeholder
-        self._pending: deque[bytes] = deque([b""])
+        # greeting answers nothing we sent, hence its placeholder. Bounded: a
+        # client pipelining thousands of commands only confuses its own pairing
+        self._pending: deque[bytes] = deque([b""], maxlen=MAX_PENDING)
         self._multi: bytes | None = None  # code of the multi-line reply being read
 
     # ------------------------------------------------------- client → server

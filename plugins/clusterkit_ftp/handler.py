@@ -192,6 +192,8 @@ class PortRangePins:
         pins = cls._by_listener.get(listener)
         if pins is None:
             pins = cls._by_listener[listener] = cls(listener, options)
+        elif not pins.clients:
+            pins.options = options  # idle: a reloaded range applies from now on
         return pins
 
     def __init__(self, listener, options: FtpOptions):
