@@ -14,7 +14,7 @@ import pytest
 from clusterkit.proxy import ProxyError
 from clusterkit.runtime import Runtime, new_event_loop
 from proxy_support import (EngineThread, HTTPBackend, TCPBackend, cluster_text, common_port,
-                           free_port, make_cluster, plugin_manager, recv_all, wait_for)
+                           free_port, make_cluster, plugin_manager, wait_for)
 
 NET = "127.81.3"
 VIP = f"{NET}.100"

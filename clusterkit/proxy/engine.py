@@ -40,6 +40,7 @@ class Engine:
         self.states: dict[tuple[str, str], tuple[str, float]] = {}
         self.failed: dict[str, str] = {}   # policy key -> why its listener is not open
         self.applied = False
+        self.manager_ip = ""
         self._tick: asyncio.TimerHandle | None = None
         self._interval = TICK_MAX
 
@@ -59,6 +60,7 @@ class Engine:
         blocks a reload of the others.
         """
         self.loop = asyncio.get_running_loop()
+        self.manager_ip = cluster.manager.ip
         wanted = {p.key: p for p in cluster.policies}
         for key in [k for k in self.listeners if k not in wanted]:
             listener = self.listeners.pop(key)
@@ -99,15 +101,14 @@ class Engine:
                          weight_factor: float = 1.0) -> None:
         """Health or the operator says how a member takes new connections.
 
-        ``up`` takes them (``weight_factor`` in (0, 1] scales its weight during
+        ``up`` takes them (``weight_factor`` in [0, 1] scales its weight during
         slow start); ``drain`` takes none but keeps its connections;
         ``down``/``maintenance`` are out of rotation, connections continue.
         Remembered across ``apply`` and for members not (yet) in a policy.
         """
         if state not in STATES:
             raise ValueError(f"member state {state!r} is not one of {', '.join(STATES)}")
-        if not 0 < weight_factor <= 1:
-            raise ValueError(f"weight_factor {weight_factor!r} must be in (0, 1]")
+        weight_factor = min(1.0, max(0.0, float(weight_factor)))  # slow start ramps from ~0
         self.states[(policy_key, node)] = (state, weight_factor)
         if self.workers is not None:
             self.workers.set_member_state(policy_key, node, state, weight_factor)

@@ -33,6 +33,7 @@ from clusterkit.proxy.pool import PENALTY
 log = logging.getLogger("clusterkit.proxy")
 
 LINGER_RESET = struct.pack("ii", 1, 0)
+MAX_TIMEOUTS = 3  # connect timeouts per client connection before giving up (refusals are free)
 HOLD_LIMIT = 256 * 1024  # client bytes held while connecting before we stop reading
 
 
@@ -99,7 +100,7 @@ class ClientSide(asyncio.Protocol):
 
     __slots__ = ("listener", "transport", "server", "member", "held", "held_size",
                  "client_eof", "server_eof", "client_lost", "server_lost", "connecting",
-                 "client_addr", "local_addr", "handler", "seen", "idle", "done")
+                 "client_addr", "local_addr", "handler", "seen", "idle", "done", "_timed_out")
 
     def __init__(self, listener):
         self.listener = listener
@@ -117,6 +118,7 @@ class ClientSide(asyncio.Protocol):
         self.seen = False
         self.idle = 0.0
         self.done = False
+        self._timed_out = False
 
     # -------------------------------------------------------- client events
 
@@ -186,14 +188,16 @@ class ClientSide(asyncio.Protocol):
         loop = listener.loop
         timeout = listener.connect_timeout
         tried = ()
+        timeouts = 0
         try:
-            while True:
+            while timeouts < MAX_TIMEOUTS:
                 member = listener.pick(client_ip, tried)
                 if member is None:
                     break
                 if await self._try(loop, member, timeout):
                     return
                 tried = (*tried, member)
+                timeouts += self._timed_out
             fallback = listener.fallback
             if fallback is not None and fallback.state == "up" \
                     and await self._try(loop, fallback, timeout):
@@ -210,7 +214,11 @@ class ClientSide(asyncio.Protocol):
         # a plain timer cancelling this task: a third of asyncio.timeout()'s cost
         timer = loop.call_later(timeout, self._connect_timeout, server)
         try:
-            await loop.create_connection(server, member.address[0], member.address[1])
+            if member.source is None:
+                await loop.create_connection(server, member.address[0], member.address[1])
+            else:
+                await loop.create_connection(server, member.address[0], member.address[1],
+                                             local_addr=member.source)
         except (OSError, asyncio.CancelledError) as exc:
             cancelled = isinstance(exc, asyncio.CancelledError)
             if server.transport is not None:  # connected: the relay owns it now
@@ -222,6 +230,7 @@ class ClientSide(asyncio.Protocol):
                 if not server.timed_out:
                     raise
                 self.connecting.uncancel()  # our own timer's cancel, handled here
+            self._timed_out = server.timed_out
             member.connect_failures += 1
             member.penalty_until = loop.time() + PENALTY
             log.debug("%s: connect to %s (%s:%s) failed: %s", self.listener.key, member.node,

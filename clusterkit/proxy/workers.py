@@ -48,7 +48,7 @@ def worker_view(cluster, registry) -> SimpleNamespace:
     return SimpleNamespace(
         policies=tuple(p for p in cluster.policies if shareable(p, registry)),
         hosts={name: SimpleNamespace(ip=host.ip) for name, host in cluster.hosts.items()},
-        manager=SimpleNamespace(name=cluster.manager.name))
+        manager=SimpleNamespace(name=cluster.manager.name, ip=cluster.manager.ip))
 
 
 def frame(message) -> bytes:
