@@ -13,6 +13,7 @@ import io
 import os
 import socket
 import threading
+import time
 
 import pytest
 
@@ -72,13 +73,19 @@ def ftp(tmp_path_factory):
     try:
         for name, ip in NODES.items():
             nodes[name] = FtpNode(ip, port, base / name)
-        public = free_port(VIP)
+        public, slow = free_port(VIP), free_port(VIP)
         policy = (f'[[policy]]\nvip = "{VIP}"\nport = {public}\nservice = "ftp"\n'
                   f'backend_port = {port}\nscheduler = "rr"\npersistence = 0\n'
                   f'members = {{node1 = 1, node2 = 1}}\n'
                   f'options = {{passive_ports = "{PASSIVE.start}-{PASSIVE.stop - 1}", '
-                  f'data_timeout = {DATA_TIMEOUT}}}\n')
+                  f'data_timeout = {DATA_TIMEOUT}}}\n\n'
+                  # idle connections close after a second here
+                  f'[[policy]]\nvip = "{VIP}"\nport = {slow}\nservice = "ftp"\n'
+                  f'backend_port = {port}\nidle_timeout = 1\nmembers = {{node1 = 1}}\n'
+                  f'options = {{passive_ports = "52200-52209", ftps_passive_ports = '
+                  f'"52210-52219"}}\n')
         daemon = Daemon(cluster_file(base, NET, 2, policy))
+        daemon.slow_port = slow
     except BaseException:
         for node in nodes.values():
             node.stop()
@@ -121,13 +128,74 @@ def test_pasv_reply_names_the_vip_and_a_port_of_the_range(ftp):
         reply = client.sendcmd("PASV")
         host, port = ftplib.parse227(reply)
         assert reply.startswith("227 ") and host == VIP and port in PASSIVE
-        assert port in listening_ports(VIP, PASSIVE)
+        assert listening_ports(VIP, PASSIVE) == [port]
         # nobody connects: the port returns to the range after data_timeout
         wait_for(lambda: port not in listening_ports(VIP, PASSIVE), timeout=DATA_TIMEOUT + 3)
-        host, port = ftplib.parse229(client.sendcmd("EPSV"), (VIP, public))
-        assert port in PASSIVE
-    # the control connection ended before the data connection: closed with it or by the timer
-    wait_for(lambda: released(daemon), timeout=DATA_TIMEOUT + 3)
+
+
+def test_a_new_pasv_replaces_the_unused_one_and_quit_releases_it(ftp):
+    public, _, daemon = ftp
+    with Client(public) as client:
+        ports = set()
+        for command in ("PASV", "EPSV", "PASV", "EPSV"):
+            reply = client.sendcmd(command)
+            port = (ftplib.parse227(reply)[1] if command == "PASV"
+                    else ftplib.parse229(reply, (VIP, public))[1])
+            ports.add(port)
+            # one client holds one passive port at a time, however often it asks
+            assert listening_ports(VIP, PASSIVE) == [port]
+        assert len(ports) > 1  # the ports are spread over the range
+    # the control connection's end gives the port back at once, not after data_timeout
+    wait_for(lambda: released(daemon), timeout=DATA_TIMEOUT / 2)
+
+
+@pytest.mark.parametrize("mode", ["pasv", "port"])
+def test_a_slow_transfer_keeps_its_control_connection_alive(ftp, mode):
+    """The control connection says nothing for 3 s, its idle_timeout is 1 s: data counts."""
+    _, nodes, daemon = ftp
+    data = os.urandom(4 * 1024 * 1024)
+    (nodes["node1"].root / "slow.bin").write_bytes(data)
+    with Client(daemon.slow_port, mode) as client:
+        client.voidcmd("TYPE I")
+        conn = client.transfercmd("RETR slow.bin")
+        received = bytearray()
+        deadline = time.monotonic() + 3
+        while chunk := conn.recv(16384):
+            received += chunk
+            if time.monotonic() < deadline:
+                time.sleep(0.02)
+        conn.close()
+        assert client.voidresp().startswith("226")
+        assert len(received) == len(data) and bytes(received) == data
+        time.sleep(2)  # now idle for real: closed by the proxy
+        with pytest.raises((EOFError, OSError)):
+            client.voidcmd("NOOP")
+
+
+def test_a_stuck_transfer_is_closed_and_its_session_with_it(ftp):
+    """A client that stops reading holds nothing forever: data, then control, time out."""
+    _, nodes, daemon = ftp
+    data = os.urandom(32 * 1024 * 1024)  # more than every buffer on the way can hold
+    (nodes["node1"].root / "stuck.bin").write_bytes(data)
+    with Client(daemon.slow_port) as client:
+        client.voidcmd("TYPE I")
+        conn = client.transfercmd("RETR stuck.bin")
+        time.sleep(3)  # idle_timeout is 1 s
+        received = 0
+        try:
+            while chunk := conn.recv(1 << 20):
+                received += len(chunk)
+        except ConnectionResetError:
+            pass
+        conn.close()
+        assert received < len(data)
+        try:
+            client.voidresp()  # 426 when the node saw its data connection go
+        except (ftplib.Error, EOFError, OSError):
+            pass
+        time.sleep(2)  # then nothing moves: the control connection goes too
+        with pytest.raises((EOFError, OSError)):
+            client.voidcmd("NOOP")
 
 
 def test_a_data_connection_from_another_address_is_refused(ftp):

@@ -1,24 +1,29 @@
 """The FTP protocol handler: the proxy side of :class:`~clusterkit_ftp.control.FtpControl`.
 
-One :class:`FtpHandler` per balanced control connection. Data connections:
+One :class:`FtpHandler` per balanced control connection. Data connections
+go through a :class:`OneShot` listener, one at a time per direction:
 
-* passive (PASV/EPSV): the engine's one-shot data listener on the VIP, a port
-  from ``passive_ports``, relayed to the same node (``Session.open_data_listener``);
-* active (PORT/EPRT): :class:`ActiveData` listens on the manager's address as
-  the node sees it, takes the node's connection and carries it on to the
-  client's address;
+* passive (PASV/EPSV): on the VIP, a port from ``passive_ports``, only from
+  the client's address, relayed to the same node at the port it named;
+* active (PORT/EPRT): on the manager's address as the node sees it (the
+  control connection's local address: FTP servers refuse a PORT naming
+  another address than their control peer), only from the node, carried on
+  to the client's data port from the VIP;
 * explicit FTPS (``AUTH TLS``): the control channel is opaque, so the client
   is pinned in :class:`PortRangePins`: every connection from its address to
   the VIP on a port of ``ftps_passive_ports`` goes to its node, same port.
 
-Every listener closes after its one connection or ``data_timeout``, and all
-of a session's are closed with it: ports always return to the range.
+A listener closes after its one connection, after ``data_timeout``, when the
+next PASV/PORT replaces it, or with the control connection: ports always
+return to the range, and one client can hold at most one passive port.
+Data moving keeps the control connection from being closed as idle.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import socket
 import weakref
 
@@ -30,15 +35,12 @@ from clusterkit_ftp.pipe import End, connect_to, join
 
 log = logging.getLogger("clusterkit.ftp")
 
+
 # The engine's Session does not (yet) offer these; they are read from its
 # connection object in one place so the gap is easy to close.
 
 def _listener(session):
     return session._conn.listener
-
-
-def _policy(session):
-    return session._conn.listener.policy
 
 
 def _touch(session) -> None:
@@ -47,7 +49,7 @@ def _touch(session) -> None:
 
 
 def _node_side_address(session) -> str:
-    """The manager's address on its connection to the node (what the node can reach)."""
+    """The manager's address on its connection to the node (what the node sees as its peer)."""
     return session._conn.server.transport.get_extra_info("sockname")[0]
 
 
@@ -56,11 +58,17 @@ class FtpHandler(Handler):
 
     def __init__(self, session):
         super().__init__(session)
-        self.options = ftp_options(_policy(session))
+        self.policy = _listener(session).policy
+        self.options = ftp_options(self.policy)
         self.control = FtpControl(session.client[0], self)
-        self.active_data: ActiveData | None = None
+        self.passive_data: OneShot | None = None
+        self.active_data: OneShot | None = None
         self.pinned: PortRangePins | None = None
         self.data_ends: set[End] = set()
+        self.keepalive: asyncio.TimerHandle | None = None
+        self.progress: tuple[int, int] = (-1, -1)
+        self.moved = 0.0
+        self.done = False
 
     # ------------------------------------------------------------- the relay
 
@@ -74,22 +82,33 @@ class FtpHandler(Handler):
         return self.control.from_server(data)
 
     def closed(self) -> None:
-        self.active_refused()
+        """Pending listeners close now; a transfer under way may finish (its
+        tail can still be draining to the client after the 226 and a QUIT)."""
+        self.done = True
+        for pending in (self.passive_data, self.active_data):
+            if pending is not None:
+                pending.close()
+        self.passive_data = self.active_data = None
         if self.pinned is not None:
             self.pinned.unpin(self.session.client[0], self.session.member_address[0])
             self.pinned = None
-        for end in list(self.data_ends):
-            end.abort()
 
     # ------------------------------------------------------------ DataPorts
 
     def passive(self, node_port: int) -> tuple[str, int]:
-        return self.session.open_data_listener(node_port, self.options.passive_ports,
-                                               self.options.data_timeout)
+        if self.passive_data is not None:
+            self.passive_data.close()  # a new PASV replaces an unused one
+        self.passive_data = None
+        self.passive_data = OneShot(self, self.session.local[0], self.options.passive_ports,
+                                    allowed=self.session.client[0],
+                                    target=(self.session.member_address[0], node_port))
+        return self.passive_data.address
 
     def active(self, client_ip: str, client_port: int) -> tuple[str, int]:
         self.active_refused()  # a new PORT replaces an unused one
-        self.active_data = ActiveData(self, (client_ip, client_port))
+        self.active_data = OneShot(self, _node_side_address(self.session), None,
+                                   allowed=self.session.member_address[0],
+                                   target=(client_ip, client_port), source=self.session.local[0])
         return self.active_data.address
 
     def active_refused(self) -> None:
@@ -101,26 +120,85 @@ class FtpHandler(Handler):
         self.pinned = PortRangePins.of(_listener(self.session), self.options)
         self.pinned.pin(self.session.client[0], self.session.member_address[0])
 
+    # ------------------------------------------------------------- data ends
 
-class ActiveData:
-    """PORT/EPRT: one connection from the node, carried on to the client's data port."""
+    def data_end(self, on_made=None) -> End:
+        """An end of one of this session's data pipes, tracked until it is closed."""
+        end = End(on_made=on_made)
+        end.on_lost = lambda: self.data_ends.discard(end)
+        self.data_ends.add(end)
+        if self.keepalive is None:
+            self._keep_alive()
+        return end
 
-    def __init__(self, handler: FtpHandler, client: tuple[str, int]):
-        session = handler.session
-        self.handler = handler
-        self.client = client
-        self.node_ip = session.member_address[0]
-        self.loop = asyncio.get_running_loop()
-        ip = _node_side_address(session)
-        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_STREAM)
+    def _keep_alive(self) -> None:
+        """Data connections and the control connection's idle time, watched together.
+
+        A transfer may outlast the policy's ``idle_timeout`` without a byte
+        on the control connection (its tail may even drain from buffers with
+        no read at all): while data moves, the control is marked busy. Data
+        that stops moving for ``idle_timeout`` is closed, so a stuck transfer
+        cannot keep its session, or itself after the session, alive.
+        """
+        if not self.data_ends:
+            self.keepalive = None
+            return
+        loop = asyncio.get_running_loop()
+        progress = (sum(e.received for e in self.data_ends),
+                    sum(e.pending() for e in self.data_ends))
+        if progress != self.progress:
+            self.progress, self.moved = progress, loop.time()
+            if not self.done:
+                _touch(self.session)
+        elif loop.time() - self.moved >= self.policy.idle_timeout:
+            log.info("%s: data connection idle for %ss, closed", self.policy.key,
+                     self.policy.idle_timeout)
+            for end in list(self.data_ends):
+                end.abort()
+        period = max(0.05, min(1.0, self.policy.idle_timeout / 4))
+        self.keepalive = loop.call_later(period, self._keep_alive)
+
+
+def bind_listener(ip: str, ports: range | None) -> socket.socket:
+    """A listening socket on ``ip``: a free port of ``ports`` (from a random
+    start, so ports are spread and not guessable), or any port when None."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    if ports:
+        first = random.randrange(len(ports))
+        candidates = [*ports[first:], *ports[:first]]
+    else:
+        candidates = [0]
+    for port in candidates:
+        sock = socket.socket(family, socket.SOCK_STREAM)
         try:
-            self.sock.bind((ip, 0))
-            self.sock.listen(8)
-            self.sock.setblocking(False)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((ip, port))
+            sock.listen(8)
+            sock.setblocking(False)
         except OSError:
-            self.sock.close()
-            raise
+            sock.close()
+            continue
+        return sock
+    raise OSError(f"no free port on {ip} in {ports.start}-{ports.stop - 1}" if ports
+                  else f"cannot listen on {ip}")
+
+
+class OneShot:
+    """Listen for one data connection from ``allowed`` and relay it to ``target``.
+
+    Anyone else who connects is reset; the listener closes after the one
+    connection, ``data_timeout``, or :meth:`close` (a newer PASV/PORT, the
+    control connection's end).
+    """
+
+    def __init__(self, handler: FtpHandler, ip: str, ports: range | None, allowed: str,
+                 target: tuple[str, int], source: str | None = None):
+        self.handler = handler
+        self.allowed = allowed
+        self.target = target
+        self.source = source
+        self.loop = asyncio.get_running_loop()
+        self.sock = bind_listener(ip, ports)
         self.address = self.sock.getsockname()[:2]
         self.server: asyncio.AbstractServer | None = None
         self.closed = False
@@ -128,44 +206,35 @@ class ActiveData:
         self._expiry = self.loop.call_later(handler.options.data_timeout, self.close)
 
     async def _serve(self) -> None:
-        self.server = await self.loop.create_server(self._accept, sock=self.sock)
+        self.server = await self.loop.create_server(
+            lambda: self.handler.data_end(on_made=self._accepted), sock=self.sock)
 
-    def _accept(self) -> End:
-        session = self.handler.session
-        end = End(on_data=lambda: _touch(session), on_made=self._accepted)
-        end.on_lost = lambda: self.handler.data_ends.discard(end)
-        self.handler.data_ends.add(end)
-        return end
-
-    def _accepted(self, node_end: End) -> None:
-        peer = node_end.transport.get_extra_info("peername")
-        if self.closed or not same_ip(peer[0], self.node_ip):
-            log.warning("%s: active data connection from %s refused (expected the node %s)",
-                        _listener(self.handler.session).key, peer[0], self.node_ip)
-            node_end.abort()
+    def _accepted(self, end: End) -> None:
+        peer = end.transport.get_extra_info("peername")
+        if self.closed or not same_ip(peer[0], self.allowed):
+            log.warning("%s: data connection from %s refused (expected %s)",
+                        self.handler.policy.key, peer[0], self.allowed)
+            end.transport.abort()
             return
         self.close()
-        node_end.transport.pause_reading()
-        self.loop.create_task(self._carry_on(node_end))
+        end.transport.pause_reading()
+        self.loop.create_task(self._carry_on(end))
 
-    async def _carry_on(self, node_end: End) -> None:
+    async def _carry_on(self, first: End) -> None:
         handler = self.handler
-        client_end = End(on_data=lambda: _touch(handler.session))
-        client_end.on_lost = lambda: handler.data_ends.discard(client_end)
-        handler.data_ends.add(client_end)
+        second = handler.data_end()
         try:
-            await connect_to(self.client, client_end, _policy(handler.session).connect_timeout,
-                             source=handler.session.local[0])
+            await connect_to(self.target, second, handler.policy.connect_timeout, self.source)
         except (OSError, TimeoutError) as exc:
-            log.info("active data connection to the client %s:%s failed: %s",
-                     *self.client, exc or "timeout")
-            handler.data_ends.discard(client_end)
-            node_end.abort()
+            log.info("%s: data connection to %s:%s failed: %s", handler.policy.key,
+                     *self.target, exc or "timeout")
+            handler.data_ends.discard(second)
+            first.abort()
             return
-        join(node_end, client_end)
+        join(first, second)
 
     def close(self) -> None:
-        """Stop listening (after the one connection, a timeout, or the session's end)."""
+        """Stop listening; the port is free again."""
         if self.closed:
             return
         self.closed = True

@@ -10,20 +10,22 @@ reads, half-close carried with ``write_eof``, either side lost closes both.
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import struct
+import termios
 from typing import Callable
 
 
 class End(asyncio.Protocol):
     """One socket of a pipe; ``peer`` is the other end once both exist."""
 
-    def __init__(self, on_data: Callable[[], None] | None = None,
-                 on_made: Callable[["End"], None] | None = None):
+    def __init__(self, on_made: Callable[["End"], None] | None = None):
         self.transport: asyncio.Transport | None = None
         self.peer: End | None = None
         self.eof = False
         self.lost = False
         self.waiting: list[bytes] = []  # data that came before the peer was connected
-        self.on_data = on_data
+        self.received = 0  # bytes read: progress, for the owner's idle watch
         self.on_made = on_made
         self.on_lost: Callable[[], None] | None = None
 
@@ -33,14 +35,13 @@ class End(asyncio.Protocol):
             self.on_made(self)
 
     def data_received(self, data: bytes) -> None:
+        self.received += len(data)
         peer = self.peer
         if peer is None or peer.transport is None:
             self.waiting.append(data)
             self.transport.pause_reading()
             return
         peer.transport.write(data)
-        if self.on_data is not None:
-            self.on_data()
 
     def eof_received(self) -> bool:
         self.eof = True
@@ -70,6 +71,23 @@ class End(asyncio.Protocol):
         peer = self.peer
         if peer is not None and not peer.lost and not peer.eof:
             peer.transport.resume_reading()
+
+    def pending(self) -> int:
+        """Bytes written and not yet taken by the peer: our buffer plus the kernel's.
+
+        The kernel's send queue (``TIOCOUTQ``) can hold megabytes; a slow
+        reader draining it is progress a user-space count would not see.
+        """
+        if self.transport is None or self.lost:
+            return 0
+        size = self.transport.get_write_buffer_size()
+        sock = self.transport.get_extra_info("socket")
+        try:
+            size += struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ,
+                                                   b"\0\0\0\0"))[0]
+        except (OSError, ValueError, AttributeError):
+            pass
+        return size
 
     def abort(self) -> None:
         if self.transport is not None and not self.lost:
