@@ -31,7 +31,7 @@ from clusterkit.proxy.handler import Handler
 
 from clusterkit_ftp.control import FtpControl, same_ip
 from clusterkit_ftp.options import FtpOptions, ftp_options
-from clusterkit_ftp.pipe import End, connect_to, join
+from clusterkit_ftp.pipe import End, Pipes, connect_to, join
 
 log = logging.getLogger("clusterkit.ftp")
 
@@ -64,11 +64,8 @@ class FtpHandler(Handler):
         self.passive_data: OneShot | None = None
         self.active_data: OneShot | None = None
         self.pinned: PortRangePins | None = None
-        self.data_ends: set[End] = set()
-        self.keepalive: asyncio.TimerHandle | None = None
-        self.progress: tuple[int, int] = (-1, -1)
-        self.moved = 0.0
         self.done = False
+        self.data = Pipes(self.policy.idle_timeout, on_progress=self._data_moved)
 
     # ------------------------------------------------------------- the relay
 
@@ -98,7 +95,7 @@ class FtpHandler(Handler):
     def passive(self, node_port: int) -> tuple[str, int]:
         if self.passive_data is not None:
             self.passive_data.close()  # a new PASV replaces an unused one
-        self.passive_data = None
+            self.passive_data = None
         self.passive_data = OneShot(self, self.session.local[0], self.options.passive_ports,
                                     allowed=self.session.client[0],
                                     target=(self.session.member_address[0], node_port))
@@ -120,43 +117,13 @@ class FtpHandler(Handler):
         self.pinned = PortRangePins.of(_listener(self.session), self.options)
         self.pinned.pin(self.session.client[0], self.session.member_address[0])
 
-    # ------------------------------------------------------------- data ends
+    # ------------------------------------------------------------ data pipes
 
-    def data_end(self, on_made=None) -> End:
-        """An end of one of this session's data pipes, tracked until it is closed."""
-        end = End(on_made=on_made)
-        end.on_lost = lambda: self.data_ends.discard(end)
-        self.data_ends.add(end)
-        if self.keepalive is None:
-            self._keep_alive()
-        return end
-
-    def _keep_alive(self) -> None:
-        """Data connections and the control connection's idle time, watched together.
-
-        A transfer may outlast the policy's ``idle_timeout`` without a byte
-        on the control connection (its tail may even drain from buffers with
-        no read at all): while data moves, the control is marked busy. Data
-        that stops moving for ``idle_timeout`` is closed, so a stuck transfer
-        cannot keep its session, or itself after the session, alive.
-        """
-        if not self.data_ends:
-            self.keepalive = None
-            return
-        loop = asyncio.get_running_loop()
-        progress = (sum(e.received for e in self.data_ends),
-                    sum(e.pending() for e in self.data_ends))
-        if progress != self.progress:
-            self.progress, self.moved = progress, loop.time()
-            if not self.done:
-                _touch(self.session)
-        elif loop.time() - self.moved >= self.policy.idle_timeout:
-            log.info("%s: data connection idle for %ss, closed", self.policy.key,
-                     self.policy.idle_timeout)
-            for end in list(self.data_ends):
-                end.abort()
-        period = max(0.05, min(1.0, self.policy.idle_timeout / 4))
-        self.keepalive = loop.call_later(period, self._keep_alive)
+    def _data_moved(self) -> None:
+        """A transfer may outlast ``idle_timeout`` with not a byte on the control
+        connection: while its data moves, the control is not idle."""
+        if not self.done:
+            _touch(self.session)
 
 
 def bind_listener(ip: str, ports: range | None) -> socket.socket:
@@ -207,7 +174,7 @@ class OneShot:
 
     async def _serve(self) -> None:
         self.server = await self.loop.create_server(
-            lambda: self.handler.data_end(on_made=self._accepted), sock=self.sock)
+            lambda: self.handler.data.new(on_made=self._accepted), sock=self.sock)
 
     def _accepted(self, end: End) -> None:
         peer = end.transport.get_extra_info("peername")
@@ -222,13 +189,13 @@ class OneShot:
 
     async def _carry_on(self, first: End) -> None:
         handler = self.handler
-        second = handler.data_end()
+        second = handler.data.new()
         try:
             await connect_to(self.target, second, handler.policy.connect_timeout, self.source)
         except (OSError, TimeoutError) as exc:
             log.info("%s: data connection to %s:%s failed: %s", handler.policy.key,
                      *self.target, exc or "timeout")
-            handler.data_ends.discard(second)
+            handler.data.discard(second)
             first.abort()
             return
         join(first, second)
@@ -273,7 +240,7 @@ class PortRangePins:
         self.clients: dict[str, dict[str, int]] = {}  # client ip -> {node ip: sessions}
         self.servers: list[asyncio.AbstractServer] = []
         self.socks: list[socket.socket] = []
-        self.ends: set[End] = set()
+        self.data = Pipes(listener.policy.idle_timeout)
 
     def pin(self, client_ip: str, node_ip: str) -> None:
         nodes = self.clients.setdefault(client_ip, {})
@@ -333,10 +300,7 @@ class PortRangePins:
         self.socks.clear()
 
     def _accept(self, port: int) -> End:
-        end = End(on_made=lambda made: self._accepted(made, port))
-        end.on_lost = lambda: self.ends.discard(end)
-        self.ends.add(end)
-        return end
+        return self.data.new(on_made=lambda made: self._accepted(made, port))
 
     def _accepted(self, client_end: End, port: int) -> None:
         client_ip = client_end.transport.get_extra_info("peername")[0]
@@ -351,19 +315,17 @@ class PortRangePins:
         self.loop.create_task(self._carry_on(client_end, (node_ip, port)))
 
     async def _carry_on(self, client_end: End, node: tuple[str, int]) -> None:
-        node_end = End()
-        node_end.on_lost = lambda: self.ends.discard(node_end)
-        self.ends.add(node_end)
+        node_end = self.data.new()
         try:
             await connect_to(node, node_end, self.listener.policy.connect_timeout)
         except (OSError, TimeoutError) as exc:
             log.info("%s: FTPS data connection to %s:%s failed: %s", self.listener.key,
                      *node, exc or "timeout")
-            self.ends.discard(node_end)
+            self.data.discard(node_end)
             client_end.abort()
             return
         join(client_end, node_end)
 
     def stats(self) -> dict:
         return {"clients": len(self.clients), "listening_ports": len(self.socks),
-                "data_connections": len(self.ends) // 2}
+                "data_connections": len(self.data) // 2}

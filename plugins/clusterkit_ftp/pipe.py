@@ -123,3 +123,55 @@ async def connect_to(address: tuple[str, int], end: End, timeout: float,
     async with asyncio.timeout(timeout):
         await loop.create_connection(lambda: end, address[0], address[1], local_addr=local)
     return end
+
+
+class Pipes:
+    """The data pipes of one owner: tracked until closed, closed when stuck.
+
+    While any end exists, a timer compares the bytes read and the bytes still
+    queued (ours and the kernel's) with the previous tick: a change is
+    progress (``on_progress`` is called: the FTP session keeps its control
+    connection alive); no change for ``idle_timeout`` seconds closes every
+    end, so a peer that stops reading cannot hold anything forever.
+    """
+
+    def __init__(self, idle_timeout: float, on_progress: Callable[[], None] | None = None):
+        self.ends: set[End] = set()
+        self.idle_timeout = idle_timeout
+        self.on_progress = on_progress
+        self._timer: asyncio.TimerHandle | None = None
+        self._last: tuple[int, int] = (-1, -1)
+        self._moved = 0.0
+
+    def new(self, on_made: Callable[[End], None] | None = None) -> End:
+        end = End(on_made)
+        end.on_lost = lambda: self.ends.discard(end)
+        self.ends.add(end)
+        if self._timer is None:
+            self._tick()
+        return end
+
+    def discard(self, end: End) -> None:
+        self.ends.discard(end)
+
+    def abort(self) -> None:
+        for end in list(self.ends):
+            end.abort()
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def _tick(self) -> None:
+        if not self.ends:
+            self._timer = None
+            return
+        loop = asyncio.get_running_loop()
+        now = (sum(e.received for e in self.ends), sum(e.pending() for e in self.ends))
+        if now != self._last:
+            self._last, self._moved = now, loop.time()
+            if self.on_progress is not None:
+                self.on_progress()
+        elif loop.time() - self._moved >= self.idle_timeout:
+            self.abort()
+        period = max(0.05, min(1.0, self.idle_timeout / 4))
+        self._timer = loop.call_later(period, self._tick)
