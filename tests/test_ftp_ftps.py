@@ -105,14 +105,17 @@ def test_ftps_transfers_reach_the_control_node_through_the_forwarded_range(ftps)
 
 
 def test_the_range_is_forwarded_only_while_an_ftps_session_lives(ftps):
-    public, _, _, context = ftps
+    public, _, daemon, context = ftps
     assert listening_ports(VIP, FTPS_RANGE) == []
     client = Client(public, CLIENTS[0], context)
     try:
         assert listening_ports(VIP, FTPS_RANGE) == list(FTPS_RANGE)
+        status = daemon.sync(daemon.runtime.status)["ftps"][f"{VIP}:{public}"]
+        assert status == {"clients": 1, "listening_ports": len(FTPS_RANGE), "data_connections": 0}
     finally:
         client.quit()
     wait_for(lambda: listening_ports(VIP, FTPS_RANGE) == [], timeout=5)
+    assert daemon.sync(daemon.runtime.status)["ftps"][f"{VIP}:{public}"]["clients"] == 0
 
 
 def test_two_client_addresses_each_pinned_to_their_node(ftps):

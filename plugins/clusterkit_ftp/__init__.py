@@ -19,3 +19,19 @@ def clusterkit_register_services(register):
         "ftp", (21,), check="tcp", handler=FtpHandler, persistence=300,
         check_options=check_options,
         description="FTP: PASV/EPSV/PORT/EPRT rewritten, data pinned to the control's node"))
+
+
+@hookimpl
+def clusterkit_status(runtime):
+    """Per ftp policy: FTPS clients pinned, ports of the FTPS range listened on, their pipes."""
+    from clusterkit_ftp.handler import PortRangePins
+
+    engine = runtime.engine
+    listeners = getattr(engine, "listeners", None) or {}
+    report = {}
+    for key, listener in listeners.items():
+        if listener.policy.service == "ftp":
+            pins = PortRangePins.existing(listener)
+            report[key] = pins.stats() if pins is not None else \
+                {"clients": 0, "listening_ports": 0, "data_connections": 0}
+    return {"ftps": report} if report else None

@@ -232,6 +232,10 @@ class PortRangePins:
             pins.options = options  # idle: a reloaded range applies from now on
         return pins
 
+    @classmethod
+    def existing(cls, listener) -> "PortRangePins | None":
+        return cls._by_listener.get(listener)
+
     def __init__(self, listener, options: FtpOptions):
         self.listener = listener
         self.options = options
