@@ -1,10 +1,11 @@
-"""A byte pipe between two sockets, for the FTP data connections the proxy does not open.
+"""A byte pipe between two sockets: the FTP data connections.
 
-The engine relays passive data connections itself; active-mode connections
-(node → manager → client) and FTPS port-range connections (client →
-manager → node, same port) are joined here. Same rules as the proxy's
-relay: each direction on its own, back-pressure by pausing the other side's
-reads, half-close carried with ``write_eof``, either side lost closes both.
+Passive (client → manager → node), active (node → manager → client) and
+FTPS port-range connections (client → manager → node, same port) are joined
+here. Same rules as the proxy's relay: each direction on its own,
+back-pressure by pausing the other side's reads, half-close carried with
+``write_eof``, either side lost closes both. :class:`Pipes` keeps a
+session's pipes and closes those where nothing moves.
 """
 
 from __future__ import annotations
