@@ -1,0 +1,1 @@
+"""Panel sync: placeholder until step 5."""
