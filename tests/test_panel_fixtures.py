@@ -137,11 +137,12 @@ class PanelCluster:
     def host_context(self, name: str) -> ssl.SSLContext:
         return pki.client_context(pki.Paths.of(self.state(name)))
 
-    def client(self, name: str = "manager", context: ssl.SSLContext | None = None) -> "Client":
-        return Client(self.ips[name], self.https_port, context or self.ca_context())
+    def client(self, name: str = "manager", context: ssl.SSLContext | None = None,
+               source: str | None = None) -> "Client":
+        return Client(self.ips[name], self.https_port, context or self.ca_context(), source)
 
-    def add_user(self, user: str = "admin", password: str = PASSWORD) -> None:
-        data = self.hosts["manager"].local_path(self.panel("manager").settings.data_dir)
+    def add_user(self, user: str = "admin", password: str = PASSWORD, host: str = "manager") -> None:
+        data = self.hosts[host].local_path(self.panel(host).settings.data_dir)
         Accounts(data).add_user(user, password, replace=True)
 
     def login(self, name: str = "manager", user: str = "admin", password: str = PASSWORD) -> "Client":
@@ -155,8 +156,9 @@ class PanelCluster:
 class Client:
     """A blocking HTTPS client with a cookie store and the session's CSRF token."""
 
-    def __init__(self, ip: str, port: int, context: ssl.SSLContext):
+    def __init__(self, ip: str, port: int, context: ssl.SSLContext, source: str | None = None):
         self.ip, self.port, self.context = ip, port, context
+        self.source = (source, 0) if source else None
         self.cookies: dict[str, str] = {}
         self.csrf: str | None = None
         self.set_cookies: list[str] = []
@@ -164,7 +166,8 @@ class Client:
 
     def request(self, method: str, path: str, body=None, headers: dict | None = None,
                 csrf: bool = True, raw: bool = False, timeout: float = 15.0):
-        conn = http.client.HTTPSConnection(self.ip, self.port, context=self.context, timeout=timeout)
+        conn = http.client.HTTPSConnection(self.ip, self.port, context=self.context, timeout=timeout,
+                                           source_address=self.source)
         try:
             hdrs = {**self.headers, **(headers or {})}
             if self.cookies:

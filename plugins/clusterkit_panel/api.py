@@ -21,13 +21,16 @@ from aiohttp import web
 
 from clusterkit.config import ConfigError
 from clusterkit_panel import edits, pki, views
-from clusterkit_panel.server import CHANGING, SESSION_COOKIE
+from clusterkit_panel.server import CHANGING, HOST, SESSION_COOKIE
 from clusterkit_panel.settings import named_actions
 from clusterkit_panel.store import TokenRefused
 
 log = logging.getLogger("clusterkit.panel")
 
 MAX_BODY = 256 * 1024
+PANEL = web.AppKey("panel", object)
+BODY = web.RequestKey("body", dict)
+USER = web.RequestKey("user", str)
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,7 @@ def wrap(panel, route: Route):
     """The access rules of one route, then its handler."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        request["body"] = await read_body(request) if request.method in CHANGING else {}
+        request[BODY] = await read_body(request) if request.method in CHANGING else {}
         auth = route.auth
         if auth == "metrics":
             auth = "public" if panel.settings.metrics_public else "operator"
@@ -94,9 +97,9 @@ def wrap(panel, route: Route):
                 raise fail(401, "log in first (session) or send Authorization: Bearer <API token>")
             user, via, csrf = who
             if via == "session" and request.method in CHANGING and \
-                    not panel.check_csrf(request, csrf, request["body"]):
+                    not panel.check_csrf(request, csrf, request[BODY]):
                 raise fail(403, "missing or wrong CSRF token (send X-CSRF-Token from /api/v1/session)")
-            request["user"] = user
+            request[USER] = user
         if route.where == "manager" and not panel.is_manager:
             raise fail(403, f"{panel.name} is a node: this is served by the manager "
                             f"({panel.runtime.cluster.manager.name})")
@@ -125,14 +128,14 @@ async def security_headers(request: web.Request, handler) -> web.StreamResponse:
                                 "default-src 'self'; frame-ancestors 'none'; form-action 'self'")
     if request.secure:
         response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
-    if isinstance(response, web.HTTPException) and response.status >= 400:
+    if isinstance(response, web.HTTPException):
         raise response
     return response
 
 
 def build_app(panel) -> web.Application:
     app = web.Application(middlewares=[security_headers], client_max_size=MAX_BODY)
-    app["panel"] = panel
+    app[PANEL] = panel
     for route in ROUTES:
         app.router.add_route(route.method, route.path, wrap(panel, route), name=route.handler.__name__
                              + "_" + route.method.lower())
@@ -175,7 +178,7 @@ async def ca_cert(panel, request):
 
 
 async def join(panel, request):
-    body = request["body"]
+    body = request[BODY]
     node, token, csr = body.get("node"), body.get("token"), body.get("csr")
     if not all(isinstance(v, str) and v for v in (node, token, csr)):
         raise fail(400, "node, token and csr are required strings")
@@ -216,7 +219,7 @@ async def login(panel, request):
     if wait:
         raise fail(429, f"too many failed logins from {ip}; try again in {int(wait) + 1}s",
                    headers={"Retry-After": str(int(wait) + 1)})
-    body = request["body"]
+    body = request[BODY]
     user, password = str(body.get("user", "")), str(body.get("password", ""))
     ok = bool(user) and await asyncio.to_thread(panel.accounts.check_password, user, password)
     if not ok:
@@ -225,12 +228,12 @@ async def login(panel, request):
         raise fail(401, "wrong user name or password")
     sid, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     panel.store.add_session(sid, user, csrf, panel.settings.session_ttl)
-    if request.content_type == "application/x-www-form-urlencoded":
-        response = web.HTTPSeeOther("/")
-    else:
-        response = answer({"user": user, "csrf": csrf})
+    form = request.content_type == "application/x-www-form-urlencoded"
+    response = web.HTTPSeeOther("/") if form else answer({"user": user, "csrf": csrf})
     response.set_cookie(SESSION_COOKIE, sid, secure=True, httponly=True, samesite="Strict",
                         path="/", max_age=panel.settings.session_ttl)
+    if form:
+        raise response
     return response
 
 
@@ -300,8 +303,8 @@ async def _edit(panel, fn, *args):
 
 
 async def nodes_add(panel, request):
-    entry = await _edit(panel, edits.add_node, request["body"])
-    log.info("%s added node %s", request["user"], entry["name"])
+    entry = await _edit(panel, edits.add_node, request[BODY])
+    log.info("%s added node %s", request[USER], entry["name"])
     return answer({"added": entry}, 201)
 
 
@@ -310,13 +313,13 @@ async def nodes_remove(panel, request):
     force = request.query.get("force", "") in ("1", "true", "yes")
     await _edit(panel, edits.remove_node, name, force)
     revoked = panel.revoke(name)
-    log.info("%s removed node %s", request["user"], name)
+    log.info("%s removed node %s", request[USER], name)
     return answer({"removed": name, "revoked": revoked})
 
 
 async def nodes_operator(panel, request):
     name = request.match_info["name"]
-    action = request["body"].get("action")
+    action = request[BODY].get("action")
     if action not in ("drain", "maintenance", "enable"):
         raise fail(400, f"action {action!r} must be drain, maintenance or enable")
     if name not in panel.runtime.cluster.hosts:
@@ -339,7 +342,7 @@ async def node_action(panel, request):
     if action not in named_actions(panel.runtime.cluster):
         known = ", ".join(sorted(named_actions(panel.runtime.cluster))) or "none defined"
         raise fail(404, f"no action named {action!r} (known: {known}; [panel.actions])")
-    job = panel.jobs.submit(name, action, request["user"])
+    job = panel.jobs.submit(name, action, request[USER])
     return answer({"job": job, "node": name, "action": action, "state": "queued"}, 202)
 
 
@@ -353,8 +356,8 @@ async def policies_list(panel, request):
 
 
 async def policies_add(panel, request):
-    entry = await _edit(panel, edits.add_policy, request["body"])
-    log.info("%s set policy %s:%s", request["user"], entry["vip"], entry["port"])
+    entry = await _edit(panel, edits.add_policy, request[BODY])
+    log.info("%s set policy %s:%s", request[USER], entry["vip"], entry["port"])
     return answer({"added": entry}, 201)
 
 
@@ -371,7 +374,7 @@ async def sync_list(panel, request):
 
 
 async def sync_add(panel, request):
-    entry = await _edit(panel, edits.add_sync_set, request["body"])
+    entry = await _edit(panel, edits.add_sync_set, request[BODY])
     return answer({"added": entry}, 201)
 
 
@@ -396,19 +399,19 @@ async def control_status(panel, request):
 
 
 async def control_view(panel, request):
-    return answer(views.view_of_node(panel, request["host"]))
+    return answer(views.view_of_node(panel, request[HOST]))
 
 
 async def control_hello(panel, request):
-    panel.node_hello(request["host"])
-    return answer({"hello": request["host"], "manager": panel.name})
+    panel.node_hello(request[HOST])
+    return answer({"hello": request[HOST], "manager": panel.name})
 
 
 async def control_action(panel, request):
     from clusterkit_panel.jobs import run_action
 
     name = request.match_info["name"]
-    key = str(request["body"].get("job", ""))
+    key = str(request[BODY].get("job", ""))
     command = named_actions(panel.runtime.cluster).get(name)
     if command is None:
         raise fail(404, f"{panel.name} has no action named {name!r}")

@@ -35,6 +35,7 @@ log = logging.getLogger("clusterkit.panel")
 
 SESSION_COOKIE = "ck_session"
 CHANGING = ("POST", "PUT", "PATCH", "DELETE")
+HOST = web.RequestKey("host", str)  # the calling host's name, once its certificate is accepted
 
 
 class Panel:
@@ -237,7 +238,7 @@ class Panel:
                 return f"certificate {serial} of {name!r} is revoked"
         elif name != cluster.manager.name:
             return f"only the manager ({cluster.manager.name}) may call a node, not {name!r}"
-        request["host"] = name
+        request[HOST] = name
         return None
 
     def check_csrf(self, request: web.Request, expected: str, form: dict | None) -> bool:
