@@ -68,7 +68,8 @@ class LoopThread:
 class PanelCluster:
     """manager (prefix.1) and node1, node2 (prefix.11, .12), with the panel on free ports."""
 
-    def __init__(self, tmp_path: Path, prefix: str, extra: str = "", panel: str = ""):
+    def __init__(self, tmp_path: Path, prefix: str, extra: str = "", panel: str = "",
+                 attempts: int = 3):
         self.prefix = prefix
         self.ips = {"manager": f"{prefix}.1", "node1": f"{prefix}.11", "node2": f"{prefix}.12"}
         self.https_port, self.http_port = free_ports(list(self.ips.values()))
@@ -76,7 +77,7 @@ class PanelCluster:
         self.config = write_cluster(
             tmp_path / "cluster.toml", prefix, nodes=2,
             extra=f"\n[panel]\nhttps_port = {self.https_port}\nhttp_port = {self.http_port}\n"
-                  f"poll_interval = 0.3\nretry_max = 0.3\nlogin_attempts = 3\n{panel}\n{extra}")
+                  f"poll_interval = 0.3\nretry_max = 0.3\nlogin_attempts = {attempts}\n{panel}\n{extra}")
         self.pm = get_plugin_manager()
         self.loop = LoopThread()
         self.hosts: dict[str, Runtime] = {}

@@ -311,8 +311,10 @@ async def nodes_add(panel, request):
 async def nodes_remove(panel, request):
     name = request.match_info["name"]
     force = request.query.get("force", "") in ("1", "true", "yes")
+    current = [c["serial"] for c in panel.store.certs() if c["name"] == name and not c["revoked_at"]]
     await _edit(panel, edits.remove_node, name, force)
-    revoked = panel.revoke(name)
+    panel.revoke(name)  # the reload revoked them already; this makes sure of it
+    revoked = current
     log.info("%s removed node %s", request[USER], name)
     return answer({"removed": name, "revoked": revoked})
 
