@@ -328,3 +328,11 @@ def test_operators_are_known_on_a_node_through_its_copy_of_the_data_dir(cluster)
     with open(source, "rb") as f, open(target, "wb") as g:
         g.write(f.read())
     assert client.post("/api/v1/login", {"user": "admin", "password": PASSWORD})[0] == 200
+
+
+def test_removing_an_operator_ends_their_sessions(cluster):
+    cluster.add_user("temp")
+    client = cluster.login(user="temp")
+    assert client.get("/api/v1/session")[0] == 200
+    cluster.panel("manager").accounts.remove_user("temp")
+    assert client.get("/api/v1/session")[0] == 401

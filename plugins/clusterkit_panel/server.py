@@ -206,8 +206,10 @@ class Panel:
         sid = request.cookies.get(SESSION_COOKIE)
         if sid:
             row = self.store.session(sid)
-            if row is not None:
+            if row is not None and row["user"] in self.accounts.users():
                 return (row["user"], "session", row["csrf"])
+            if row is not None:  # the operator was removed: their sessions end now
+                self.store.drop_user_sessions(row["user"])
         return None
 
     def host_refusal(self, request: web.Request) -> str | None:
