@@ -72,14 +72,7 @@ def init_ca(ctx: typer.Context, config: ConfigOpt,
             ) -> None:
     """Create the cluster CA and the manager's certificate (clusterkit init does this)."""
     cluster, state = _manager(ctx, config)
-    ca = pki.create_ca(state, cluster.name, force=force)
-    cert = pki.issue_own(state, cluster.manager.name, cluster.manager.ip)
-    store = Store(state)
-    try:
-        store.add_cert(pki.serial_hex(cert), cluster.manager.name)
-        store.revoke_others(cluster.manager.name, pki.serial_hex(cert))
-    finally:
-        store.close()
+    ca = pki.init_cluster_ca(cluster, force=force)
     typer.echo(f"created the cluster CA in {pki.Paths.of(state).dir} "
                f"(fingerprint {pki.fingerprint(ca)})")
 

@@ -202,6 +202,28 @@ def issue_own(state_dir: str, name: str, ip: str) -> x509.Certificate:
     return cert
 
 
+def init_cluster_ca(cluster, force: bool = False) -> x509.Certificate:
+    """What ``clusterkit init`` and ``clusterkit panel init-ca`` do: the CA, the manager's
+    certificate, and the record of that certificate (so the manager is recognised)."""
+    manager = cluster.manager
+    state = cluster.host_state_dir(manager.name)
+    ca = create_ca(state, cluster.name, force=force)
+    record_own(state, manager.name, issue_own(state, manager.name, manager.ip))
+    return ca
+
+
+def record_own(state_dir: str, name: str, cert: x509.Certificate) -> None:
+    """Record a host's own new certificate as current; its older ones stop being valid."""
+    from clusterkit_panel.store import Store
+
+    store = Store(state_dir)
+    try:
+        store.add_cert(serial_hex(cert), name)
+        store.revoke_others(name, serial_hex(cert))
+    finally:
+        store.close()
+
+
 def store_host_cert(state_dir: str, key: bytes, cert: bytes, ca: bytes | None) -> Paths:
     """Keep a host's key (0600), certificate and the CA certificate."""
     paths = Paths.of(state_dir)

@@ -121,13 +121,14 @@ class Panel:
         """The manager always has a CA and its own certificate (init creates them; else here)."""
         state = self.runtime.state_dir
         if not os.path.exists(self.paths.ca_key):
-            pki.create_ca(state, self.runtime.cluster.name)
+            pki.create_ca(state, self.runtime.cluster.name)  # the manager's cert follows below
             log.warning("created the cluster CA in %s (clusterkit panel init-ca does this at init)",
                         self.paths.dir)
         if not os.path.exists(self.paths.cert) or not self._own_cert_current():
             cert = pki.issue_own(state, self.name, self.runtime.host.ip)
             self.store.add_cert(pki.serial_hex(cert), self.name)
             self.store.revoke_others(self.name, pki.serial_hex(cert))
+            log.info("issued the manager's certificate %s", pki.serial_hex(cert))
 
     def _own_cert_current(self) -> bool:
         """The manager's certificate is from this CA, for this name and address, not revoked."""
