@@ -68,8 +68,8 @@ panel_app.add_typer(token_app, name="token")
 @panel_app.command("init-ca")
 @_guard
 def init_ca(ctx: typer.Context, config: ConfigOpt,
-            force: Annotated[bool, typer.Option(help="Replace an existing CA (every host must join again).")] = False
-            ) -> None:
+            force: Annotated[bool, typer.Option(
+                help="Replace an existing CA (every host must join again).")] = False) -> None:
     """Create the cluster CA and the manager's certificate (clusterkit init does this)."""
     cluster, state = _manager(ctx, config)
     ca = pki.init_cluster_ca(cluster, force=force)
@@ -195,7 +195,7 @@ def node_jobs(ctx: typer.Context, config: ConfigOpt,
 
 @_guard
 def node_action(ctx: typer.Context, node: str, action: str, config: ConfigOpt) -> None:
-    """Queue node NODE's named ACTION (from the panel.actions table); it runs when the node is up, in order."""
+    """Queue node NODE's named ACTION (panel.actions); it runs in order when the node is up."""
     cluster, state = _manager(ctx, config)
     host = cluster.hosts.get(node)
     if host is None or host.role != "node":

@@ -55,12 +55,14 @@ def render(panel) -> str:
               p.get("active"), **labels)
         w.add("clusterkit_policy_connections_total", "counter", "Connections accepted by a policy.",
               p.get("total"), **labels)
-        w.add("clusterkit_policy_refused_total", "counter", "Connections refused (no member could take them).",
+        w.add("clusterkit_policy_refused_total", "counter",
+              "Connections refused (no member could take them).",
               p.get("refused"), **labels)
         for node, m in _dict(p.get("members")).items():
             m = _dict(m)
             ml = {"policy": key, "node": node}
-            w.add("clusterkit_member_weight", "gauge", "Configured weight of a member.", m.get("weight"), **ml)
+            w.add("clusterkit_member_weight", "gauge", "Configured weight of a member.",
+                  m.get("weight"), **ml)
             w.add("clusterkit_member_connections_active", "gauge", "Open connections to a member.",
                   m.get("active"), **ml)
             w.add("clusterkit_member_connections_total", "counter", "Connections sent to a member.",

@@ -54,7 +54,6 @@ def manager_overview(panel) -> dict:
     cluster = runtime.cluster
     status = runtime.status()
     sync_nodes = _dict(_dict(status.get("sync")).get("nodes"))
-    engine = _dict(status.get("policies"))
     queued = {}
     for job in panel.store.jobs():
         if job["state"] in ("queued", "running"):
@@ -77,24 +76,28 @@ def manager_overview(panel) -> dict:
             "panelsync": _dict(seen.get("status")).get("panelsync"),
             "queued_jobs": queued.get(host.name, 0),
         })
-    policies = []
-    for p in cluster.policies:
-        row = policy_row(p)
-        stats = _dict(engine.get(p.key))
-        health = _dict(_dict(status.get("members")).get(p.key)).get("nodes", {})
-        row["live"] = {"active": stats.get("active"), "total": stats.get("total"),
-                       "members": {node: {"weight": weight,
-                                          "state": _dict(health.get(node)).get("state")
-                                          or _dict(_dict(stats.get("members")).get(node)).get("state"),
-                                          "active": _dict(_dict(stats.get("members")).get(node)).get("active"),
-                                          "total": _dict(_dict(stats.get("members")).get(node)).get("total")}
-                                   for node, weight in row["members"].items()}}
-        policies.append(row)
+    policies = [live_policy(p, status) for p in cluster.policies]
     return {"cluster": cluster.name, "host": runtime.host.name, "role": "manager",
             "nodes": nodes, "policies": policies,
             "sync_sets": [sync_row(s) for s in cluster.sync_sets],
             "dns": dns_convergence(status, panel.node_status, [h.name for h in cluster.nodes]),
             "jobs": panel.store.jobs(limit=20), "time": time.time()}
+
+
+def live_policy(policy, status: dict) -> dict:
+    """A policy's row with live counters (engine) and member states (membership, else engine)."""
+    row = policy_row(policy)
+    stats = _dict(_dict(status.get("policies")).get(policy.key))
+    engine_members = _dict(stats.get("members"))
+    health = _dict(_dict(_dict(status.get("members")).get(policy.key)).get("nodes"))
+    members = {}
+    for node, weight in row["members"].items():
+        counters = _dict(engine_members.get(node))
+        members[node] = {"weight": weight,
+                         "state": _dict(health.get(node)).get("state") or counters.get("state"),
+                         "active": counters.get("active"), "total": counters.get("total")}
+    row["live"] = {"active": stats.get("active"), "total": stats.get("total"), "members": members}
+    return row
 
 
 def dns_convergence(status: dict, node_status: dict, nodes: list[str]) -> dict | None:
