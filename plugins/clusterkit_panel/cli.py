@@ -18,11 +18,10 @@ from clusterkit.cli.common import (ConfigOpt, JsonOpt, UsageError, emit, guard, 
                                    table)
 from clusterkit.config import daemon_state_dir, load_cluster
 from clusterkit.control import ControlError, request
-from clusterkit_panel import pki
-from clusterkit_panel.accounts import AccountError, Accounts
-from clusterkit_panel.join import JoinError, join as do_join, make_token
 from clusterkit_panel.settings import named_actions, panel_settings
-from clusterkit_panel.store import Store
+
+# pki, accounts, join and store import `cryptography`: loaded by the commands that use
+# them, so that every other `clusterkit` command starts as fast as before.
 
 
 def _guard(fn):
@@ -31,9 +30,13 @@ def _guard(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from clusterkit_panel.accounts import AccountError
+        from clusterkit_panel.join import JoinError
+        from clusterkit_panel.pki import PKIError
+
         try:
             return fn(*args, **kwargs)
-        except (AccountError, pki.PKIError) as exc:
+        except (AccountError, PKIError) as exc:
             raise UsageError(str(exc)) from None
         except JoinError as exc:
             raise ControlError(str(exc)) from None
@@ -46,7 +49,9 @@ def _manager(ctx, config):
     return cluster, cluster.host_state_dir(cluster.manager.name)
 
 
-def _accounts(ctx, config) -> Accounts:
+def _accounts(ctx, config):
+    from clusterkit_panel.accounts import Accounts
+
     cluster, _ = _manager(ctx, config)
     return Accounts(cluster.manager.local_path(panel_settings(cluster).data_dir))
 
@@ -71,6 +76,8 @@ def init_ca(ctx: typer.Context, config: ConfigOpt,
             force: Annotated[bool, typer.Option(
                 help="Replace an existing CA (every host must join again).")] = False) -> None:
     """Create the cluster CA and the manager's certificate (clusterkit init does this)."""
+    from clusterkit_panel import pki
+
     cluster, state = _manager(ctx, config)
     ca = pki.init_cluster_ca(cluster, force=force)
     typer.echo(f"created the cluster CA in {pki.Paths.of(state).dir} "
@@ -149,6 +156,10 @@ def node_token(ctx: typer.Context, name: str, config: ConfigOpt,
                    help="Seconds the token is valid (default: [panel] join_token_ttl, 3600).")] = None,
                as_json: JsonOpt = False) -> None:
     """On the manager: print a one-time token with which node NAME joins (clusterkit join)."""
+    from clusterkit_panel import pki
+    from clusterkit_panel.join import make_token
+    from clusterkit_panel.store import Store
+
     cluster, state = _manager(ctx, config)
     host = cluster.hosts.get(name)
     if host is None or host.role != "node":
@@ -172,6 +183,8 @@ def node_jobs(ctx: typer.Context, config: ConfigOpt,
               node: Annotated[Optional[str], typer.Option(help="Only this node's jobs.")] = None,
               as_json: JsonOpt = False) -> None:
     """Remote actions queued on the manager and their results."""
+    from clusterkit_panel.store import Store
+
     _, state = _manager(ctx, config)
     store = Store(state)
     try:
@@ -196,6 +209,8 @@ def node_jobs(ctx: typer.Context, config: ConfigOpt,
 @_guard
 def node_action(ctx: typer.Context, node: str, action: str, config: ConfigOpt) -> None:
     """Queue node NODE's named ACTION (panel.actions); it runs in order when the node is up."""
+    from clusterkit_panel.store import Store
+
     cluster, state = _manager(ctx, config)
     host = cluster.hosts.get(node)
     if host is None or host.role != "node":
@@ -222,6 +237,8 @@ def join(ctx: typer.Context, manager_url: Annotated[str, typer.Argument(
          token: Annotated[str, typer.Option(help="The one-time token from `clusterkit node token NAME`.")],
          as_: Annotated[str, typer.Option("--as", help="This node's name in the definition.")]) -> None:
     """On a node: join the cluster with a one-time token (gets this node's certificate)."""
+    from clusterkit_panel.join import join as do_join
+
     result = do_join(manager_url, token, as_, daemon_state_dir, config)
     typer.echo(f"joined cluster {result['cluster']} as {result['node']} "
                f"(certificate {result['serial']} in {result['certificate']})")
