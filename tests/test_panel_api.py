@@ -335,3 +335,16 @@ def test_removing_an_operator_ends_their_sessions(cluster):
     assert client.get("/api/v1/session")[0] == 200
     cluster.panel("manager").accounts.remove_user("temp")
     assert client.get("/api/v1/session")[0] == 401
+
+
+def test_dns_convergence_compares_every_hosts_soa_serials():
+    from clusterkit_panel.views import dns_convergence
+
+    manager = {"dns": {"zones": {"example.": {"serial": 5}, "other.": {"serial": 9}}}}
+    polled = {"node1": {"status": {"dns": {"zones": {"example.": {"serial": 5}, "other.": {"serial": 9}}}}},
+              "node2": {"status": {"dns": {"zones": {"example.": {"serial": 4}, "other.": {"serial": 9}}}}}}
+    result = dns_convergence(manager, polled, ["node1", "node2"])
+    assert result["zones"]["example."] == {"serial": 5, "nodes": {"node1": 5, "node2": 4},
+                                           "converged": False}
+    assert result["zones"]["other."]["converged"] is True and result["converged"] is False
+    assert dns_convergence({}, {"node1": {}}, ["node1"]) is None, "no DNS anywhere: nothing to show"
