@@ -111,3 +111,26 @@ def test_node_jobs_and_node_action_on_the_command_line(cluster):
     assert "second" in result.output and "done" in result.output
     result = runner.invoke(app, ["node", "action", "node2", "nonesuch", "-c", str(cluster.config)])
     assert result.exit_code == 2 and "no action named 'nonesuch'" in result.output
+
+
+def test_removing_a_node_fails_its_queued_jobs(cluster):
+    admin = cluster.login()
+    cluster.stop("node2")
+    assert admin.post("/api/v1/nodes/node2/actions/record")[0] == 202
+    assert admin.delete("/api/v1/nodes/node2")[0] == 200
+    (job,) = jobs(admin, "node2")
+    assert job["state"] == "failed" and "no longer a node" in job["error"]
+
+
+def test_the_panel_follows_enabled_on_reload(cluster):
+    runtime = cluster.hosts["node1"]
+    text = cluster.config.read_text()
+    cluster.config.write_text(text.replace("[panel]\n", "[panel]\nenabled = false\n"))
+    cluster.loop.run(runtime.reload())
+    assert "panel" not in runtime.components
+    with pytest.raises(OSError):
+        cluster.client("node1").get("/healthz")
+    cluster.config.write_text(text)
+    cluster.loop.run(runtime.reload())
+    assert cluster.client("node1").get("/healthz")[0] == 200
+    assert runtime.status()["panel"]["url"] == cluster.url("node1")

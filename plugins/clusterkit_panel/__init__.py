@@ -39,9 +39,16 @@ async def clusterkit_start(runtime):
 
 @hookimpl
 async def clusterkit_reload(runtime, old, new):
+    from clusterkit_panel.settings import panel_settings
+
     panel = runtime.components.get(COMPONENT)
-    if panel is not None:
+    enabled = panel_settings(new).enabled
+    if panel is not None and not enabled:
+        await runtime.components.pop(COMPONENT).stop()
+    elif panel is not None:
         await panel.reload(old, new)
+    elif enabled:
+        await clusterkit_start(runtime)
 
 
 @hookimpl

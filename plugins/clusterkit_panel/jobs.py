@@ -56,6 +56,8 @@ class Jobs:
         for name in set(self.tasks) - wanted:
             self.tasks.pop(name).cancel()
             self.events.pop(name, None)
+        for name in set(self.store.nodes_with_jobs()) - wanted:
+            self.store.fail_jobs(name, f"{name} is no longer a node of the cluster")
 
     def stop(self) -> None:
         for task in self.tasks.values():

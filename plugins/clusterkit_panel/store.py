@@ -173,6 +173,11 @@ class Store:
                         "error = ? WHERE id = ?",
                         (state, time.time(), exit_code, output, error or None, job_id))
 
+    def fail_jobs(self, node: str, error: str) -> None:
+        """The node left the cluster: its unfinished jobs will never run."""
+        self.db.execute("UPDATE jobs SET state = 'failed', finished = ?, error = ? "
+                        "WHERE node = ? AND state IN ('queued', 'running')", (time.time(), error, node))
+
     def jobs(self, node: str | None = None, limit: int = 200) -> list[dict]:
         sql, args = "SELECT * FROM jobs", ()
         if node:
