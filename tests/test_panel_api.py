@@ -348,3 +348,28 @@ def test_dns_convergence_compares_every_hosts_soa_serials():
                                            "converged": False}
     assert result["zones"]["other."]["converged"] is True and result["converged"] is False
     assert dns_convergence({}, {"node1": {}}, ["node1"]) is None, "no DNS anywhere: nothing to show"
+
+
+def test_a_form_post_carries_the_csrf_token_as_a_field(cluster):
+    client = cluster.login()
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    status, _ = client.request("POST", "/api/v1/logout", "csrf_token=forged", headers=form, csrf=False)
+    assert status == 403
+    status, _ = client.request("POST", "/api/v1/logout", f"csrf_token={client.csrf}", headers=form,
+                               csrf=False)
+    assert status == 200 and client.get("/api/v1/session")[0] == 401
+
+
+def test_metrics_can_be_made_public(cluster):
+    manager = cluster.hosts["manager"]
+    text = cluster.config.read_text()
+    cluster.config.write_text(text.replace("[panel]\n", "[panel]\nmetrics_public = true\n"))
+    try:
+        assert cluster.loop.run(manager.reload())["changed"] is True
+        status, body = cluster.client().get("/metrics", raw=True)
+        assert status == 200 and b"clusterkit_host_info" in body
+        assert cluster.client().get("/api/v1/status")[0] == 401, "only /metrics became public"
+    finally:
+        cluster.config.write_text(text)
+        cluster.loop.run(manager.reload())
+    assert cluster.client().get("/metrics")[0] == 401
