@@ -13,7 +13,8 @@ from test_panel_fixtures import PanelCluster, wait_for
 
 def panelsync(out) -> str:
     return ("[[panelsync]]\n" 'name = "vhosts"\npath = "/etc/nginx/sites-enabled"\n'
-            f'post_sync = "echo reloaded $CLUSTERKIT_SYNC_SET $CLUSTERKIT_HOST >> {out}"\n'
+            f'post_sync = "echo reloaded $CLUSTERKIT_SYNC_SET $CLUSTERKIT_HOST >> {out}; '
+            f'echo \\"$CLUSTERKIT_SYNC_PATHS\\" > {out}.paths"\n'
             'exclude = ["*.swp"]\n\n'
             "[[panelsync]]\n" 'name = "maps"\npath = "/etc/postfix/maps"\npost_sync = "echo bad map; exit 4"\n')
 
@@ -80,6 +81,7 @@ def test_post_sync_runs_on_the_node_and_the_manager_sees_the_result(cluster):
     cluster.loop.run(applied(node, "vhosts", [node.local_path("/etc/nginx/sites-enabled/a.conf")]))
     cluster.loop.run(applied(node, "maps", []))
     assert cluster.out.read_text() == "reloaded vhosts node1\n"
+    assert open(f"{cluster.out}.paths").read().strip().endswith("/etc/nginx/sites-enabled/a.conf")
     results = node.status()["panelsync"]["results"]
     assert results["vhosts"]["exit_code"] == 0 and results["vhosts"]["changed"] == 1
     assert results["maps"]["exit_code"] == 4 and "bad map" in results["maps"]["output"]

@@ -59,13 +59,15 @@ class PostSync:
             await self._run(entry, changed)
 
     async def _run(self, entry, changed: list[str]) -> None:
+        # the same environment as a sync set's on_change (clusterkit.sync), plus the host
+        local = self.runtime.local_path(entry.path)
         env = {**os.environ, "CLUSTERKIT_HOST": self.runtime.host.name, "CLUSTERKIT_SYNC_SET": entry.name,
-               "CLUSTERKIT_SYNC_PATH": self.runtime.local_path(entry.path),
-               "CLUSTERKIT_CHANGED": "\n".join(changed)}
+               "CLUSTERKIT_SYNC_PATHS": "\n".join(changed)[:100_000]}
         started = time.time()
         proc = await asyncio.create_subprocess_shell(
             entry.post_sync, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            stdin=asyncio.subprocess.DEVNULL, env=env, start_new_session=True)
+            stdin=asyncio.subprocess.DEVNULL, env=env, start_new_session=True,
+            cwd=local if os.path.isdir(local) else None)
         try:
             out, _ = await asyncio.wait_for(proc.communicate(), entry.timeout)
             code, output = proc.returncode, out.decode(errors="replace")[-OUTPUT_LIMIT:]
