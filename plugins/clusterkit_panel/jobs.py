@@ -52,7 +52,7 @@ class Jobs:
         for name in wanted:
             if name not in self.tasks or self.tasks[name].done():
                 self.events[name] = asyncio.Event()
-                self.tasks[name] = self.panel.runtime.spawn(self._worker(name), f"panel-jobs-{name}")
+                self.tasks[name] = self.panel.spawn(self._worker(name), f"jobs-{name}")
         for name in set(self.tasks) - wanted:
             self.tasks.pop(name).cancel()
             self.events.pop(name, None)

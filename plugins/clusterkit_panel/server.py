@@ -56,6 +56,7 @@ class Panel:
         self._poll_wake = asyncio.Event()
         self._poller: asyncio.Task | None = None
         self.action_lock = asyncio.Lock()
+        self.tasks: set[asyncio.Task] = set()
 
     @property
     def name(self) -> str:
@@ -85,9 +86,19 @@ class Panel:
         else:
             log.warning("%s has no cluster certificate yet: the panel's HTTPS waits for "
                         "`clusterkit join` (%s)", self.name, self.paths.dir)
-            self.runtime.spawn(self._wait_for_cert(), f"panel-wait-cert-{self.name}")
+            self.spawn(self._wait_for_cert(), "wait-cert")
+
+    def spawn(self, coro, what: str) -> asyncio.Task:
+        """A task of this panel: owned by the daemon, and cancelled when the panel stops."""
+        task = self.runtime.spawn(coro, f"panel-{what}-{self.name}")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
 
     async def stop(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        self.runtime.control.handlers.pop("panel_jobs_wake", None)
         if self.jobs is not None:
             self.jobs.stop()
         await self._stop_sites()
@@ -158,9 +169,9 @@ class Panel:
         self.https_ready.set()
         log.info("panel of %s on https://%s:%d", self.name, address, self.settings.https_port)
         if not self.is_manager:
-            self.runtime.spawn(self._hello(), f"panel-hello-{self.name}")
+            self.spawn(self._hello(), "hello")
         elif self._poller is None:
-            self._poller = self.runtime.spawn(self._poll_nodes(), f"panel-poll-{self.name}")
+            self._poller = self.spawn(self._poll_nodes(), "poll")
             self.jobs.sync_workers()
 
     async def _start_redirect(self) -> None:
