@@ -60,13 +60,16 @@ class TransportKind:
 
     ``destination(node, path)`` is the rsync target for a directory path on the
     node; ``rsync_args(node)`` the extra arguments; ``local_root(node)`` the
-    directory that stands for the node's ``/`` on this machine, or ``None``.
+    directory that stands for the node's ``/`` on this machine, or ``None``;
+    ``setup(node, cluster)`` what the operator must do on the node (authorise
+    a key, install a daemon config), printed by ``clusterkit node add``.
     """
 
     name: str
     destination: Callable[[Any, str], str]
     rsync_args: Callable[[Any], list[str]] = lambda node: []
     local_root: Callable[[Any], str | None] = lambda node: None
+    setup: Callable[[Any, Any], str] = lambda node, cluster: ""
     description: str = ""
 
 

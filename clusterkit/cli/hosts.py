@@ -10,7 +10,7 @@ import typer
 
 from clusterkit.cli.common import (ConfigOpt, JsonOpt, UsageError, emit, guard, parse_pairs,
                                    plugin_manager, table)
-from clusterkit.config import edit_config, load_cluster
+from clusterkit.config import edit_config, load_cluster, registry_of
 
 node_app = typer.Typer(help="Add, remove and list the cluster's nodes.", no_args_is_help=True)
 
@@ -60,6 +60,10 @@ def node_add(ctx: typer.Context, name: str, config: ConfigOpt,
         nodes = doc.setdefault("node", tomlkit.aot())
         nodes.append(entry)
     typer.echo(f"added node {name} ({ip}, transport {transport})")
+    cluster = load_cluster(config, plugin_manager(ctx))
+    hint = registry_of(plugin_manager(ctx)).transports[transport].setup(cluster.host(name), cluster)
+    if hint:
+        typer.echo(hint)
 
 
 @node_app.command("remove")

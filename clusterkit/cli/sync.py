@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
+import time
 from typing import Annotated, Optional
 
 import tomlkit
 import typer
 
-from clusterkit.cli.common import ConfigOpt, JsonOpt, UsageError, emit, guard, plugin_manager, table
-from clusterkit.config import edit_config, load_cluster
+from clusterkit.cli.common import (EXIT_FAILURE, ConfigOpt, JsonOpt, UsageError, emit, guard,
+                                   plugin_manager, table)
+from clusterkit.config import daemon_state_dir, edit_config, load_cluster, registry_of, write_atomic
+from clusterkit.control import ControlError, request
 
 sync_app = typer.Typer(help="Replicated directories (sync sets).", no_args_is_help=True)
 
@@ -56,6 +62,184 @@ def sync_list(ctx: typer.Context, config: ConfigOpt, as_json: JsonOpt = False) -
     rows = [{"name": s.name, "path": s.path, "exclude": list(s.exclude), "on_change": s.on_change,
              "owner": s.owner} for s in cluster.sync_sets]
     emit(rows, as_json, lambda r: table(r, ["name", "path", "owner", "on_change"]))
+
+
+@sync_app.command("status")
+@guard
+def sync_status(config: ConfigOpt, as_json: JsonOpt = False) -> None:
+    """Per node: pending paths, last success, lag (asks the running manager daemon)."""
+    report = request(daemon_state_dir(config), "sync_status")
+    emit(report, as_json, render_status)
+
+
+def render_status(report: dict) -> str:
+    now = time.time()
+    rows = []
+    for name, n in report["nodes"].items():
+        state = n["state"]
+        if n.get("progress") is not None:
+            state += f" {n['progress']}%"
+        if n.get("retry_at"):
+            state += f" (retry in {max(0.0, n['retry_at'] - now):.1f}s)"
+        rows.append({"node": name, "transport": n["transport"], "state": state,
+                     "pending": n["pending"] if not n["full_sync_pending"]
+                     else f"{n['pending']} (full: {','.join(n['full_sync_pending'])})",
+                     "lag": f"{n['lag']:.3f}s",
+                     "last_success": _ago(n["last_success"], now),
+                     "last_error": (n["last_error"] or "")[:80]})
+    lines = [table(rows, ["node", "transport", "state", "pending", "lag", "last_success",
+                          "last_error"])]
+    lines.append(f"sets: {', '.join(report['sets']) or '(none)'}; events {report['events']}, "
+                 f"rsync runs {report['rsync_runs']}, inotify overflows {report['overflows']}")
+    if report.get("unwatched"):
+        lines.append(f"UNWATCHED (covered by scans): {', '.join(report['unwatched'])}")
+    return "\n".join(lines)
+
+
+def _ago(stamp: float | None, now: float) -> str:
+    return "never" if not stamp else f"{now - stamp:.1f}s ago"
+
+
+@sync_app.command("verify")
+@guard
+def sync_verify(ctx: typer.Context, config: ConfigOpt,
+                node: Annotated[Optional[str], typer.Argument(
+                    help="Only this node (default: every node).")] = None,
+                as_json: JsonOpt = False) -> None:
+    """Compare every node's copy with the manager's by checksum; list differences, exit 1 if any.
+
+    Runs rsync -ain --delete --checksum (nothing is changed) per node and sync
+    set; excluded paths are not compared.
+    """
+    from clusterkit.sync import rsync
+
+    pm = plugin_manager(ctx)
+    cluster = load_cluster(config, pm)
+    nodes = [cluster.host(node)] if node else cluster.nodes
+    if node and nodes[0].role != "node":
+        raise UsageError(f"{node!r} is the manager, not a node")
+    registry = registry_of(pm)
+    manager = cluster.manager
+
+    async def compare() -> list[dict]:
+        out = []
+        for host in nodes:
+            kind = registry.transports[host.transport]
+            for sset in cluster.sync_sets:
+                job = rsync.Job(source=manager.local_path(sset.path),
+                                destination=kind.destination(host, sset.path),
+                                transport_args=list(kind.rsync_args(host)), exclude=sset.exclude,
+                                full=True, dry_run=True, checksum=True)
+                if not os.path.isdir(job.source):
+                    continue
+                result = await rsync.run(job)
+                out.append({"node": host.name, "set": sset.name, "exit": result.code,
+                            "error": result.stderr if result.code else "",
+                            "differences": [line for line in job.lines if not _dir_time_only(line)]})
+        return out
+
+    results = asyncio.run(compare())
+    emit(results, as_json, _render_verify)
+    if any(r["exit"] or r["differences"] for r in results):
+        raise typer.Exit(EXIT_FAILURE)
+
+
+def _dir_time_only(line: str) -> bool:
+    """``.d..t...... dir/``: only a directory's mtime differs (not content; not reported)."""
+    return line.startswith(".d") and set(line[2:11]) <= {".", "t"}
+
+
+def _render_verify(results: list[dict]) -> str:
+    lines = []
+    for r in results:
+        if r["exit"]:
+            lines.append(f"{r['node']} {r['set']}: cannot compare (rsync exit {r['exit']}): "
+                         f"{r['error'].splitlines()[-1] if r['error'] else ''}")
+        elif r["differences"]:
+            lines.append(f"{r['node']} {r['set']}: {len(r['differences'])} differences")
+            lines += [f"  {d}" for d in r["differences"][:200]]
+            if len(r["differences"]) > 200:
+                lines.append(f"  ... and {len(r['differences']) - 200} more")
+        else:
+            lines.append(f"{r['node']} {r['set']}: identical")
+    return "\n".join(lines) or "no sync sets"
+
+
+@sync_app.command("now")
+@guard
+def sync_now(config: ConfigOpt,
+             node: Annotated[Optional[str], typer.Argument(
+                 help="Only this node (default: every node).")] = None,
+             wait: Annotated[bool, typer.Option(help="Wait for the full sync, showing progress.")] = True,
+             timeout: Annotated[float, typer.Option(help="Give up waiting after this many seconds.")] = 3600.0,
+             as_json: JsonOpt = False) -> None:
+    """Full sync now (to one node or all), with a progress display; exit 1 if it did not finish."""
+    state_dir = daemon_state_dir(config)
+    try:
+        started = request(state_dir, "sync_now", nodes=[node] if node else None)
+    except ControlError as exc:
+        if str(exc).startswith("no node named"):
+            raise UsageError(str(exc)) from None
+        raise
+    if not wait:
+        emit(started, as_json, lambda r: f"full sync queued for {', '.join(r['nodes'])}")
+        return
+    deadline = time.monotonic() + timeout
+    tty = sys.stderr.isatty() and not as_json
+    while True:
+        progress = request(state_dir, "sync_progress", seq=started["seq"], nodes=started["nodes"])
+        line = "  ".join(_bar(name, p) for name, p in progress.items())
+        if tty:
+            sys.stderr.write("\r" + line + "\033[K")
+            sys.stderr.flush()
+        if all(p["done"] for p in progress.values()):
+            break
+        if time.monotonic() > deadline:
+            if tty:
+                sys.stderr.write("\n")
+            emit(progress, as_json, lambda p: "\n".join(
+                f"{n}: {'done' if s['done'] else 'NOT DONE'} {s['last_error'] or ''}" for n, s in p.items()))
+            raise typer.Exit(EXIT_FAILURE)
+        time.sleep(0.2)
+    if tty:
+        sys.stderr.write("\n")
+    emit(progress, as_json, lambda p: f"full sync done: {', '.join(p)}")
+
+
+def _bar(name: str, p: dict, width: int = 20) -> str:
+    pct = 100 if p["done"] else (p["progress"] or 0)
+    fill = width * pct // 100
+    extra = "" if p["done"] or not p.get("retry_at") else " (retrying)"
+    return f"{name} [{'#' * fill}{'.' * (width - fill)}] {pct:3d}%{extra}"
+
+
+@sync_app.command("rsyncd-conf")
+@guard
+def sync_rsyncd_conf(ctx: typer.Context, node: Annotated[str, typer.Argument(help="The node.")],
+                     config: ConfigOpt,
+                     output: Annotated[str, typer.Option(
+                         help="Directory to write rsyncd.conf and rsyncd.secrets into.")] = ".",
+                     secrets_path: Annotated[str, typer.Option(
+                         help="Where the secrets file will live on the node.")]
+                     = "/etc/rsyncd.clusterkit.secrets") -> None:
+    """Write a node's rsyncd.conf + secrets (for the operator), and the manager's password file."""
+    from clusterkit_transports import rsyncd_config
+
+    cluster = load_cluster(config, plugin_manager(ctx))
+    host = cluster.host(node)
+    if host.role != "node":
+        raise UsageError(f"{node!r} is the manager, not a node")
+    if host.transport != "rsyncd":
+        raise UsageError(f"node {node!r} uses transport {host.transport!r}, not rsyncd")
+    files = rsyncd_config(cluster, host, secrets_path)
+    os.makedirs(output, exist_ok=True)
+    write_atomic(os.path.join(output, "rsyncd.conf"), files["rsyncd.conf"])
+    write_atomic(os.path.join(output, "rsyncd.secrets"), files["rsyncd.secrets"], mode=0o600)
+    if not os.path.exists(files["password_file"]):
+        os.makedirs(os.path.dirname(files["password_file"]) or ".", exist_ok=True)
+        write_atomic(files["password_file"], files["password"] + "\n", mode=0o600)
+    typer.echo(f"wrote {output}/rsyncd.conf and {output}/rsyncd.secrets for {node}; "
+               f"the manager's password file is {files['password_file']}")
 
 
 def register(app: typer.Typer) -> None:

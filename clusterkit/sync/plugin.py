@@ -1,0 +1,52 @@
+"""The replication plugin: the manager replicates, nodes apply; both answer ``sync`` commands."""
+
+from __future__ import annotations
+
+from clusterkit import hookimpl
+from clusterkit.sync.applier import Applier
+from clusterkit.sync.replicator import Replicator
+
+NAME = "sync"
+
+
+@hookimpl
+async def clusterkit_start(runtime):
+    if runtime.is_manager:
+        replicator = Replicator(runtime)
+        runtime.components[NAME] = replicator
+        await replicator.start()
+        runtime.add_control("sync_status", replicator.status)
+        runtime.add_control("sync_now", lambda nodes=None: _now(replicator, nodes))
+        runtime.add_control("sync_progress", replicator.progress)
+    else:
+        applier = Applier(runtime)
+        runtime.components[NAME] = applier
+        await applier.start()
+
+
+def _now(replicator: Replicator, nodes: list[str] | None) -> dict:
+    unknown = [n for n in nodes or () if n not in replicator.workers]
+    if unknown:
+        raise ValueError(f"no node named {', '.join(unknown)} (nodes: {', '.join(replicator.workers)})")
+    seq = replicator.full_sync(nodes=nodes or None, reason="requested (clusterkit sync now)")
+    return {"seq": seq, "nodes": nodes or list(replicator.workers)}
+
+
+@hookimpl
+async def clusterkit_reload(runtime, old, new):
+    component = runtime.components.get(NAME)
+    if component is not None:
+        await component.reload(old, new)
+
+
+@hookimpl
+async def clusterkit_stop(runtime):
+    component = runtime.components.pop(NAME, None)
+    if component is not None:
+        await component.stop()
+
+
+@hookimpl
+def clusterkit_status(runtime):
+    component = runtime.components.get(NAME)
+    return {"sync": component.status()} if component is not None else None

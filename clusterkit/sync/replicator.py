@@ -1,0 +1,439 @@
+"""The manager's replicator: watcher → durable per-node dirty set → one worker per node → rsync.
+
+Coalescing, per node: while its worker is idle, a change goes out once the
+stream has been quiet for ``settle`` (a few ms) or ``max_wait`` after the
+first pending change, whichever comes first; while an rsync to that node is
+running, changes gather and go as one batch the moment it ends. When the
+pending entries of one directory pass ``dir_threshold`` they become that
+directory, recursively; past ``set_threshold`` for a set, a full sync of it.
+
+A full sync of every set is queued for every node at start, for a node that
+joins, for a set after an inotify overflow, and every ``full_interval``.
+One node's trouble (down, slow, misconfigured) only ever backs off that
+node's worker, with jitter; the daemon never dies of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+from clusterkit.sync import rsync
+from clusterkit.sync.paths import ancestors, excluded, transfer_list
+from clusterkit.sync.store import FULL, DirtyStore
+from clusterkit.sync.watcher import Change, Watcher
+
+log = logging.getLogger("clusterkit.sync")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Tunables, from the ``[sync]``-free defaults or a host's ``options``."""
+
+    settle: float = 0.004
+    max_wait: float = 0.1
+    dir_threshold: int = 2000
+    set_threshold: int = 100_000
+    full_interval: float = 3600.0
+    timeout: int = 30
+    contimeout: int = 10
+    backoff_min: float = 0.5
+    backoff_max: float = 60.0
+
+    @classmethod
+    def from_options(cls, options: dict) -> "Settings":
+        known = {k: v for k, v in options.items() if k.startswith("sync_")}
+        values = {}
+        for key, value in known.items():
+            name = key[len("sync_"):]
+            if name in cls.__dataclass_fields__:
+                values[name] = type(getattr(cls, name))(value)
+        return cls(**values)
+
+
+Key = tuple[str, str]  # (set name, path)
+
+
+class NodeWorker:
+    """Everything about replicating to one node: its queue, its rsync runs, its back-off."""
+
+    def __init__(self, replicator: "Replicator", node):
+        self.r = replicator
+        self.node = node
+        self.name = node.name
+        self.pending: dict[Key, tuple[int, float]] = {}
+        self.inflight: dict[Key, tuple[int, float]] = {}
+        self.per_dir: Counter = Counter()
+        self.per_set: Counter = Counter()
+        self.wake = asyncio.Event()
+        self.last_change = 0.0
+        self.state = "idle"
+        self.failures = 0
+        self.vanished = 0
+        self.retry_at = 0.0
+        self.progress: int | None = None
+        self.full_done: dict[str, int] = {}   # set -> seq of the last full sync that landed
+        self.task: asyncio.Task | None = None
+
+    # ----------------------------------------------------------- queueing
+
+    def covered(self, sset: str, path: str) -> bool:
+        """Already pending (not in flight) through itself or a pending parent directory?"""
+        p = self.pending
+        if (sset, FULL) in p or (sset, path) in p:
+            return True
+        return any((sset, a + "/") in p for a in ancestors(path))
+
+    def add(self, sset: str, path: str, seq: int, since: float) -> None:
+        key = (sset, path)
+        if key in self.pending:
+            self.pending[key] = (seq, self.pending[key][1])
+        else:
+            self.pending[key] = (seq, since)
+            self.per_set[sset] += 1
+            self.per_dir[(sset, _parent(path))] += 1
+        self.last_change = asyncio.get_running_loop().time()
+        self.wake.set()
+
+    def escalate(self, sset: str, path: str) -> None:
+        """Replace many pending entries by their directory, or the whole set."""
+        s = self.r.settings
+        if self.per_set[sset] > s.set_threshold and (sset, FULL) not in self.pending:
+            self._replace(sset, lambda p: True, FULL)
+            return
+        parent = _parent(path)
+        if parent and self.per_dir[(sset, parent)] > s.dir_threshold:
+            prefix = parent.rstrip("/") + "/"
+            self._replace(sset, lambda p: p.startswith(prefix) and p != prefix, prefix)
+
+    def _replace(self, sset: str, match, entry: str) -> None:
+        drop = [p for (s, p) in self.pending if s == sset and match(p)]
+        since = min((self.pending[(sset, p)][1] for p in drop), default=time.time())
+        seq = self.r.store.replace(self.name, sset, drop, entry)
+        for p in drop:
+            del self.pending[(sset, p)]
+            self.per_set[sset] -= 1
+            self.per_dir[(sset, _parent(p))] -= 1
+        log.info("%s: %d pending entries of %s become %s", self.name, len(drop), sset,
+                 entry or "a full sync")
+        self.add(sset, entry, seq, since)
+
+    def take(self) -> dict[str, dict[str, int]]:
+        """Move everything pending in flight: ``{set: {path: seq}}``."""
+        batch: dict[str, dict[str, int]] = {}
+        for (sset, path), (seq, since) in self.pending.items():
+            batch.setdefault(sset, {})[path] = seq
+        self.inflight.update(self.pending)
+        self.pending.clear()
+        self.per_dir.clear()
+        self.per_set.clear()
+        self.wake.clear()
+        return batch
+
+    def requeue(self, sset: str, sent: dict[str, int]) -> None:
+        for path in sent:
+            key = (sset, path)
+            seq, since = self.inflight.pop(key, (sent[path], time.time()))
+            if key not in self.pending:
+                self.add(sset, path, seq, since)
+
+    def landed(self, sset: str, sent: dict[str, int]) -> None:
+        for path in sent:
+            self.inflight.pop((sset, path), None)
+        if FULL in sent:
+            self.full_done[sset] = max(self.full_done.get(sset, 0), sent[FULL])
+
+    # ------------------------------------------------------------- sending
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        busy = False
+        while True:
+            if not self.pending:
+                busy = False
+                self.state = "idle"
+                await self.wake.wait()
+            if not busy:
+                await self._settle(loop)
+            batch = self.take()
+            self.state = "sending"
+            ok = await self._send(batch)
+            busy = True
+            if not ok:
+                self.failures += 1
+                delay = min(self.r.settings.backoff_max,
+                            self.r.settings.backoff_min * 2 ** (self.failures - 1))
+                delay *= random.uniform(0.5, 1.5)
+                self.state = "backoff"
+                self.retry_at = time.time() + delay
+                await asyncio.sleep(delay)
+                self.retry_at = 0.0
+            else:
+                self.failures = 0
+
+    async def _settle(self, loop) -> None:
+        """Idle: wait for a few quiet milliseconds, never beyond max_wait."""
+        s = self.r.settings
+        deadline = loop.time() + s.max_wait
+        while True:
+            now = loop.time()
+            quiet_at = self.last_change + s.settle
+            if now >= quiet_at or now >= deadline:
+                return
+            await asyncio.sleep(min(quiet_at, deadline) - now)
+
+    async def _send(self, batch: dict[str, dict[str, int]]) -> bool:
+        """Send one batch, set by set; False when the node needs a back-off."""
+        all_ok = True
+        for sset_name, sent in sorted(batch.items(), key=lambda kv: FULL not in kv[1]):
+            sset = self.r.sets.get(sset_name)
+            if sset is None:  # the set was removed meanwhile
+                self.landed(sset_name, sent)
+                continue
+            result = await self._rsync(sset, sent)
+            if result.outcome == "ok":
+                self.vanished = 0
+                self.r.store.done(self.name, sset_name, sent)
+                self.landed(sset_name, sent)
+                self.r.store.record(self.name, True, files=result.files)
+                continue
+            self.requeue(sset_name, sent)
+            if result.code == 24:
+                # Files vanished while sending: normal under churn, their deletions are
+                # queued already. Retry at once, unless it keeps happening.
+                self.vanished += 1
+                if self.vanished < 3:
+                    continue
+            all_ok = False
+            message = f"rsync exit {result.code} ({result.outcome}): {_last_line(result.stderr)}"
+            self.r.store.record(self.name, False, message)
+            level = logging.ERROR if result.outcome == "error" else logging.WARNING
+            log.log(level, "%s: set %s: %s; %d paths requeued", self.name, sset_name, message,
+                    len(sent))
+        return all_ok
+
+    async def _rsync(self, sset, sent: dict[str, int]) -> rsync.Result:
+        r = self.r
+        kind = r.registry.transports[self.node.transport]
+        source = r.runtime.local_path(sset.path)
+        full = FULL in sent
+        job = rsync.Job(source=source, destination=kind.destination(self.node, sset.path),
+                        transport_args=list(kind.rsync_args(self.node)), exclude=sset.exclude,
+                        full=full, timeout=r.settings.timeout, contimeout=r.settings.contimeout)
+        if full:
+            self.progress = 0
+            job.progress = lambda pct: setattr(self, "progress", pct)
+        else:
+            job.paths = transfer_list(source, list(sent))
+        try:
+            result = await rsync.run(job)
+        finally:
+            self.progress = None
+        log.debug("%s: %s %s: %d items in %.3fs, exit %d", self.name, sset.name,
+                  "full" if full else f"{len(job.paths)} paths", result.files, result.seconds,
+                  result.code)
+        r.runs += 1
+        return result
+
+    def status(self) -> dict:
+        entries = list(self.pending.values()) + list(self.inflight.values())
+        oldest = min((since for _, since in entries), default=None)
+        stored = self.r.store.state(self.name)
+        return {
+            "transport": self.node.transport,
+            "state": self.state,
+            "pending": len(entries),
+            "full_sync_pending": sorted({s for (s, p) in list(self.pending) + list(self.inflight)
+                                         if p == FULL}),
+            "lag": round(time.time() - oldest, 3) if oldest else 0.0,
+            "last_success": stored["last_success"],
+            "last_error": stored["last_error"],
+            "last_error_at": stored["last_error_at"],
+            "retry_at": self.retry_at or None,
+            "progress": self.progress,
+            "runs": stored["runs"] or 0,
+        }
+
+
+class Replicator:
+    """The manager side: one per manager Runtime, kept in ``runtime.components["sync"]``."""
+
+    def __init__(self, runtime, settings: Settings | None = None):
+        self.runtime = runtime
+        self.registry = runtime.registry
+        self.settings = settings or Settings.from_options(runtime.host.options)
+        self.store = DirtyStore(os.path.join(runtime.state_dir, "sync.sqlite"))
+        self.sets: dict = {}
+        self.workers: dict[str, NodeWorker] = {}
+        self.watcher: Watcher | None = None
+        self.runs = 0
+        self.overflows = 0
+        self.missed: set[tuple[str, str]] = set()
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        self._watch(self.runtime.cluster.sync_sets)
+        for node in self.runtime.cluster.nodes:
+            self._add_worker(node)
+        self.full_sync(reason="start")
+        self.runtime.spawn(self._periodic(), "sync-periodic")
+
+    async def stop(self) -> None:
+        if self.watcher is not None:
+            await asyncio.to_thread(self.watcher.stop)
+        for worker in self.workers.values():
+            if worker.task:
+                worker.task.cancel()
+        await asyncio.gather(*(w.task for w in self.workers.values() if w.task),
+                             return_exceptions=True)
+        self.store.close()
+
+    async def reload(self, old, new) -> None:
+        if old.sync_sets != new.sync_sets:
+            gone = {s.name for s in old.sync_sets} - {s.name for s in new.sync_sets}
+            if self.watcher is not None:
+                await asyncio.to_thread(self.watcher.stop)
+            self._watch(new.sync_sets)
+            for worker in self.workers.values():
+                for name in gone:
+                    self.store.forget(worker.name, name)
+            changed = [s.name for s in new.sync_sets if s not in old.sync_sets]
+            if changed:
+                self.full_sync(sets=changed, reason="sync sets changed")
+        old_nodes = {n.name: n for n in old.nodes}
+        new_nodes = {n.name: n for n in new.nodes}
+        for name in old_nodes.keys() - new_nodes.keys():
+            worker = self.workers.pop(name)
+            worker.task.cancel()
+            self.store.forget(name)
+        for name, node in new_nodes.items():
+            if name not in self.workers:
+                self._add_worker(node)
+                self.full_sync(nodes=[name], reason="node joined")
+            elif node != old_nodes.get(name):
+                self.workers[name].node = node
+                self.full_sync(nodes=[name], reason="node changed")
+
+    def _watch(self, sync_sets) -> None:
+        self.sets = {s.name: s for s in sync_sets}
+        self.watcher = Watcher(asyncio.get_running_loop(), self.changed, self.overflowed,
+                               self.missed_watch)
+        for s in sync_sets:
+            self.watcher.watch(s.name, self.runtime.local_path(s.path))
+        self.watcher.start()
+
+    def _add_worker(self, node) -> None:
+        worker = NodeWorker(self, node)
+        for (sset, path), (seq, since) in self.store.pending(node.name).items():
+            worker.add(sset, path, seq, since)
+        self.workers[node.name] = worker
+        worker.task = self.runtime.spawn(worker.run(), f"sync-{node.name}")
+
+    async def _periodic(self) -> None:
+        while True:
+            await asyncio.sleep(min(self.settings.full_interval, 60.0) if self.missed
+                                else self.settings.full_interval)
+            self.full_sync(reason="periodic" if not self.missed else "unwatched directories")
+
+    # -------------------------------------------------------------- intake
+
+    def changed(self, changes: list[Change]) -> None:
+        """From the watcher: record for every node first, then wake the workers."""
+        per_node: dict[str, list[tuple[str, str]]] = {}
+        for worker in self.workers.values():
+            entries = per_node.setdefault(worker.name, [])
+            seen = set()
+            for sset, rel, is_dir in changes:
+                s = self.sets.get(sset)
+                if s is None or excluded(rel, s.exclude):
+                    continue
+                path = FULL if not rel else (rel + "/" if is_dir else rel)
+                if (sset, path) in seen or worker.covered(sset, path):
+                    continue
+                seen.add((sset, path))
+                entries.append((sset, path))
+        self._record(per_node)
+
+    def _record(self, per_node: dict[str, list[tuple[str, str]]]) -> None:
+        rows = {n: e for n, e in per_node.items() if e}
+        if not rows:
+            return
+        seq = self.store.mark(rows)
+        now = time.time()
+        for node, entries in rows.items():
+            worker = self.workers[node]
+            for sset, path in entries:
+                worker.add(sset, path, seq, now)
+            for sset, path in entries[-1:] + _distinct_dirs(entries):
+                worker.escalate(sset, path)
+
+    def full_sync(self, nodes: list[str] | None = None, sets: list[str] | None = None,
+                  reason: str = "") -> int:
+        """Queue a full sync; returns its seq (``sync now`` waits for it)."""
+        names = nodes if nodes is not None else list(self.workers)
+        targets = sets if sets is not None else list(self.sets)
+        if reason:
+            log.info("full sync of %s to %s: %s", ", ".join(targets) or "no set",
+                     ", ".join(names) or "no node", reason)
+        per_node = {n: [(s, FULL) for s in targets] for n in names if n in self.workers}
+        self._record(per_node)
+        return self.store.seq
+
+    def overflowed(self, sset: str) -> None:
+        self.overflows += 1
+        log.warning("inotify queue overflow on sync set %s: events were lost, full sync", sset)
+        self.full_sync(sets=[sset], reason="inotify overflow")
+
+    def missed_watch(self, sset: str, rel: str) -> None:
+        self.missed.add((sset, rel))
+        self._record({w: [(sset, rel + "/")] for w in self.workers})
+
+    # -------------------------------------------------------------- reports
+
+    def status(self) -> dict:
+        return {
+            "sets": {name: {"path": s.path, "source": self.runtime.local_path(s.path),
+                            "exclude": list(s.exclude), "owner": s.owner}
+                     for name, s in self.sets.items()},
+            "nodes": {name: w.status() for name, w in self.workers.items()},
+            "events": self.watcher.events if self.watcher else 0,
+            "rsync_runs": self.runs,
+            "overflows": self.overflows,
+            "unwatched": sorted(f"{s}:{p}" for s, p in self.missed),
+        }
+
+    def progress(self, seq: int, nodes: list[str] | None = None) -> dict:
+        """How far a full sync queued as ``seq`` has come, per node."""
+        out = {}
+        for name, w in self.workers.items():
+            if nodes and name not in nodes:
+                continue
+            done = all(w.full_done.get(s, 0) >= seq for s in self.sets)
+            out[name] = {"done": done, "progress": 100 if done else w.progress,
+                         "state": w.state, "last_error": self.store.state(name)["last_error"],
+                         "retry_at": w.retry_at or None}
+        return out
+
+
+def _parent(path: str) -> str:
+    stripped = path.rstrip("/")
+    return stripped.rsplit("/", 1)[0] + "/" if "/" in stripped else ""
+
+
+def _distinct_dirs(entries: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """One representative entry per (set, parent directory), to test escalation cheaply."""
+    seen: dict[tuple[str, str], tuple[str, str]] = {}
+    for sset, path in entries:
+        seen.setdefault((sset, _parent(path)), (sset, path))
+    return list(seen.values())
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "(no message)"
