@@ -251,7 +251,7 @@ def test_metrics_render_policies_checks_replication_and_dns_from_status(cluster)
     from clusterkit_panel.metrics import render
 
     class Sections:
-        @hookimpl
+        @hookimpl(trylast=True)  # last, so these sections win over the real plugins' ones
         def clusterkit_status(self, runtime):
             return {
                 "policies": {"127.86.1.100:80": {"service": "http", "active": 2, "total": 9, "refused": 1,
@@ -318,15 +318,19 @@ def test_a_node_panel_is_read_only(cluster):
     assert cluster.config.read_text() == before
 
 
-def test_operators_are_known_on_a_node_through_its_copy_of_the_data_dir(cluster):
-    """panelsync replicates the data dir; until a copy lands, the node's own copy decides."""
+def test_operators_added_on_the_manager_can_log_in_on_nodes_once_replicated(cluster):
+    """panelsync makes the panel's data dir a sync set: the replication plugin ships it."""
+    if cluster.pm.get_plugin("sync") is None:
+        pytest.skip("no replication plugin installed: nothing ships the panel's data dir")
+    cluster.add_user("carol", "carol's password")
     client = cluster.client("node2")
-    assert client.post("/api/v1/login", {"user": "admin", "password": PASSWORD})[0] == 401
-    source = os.path.join(cluster.panel("manager").accounts.dir, "users.json")
-    target = os.path.join(cluster.panel("node2").accounts.dir, "users.json")
-    with open(source, "rb") as f, open(target, "wb") as g:
-        g.write(f.read())
-    assert client.post("/api/v1/login", {"user": "admin", "password": PASSWORD})[0] == 200
+
+    def logged_in():
+        return client.post("/api/v1/login", {"user": "carol", "password": "carol's password"})[0] == 200
+
+    wait_for(logged_in, timeout=30, what="users.json replicated to node2")
+    users = os.path.join(cluster.panel("node2").accounts.dir, "users.json")
+    assert stat.S_IMODE(os.stat(users).st_mode) == 0o600, "the copy stays owner-only"
 
 
 def test_removing_an_operator_ends_their_sessions(cluster):
