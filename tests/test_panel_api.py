@@ -377,3 +377,37 @@ def test_metrics_can_be_made_public(cluster):
         cluster.config.write_text(text)
         cluster.loop.run(manager.reload())
     assert cluster.client().get("/metrics")[0] == 401
+
+
+def test_overview_and_metrics_show_the_engines_counters_and_replication(cluster, admin):
+    import socket
+
+    from test_panel_fixtures import free_ports
+
+    if cluster.hosts["manager"].engine is None:
+        pytest.skip("no load-balancing engine installed")
+    (port,) = free_ports(["127.86.1.100"], 1)
+    key = f"127.86.1.100:{port}"
+    assert admin.post("/api/v1/policies", {"vip": "127.86.1.100", "port": port, "service": "http",
+                                           "members": {"node1": 1}})[0] == 201
+    try:
+        with socket.create_connection(("127.86.1.100", port), timeout=5) as s:
+            s.settimeout(5)
+            try:
+                s.recv(1)  # no backend listens on node1: the engine closes the connection
+            except OSError:
+                pass
+
+        def counted():
+            rows = {p["key"]: p for p in admin.get("/api/v1/overview")[1]["policies"]}
+            return (rows[key]["live"]["total"] or 0) >= 1
+
+        wait_for(counted, what="the engine's counters in the overview")
+        text = admin.get("/metrics", raw=True)[1].decode()
+        assert f'clusterkit_policy_connections_total{{policy="{key}",service="http"}} 1' in text
+    finally:
+        admin.delete(f"/api/v1/policies/127.86.1.100/{port}")
+    if cluster.pm.get_plugin("sync") is not None:
+        nodes = {n["name"]: n for n in admin.get("/api/v1/overview")[1]["nodes"]}
+        assert nodes["node1"]["replication"]["state"]
+        assert 'clusterkit_replication_lag_seconds{node="node1"}' in admin.get("/metrics", raw=True)[1].decode()
