@@ -1,0 +1,1 @@
+"""Authoritative DNS on every host."""

@@ -1,0 +1,168 @@
+"""Zone files → immutable :class:`Zone` objects, the data the answer engine reads.
+
+``DIR/<zone>.zone`` is the zone ``<zone>.`` in RFC 1035 master-file syntax,
+parsed by dnspython (a well-kept parser: ``@`` in rdata, relative ``$ORIGIN``,
+TTL units and inheritance, generic ``TYPEnnn``, escapes). ``$INCLUDE`` paths are
+relative to the zones directory, as NSD resolves them from its ``zonesdir``.
+A broken file raises :class:`ZoneError` naming the file and the line.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import re
+import threading
+from dataclasses import dataclass, field
+
+import dns.exception
+import dns.name
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+import dns.zone
+import dns.zonefile
+
+SUFFIX = ".zone"
+SOA, NS, CNAME = dns.rdatatype.SOA, dns.rdatatype.NS, dns.rdatatype.CNAME
+_LOCATED = re.compile(r"^(?P<file>.*?):(?P<line>\d+): (?P<message>.*)$", re.S)
+
+
+class ZoneError(Exception):
+    """A zone file that cannot be served: ``path:line: message``."""
+
+    def __init__(self, path: str, message: str, line: int | None = None):
+        self.path, self.line, self.message = path, line, message
+        super().__init__(f"{path}:{line}: {message}" if line else f"{path}: {message}")
+
+
+@dataclass(eq=False)
+class Zone:
+    """One loaded zone. Never mutated once built: a reload builds a new one."""
+
+    origin: dns.name.Name
+    path: str
+    signature: tuple  # (mtime_ns, size, inode) of the file when it was read
+    nodes: dict  # Name -> {rdtype: RRset}, in file order
+    names: frozenset  # every owner name and every empty non-terminal
+    cuts: frozenset  # delegation points below the apex
+    soa: dns.rrset.RRset
+    ns: dns.rrset.RRset | None
+    negative_soa: dns.rrset.RRset  # the SOA with TTL = min(TTL, MINIMUM) (RFC 2308)
+    records: int
+    compiled: dict = field(default_factory=dict)  # cache of compiled responses, see wire.py
+
+    @property
+    def serial(self) -> int:
+        return self.soa[0].serial
+
+
+def zone_origin(filename: str) -> dns.name.Name | None:
+    """``example.com.zone`` → ``example.com.``; None for files that are not zones."""
+    base = os.path.basename(filename)
+    if not base.endswith(SUFFIX) or base.startswith(".") or base == SUFFIX:
+        return None
+    try:
+        return dns.name.from_text(base[: -len(SUFFIX)])
+    except dns.exception.DNSException:
+        return None
+
+
+# dnspython opens $INCLUDE files relative to the process's working directory;
+# we need the zones directory (NSD's behaviour), per load, with several hosts
+# in one process. Its zonefile module looks ``open`` up in its own globals
+# first, so a per-thread base directory is enough.
+_include_base = threading.local()
+
+
+def _open_relative(path, *args, **kwargs):
+    base = getattr(_include_base, "dir", None)
+    if base and isinstance(path, str) and not os.path.isabs(path):
+        path = os.path.join(base, path)
+    return builtins.open(path, *args, **kwargs)
+
+
+dns.zonefile.open = _open_relative
+
+
+def file_signature(path: str) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def load_zone(path: str, origin: dns.name.Name | None = None, zones_dir: str | None = None) -> Zone:
+    """Parse ``path`` into a :class:`Zone`; :class:`ZoneError` with file and line on failure."""
+    origin = origin or zone_origin(path)
+    if origin is None:
+        raise ZoneError(path, f"cannot tell the zone name from the file name (expected NAME{SUFFIX})")
+    zones_dir = zones_dir or os.path.dirname(os.path.abspath(path))
+    signature = file_signature(path)
+    _include_base.dir = zones_dir
+    try:
+        with open(path, encoding="utf-8") as f:
+            parsed = dns.zone.from_file(f, origin=origin, relativize=False, filename=path)
+    except dns.exception.SyntaxError as exc:
+        raise _located(str(exc), path, zones_dir) from None
+    except dns.zone.NoSOA:
+        raise ZoneError(path, f"no SOA record at the zone apex {origin}") from None
+    except dns.zone.NoNS:
+        raise ZoneError(path, f"no NS records at the zone apex {origin}") from None
+    except UnicodeDecodeError as exc:
+        raise ZoneError(path, f"not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+    except OSError as exc:
+        raise ZoneError(exc.filename or path, exc.strerror or str(exc)) from None
+    except dns.exception.DNSException as exc:
+        raise _located(str(exc), path, zones_dir) from None
+    finally:
+        _include_base.dir = None
+    return build_zone(origin, path, signature, parsed)
+
+
+def _located(text: str, path: str, zones_dir: str) -> ZoneError:
+    match = _LOCATED.match(text)
+    if not match:
+        return ZoneError(path, text)
+    where = match.group("file")
+    if where and not os.path.isabs(where) and where != path:
+        where = os.path.join(zones_dir, where)
+    return ZoneError(where or path, match.group("message"), int(match.group("line")))
+
+
+def build_zone(origin: dns.name.Name, path: str, signature, parsed: dns.zone.Zone) -> Zone:
+    """Index a parsed zone: RRsets per owner, empty non-terminals, zone cuts, negative SOA."""
+    nodes: dict = {}
+    names: set = set()
+    cuts: set = set()
+    records = 0
+    for name, node in parsed.nodes.items():
+        if not name.is_subdomain(origin):
+            continue  # dnspython already refuses these; belt and braces
+        rrsets = {}
+        for rdataset in node.rdatasets:
+            if rdataset.rdclass != dns.rdataclass.IN:
+                continue
+            rrset = dns.rrset.RRset(name, rdataset.rdclass, rdataset.rdtype)
+            rrset.update(rdataset)
+            rrsets[rdataset.rdtype] = rrset
+            records += len(rrset)
+        if not rrsets:
+            continue
+        nodes[name] = rrsets
+        if NS in rrsets and name != origin:
+            cuts.add(name)
+        while True:
+            names.add(name)
+            if name == origin:
+                break
+            name = name.parent()
+    apex = nodes[origin]
+    soa = apex[SOA]
+    negative = dns.rrset.RRset(origin, soa.rdclass, SOA)
+    negative.update(soa)
+    negative.ttl = min(soa.ttl, soa[0].minimum)
+    return Zone(origin=origin, path=path, signature=signature, nodes=nodes,
+                names=frozenset(names), cuts=frozenset(cuts), soa=soa, ns=apex.get(NS),
+                negative_soa=negative, records=records)
