@@ -110,7 +110,34 @@ REVERSE = """$TTL 86400
 25 PTR mail.example.com.
 """
 
+# RFC 4592 §2.2.1, the wildcard examples, verbatim apart from the SOA/SRV data.
+RFC4592 = """$ORIGIN example.
+example.                 3600 IN  SOA   ns.example.com. hostmaster.example. 1 3600 900 604800 300
+example.                 3600     NS    ns.example.com.
+example.                 3600     NS    ns.example.net.
+*.example.               3600     TXT   "this is a wildcard"
+*.example.               3600     MX    10 host1.example.
+sub.*.example.           3600     TXT   "this is not a wildcard"
+host1.example.           3600     A     192.0.2.1
+_ssh._tcp.host1.example. 3600     SRV   0 0 22 host1.example.
+_ssh._tcp.host2.example. 3600     SRV   0 0 22 host2.example.
+subdel.example.          3600     NS    ns.example.com.
+subdel.example.          3600     NS    ns.example.net.
+"""
+
+# No $TTL: every record without a TTL takes the last one given (RFC 1035 §5.1).
+NO_TTL = """nottl.test. 7200 IN SOA ns.nottl.test. h.nottl.test. 1 3600 900 604800 60
+nottl.test. NS ns.nottl.test.
+ns A 192.0.2.1
+a 60 A 192.0.2.2
+b A 192.0.2.3
+c IN 120 TXT "c"
+d TXT "d"
+"""
+
 ZONES = {
+    "example": RFC4592,
+    "nottl.test": NO_TTL,
     "example.com": EXAMPLE_COM,
     "example.org": EXAMPLE_ORG,
     "child.example.com": CHILD,
@@ -220,3 +247,35 @@ def summary(msg: dns.message.Message) -> dict:
         "authority": section(msg.authority),
         "additional": section(msg.additional),
     }
+
+
+class ServerThread:
+    """A real :class:`DnsServer` on its own event loop in a thread, for synchronous tests."""
+
+    def __init__(self, zones_dir, addr: str = ADDR, port: int | None = None, **kwargs):
+        import threading
+
+        from clusterkit.runtime import new_event_loop
+        from clusterkit_dns.server import DnsServer
+
+        self.addr = addr
+        self.port = port or free_port(addr)
+        self.loop = new_event_loop()
+        self.server = DnsServer(str(zones_dir), [(addr, self.port)], **kwargs)
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def call(self, coro, timeout: float = 30):
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def __enter__(self) -> "ServerThread":
+        self.thread.start()
+        self.call(self.server.start())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.call(self.server.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()

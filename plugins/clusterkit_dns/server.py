@@ -16,7 +16,8 @@ import time
 
 from clusterkit_dns.engine import ZoneSet
 from clusterkit_dns.watch import ZoneWatcher
-from clusterkit_dns.wire import Responder, build_state
+from clusterkit_dns.wire import (_EDNS_IN, _IN_CLASS, _OPT_RR, _QUERY_COUNTS, _SLOW_TYPES, EDNS_SIZE,
+                                 UDP_PLAIN, Responder, build_state)
 from clusterkit_dns.zones import SUFFIX, Zone, ZoneError, file_signature, load_zone, zone_origin
 
 log = logging.getLogger("clusterkit.dns")
@@ -28,19 +29,52 @@ RESCAN = 5.0         # safety-net rescan of the zones directory, in case a watch
 
 
 class UdpProtocol(asyncio.DatagramProtocol):
-    """One datagram in, at most one out; the responder does the rest."""
+    """One datagram in, at most one out.
+
+    The common case (a plain QUERY, class IN, no EDNS or EDNS 0, the answer
+    precompiled and small enough) is :meth:`Responder.handle`'s fast path
+    repeated inline: a Python call less per packet is ~10% more queries per
+    second. Everything else goes to the responder.
+    """
 
     def __init__(self, responder: Responder):
-        self.handle = responder.handle
+        self.responder = responder
+        self.general = responder.general
+        self.rcodes = responder.rcodes
         self.transport = None
 
     def connection_made(self, transport) -> None:
         self.transport = transport
+        self.sendto = transport.sendto
 
     def datagram_received(self, data: bytes, addr) -> None:
-        out = self.handle(data)
+        st = self.responder.state
+        z = data.find(0, 12)
+        if z > 0 and not data[2] & 0xF8 and data[4:10] == _QUERY_COUNTS \
+                and data[z + 3:z + 5] == _IN_CLASS:
+            key = data[12:z + 1].lower() + data[z + 1:z + 3]
+            t = st.exact.get(key) or st.cache.get(key)
+            if t is None and data[z + 1:z + 3] not in _SLOW_TYPES:
+                t = st.default.get(key[:-2])
+            if t is not None:
+                ar = data[10:12]
+                if ar == b"\x00\x00":
+                    if z + t.size <= UDP_PLAIN:
+                        self.rcodes[t.rcode] += 1
+                        self.sendto(data[:2] + t.flags[data[2] & 1] + t.counts + data[12:z + 5]
+                                    + t.body, addr)
+                        return
+                elif ar == b"\x00\x01" and len(data) >= z + 16 \
+                        and data[z + 5:z + 8] == _EDNS_IN and data[z + 11] == 0:
+                    if z + t.size + 11 <= max(UDP_PLAIN, min(EDNS_SIZE,
+                                                              (data[z + 8] << 8) | data[z + 9])):
+                        self.rcodes[t.rcode] += 1
+                        self.sendto(data[:2] + t.flags[data[2] & 1] + t.counts_opt
+                                    + data[12:z + 5] + t.body + _OPT_RR[data[z + 12] >> 7], addr)
+                        return
+        out = self.general(data, False)
         if out is not None:
-            self.transport.sendto(out, addr)
+            self.sendto(out, addr)
 
     def error_received(self, exc) -> None:  # ICMP port unreachable from a gone client
         pass

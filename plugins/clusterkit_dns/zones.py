@@ -24,6 +24,7 @@ import dns.zone
 import dns.zonefile
 
 SUFFIX = ".zone"
+NO_TTL_DEFAULT = 3600  # NSD's TTL for records without one in a file without $TTL
 SOA, NS, CNAME = dns.rdatatype.SOA, dns.rdatatype.NS, dns.rdatatype.CNAME
 _LOCATED = re.compile(r"^(?P<file>.*?):(?P<line>\d+): (?P<message>.*)$", re.S)
 
@@ -85,6 +86,34 @@ def _open_relative(path, *args, **kwargs):
 dns.zonefile.open = _open_relative
 
 
+class _RecordError(dns.exception.SyntaxError):
+    """Carries the line a failing record started on: dnspython reports the line after it."""
+
+    def __init__(self, line: int, detail):
+        self.line = line
+        self.detail = detail
+        super().__init__(str(detail))
+
+
+_rr_line = dns.zonefile.Reader._rr_line
+
+
+def _rr_line_located(self):
+    if not self.default_ttl_known and getattr(_include_base, "dir", None):
+        # NSD's rule, not RFC 1035's: without $TTL a record with no TTL gets 3600,
+        # not the last TTL stated. Only for our loads: others share dnspython.
+        self.default_ttl, self.default_ttl_known = NO_TTL_DEFAULT, True
+    start = self.tok.line_number
+    try:
+        return _rr_line(self)
+    except dns.exception.SyntaxError as exc:
+        raise _RecordError(start, exc) from None
+
+
+dns.zonefile.Reader._rr_line = _rr_line_located
+_GENERIC = re.compile(r"^(caught exception <class '[\w.]+'>: )")
+
+
 def file_signature(path: str) -> tuple | None:
     try:
         st = os.stat(path)
@@ -105,7 +134,7 @@ def load_zone(path: str, origin: dns.name.Name | None = None, zones_dir: str | N
         with open(path, encoding="utf-8") as f:
             parsed = dns.zone.from_file(f, origin=origin, relativize=False, filename=path)
     except dns.exception.SyntaxError as exc:
-        raise _located(str(exc), path, zones_dir) from None
+        raise _located(str(exc), path, zones_dir, exc.__context__) from None
     except dns.zone.NoSOA:
         raise ZoneError(path, f"no SOA record at the zone apex {origin}") from None
     except dns.zone.NoNS:
@@ -121,14 +150,30 @@ def load_zone(path: str, origin: dns.name.Name | None = None, zones_dir: str | N
     return build_zone(origin, path, signature, parsed)
 
 
-def _located(text: str, path: str, zones_dir: str) -> ZoneError:
+def _located(text: str, path: str, zones_dir: str, cause=None) -> ZoneError:
+    """dnspython's ``file:line: detail`` → ZoneError naming the record's first line and text."""
     match = _LOCATED.match(text)
     if not match:
         return ZoneError(path, text)
-    where = match.group("file")
-    if where and not os.path.isabs(where) and where != path:
+    where = match.group("file") or path
+    if not os.path.isabs(where) and where != path:
         where = os.path.join(zones_dir, where)
-    return ZoneError(where or path, match.group("message"), int(match.group("line")))
+    line = int(match.group("line"))
+    detail = match.group("message")
+    if isinstance(cause, _RecordError):
+        line, detail = cause.line, str(cause.detail)
+    detail = _GENERIC.sub("", detail)
+    if detail in ("", "Text input is malformed."):
+        detail = "malformed record"
+    try:
+        with open(where, encoding="utf-8", errors="replace") as f:
+            for number, text_line in enumerate(f, 1):
+                if number == line:
+                    detail = f"{detail}: {text_line.strip()[:120]!r}"
+                    break
+    except OSError:
+        pass
+    return ZoneError(where, detail, line)
 
 
 def build_zone(origin: dns.name.Name, path: str, signature, parsed: dns.zone.Zone) -> Zone:
