@@ -110,6 +110,10 @@ class TcpProtocol(asyncio.Protocol):
                 break
             message = bytes(buf[2:size + 2])
             del buf[:size + 2]
+            transfers = self.server.transfers  # AXFR/IXFR go to xfr.py (dns management)
+            if transfers is not None and transfers.wants(message):
+                out += transfers.answer(message, self.transport.get_extra_info("peername"))
+                continue
             reply = self.handle(message, True)
             if reply is not None:
                 out.append(len(reply).to_bytes(2, "big") + reply)
@@ -155,6 +159,7 @@ class DnsServer:
         self.zones: dict = {}          # origin -> Zone currently served
         self.errors: dict[str, str] = {}  # path -> why the file is not (or no longer) current
         self.connections: set[TcpProtocol] = set()
+        self.transfers = None  # a clusterkit_dns.xfr.Transfers when secondaries are configured
         self.refused_connections = 0
         self.reloads = 0
         self.last_reload = 0.0

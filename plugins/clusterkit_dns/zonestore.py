@@ -221,6 +221,43 @@ class ZoneStore:
             write_atomic(path, edit.text)
         return serial
 
+    def set_generated(self, zone: str, owner: str, title: str, lines: list[str],
+                      today: datetime.date | None = None) -> int | None:
+        """Replace the generated block of ``owner`` with ``lines`` (none: remove the block).
+
+        The block sits between marker comments, with absolute owners and
+        explicit TTLs so no ``$ORIGIN``/``$TTL`` around it matters. The serial
+        moves only when the block's content changes; returns it then, else None.
+        """
+        origin = zone_name(zone)
+        begin = f"; clusterkit {owner} begin"
+        end = f"; clusterkit {owner} end\n"
+        with self.locked():
+            path, text = self._read(origin)
+            current = text.splitlines(keepends=True)
+            start = next((i for i, line in enumerate(current) if line.startswith(begin)), None)
+            stop = next((i for i in range(start, len(current)) if current[i] == end), None) \
+                if start is not None else None
+            if start is not None and stop is None:
+                raise ZoneEditError(f"{path}: '{begin}' without '{end.strip()}'")
+            block = [f"{begin}: {title} (generated, do not edit)\n", *(f"{x}\n" for x in lines),
+                     end] if lines else []
+            if start is not None:
+                if current[start:stop + 1] == block:
+                    return None
+                current[start:stop + 1] = block
+            elif block:
+                if current and not current[-1].endswith("\n"):
+                    current[-1] += "\n"
+                current += block
+            else:
+                return None
+            edit = ZoneText(origin, "".join(current))
+            serial = edit.bump_serial(today)
+            self._validate(origin, path, edit.text)
+            write_atomic(path, edit.text)
+        return serial
+
     # ------------------------------------------------------------ internals
 
     def _read(self, origin: dns.name.Name) -> tuple[str, str]:

@@ -1,0 +1,131 @@
+"""Is every host serving the manager's zones? Asked over DNS, the way a resolver would see it.
+
+Replication carries the files; this proves the answers. The expected state is
+the manager's zone directory (its files, the source of truth). Every host —
+the manager included, its server may not have reloaded yet — is asked for each
+zone's SOA at its DNS address; a host is converged when it answers every zone
+with the same serial. Otherwise it is reported as lagging (older serial, RFC
+1982), ahead, missing zones (REFUSED: not served), or not answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import dns.asyncquery
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdatatype
+
+from clusterkit_dns.serial import serial_gt, serial_lt
+from clusterkit_dns.settings import settings_of
+from clusterkit_dns.zonestore import ZoneStore
+
+TIMEOUT = 1.0
+TRIES = 2
+
+
+async def ask_soa(address: str, port: int, zone: str, timeout: float = TIMEOUT) -> dict:
+    """``{"serial": n}``, ``{"rcode": "REFUSED"}`` or ``{"error": ...}`` for one zone on one server."""
+    query = dns.message.make_query(zone, dns.rdatatype.SOA)
+    query.flags &= ~dns.flags.RD
+    error = "no answer"
+    for _ in range(TRIES):
+        try:
+            response = await dns.asyncquery.udp(query, address, timeout=timeout, port=port)
+            if response.flags & dns.flags.TC:
+                response = await dns.asyncquery.tcp(query, address, timeout=timeout, port=port)
+        except dns.exception.Timeout:
+            error = f"no answer within {timeout:g}s"
+            continue
+        except (dns.exception.DNSException, OSError) as exc:
+            error = str(exc) or type(exc).__name__
+            continue
+        soa = next((r for r in response.answer if r.rdtype == dns.rdatatype.SOA), None)
+        if response.rcode() == dns.rcode.NOERROR and soa is not None \
+                and response.flags & dns.flags.AA:
+            return {"serial": soa[0].serial}
+        return {"rcode": dns.rcode.to_text(response.rcode())
+                if response.rcode() != dns.rcode.NOERROR else "no SOA"}
+    return {"error": error}
+
+
+async def check_host(name: str, address: str, port: int, expected: dict) -> dict:
+    zones = sorted(expected)
+    answers = await asyncio.gather(*(ask_soa(address, port, z) for z in zones))
+    row = {"host": name, "address": f"{address}:{port}", "answering": True, "zones": {},
+           "lagging": [], "ahead": [], "missing": [], "errors": []}
+    for zone, answer in zip(zones, answers):
+        row["zones"][zone] = answer.get("serial")
+        if "serial" in answer:
+            if serial_lt(answer["serial"], expected[zone]):
+                row["lagging"].append(zone)
+            elif serial_gt(answer["serial"], expected[zone]):
+                row["ahead"].append(zone)
+        elif "rcode" in answer:
+            row["missing"].append(zone)
+        else:
+            row["errors"].append(f"{zone}: {answer['error']}")
+    row["answering"] = not zones or len(row["errors"]) < len(zones)
+    row["converged"] = not (row["lagging"] or row["ahead"] or row["missing"] or row["errors"])
+    return row
+
+
+def expected_serials(cluster) -> tuple[dict, list]:
+    """The manager's zones and serials, from its files; and the files that do not load."""
+    settings = settings_of(cluster)
+    store = ZoneStore(cluster.manager.local_path(settings.zones_dir))
+    expected, broken = {}, []
+    for row in store.zones():
+        if row["error"]:
+            broken.append(row["error"])
+        else:
+            expected[row["zone"] + "."] = row["serial"]
+    return expected, broken
+
+
+async def cluster_status(cluster, expected: dict | None = None) -> dict:
+    """The convergence report for every host of ``cluster``."""
+    settings = settings_of(cluster)
+    broken: list = []
+    if expected is None:
+        expected, broken = expected_serials(cluster)
+    hosts = list(cluster.hosts.values())
+    rows = await asyncio.gather(*(
+        check_host(h.name, *settings.addresses(h)[0], expected) for h in hosts))
+    return {
+        "zones": {z.rstrip("."): s for z, s in sorted(expected.items())},
+        "broken_files": broken,
+        "hosts": [{**r, "zones": {z.rstrip("."): s for z, s in r["zones"].items()},
+                   "lagging": [z.rstrip(".") for z in r["lagging"]],
+                   "ahead": [z.rstrip(".") for z in r["ahead"]],
+                   "missing": [z.rstrip(".") for z in r["missing"]]} for r in rows],
+        "converged": all(r["converged"] for r in rows) and not broken,
+    }
+
+
+def render(report: dict) -> str:
+    lines = [f"{len(report['zones'])} zones on the manager: "
+             + ", ".join(f"{z} {s}" for z, s in report["zones"].items())]
+    for error in report["broken_files"]:
+        lines.append(f"  manager file does not load: {error}")
+    for row in report["hosts"]:
+        if row["converged"]:
+            lines.append(f"{row['host']:<12} {row['address']:<22} converged")
+            continue
+        if not row["answering"]:
+            lines.append(f"{row['host']:<12} {row['address']:<22} NOT ANSWERING: "
+                         + "; ".join(row["errors"][:1]))
+            continue
+        problems = [f"lagging {z} (serial {row['zones'][z]} < {report['zones'][z]})"
+                    for z in row["lagging"]]
+        problems += [f"ahead {z} (serial {row['zones'][z]} > {report['zones'][z]})"
+                     for z in row["ahead"]]
+        problems += [f"missing {z}" for z in row["missing"]]
+        problems += row["errors"]
+        lines.append(f"{row['host']:<12} {row['address']:<22} " + "; ".join(problems))
+    lines.append("converged" if report["converged"] else "NOT converged")
+    return "\n".join(lines)
