@@ -219,8 +219,13 @@ class ZoneText:
 
     # ---------------------------------------------------------------- edits
 
-    def add(self, owner: dns.name.Name, rdtype: int, rdata, ttl: int) -> None:
-        """Insert one record line after the owner's last record (end of file if none)."""
+    def add(self, owner: dns.name.Name, rdtype: int, rdata, ttl: int | None,
+            fallback_ttl: int = 3600) -> int:
+        """Insert one record line after the owner's last record (end of file if none).
+
+        ``ttl`` None inherits the ``$TTL`` in effect there (``fallback_ttl``,
+        written out, when there is none). Returns the TTL the record gets.
+        """
         same = [e for e in self.records() if e.owner == owner]
         after = same[-1] if same else None
         ctx = after or (self.records()[-1] if self.records() else None)
@@ -228,6 +233,8 @@ class ZoneText:
         default_ttl = self._default_ttl_at_end() if after is None else ctx.default_ttl
         name = "@" if owner == origin else owner.relativize(origin).to_text() \
             if owner.is_subdomain(origin) else owner.to_text()
+        if ttl is None:
+            ttl = default_ttl if default_ttl is not None else fallback_ttl
         parts = [name]
         if ttl != default_ttl:
             parts.append(str(ttl))
@@ -238,6 +245,7 @@ class ZoneText:
             self.lines[-1] += "\n"
         self.lines.insert(at, line)
         self._walk()
+        return ttl
 
     def remove(self, entry: Entry) -> None:
         """Delete an entry's lines; a following blank-owner record keeps its owner."""

@@ -114,7 +114,7 @@ class ZoneStore:
         """Write a new zone from ``template`` (text with ``{zone}``, ``{serial}``, ``{ns}``...)."""
         origin = zone_name(zone)
         path = self.path(origin)
-        nameservers = [dns.name.from_text(n, origin) for n in (ns or [f"ns1.{origin}"])]
+        nameservers = [_ns_name(n, origin) for n in (ns or [f"ns1.{origin}"])]
         rname = email_to_rname(email or f"hostmaster@{origin.to_text(omit_final_dot=True)}", origin)
         values = {
             "zone": origin.to_text(), "date": (today or datetime.date.today()).isoformat(),
@@ -176,10 +176,10 @@ class ZoneStore:
                 raise ZoneEditError(f"--ttl {ttl} differs from the TTL {existing.ttl} of the "
                                     f"existing {owner} {dns.rdatatype.to_text(rdtype)} records "
                                     "(RFC 2181 §5.2: one TTL per RRset)")
-            if ttl is None:
-                ttl = existing.ttl if existing is not None else self._default_ttl(text, loaded)
+            if ttl is None and existing is not None:
+                ttl = existing.ttl
             edit = ZoneText(origin, text)
-            edit.add(owner, rdtype, rdata, ttl)
+            ttl = edit.add(owner, rdtype, rdata, ttl, fallback_ttl=loaded.soa.ttl)
             serial = edit.bump_serial(today)
             self._validate(origin, path, edit.text)
             write_atomic(path, edit.text)
@@ -292,10 +292,6 @@ class ZoneStore:
         finally:
             os.unlink(tmp)
 
-    def _default_ttl(self, text: str, loaded: Zone) -> int:
-        edit = ZoneText(loaded.origin, text)
-        return edit._default_ttl_at_end() or loaded.soa.ttl
-
     @staticmethod
     def _parse_record(origin, name: str, rtype: str, value: str | None):
         try:
@@ -321,3 +317,11 @@ class ZoneStore:
 
 def _relative(name: dns.name.Name, origin: dns.name.Name) -> str:
     return "@" if name == origin else name.relativize(origin).to_text()
+
+
+def _ns_name(text: str, origin: dns.name.Name) -> dns.name.Name:
+    """``--ns``: a name with a dot is absolute (``ns1.example.net``); a bare label is in the zone."""
+    try:
+        return dns.name.from_text(text, origin if "." not in text.rstrip(".") else dns.name.root)
+    except dns.exception.DNSException as exc:
+        raise ZoneEditError(f"--ns {text!r}: {exc}") from None
