@@ -54,6 +54,8 @@ def parse_settings(table, report) -> DnsSettings:
     good = []
     for i, ip in enumerate(listen):
         try:
+            if not isinstance(ip, str):
+                raise TypeError
             good.append(str(ipaddress.ip_address(ip)))
         except (ValueError, TypeError):
             report(f"listen[{i}]", f"{ip!r} is not an IP address")

@@ -19,7 +19,6 @@ import dns.exception
 import dns.name
 import dns.rdataclass
 import dns.rdatatype
-import dns.rrset
 import dns.zone
 import dns.zonefile
 
@@ -42,20 +41,21 @@ class Zone:
     """One loaded zone. Never mutated once built: a reload builds a new one."""
 
     origin: dns.name.Name
+    key: tuple  # the origin's lower-cased labels (see engine.key_of)
     path: str
     signature: tuple  # (mtime_ns, size, inode) of the file when it was read
-    nodes: dict  # Name -> {rdtype: RRset}, in file order
-    names: frozenset  # every owner name and every empty non-terminal
-    cuts: frozenset  # delegation points below the apex
-    soa: dns.rrset.RRset
-    ns: dns.rrset.RRset | None
-    negative_soa: dns.rrset.RRset  # the SOA with TTL = min(TTL, MINIMUM) (RFC 2308)
+    nodes: dict  # name key -> {rdtype: (owner, rdataset)}, in file order
+    names: frozenset  # keys of every owner name and every empty non-terminal
+    cuts: frozenset  # keys of the delegation points below the apex
+    soa: tuple  # (owner, rdataset): the engine's RRset form, see engine.py
+    ns: tuple | None
+    negative_soa: tuple  # the SOA with TTL = min(TTL, MINIMUM) (RFC 2308)
     records: int
     compiled: dict = field(default_factory=dict)  # cache of compiled responses, see wire.py
 
     @property
     def serial(self) -> int:
-        return self.soa[0].serial
+        return self.soa[1][0].serial
 
 
 def zone_origin(filename: str) -> dns.name.Name | None:
@@ -110,7 +110,23 @@ def _rr_line_located(self):
         raise _RecordError(start, exc) from None
 
 
+def _out_of_zone(self):
+    """dnspython skips records outside the zone silently; NSD refuses the file, so do we."""
+    raise dns.exception.SyntaxError(
+        f"out of zone data: {self.last_name} is outside the zone {self.zone_origin}")
+
+
+_eat_line = dns.zonefile.Reader._eat_line
+
+
+def _eat_line_checked(self):
+    if getattr(_include_base, "dir", None):
+        _out_of_zone(self)
+    return _eat_line(self)
+
+
 dns.zonefile.Reader._rr_line = _rr_line_located
+dns.zonefile.Reader._eat_line = _eat_line_checked
 _GENERIC = re.compile(r"^(caught exception <class '[\w.]+'>: )")
 
 
@@ -178,36 +194,38 @@ def _located(text: str, path: str, zones_dir: str, cause=None) -> ZoneError:
 
 def build_zone(origin: dns.name.Name, path: str, signature, parsed: dns.zone.Zone) -> Zone:
     """Index a parsed zone: RRsets per owner, empty non-terminals, zone cuts, negative SOA."""
+    okey = tuple(label.lower() for label in origin.labels)
+    depth = len(okey)
     nodes: dict = {}
     names: set = set()
     cuts: set = set()
     records = 0
+    labels: dict = {}  # one bytes object per distinct label: most repeat (the origin's)
     for name, node in parsed.nodes.items():
-        if not name.is_subdomain(origin):
+        key = tuple(labels.setdefault(low, low) for low in (label.lower() for label in name.labels))
+        if key[len(key) - depth:] != okey:
             continue  # dnspython already refuses these; belt and braces
         rrsets = {}
         for rdataset in node.rdatasets:
             if rdataset.rdclass != dns.rdataclass.IN:
                 continue
-            rrset = dns.rrset.RRset(name, rdataset.rdclass, rdataset.rdtype)
-            rrset.update(rdataset)
-            rrsets[rdataset.rdtype] = rrset
-            records += len(rrset)
+            rrsets[rdataset.rdtype] = (name, rdataset)
+            records += len(rdataset)
         if not rrsets:
             continue
-        nodes[name] = rrsets
-        if NS in rrsets and name != origin:
-            cuts.add(name)
-        while True:
-            names.add(name)
-            if name == origin:
+        nodes[key] = rrsets
+        if NS in rrsets and key != okey:
+            cuts.add(key)
+        while key not in names:
+            names.add(key)
+            if len(key) == depth:
                 break
-            name = name.parent()
-    apex = nodes[origin]
+            key = key[1:]
+    apex = nodes[okey]
     soa = apex[SOA]
-    negative = dns.rrset.RRset(origin, soa.rdclass, SOA)
-    negative.update(soa)
-    negative.ttl = min(soa.ttl, soa[0].minimum)
-    return Zone(origin=origin, path=path, signature=signature, nodes=nodes,
+    negative = soa[1].copy()
+    negative.ttl = min(negative.ttl, negative[0].minimum)
+    negative = (soa[0], negative)
+    return Zone(origin=origin, key=okey, path=path, signature=signature, nodes=nodes,
                 names=frozenset(names), cuts=frozenset(cuts), soa=soa, ns=apex.get(NS),
                 negative_soa=negative, records=records)
