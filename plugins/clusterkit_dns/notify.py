@@ -29,6 +29,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.renderer
 
+from clusterkit_dns import zoneview
 from clusterkit_dns.mgmtconfig import Management
 
 log = logging.getLogger("clusterkit.dns.notify")
@@ -89,7 +90,7 @@ class Notifier:
                     old = self.pending.pop(slot, None)
                     if old is not None:
                         old.cancel()
-                    task = asyncio.ensure_future(self._notify(origin, zone.soa, target, key))
+                    task = asyncio.ensure_future(self._notify(origin, zoneview.soa(zone), target, key))
                     self.pending[slot] = task
                     task.add_done_callback(lambda t, s=slot: self.pending.get(s) is t
                                            and self.pending.pop(s))

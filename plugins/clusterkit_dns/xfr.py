@@ -30,6 +30,7 @@ import dns.rdatatype
 import dns.rrset
 import dns.tsig
 
+from clusterkit_dns import zoneview
 from clusterkit_dns.mgmtconfig import Management
 from clusterkit_dns.serial import serial_lt
 
@@ -102,7 +103,7 @@ class Transfers:
         self.stats["allowed"] += 1
         if qtype == IXFR and _client_serial(query) is not None \
                 and not serial_lt(_client_serial(query), zone.serial):
-            return [frame(self._messages(query, [zone.soa])[0])]  # RFC 1995 §2: up to date
+            return [frame(self._messages(query, [zoneview.soa(zone)])[0])]  # RFC 1995 §2: up to date
         log.info("dns: %s of %s serial %d to %s", dns.rdatatype.to_text(qtype), qname, zone.serial,
                  address)
         return [frame(m) for m in self._messages(query, _zone_rrsets(zone))]
@@ -193,17 +194,17 @@ def _client_serial(query) -> int | None:
 
 def _zone_rrsets(zone) -> list:
     """SOA, every other RRset (one record each when an RRset alone is huge), SOA again."""
-    rrsets = [zone.soa]
-    for name, node in zone.nodes.items():
-        for rdtype, rrset in node.items():
-            if name == zone.origin and rdtype == SOA:
-                continue
-            if _size(rrset) > MESSAGE_SIZE:
-                for rdata in rrset:
-                    rrsets.append(dns.rrset.from_rdata(rrset.name, rrset.ttl, rdata))
-            else:
-                rrsets.append(rrset)
-    rrsets.append(zone.soa)
+    soa = zoneview.soa(zone)
+    rrsets = [soa]
+    for rrset in zoneview.rrsets(zone):
+        if rrset.rdtype == SOA and rrset.name == zone.origin:
+            continue
+        if _size(rrset) > MESSAGE_SIZE:
+            for rdata in rrset:
+                rrsets.append(dns.rrset.from_rdata(rrset.name, rrset.ttl, rdata))
+        else:
+            rrsets.append(rrset)
+    rrsets.append(soa)
     return rrsets
 
 

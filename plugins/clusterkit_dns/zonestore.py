@@ -24,6 +24,7 @@ import dns.rdataclass
 import dns.rdatatype
 
 from clusterkit.config import write_atomic
+from clusterkit_dns import zoneview
 from clusterkit_dns.serial import next_serial
 from clusterkit_dns.zoneedit import IN, SOA, ZoneEditError, ZoneText
 from clusterkit_dns.zones import SUFFIX, Zone, ZoneError, load_zone, zone_origin
@@ -149,12 +150,11 @@ class ZoneStore:
         origin = zone_name(zone)
         loaded = self._load(origin)
         rows = []
-        for name, node in loaded.nodes.items():
-            for rrset in node.values():
-                for rdata in rrset:
-                    rows.append({"name": _relative(name, origin), "ttl": rrset.ttl,
-                                 "type": dns.rdatatype.to_text(rrset.rdtype),
-                                 "value": rdata.to_text(origin=origin, relativize=True)})
+        for rrset in zoneview.rrsets(loaded):
+            for rdata in rrset:
+                rows.append({"name": _relative(rrset.name, origin), "ttl": rrset.ttl,
+                             "type": dns.rdatatype.to_text(rrset.rdtype),
+                             "value": rdata.to_text(origin=origin, relativize=True)})
         return rows
 
     def add_record(self, zone: str, name: str, rtype: str, value: str, ttl: int | None = None,
@@ -168,7 +168,7 @@ class ZoneStore:
         with self.locked():
             path, text = self._read(origin)
             loaded = self._load(origin)
-            existing = loaded.nodes.get(owner, {}).get(rdtype)
+            existing = zoneview.find(loaded, owner, rdtype)
             if existing is not None and rdata in existing:
                 raise ZoneEditError(f"{owner} {dns.rdatatype.to_text(rdtype)} {value} already "
                                     f"exists in zone {origin}")
@@ -179,7 +179,7 @@ class ZoneStore:
             if ttl is None and existing is not None:
                 ttl = existing.ttl
             edit = ZoneText(origin, text)
-            ttl = edit.add(owner, rdtype, rdata, ttl, fallback_ttl=loaded.soa.ttl)
+            ttl = edit.add(owner, rdtype, rdata, ttl, fallback_ttl=zoneview.soa(loaded).ttl)
             serial = edit.bump_serial(today)
             self._validate(origin, path, edit.text)
             write_atomic(path, edit.text)
