@@ -94,6 +94,9 @@ class HealthNames:
         current = self.management.health_names
         for hn in current:
             lines, why = records_for(self.runtime, hn)
+            if not lines and self.last.get(hn.name, {}).get("why") != why:
+                log.error("dns: health name %s publishes nothing: %s (dns.health_name policy "
+                          "must be a [[policy]]'s VIP:PORT)", hn.name, why)
             self.last[hn.name] = {"zone": hn.zone, "policy": hn.policy, "records": lines,
                                   "why": why}
             self._write(hn.zone, hn.name, f"policy {hn.policy}", lines)

@@ -36,7 +36,7 @@ class Management:
         settings = settings_of(runtime.cluster)
         mgmt = settings.management
         self.transfers = Transfers(server, mgmt)
-        server.transfers = self.transfers
+        self._route(mgmt)
         self.notifier = self.health = None
         if runtime.is_manager:
             self.notifier = Notifier(server, mgmt, [ip for ip, _ in settings.addresses(runtime.host)])
@@ -48,9 +48,15 @@ class Management:
     def configure(self) -> None:
         mgmt = settings_of(self.runtime.cluster).management
         self.transfers.configure(mgmt)
+        self._route(mgmt)
         if self.notifier is not None:
             self.notifier.configure(mgmt)
             self.health.configure(mgmt)
+
+    def _route(self, mgmt) -> None:
+        """Transfers go through us only when some secondary may pull: the TCP hot path skips
+        even the query-type test otherwise (the server then refuses AXFR itself)."""
+        self.server.transfers = self.transfers if mgmt.secondaries else None
 
     async def stop(self) -> None:
         if self.server.transfers is self.transfers:
