@@ -34,7 +34,10 @@ CLUSTERKIT = os.path.join(os.path.dirname(sys.executable), "clusterkit")
 MANAGER, SECONDARY, FOREIGN = "127.87.1.1", "127.87.1.9", "127.87.1.20"
 KEY_NAME = "xfr.test.key"
 SECRET = base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
-PULLED = ("example.com", "example.org")
+PULLED = ("example.com", "example.org", "big.example")
+BIG = "$TTL 300\n@ SOA ns1 hm 5 3600 900 604800 60\n@ NS ns1\nns1 A 192.0.2.1\n" + "".join(
+    f"host{i} A 10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}\nhost{i} TXT \"record {i} {'x' * 40}\"\n"
+    for i in range(3000))  # ~250 KB on the wire: many messages, each signed in a chain
 QUERIES = [("example.com", "SOA"), ("example.com", "NS"), ("example.com", "MX"),
            ("www.example.com", "A"), ("mail.example.com", "AAAA"), ("nothere.example.com", "A"),
            ("x.wild.example.com", "TXT"), ("deleg.example.com", "NS"), ("inc2.example.com", "TXT"),
@@ -64,6 +67,7 @@ def cluster(tmp_path_factory):
     base = tmp_path_factory.mktemp("xfr")
     port, nsd_port = free_port(MANAGER), free_port(SECONDARY)
     write_zones(base / "manager" / "zones")
+    (base / "manager" / "zones" / "big.example.zone").write_text(BIG)
     cfg = base / "cluster.toml"
     cfg.write_text(f"""
 [cluster]
@@ -86,7 +90,7 @@ secret = "{SECRET}"
 name = "nsd"
 addresses = ["{SECONDARY}"]
 key = "{KEY_NAME}"
-zones = ["example.com", "example.org"]
+zones = ["example.com", "example.org", "big.example"]
 notify = ["{SECONDARY}:{nsd_port}"]
 """)
     log = open(base / "daemon.log", "w")
@@ -99,6 +103,12 @@ zone:
   name: example.com.
   zonefile: "example.com.zone"
   request-xfr: {MANAGER}@{port} {KEY_NAME}
+  allow-notify: {MANAGER} {KEY_NAME}
+  outgoing-interface: {SECONDARY}
+zone:
+  name: big.example.
+  zonefile: "big.example.zone"
+  request-xfr: AXFR {MANAGER}@{port} {KEY_NAME}
   allow-notify: {MANAGER} {KEY_NAME}
   outgoing-interface: {SECONDARY}
 zone:
@@ -173,6 +183,24 @@ def _records(zone: dns.zone.Zone) -> set:
     return {(n.derelativize(origin), r.rdtype, r.ttl,
              tuple(sorted(x.to_text(origin=origin, relativize=False) for x in r)))
             for n, node in zone.nodes.items() for r in node.rdatasets}
+
+
+def test_a_zone_of_many_messages_arrives_whole_with_every_message_signed(cluster):
+    keyring = dns.tsigkeyring.from_text({KEY_NAME: SECRET})
+    zone = dns.zone.Zone("big.example.")
+    query = dns.message.make_query("big.example.", "AXFR")
+    query.use_tsig(keyring, KEY_NAME)
+    dns.query.inbound_xfr(cluster["ours"][0], zone, query=query, port=cluster["ours"][1],
+                          timeout=5, source=SECONDARY)  # dnspython verifies the MAC chain
+    expected = dns.zone.from_text(BIG, "big.example.", relativize=False)
+    assert _records(zone) == _records(expected) and len(_records(zone)) == 6003
+    wait_for(lambda: soa_serial(*cluster["nsd"], "big.example"), what="NSD to pull big.example")
+    for qname, qtype in (("host2999.big.example", "TXT"), ("host0.big.example", "A")):
+        theirs = dns.query.udp(dns.message.make_query(qname, qtype), cluster["nsd"][0],
+                               port=cluster["nsd"][1], timeout=2)
+        ours = dns.query.udp(dns.message.make_query(qname, qtype), cluster["ours"][0],
+                             port=cluster["ours"][1], timeout=2)
+        assert summary(theirs) == summary(ours) and theirs.answer
 
 
 def _query_with_key(keyring, rdtype="AXFR"):
