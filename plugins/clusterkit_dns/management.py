@@ -61,6 +61,7 @@ class Management:
     async def stop(self) -> None:
         if self.server.transfers is self.transfers:
             self.server.transfers = None
+        await self.transfers.stop()
         if self.notifier is not None:
             await self.notifier.stop()
             await self.health.stop()

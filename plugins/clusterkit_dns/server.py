@@ -131,7 +131,7 @@ class TcpProtocol(asyncio.Protocol):
             del buf[:size + 2]
             transfers = self.server.transfers  # AXFR/IXFR go to xfr.py (dns management)
             if transfers is not None and transfers.wants(message):
-                out += transfers.answer(message, self.transport.get_extra_info("peername"))
+                out += transfers.answer(message, self)
                 continue
             reply = self.handle(message, True)
             if reply is not None:

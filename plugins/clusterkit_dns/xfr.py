@@ -9,12 +9,16 @@ TSIG error (BADSIG, BADKEY unsigned; BADTIME signed, RFC 8945 §5.2).
 
 The zone sent is the :class:`~clusterkit_dns.zones.Zone` being served at that
 moment (immutable), so a reload during a transfer cannot mix two versions.
-Messages are packed up to :data:`MESSAGE_SIZE` and each is signed, chaining
-the MACs (RFC 8945 §5.3.1).
+Messages are written with the server's own compressing writer
+(:class:`clusterkit_dns.wire.Writer`), packed up to :data:`MESSAGE_SIZE`,
+each signed with the MAC chained from the previous one (RFC 8945 §5.3.1), and
+streamed by a task that yields to the event loop between batches and waits
+while the client is slow to read: a large transfer never stalls the answers.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import struct
 import time
@@ -26,18 +30,23 @@ import dns.name
 import dns.opcode
 import dns.rcode
 import dns.rdataclass
-import dns.rdatatype
+import dns.rdataset
 import dns.rrset
+import dns.rdatatype
+import dns.rdtypes.ANY.TSIG
 import dns.tsig
 
-from clusterkit_dns import zoneview
 from clusterkit_dns.mgmtconfig import Management
 from clusterkit_dns.serial import serial_lt
+from clusterkit_dns.wire import TooBig, Writer
 
 log = logging.getLogger("clusterkit.dns.xfr")
 
 AXFR, IXFR, SOA = dns.rdatatype.AXFR, dns.rdatatype.IXFR, dns.rdatatype.SOA
 MESSAGE_SIZE = 16 * 1024  # bytes of records per message: many records per message (RFC 5936 §2.2)
+LIMIT = 65535 - 512       # a message's hard limit, room left for the TSIG record
+BATCH = 16                # messages written between two turns of the event loop
+BUFFER_HIGH = 1 << 20     # bytes queued for a slow reader before the stream waits
 
 
 def xfr_type(wire: bytes) -> int:
@@ -69,6 +78,7 @@ class Transfers:
         self.server = server
         self.configure(management)
         self.stats = {"allowed": 0, "refused": 0, "notauth": 0}
+        self.tasks: set[asyncio.Task] = set()
 
     def configure(self, management: Management) -> None:
         self.management = management
@@ -77,8 +87,13 @@ class Transfers:
     def wants(self, wire: bytes) -> bool:
         return xfr_type(wire) != 0
 
-    def answer(self, wire: bytes, peer) -> list[bytes]:
-        """The length-framed messages answering one AXFR/IXFR query from ``peer``."""
+    def answer(self, wire: bytes, protocol) -> list[bytes]:
+        """Answer one AXFR/IXFR query read by the TCP ``protocol``.
+
+        Refusals come back at once as length-framed messages; an allowed
+        transfer is streamed onto the connection by a task, and [] returned.
+        """
+        peer = protocol.transport.get_extra_info("peername")
         address = peer[0] if peer else ""
         try:
             query, tsig_error = self._parse(wire)
@@ -103,10 +118,32 @@ class Transfers:
         self.stats["allowed"] += 1
         if qtype == IXFR and _client_serial(query) is not None \
                 and not serial_lt(_client_serial(query), zone.serial):
-            return [frame(self._messages(query, [zoneview.soa(zone)])[0])]  # RFC 1995 §2: up to date
+            return [frame(m) for m in render_messages(query, [zone.soa])]  # RFC 1995 §2
         log.info("dns: %s of %s serial %d to %s", dns.rdatatype.to_text(qtype), qname, zone.serial,
                  address)
-        return [frame(m) for m in self._messages(query, _zone_rrsets(zone))]
+        task = asyncio.ensure_future(self._stream(query, zone, protocol))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return []
+
+    async def _stream(self, query, zone, protocol) -> None:
+        transport = protocol.transport
+        for count, message in enumerate(render_messages(query, _zone_pairs(zone)), 1):
+            if transport.is_closing():
+                return
+            transport.write(frame(message))
+            if count % BATCH == 0:
+                await asyncio.sleep(0)
+                while transport.get_write_buffer_size() > BUFFER_HIGH and not transport.is_closing():
+                    await asyncio.sleep(0.005)
+                rearm = getattr(protocol, "_arm", None)  # the idle timer: a transfer is not idle
+                if rearm is not None:
+                    rearm()
+
+    async def stop(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
 
     # ------------------------------------------------------------ internals
 
@@ -167,23 +204,6 @@ class Transfers:
             response.want_tsig_sign = False
         return response.to_wire()
 
-    def _messages(self, query, rrsets: list) -> list[bytes]:
-        """Pack ``rrsets`` into responses of about MESSAGE_SIZE, each signed in a chain."""
-        out, batch, size, ctx = [], [], 0, None
-        for rrset in rrsets + [None]:
-            weight = _size(rrset) if rrset is not None else 0
-            if batch and (rrset is None or size + weight > MESSAGE_SIZE):
-                response = dns.message.make_response(query)
-                response.flags |= dns.flags.AA
-                response.answer = batch
-                out.append(response.to_wire(max_size=65535, multi=True, tsig_ctx=ctx))
-                ctx = response.tsig_ctx
-                batch, size = [], 0
-            if rrset is not None:
-                batch.append(rrset)
-                size += weight
-        return out
-
 
 def _client_serial(query) -> int | None:
     for rrset in query.authority:
@@ -192,22 +212,75 @@ def _client_serial(query) -> int | None:
     return None
 
 
-def _zone_rrsets(zone) -> list:
-    """SOA, every other RRset (one record each when an RRset alone is huge), SOA again."""
-    soa = zoneview.soa(zone)
-    rrsets = [soa]
-    for rrset in zoneview.rrsets(zone):
-        if rrset.rdtype == SOA and rrset.name == zone.origin:
-            continue
-        if _size(rrset) > MESSAGE_SIZE:
-            for rdata in rrset:
-                rrsets.append(dns.rrset.from_rdata(rrset.name, rrset.ttl, rdata))
-        else:
-            rrsets.append(rrset)
-    rrsets.append(soa)
-    return rrsets
+def _zone_pairs(zone):
+    """SOA, every other RRset (``(owner, rdataset)`` pairs, the server's form), SOA again."""
+    yield zone.soa
+    for node in zone.nodes.values():
+        for pair in node.values():
+            if pair[1].rdtype != SOA or pair[0] != zone.origin:
+                yield pair
+    yield zone.soa
 
 
-def _size(rrset) -> int:
-    """An upper bound of the RRset's wire size (no name compression counted)."""
-    return sum(len(rrset.name.to_wire()) + 10 + len(rdata.to_wire()) for rdata in rrset)
+def render_messages(query, pairs):
+    """The response messages carrying ``pairs``, each signed when the query was (chained MACs).
+
+    Many RRsets per message up to :data:`MESSAGE_SIZE`; an RRset too big for a
+    message of its own goes one record per RRset.
+    """
+    key = query.keyring if query.had_tsig else None
+    header = (query.id, 0x8400 | (query.flags & dns.flags.RD))  # QR AA, opcode QUERY, RD echoed
+    ctx = None
+    writer, count = _writer(query), 0
+    for pair in pairs:
+        for part in (pair,) if _fits(pair) else _single_records(pair):
+            try:
+                count += writer.rrset(part)
+            except TooBig:
+                wire, ctx = _finish(writer, header, count, query, key, ctx)
+                yield wire
+                writer, count = _writer(query), 0
+                count += writer.rrset(part)
+            if len(writer.buf) >= MESSAGE_SIZE:
+                wire, ctx = _finish(writer, header, count, query, key, ctx)
+                yield wire
+                writer, count = _writer(query), 0
+    if count:
+        yield _finish(writer, header, count, query, key, ctx)[0]
+
+
+def _writer(query) -> Writer:
+    writer = Writer(LIMIT)
+    question = query.question[0]
+    writer.question(question.name, question.rdtype)
+    return writer
+
+
+def _finish(writer: Writer, header, count: int, query, key, ctx) -> tuple[bytes, object]:
+    """Header in, TSIG signed over the message (RFC 8945 §4.3.1) and appended when asked."""
+    buf = writer.buf
+    buf[:12] = struct.pack("!HHHHHH", header[0], header[1], 1, count, 0, 0)
+    if key is None:
+        return bytes(buf), None
+    blank = dns.rdtypes.ANY.TSIG.TSIG(dns.rdataclass.ANY, dns.rdatatype.TSIG, key.algorithm, 0,
+                                      300, b"", query.id, 0, b"")
+    rdata, ctx = dns.tsig.sign(bytes(buf), key, blank, int(time.time()),
+                               query.mac if ctx is None else None, ctx, True)
+    rd = rdata.to_wire()
+    buf += key.name.to_wire() + struct.pack("!HHIH", dns.rdatatype.TSIG, dns.rdataclass.ANY, 0,
+                                             len(rd)) + rd
+    buf[10:12] = b"\x00\x01"
+    return bytes(buf), ctx
+
+
+def _fits(pair) -> bool:
+    owner, rdataset = pair
+    return len(rdataset) < 64 or sum(len(r.to_wire()) for r in rdataset) < MESSAGE_SIZE
+
+
+def _single_records(pair):
+    owner, rdataset = pair
+    for rdata in rdataset:
+        one = dns.rdataset.Rdataset(rdataset.rdclass, rdataset.rdtype)
+        one.add(rdata, rdataset.ttl)
+        yield owner, one
