@@ -157,11 +157,12 @@ def write_zones(directory: Path, zones: dict = ZONES, extra: dict = EXTRA_FILES)
 
 def free_port(addr: str = ADDR) -> int:
     """A port free for both UDP and TCP on ``addr``."""
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
     for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+        with socket.socket(family, socket.SOCK_STREAM) as t:
             t.bind((addr, 0))
             port = t.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            with socket.socket(family, socket.SOCK_DGRAM) as u:
                 try:
                     u.bind((addr, port))
                 except OSError:
@@ -187,7 +188,7 @@ def run_nsd(workdir: Path, zonesdir: Path, zones: list[str], addr: str, port: in
         '  username: ""',
         f'  zonesdir: "{zonesdir}"',
         f'  pidfile: "{workdir}/nsd.pid"',
-        f'  database: ""',
+        '  database: ""',
         f'  xfrdfile: "{workdir}/xfrd.state"',
         f'  xfrdir: "{workdir}"',
         f'  zonelistfile: "{workdir}/zone.list"',

@@ -274,3 +274,15 @@ def test_fuzz_never_crashes_and_keeps_answering(server):
     status = server.server.status()
     assert status["queries"].get("SERVFAIL", 0) == 0  # no packet found a bug
     assert status["queries"]["FORMERR"] > 100
+
+
+def test_ipv6_listener(tmp_path):
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    with ServerThread(write_zones(tmp_path / "zones"), "::1") as s:
+        for send in (dns.query.udp, dns.query.tcp):
+            m = send(dns.message.make_query("www.example.com", "AAAA"), "::1", port=s.port, timeout=2)
+            assert m.rcode() == 0 and m.answer

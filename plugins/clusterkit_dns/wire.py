@@ -18,7 +18,6 @@ import logging
 import struct
 from dataclasses import dataclass
 
-import dns.exception
 import dns.name
 import dns.rcode
 import dns.rdataclass
@@ -95,10 +94,6 @@ class Query:
     qtype: int
     qclass: int
     edns: tuple | None       # (payload, version, do) when the query has an OPT record
-
-
-def name_key(name: dns.name.Name) -> bytes:
-    return name.canonicalize().to_wire()
 
 
 class TooBig(Exception):
