@@ -187,13 +187,14 @@ def _records(zone: dns.zone.Zone) -> set:
 
 def test_a_zone_of_many_messages_arrives_whole_with_every_message_signed(cluster):
     keyring = dns.tsigkeyring.from_text({KEY_NAME: SECRET})
-    zone = dns.zone.Zone("big.example.")
-    query = dns.message.make_query("big.example.", "AXFR")
-    query.use_tsig(keyring, KEY_NAME)
-    dns.query.inbound_xfr(cluster["ours"][0], zone, query=query, port=cluster["ours"][1],
-                          timeout=5, source=SECONDARY)  # dnspython verifies the MAC chain
     expected = dns.zone.from_text(BIG, "big.example.", relativize=False)
-    assert _records(zone) == _records(expected) and len(_records(zone)) == 6003
+    for _ in ("rendered", "from the cache of this zone version"):
+        zone = dns.zone.Zone("big.example.")
+        query = dns.message.make_query("big.example.", "AXFR")
+        query.use_tsig(keyring, KEY_NAME)
+        dns.query.inbound_xfr(cluster["ours"][0], zone, query=query, port=cluster["ours"][1],
+                              timeout=5, source=SECONDARY)  # dnspython verifies the MAC chain
+        assert _records(zone) == _records(expected) and len(_records(zone)) == 6003
     wait_for(lambda: soa_serial(*cluster["nsd"], "big.example"), what="NSD to pull big.example")
     for qname, qtype in (("host2999.big.example", "TXT"), ("host0.big.example", "A")):
         theirs = dns.query.udp(dns.message.make_query(qname, qtype), cluster["nsd"][0],

@@ -22,6 +22,7 @@ import asyncio
 import logging
 import struct
 import time
+import weakref
 
 import dns.exception
 import dns.flags
@@ -79,6 +80,7 @@ class Transfers:
         self.configure(management)
         self.stats = {"allowed": 0, "refused": 0, "notauth": 0}
         self.tasks: set[asyncio.Task] = set()
+        self._bodies = weakref.WeakKeyDictionary()  # Zone -> {(qname wire, qtype): bodies}
 
     def configure(self, management: Management) -> None:
         self.management = management
@@ -118,7 +120,8 @@ class Transfers:
         self.stats["allowed"] += 1
         if qtype == IXFR and _client_serial(query) is not None \
                 and not serial_lt(_client_serial(query), zone.serial):
-            return [frame(m) for m in render_messages(query, [zone.soa])]  # RFC 1995 §2
+            return [frame(m) for m in render_messages(  # RFC 1995 §2: current, the SOA alone
+                query, render_bodies(query.question[0], [zone.soa]))]
         log.info("dns: %s of %s serial %d to %s", dns.rdatatype.to_text(qtype), qname, zone.serial,
                  address)
         task = asyncio.ensure_future(self._stream(query, zone, protocol))
@@ -127,11 +130,25 @@ class Transfers:
         return []
 
     async def _stream(self, query, zone, protocol) -> None:
+        """Write the transfer, rendering the zone's bodies once per version and question."""
         transport = protocol.transport
-        for count, message in enumerate(render_messages(query, _zone_pairs(zone)), 1):
+        question = query.question[0]
+        slot = (question.name.to_wire(), question.rdtype)
+        versions = self._bodies.setdefault(zone, {})
+        bodies = versions.get(slot)
+        fresh = [] if bodies is None else None
+        source = bodies if bodies is not None else render_bodies(question, _zone_pairs(zone))
+        key = query.keyring if query.had_tsig else None
+        ctx = None
+        for count, (body, records) in enumerate(source, 1):
+            if fresh is not None:
+                fresh.append((body, records))
             if transport.is_closing():
                 return
-            transport.write(frame(message))
+            wire = _header(query, records) + body
+            if key is not None:
+                wire, ctx = _sign(wire, query, key, ctx)
+            transport.write(frame(wire))
             if count % BATCH == 0:
                 await asyncio.sleep(0)
                 while transport.get_write_buffer_size() > BUFFER_HIGH and not transport.is_closing():
@@ -139,6 +156,8 @@ class Transfers:
                 rearm = getattr(protocol, "_arm", None)  # the idle timer: a transfer is not idle
                 if rearm is not None:
                     rearm()
+        if fresh is not None:
+            versions[slot] = fresh
 
     async def stop(self) -> None:
         for task in list(self.tasks):
@@ -222,55 +241,61 @@ def _zone_pairs(zone):
     yield zone.soa
 
 
-def render_messages(query, pairs):
-    """The response messages carrying ``pairs``, each signed when the query was (chained MACs).
+def render_bodies(question, pairs):
+    """``(body, answer count)`` of each message carrying ``pairs``: the bytes after the header.
 
     Many RRsets per message up to :data:`MESSAGE_SIZE`; an RRset too big for a
-    message of its own goes one record per RRset.
+    message of its own goes one record per RRset. The bodies depend only on
+    the question and the zone, so a zone version's bodies serve every transfer.
     """
-    key = query.keyring if query.had_tsig else None
-    header = (query.id, 0x8400 | (query.flags & dns.flags.RD))  # QR AA, opcode QUERY, RD echoed
-    ctx = None
-    writer, count = _writer(query), 0
+    writer, count = _writer(question), 0
     for pair in pairs:
         for part in (pair,) if _fits(pair) else _single_records(pair):
             try:
                 count += writer.rrset(part)
             except TooBig:
-                wire, ctx = _finish(writer, header, count, query, key, ctx)
-                yield wire
-                writer, count = _writer(query), 0
+                yield bytes(writer.buf[12:]), count
+                writer, count = _writer(question), 0
                 count += writer.rrset(part)
             if len(writer.buf) >= MESSAGE_SIZE:
-                wire, ctx = _finish(writer, header, count, query, key, ctx)
-                yield wire
-                writer, count = _writer(query), 0
+                yield bytes(writer.buf[12:]), count
+                writer, count = _writer(question), 0
     if count:
-        yield _finish(writer, header, count, query, key, ctx)[0]
+        yield bytes(writer.buf[12:]), count
 
 
-def _writer(query) -> Writer:
+def render_messages(query, bodies):
+    """Complete messages: our header on each body, TSIG-signed in a chain when the query was."""
+    key = query.keyring if query.had_tsig else None
+    ctx = None
+    for body, count in bodies:
+        wire = _header(query, count) + body
+        if key is not None:
+            wire, ctx = _sign(wire, query, key, ctx)
+        yield wire
+
+
+def _header(query, count: int) -> bytes:
+    flags = 0x8400 | (query.flags & dns.flags.RD)  # QR AA, opcode QUERY, RD echoed
+    return struct.pack("!HHHHHH", query.id, flags, 1, count, 0, 0)
+
+
+def _writer(question) -> Writer:
     writer = Writer(LIMIT)
-    question = query.question[0]
     writer.question(question.name, question.rdtype)
     return writer
 
 
-def _finish(writer: Writer, header, count: int, query, key, ctx) -> tuple[bytes, object]:
-    """Header in, TSIG signed over the message (RFC 8945 §4.3.1) and appended when asked."""
-    buf = writer.buf
-    buf[:12] = struct.pack("!HHHHHH", header[0], header[1], 1, count, 0, 0)
-    if key is None:
-        return bytes(buf), None
+def _sign(wire: bytes, query, key, ctx) -> tuple[bytes, object]:
+    """Append a TSIG over ``wire`` (RFC 8945 §4.3.1; §5.3.1 chaining through ``ctx``)."""
     blank = dns.rdtypes.ANY.TSIG.TSIG(dns.rdataclass.ANY, dns.rdatatype.TSIG, key.algorithm, 0,
                                       300, b"", query.id, 0, b"")
-    rdata, ctx = dns.tsig.sign(bytes(buf), key, blank, int(time.time()),
+    rdata, ctx = dns.tsig.sign(wire, key, blank, int(time.time()),
                                query.mac if ctx is None else None, ctx, True)
     rd = rdata.to_wire()
-    buf += key.name.to_wire() + struct.pack("!HHIH", dns.rdatatype.TSIG, dns.rdataclass.ANY, 0,
-                                             len(rd)) + rd
-    buf[10:12] = b"\x00\x01"
-    return bytes(buf), ctx
+    record = key.name.to_wire() + struct.pack("!HHIH", dns.rdatatype.TSIG, dns.rdataclass.ANY, 0,
+                                              len(rd)) + rd
+    return wire[:10] + b"\x00\x01" + wire[12:] + record, ctx
 
 
 def _fits(pair) -> bool:
