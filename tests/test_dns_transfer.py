@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -250,3 +251,36 @@ def test_axfr_over_udp_is_not_a_transfer(cluster):
     response = dns.query.udp(dns.message.make_query("example.org.", "AXFR"), cluster["ours"][0],
                              port=cluster["ours"][1], timeout=2, source=SECONDARY)
     assert response.rcode() in (dns.rcode.NOTIMP, dns.rcode.REFUSED) and not response.answer
+
+
+def test_a_skewed_clock_is_notauth_badtime_signed(cluster, monkeypatch):
+    keyring = dns.tsigkeyring.from_text({KEY_NAME: SECRET})
+    query = dns.message.make_query("example.org.", "AXFR")
+    query.use_tsig(keyring, KEY_NAME)
+    now = time.time()
+    with monkeypatch.context() as m:
+        m.setattr(time, "time", lambda: now - 3600)  # signed an hour ago: beyond the 300 s fudge
+        wire = query.to_wire()
+    with socket.create_connection(cluster["ours"], timeout=3,
+                                  source_address=(SECONDARY, 0)) as conn:
+        conn.sendall(len(wire).to_bytes(2, "big") + wire)
+        size = int.from_bytes(conn.recv(2), "big")
+        data = b""
+        while len(data) < size:
+            data += conn.recv(size - len(data))
+    unchecked = dns.message.from_wire(data, keyring=lambda m, n: False)
+    assert unchecked.rcode() == dns.rcode.NOTAUTH and not unchecked.answer
+    tsig = unchecked.tsig[0]
+    assert tsig.error == dns.rcode.BADTIME and len(tsig.mac) == 32  # signed (RFC 8945 §5.2.3)
+    assert abs(int.from_bytes(tsig.other, "big") - now) < 60  # our clock, for the client
+    with pytest.raises(dns.tsig.PeerBadTime):  # signed by us, our clock in its other data
+        dns.message.from_wire(data, keyring=keyring, request_mac=query.mac)
+
+
+def test_a_zone_the_secondary_does_not_carry_is_refused(cluster):
+    keyring = dns.tsigkeyring.from_text({KEY_NAME: SECRET})
+    query = dns.message.make_query("child.example.com.", "AXFR")  # served, not in its zones
+    query.use_tsig(keyring, KEY_NAME)
+    response = dns.query.tcp(query, cluster["ours"][0], port=cluster["ours"][1], timeout=3,
+                             source=SECONDARY)
+    assert response.rcode() == dns.rcode.REFUSED and not response.answer
