@@ -288,3 +288,18 @@ def test_the_editor_reads_every_record_as_the_server_does(store):
                   for rd in rrset}
         included = {r for r in theirs if r[0].labels[0] in (b"inc1", b"inc2")}
         assert ours == theirs - included, name
+
+
+def test_the_guard_refuses_an_edit_that_changed_other_records(tmp_path):
+    """Defence in depth: the loaded zones before and after must differ by exactly the edit."""
+    from clusterkit_dns.zonestore import _same_but
+
+    base = "$TTL 60\n@ SOA ns hm 1 3600 900 604800 60\n@ NS ns\nns A 192.0.2.1\n"
+    (tmp_path / "before.example.zone").write_text(base + "a A 192.0.2.2\n")
+    (tmp_path / "after.example.zone").write_text(base + "a 300 A 192.0.2.2\nb A 192.0.2.3\n")
+    before = load_zone(str(tmp_path / "before.example.zone"), dns.name.from_text("x."))
+    after = load_zone(str(tmp_path / "after.example.zone"), dns.name.from_text("x."))
+    added = {(dns.name.from_text("b.x."), dns.rdatatype.A, 60, next(iter(
+        zoneview.find(after, dns.name.from_text("b.x."), dns.rdatatype.A))))}
+    with pytest.raises(ZoneEditError, match="would also change a.x. A TTL"):
+        _same_but(before, after, added=added)

@@ -181,7 +181,8 @@ class ZoneStore:
             edit = ZoneText(origin, text)
             ttl = edit.add(owner, rdtype, rdata, ttl, fallback_ttl=zoneview.soa(loaded).ttl)
             serial = edit.bump_serial(today)
-            self._validate(origin, path, edit.text)
+            result = self._validate(origin, path, edit.text)
+            _same_but(loaded, result, added={(owner, rdtype, ttl, rdata)})
             write_atomic(path, edit.text)
         return {"zone": origin.to_text(omit_final_dot=True), "name": _relative(owner, origin),
                 "type": dns.rdatatype.to_text(rdtype), "ttl": ttl,
@@ -196,6 +197,7 @@ class ZoneStore:
             raise ZoneEditError("the SOA cannot be removed (remove the zone instead)")
         with self.locked():
             path, text = self._read(origin)
+            loaded = self._load(origin)
             edit = ZoneText(origin, text)
             found = edit.find(owner, rdtype, rdata)
             if not found:
@@ -205,7 +207,10 @@ class ZoneStore:
             for _ in found:
                 edit.remove(edit.find(owner, rdtype, rdata)[0])
             serial = edit.bump_serial(today)
-            self._validate(origin, path, edit.text)
+            result = self._validate(origin, path, edit.text)
+            gone = {r for r in _records(loaded) if r[:2] == (owner, rdtype)
+                    and (rdata is None or r[3] == rdata)}
+            _same_but(loaded, result, removed=gone)
             write_atomic(path, edit.text)
         return {"zone": origin.to_text(omit_final_dot=True), "name": _relative(owner, origin),
                 "type": dns.rdatatype.to_text(rdtype), "removed": len(found), "serial": serial}
@@ -325,3 +330,27 @@ def _ns_name(text: str, origin: dns.name.Name) -> dns.name.Name:
         return dns.name.from_text(text, origin if "." not in text.rstrip(".") else dns.name.root)
     except dns.exception.DNSException as exc:
         raise ZoneEditError(f"--ns {text!r}: {exc}") from None
+
+
+def _records(zone: Zone) -> set:
+    """(owner, type, TTL, rdata) of every record but the SOA."""
+    return {(rrset.name, rrset.rdtype, rrset.ttl, rdata) for rrset in zoneview.rrsets(zone)
+            if rrset.rdtype != SOA for rdata in rrset}
+
+
+def _same_but(before: Zone, after: Zone, added: set = frozenset(), removed: set = frozenset()):
+    """Refuse an edit that changed more than it meant to.
+
+    A line's meaning can hang on the lines before it: without ``$TTL``, an
+    omitted TTL is the previous record's. Removing or inserting a line there
+    could silently change another record; the loaded zones must differ by
+    exactly the records asked for.
+    """
+    expected = (_records(before) - removed) | added
+    got = _records(after)
+    if got != expected:
+        other = sorted(f"{n} {dns.rdatatype.to_text(t)} TTL {ttl}"
+                       for n, t, ttl, _ in got ^ expected)[:3]
+        raise ZoneEditError("refused: this edit would also change " + ", ".join(other)
+                            + " (TTL inherited from the line before, without $TTL?); "
+                            "edit the file by hand or add a $TTL")
