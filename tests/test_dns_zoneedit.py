@@ -303,3 +303,27 @@ def test_the_guard_refuses_an_edit_that_changed_other_records(tmp_path):
         zoneview.find(after, dns.name.from_text("b.x."), dns.rdatatype.A))))}
     with pytest.raises(ZoneEditError, match="would also change a.x. A TTL"):
         _same_but(before, after, added=added)
+
+
+def test_owner_names_from_the_command_line(store):
+    zone = "example.org"
+    for name in ("api", "api.example.org.", "api.example.org", "API.Example.Org"):
+        added = store.add_record(zone, name, "A", "198.51.100.7", today=DAY)
+        assert added["name"].lower() == "api", name  # DNS keeps the case it is given
+        store.remove_record(zone, name, "A", today=DAY)
+    apex = store.add_record(zone, "example.org", "TXT", "apex", today=DAY)
+    assert apex["name"] == "@"
+
+
+def test_plain_txt_text_is_quoted_and_split_at_255_bytes(store):
+    text = 'v=spf1 include:"x" ' + "é" * 200
+    added = store.add_record("example.org", "txt", "TXT", text, today=DAY)
+    rrset = zoneview.find(load_zone(store.path("example.org")), dns.name.from_text("txt.example.org."),
+                          dns.rdatatype.TXT)
+    (rdata,) = rrset
+    assert [len(s) for s in rdata.strings] == [255, len(text.encode()) - 255]
+    assert b"".join(rdata.strings).decode() == text
+    removed = store.remove_record("example.org", "txt", "TXT", text, today=DAY)
+    assert removed["removed"] == 1 and added["serial"] != removed["serial"]
+    quoted = store.add_record("example.org", "txt", "TXT", '"two" "strings"', today=DAY)
+    assert quoted["value"] == '"two" "strings"'

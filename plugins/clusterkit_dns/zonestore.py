@@ -30,6 +30,7 @@ from clusterkit_dns.zoneedit import IN, SOA, ZoneEditError, ZoneText
 from clusterkit_dns.zones import SUFFIX, Zone, ZoneError, load_zone, zone_origin
 
 NS, CNAME = dns.rdatatype.NS, dns.rdatatype.CNAME
+TEXT_TYPES = (dns.rdatatype.TXT, dns.rdatatype.SPF)
 
 DEFAULT_TEMPLATE = """\
 ; {zone} -- created by clusterkit dns zone add on {date}
@@ -300,7 +301,7 @@ class ZoneStore:
     @staticmethod
     def _parse_record(origin, name: str, rtype: str, value: str | None):
         try:
-            owner = dns.name.from_text(name, origin)
+            owner = _owner(name, origin)
         except dns.exception.DNSException as exc:
             raise ZoneEditError(f"name {name!r}: {exc}") from None
         if not owner.is_subdomain(origin):
@@ -313,6 +314,8 @@ class ZoneStore:
             raise ZoneEditError(f"{rtype} is not a record type a zone holds")
         rdata = None
         if value is not None:
+            if rdtype in TEXT_TYPES and not value.lstrip().startswith('"'):
+                value = _quoted(value)
             try:
                 rdata = dns.rdata.from_text(IN, rdtype, value, origin=origin, relativize=False)
             except (dns.exception.DNSException, ValueError) as exc:
@@ -354,3 +357,30 @@ def _same_but(before: Zone, after: Zone, added: set = frozenset(), removed: set 
         raise ZoneEditError("refused: this edit would also change " + ", ".join(other)
                             + " (TTL inherited from the line before, without $TTL?); "
                             "edit the file by hand or add a $TTL")
+
+
+def _owner(name: str, origin: dns.name.Name) -> dns.name.Name:
+    """A record's owner from the command line: zone-file rules, plus the forgiving one panels use.
+
+    ``@`` is the apex, ``www`` is ``www.<zone>``, ``www.example.com.`` is
+    absolute, and ``www.example.com`` — the zone's own name without the final
+    dot, the usual slip — is taken as absolute rather than as
+    ``www.example.com.example.com.``.
+    """
+    text = name.strip()
+    zone = origin.to_text(omit_final_dot=True).lower()
+    if not text.endswith(".") and (text.lower() == zone or text.lower().endswith("." + zone)):
+        return dns.name.from_text(text + ".")
+    return dns.name.from_text(text, origin)
+
+
+def _quoted(text: str) -> str:
+    """Plain text for a TXT record → quoted strings of at most 255 bytes (RFC 1035 §3.3.14):
+    quote and backslash escaped, bytes outside printable ASCII as ``\\DDD``."""
+    data = text.encode()
+    chunks = [data[i:i + 255] for i in range(0, len(data), 255)] or [b""]
+    return " ".join('"' + "".join(_CHAR.get(b) or chr(b) if 0x20 <= b < 0x7F else f"\\{b:03d}"
+                                  for b in chunk) + '"' for chunk in chunks)
+
+
+_CHAR = {0x22: '\\"', 0x5C: "\\\\"}
