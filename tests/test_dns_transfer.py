@@ -9,6 +9,7 @@ example.org by AXFR) and accepting NOTIFY from the manager.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import socket
 import subprocess
@@ -284,3 +285,20 @@ def test_a_zone_the_secondary_does_not_carry_is_refused(cluster):
     response = dns.query.tcp(query, cluster["ours"][0], port=cluster["ours"][1], timeout=3,
                              source=SECONDARY)
     assert response.rcode() == dns.rcode.REFUSED and not response.answer
+
+
+def test_the_daemon_reports_transfers_and_notifications(cluster):
+    for zone in PULLED:
+        wait_for(lambda: soa_serial(*cluster["nsd"], zone), what=f"NSD to pull {zone}")
+    target = f"{cluster['nsd'][0]}:{cluster['nsd'][1]}"
+
+    def report():
+        out = subprocess.run([CLUSTERKIT, "status", "--json", "-c", str(cluster["cfg"])],
+                             capture_output=True, text=True, timeout=30)
+        section = json.loads(out.stdout)["dns_management"] if out.returncode == 0 else {}
+        return section if f"example.org -> {target}" in section.get("notify", {}).get(
+            "acknowledged", {}) else None
+
+    section = wait_for(report, what="the NOTIFY of example.org to be acknowledged")
+    assert section["transfers"]["allowed"] >= len(PULLED)
+    assert section["transfers"]["refused"] + section["transfers"]["notauth"] >= 0

@@ -129,6 +129,8 @@ def status(ctx: typer.Context, config: ConfigOpt, as_json: JsonOpt = False) -> N
     from clusterkit_dns.convergence import cluster_status, render
 
     cluster = load_cluster(config, plugin_manager(ctx))
+    if not settings_of(cluster).enabled:
+        raise UsageError(f"{config}: [dns] enabled = false: no host serves DNS")
     report = asyncio.run(cluster_status(cluster))
     report["checked_at"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     emit(report, as_json, render)

@@ -29,7 +29,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.renderer
 
-from clusterkit_dns import zoneview
+from clusterkit_dns import tsig, zoneview
 from clusterkit_dns.mgmtconfig import Management
 
 log = logging.getLogger("clusterkit.dns.notify")
@@ -150,12 +150,10 @@ def notify_message(origin: dns.name.Name, soa, key) -> tuple[bytes, bytes, int]:
     r.section = dns.renderer.ANSWER
     r.counts[dns.renderer.ANSWER] += soa.to_wire(r.output, None)
     r.write_header()
-    mac = b""
-    if key is not None:
-        k = key.key()
-        r.add_tsig(k.name, k.secret, 300, qid, 0, b"", b"", k.algorithm)
-        mac = r.mac
-    return r.get_wire(), mac, qid
+    if key is None:
+        return r.get_wire(), b"", qid
+    wire, mac, _ = tsig.sign(r.get_wire(), key.key(), qid)
+    return wire, mac, qid
 
 
 class _Reply(asyncio.DatagramProtocol):

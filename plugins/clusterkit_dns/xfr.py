@@ -34,9 +34,9 @@ import dns.rdataclass
 import dns.rdataset
 import dns.rrset
 import dns.rdatatype
-import dns.rdtypes.ANY.TSIG
 import dns.tsig
 
+from clusterkit_dns import tsig
 from clusterkit_dns.mgmtconfig import Management
 from clusterkit_dns.serial import serial_lt
 from clusterkit_dns.wire import TooBig, Writer
@@ -287,15 +287,9 @@ def _writer(question) -> Writer:
 
 
 def _sign(wire: bytes, query, key, ctx) -> tuple[bytes, object]:
-    """Append a TSIG over ``wire`` (RFC 8945 §4.3.1; §5.3.1 chaining through ``ctx``)."""
-    blank = dns.rdtypes.ANY.TSIG.TSIG(dns.rdataclass.ANY, dns.rdatatype.TSIG, key.algorithm, 0,
-                                      300, b"", query.id, 0, b"")
-    rdata, ctx = dns.tsig.sign(wire, key, blank, int(time.time()),
-                               query.mac if ctx is None else None, ctx, True)
-    rd = rdata.to_wire()
-    record = key.name.to_wire() + struct.pack("!HHIH", dns.rdatatype.TSIG, dns.rdataclass.ANY, 0,
-                                              len(rd)) + rd
-    return wire[:10] + b"\x00\x01" + wire[12:] + record, ctx
+    """The first message answers the query's MAC; the next ones chain (RFC 8945 §5.3.1)."""
+    signed, _, ctx = tsig.sign(wire, key, query.id, query.mac if ctx is None else b"", ctx, True)
+    return signed, ctx
 
 
 def _fits(pair) -> bool:
