@@ -128,6 +128,14 @@ b.nottl.test A
 c.nottl.test TXT
 d.nottl.test TXT
 nottl.test SOA
+example.com DS
+www.child.example.com DS
+ns.child.example.com A
+example.org DS
+deleg.example.com MX
+ns.deleg.example.com DS
+x.wild.example.com DS
+naptr.example.com ANY
 """.strip().splitlines()
 
 

@@ -84,7 +84,6 @@ class TcpProtocol(asyncio.Protocol):
         self.buffer = bytearray()
         self.transport = None
         self.timer = None
-        self.paused = False
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -121,11 +120,9 @@ class TcpProtocol(asyncio.Protocol):
         self._arm()
 
     def pause_writing(self) -> None:  # a client that does not read stops being read
-        self.paused = True
         self.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        self.paused = False
         self.transport.resume_reading()
 
     def connection_lost(self, exc) -> None:
@@ -190,7 +187,7 @@ class DnsServer:
                  ", ".join(f"{a}:{p}" for a, p in self.listen))
 
     async def stop(self) -> None:
-        """Stop listening, close idle TCP connections, stop watching."""
+        """Stop watching and listening; close TCP connections (queued answers are sent first)."""
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher = None
@@ -269,7 +266,7 @@ class DnsServer:
             except Exception:
                 log.exception("dns: rescan of %s failed", self.zones_dir)
 
-    async def reload_zones(self, force: bool = False) -> dict:
+    async def reload_zones(self) -> dict:
         """Bring the served zones in line with the directory; cheap when nothing changed.
 
         Changed files are parsed off the event loop, then the whole new zone
@@ -277,7 +274,7 @@ class DnsServer:
         logged with file and line, and its previous version keeps serving.
         """
         async with self._lock:
-            zones, errors, changed = await asyncio.to_thread(self._scan, force)
+            zones, errors, changed = await asyncio.to_thread(self._scan)
             if changed:
                 state = await asyncio.to_thread(build_state, ZoneSet(zones))
                 self.responder.install(state)
@@ -290,12 +287,13 @@ class DnsServer:
             self.errors = errors
             return {"zones": len(zones), "changed": changed, "errors": list(errors.values())}
 
-    def _scan(self, force: bool) -> tuple[dict, dict, bool]:
+    def _scan(self) -> tuple[dict, dict, bool]:
+        """(zones, errors, changed): the directory read again, only changed files parsed."""
         try:
             names = sorted(os.listdir(self.zones_dir))
         except OSError as exc:
             return self.zones, {self.zones_dir: f"{self.zones_dir}: {exc.strerror}"}, False
-        includes_changed = self._includes_changed(names)
+        includes_changed = self._includes_changed()
         zones: dict = {}
         errors: dict = {}
         changed = False
@@ -308,12 +306,12 @@ class DnsServer:
             signature = file_signature(path)
             if signature is None:
                 continue  # vanished between listdir and stat
-            fresh = current is not None and current.signature == signature and not force \
+            fresh = current is not None and current.signature == signature \
                 and not (includes_changed and _has_include(current))
             if fresh:
                 zones[origin] = current
                 continue
-            if path in self.errors and self._error_sigs.get(path) == signature and not force \
+            if path in self.errors and self._error_sigs.get(path) == signature \
                     and not includes_changed:
                 errors[path] = self.errors[path]  # still the same broken file: don't re-parse
                 if current is not None:
@@ -331,13 +329,16 @@ class DnsServer:
             changed = True
         return zones, errors, changed
 
-    def _includes_changed(self, names: list[str]) -> bool:
-        """Did any non-zone file (an $INCLUDE target) change since the last scan?"""
+    def _includes_changed(self) -> bool:
+        """Did any non-zone file (an $INCLUDE target), in any subdirectory, change?"""
         sigs = {}
-        for filename in names:
-            if filename.endswith(SUFFIX) or filename.startswith("."):
-                continue
-            sigs[filename] = file_signature(os.path.join(self.zones_dir, filename))
+        for top, dirs, files in os.walk(self.zones_dir):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for filename in files:
+                if (top == self.zones_dir and filename.endswith(SUFFIX)) or filename.startswith("."):
+                    continue
+                path = os.path.join(top, filename)
+                sigs[path] = file_signature(path)
         changed = sigs != self._include_sigs
         self._include_sigs = sigs
         return changed and bool(self.zones)
@@ -359,6 +360,7 @@ class DnsServer:
             "tcp_connections": len(self.connections),
             "tcp_refused": self.refused_connections,
             "reloads": self.reloads,
+            "last_reload": round(self.last_reload, 3),
         }
 
 
