@@ -110,3 +110,46 @@ def test_a_missing_zone_and_a_silent_host_are_reported(hosts, tmp_path):
     assert rows["node1"]["missing"] == ["example.org"] and rows["node1"]["answering"]
     assert not rows["node3"]["answering"] and not rows["node3"]["converged"]
     assert rows["node2"]["converged"]
+
+
+def test_an_extra_zone_is_found_through_the_local_control_sockets(tmp_path, pm):
+    """Daemons of this machine tell which zones they serve: one deleted on the manager shows."""
+    import asyncio
+    import threading
+
+    from clusterkit.runtime import Runtime, new_event_loop
+
+    port = free_port(f"{PREFIX}.1")
+    cfg = write_cluster(tmp_path / "cluster.toml", PREFIX, nodes=2,
+                        extra=f'\n[dns]\nport = {port}\nzones_dir = "/zones"\n')
+    for name in ("manager", "node1", "node2"):
+        write_zones(tmp_path / name / "zones")
+    (tmp_path / "node1" / "zones" / "gone.example.zone").write_text(
+        "$TTL 60\n@ SOA ns hm 1 1 1 1 1\n@ NS ns\nns A 192.0.2.1\n")
+    loop = new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    def call(coro):
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(30)
+
+    runtimes = [Runtime(str(cfg), pm, name, watch_config=False)
+                for name in ("manager", "node1", "node2")]
+    try:
+        for rt in runtimes:
+            call(rt.start())
+        result = runner.invoke(get_app(pm), ["dns", "status", "--json", "-c", str(cfg)])
+        report = json.loads(result.stdout)
+        rows = {r["host"]: r for r in report["hosts"]}
+        assert result.exit_code == 1
+        assert rows["node1"]["extra"] == ["gone.example"] and not rows["node1"]["converged"]
+        assert all(r["zone_set_checked"] for r in rows.values())
+        assert rows["manager"]["converged"] and rows["node2"]["converged"]
+        human = runner.invoke(get_app(pm), ["dns", "status", "-c", str(cfg)])
+        assert "extra gone.example (not on the manager)" in human.stdout
+    finally:
+        for rt in reversed(runtimes):
+            call(rt.stop())
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()

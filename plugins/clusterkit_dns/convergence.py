@@ -5,7 +5,10 @@ the manager's zone directory (its files, the source of truth). Every host —
 the manager included, its server may not have reloaded yet — is asked for each
 zone's SOA at its DNS address; a host is converged when it answers every zone
 with the same serial. Otherwise it is reported as lagging (older serial, RFC
-1982), ahead, missing zones (REFUSED: not served), or not answering.
+1982), ahead, missing zones (REFUSED: not served), or not answering. Zones a
+host serves beyond the manager's (deleted there, still served) cannot be
+listed over DNS; they are found for the daemons of this machine, through
+their control socket (``zone_set_checked`` says for which hosts).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import dns.name
 import dns.rcode
 import dns.rdatatype
 
+from clusterkit.control import ControlError, request
 from clusterkit_dns.serial import serial_gt, serial_lt
 from clusterkit_dns.settings import settings_of
 from clusterkit_dns.zonestore import ZoneStore
@@ -53,11 +57,26 @@ async def ask_soa(address: str, port: int, zone: str, timeout: float = TIMEOUT) 
     return {"error": error}
 
 
-async def check_host(name: str, address: str, port: int, expected: dict) -> dict:
+def served_zones(state_dir: str) -> list[str] | None:
+    """The zones a daemon on *this* machine serves, from its control socket; None when there
+    is none here (a remote host: DNS cannot list the zones a server serves)."""
+    try:
+        status = request(state_dir, "status", timeout=2.0)
+    except (ControlError, OSError, ValueError):
+        return None
+    zones = (status or {}).get("dns", {}).get("zones")
+    return sorted(zones) if isinstance(zones, dict) else None
+
+
+async def check_host(name: str, address: str, port: int, expected: dict,
+                     state_dir: str | None = None) -> dict:
     zones = sorted(expected)
     answers = await asyncio.gather(*(ask_soa(address, port, z) for z in zones))
+    served = await asyncio.to_thread(served_zones, state_dir) if state_dir else None
     row = {"host": name, "address": f"{address}:{port}", "answering": True, "zones": {},
-           "lagging": [], "ahead": [], "missing": [], "errors": []}
+           "lagging": [], "ahead": [], "missing": [], "errors": [],
+           "extra": [z for z in served if z not in expected] if served is not None else [],
+           "zone_set_checked": served is not None}
     for zone, answer in zip(zones, answers):
         row["zones"][zone] = answer.get("serial")
         if "serial" in answer:
@@ -70,7 +89,8 @@ async def check_host(name: str, address: str, port: int, expected: dict) -> dict
         else:
             row["errors"].append(f"{zone}: {answer['error']}")
     row["answering"] = not zones or len(row["errors"]) < len(zones)
-    row["converged"] = not (row["lagging"] or row["ahead"] or row["missing"] or row["errors"])
+    row["converged"] = not (row["lagging"] or row["ahead"] or row["missing"] or row["errors"]
+                            or row["extra"])
     return row
 
 
@@ -95,14 +115,16 @@ async def cluster_status(cluster, expected: dict | None = None) -> dict:
         expected, broken = expected_serials(cluster)
     hosts = list(cluster.hosts.values())
     rows = await asyncio.gather(*(
-        check_host(h.name, *settings.addresses(h)[0], expected) for h in hosts))
+        check_host(h.name, *settings.addresses(h)[0], expected, cluster.host_state_dir(h.name))
+        for h in hosts))
     return {
         "zones": {z.rstrip("."): s for z, s in sorted(expected.items())},
         "broken_files": broken,
         "hosts": [{**r, "zones": {z.rstrip("."): s for z, s in r["zones"].items()},
                    "lagging": [z.rstrip(".") for z in r["lagging"]],
                    "ahead": [z.rstrip(".") for z in r["ahead"]],
-                   "missing": [z.rstrip(".") for z in r["missing"]]} for r in rows],
+                   "missing": [z.rstrip(".") for z in r["missing"]],
+                   "extra": [z.rstrip(".") for z in r["extra"]]} for r in rows],
         "converged": all(r["converged"] for r in rows) and not broken,
     }
 
@@ -125,6 +147,7 @@ def render(report: dict) -> str:
         problems += [f"ahead {z} (serial {row['zones'][z]} > {report['zones'][z]})"
                      for z in row["ahead"]]
         problems += [f"missing {z}" for z in row["missing"]]
+        problems += [f"extra {z} (not on the manager)" for z in row["extra"]]
         problems += row["errors"]
         lines.append(f"{row['host']:<12} {row['address']:<22} " + "; ".join(problems))
     lines.append("converged" if report["converged"] else "NOT converged")
