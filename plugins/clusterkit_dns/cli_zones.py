@@ -47,7 +47,7 @@ def _edit(fn, *args, **kwargs):
 
 @zone_app.command("add")
 @guard
-def zone_add(ctx: typer.Context, zone: Annotated[str, typer.Argument(help="The zone, e.g. example.com.")],
+def zone_add(ctx: typer.Context, zone: Annotated[str, typer.Argument(metavar="ZONE", help="The zone, e.g. example.com.")],
              config: ConfigOpt,
              ns: Annotated[Optional[list[str]], typer.Option(
                  "--ns", help="A name server of the zone (repeat; default ns1.ZONE).")] = None,
@@ -66,7 +66,7 @@ def zone_add(ctx: typer.Context, zone: Annotated[str, typer.Argument(help="The z
 
 @zone_app.command("remove")
 @guard
-def zone_remove(ctx: typer.Context, zone: Annotated[str, typer.Argument(help="The zone to remove.")],
+def zone_remove(ctx: typer.Context, zone: Annotated[str, typer.Argument(metavar="ZONE", help="The zone to remove.")],
                 config: ConfigOpt) -> None:
     """Remove a zone file; every host stops serving it once replication deletes it."""
     path = _edit(_store(ctx, config).delete, zone)
@@ -87,10 +87,13 @@ def zone_list(ctx: typer.Context, config: ConfigOpt, as_json: JsonOpt = False) -
 @record_app.command("add")
 @guard
 def record_add(ctx: typer.Context,
-               zone: Annotated[str, typer.Argument(help="The zone.")],
-               name: Annotated[str, typer.Argument(help="Owner: @, a name relative to the zone, or absolute.")],
+               zone: Annotated[str, typer.Argument(metavar="ZONE", help="The zone.")],
+               name: Annotated[str, typer.Argument(
+                   metavar="NAME", help="Owner: @, a name relative to the zone, or absolute.")],
                rtype: Annotated[str, typer.Argument(metavar="TYPE", help="A, AAAA, MX, TXT, CNAME, ...")],
-               value: Annotated[str, typer.Argument(help='The data, e.g. "10 mail" or "\\"v=spf1 -all\\"".')],
+               value: Annotated[str, typer.Argument(
+                   metavar="VALUE", help='The data in zone-file form, e.g. "10 mail"; for TXT, '
+                                         'plain text is quoted for you.')],
                config: ConfigOpt, ttl: TtlOpt = None, as_json: JsonOpt = False) -> None:
     """Add a record (one line, after the owner's other records) and bump the serial."""
     result = _edit(_store(ctx, config).add_record, zone, name, rtype, value, ttl)
@@ -101,12 +104,13 @@ def record_add(ctx: typer.Context,
 @record_app.command("remove")
 @guard
 def record_remove(ctx: typer.Context,
-                  zone: Annotated[str, typer.Argument(help="The zone.")],
-                  name: Annotated[str, typer.Argument(help="Owner: @, relative or absolute.")],
+                  zone: Annotated[str, typer.Argument(metavar="ZONE", help="The zone.")],
+                  name: Annotated[str, typer.Argument(metavar="NAME", help="Owner: @, relative or absolute.")],
                   rtype: Annotated[str, typer.Argument(metavar="TYPE", help="The record type.")],
                   config: ConfigOpt,
                   value: Annotated[Optional[str], typer.Argument(
-                      help="Only the record with this data (default: all of NAME TYPE).")] = None,
+                      metavar="VALUE", help="Only the record with this data (default: all of "
+                                              "NAME TYPE).")] = None,
                   as_json: JsonOpt = False) -> None:
     """Remove records (their lines only) and bump the serial."""
     result = _edit(_store(ctx, config).remove_record, zone, name, rtype, value)
@@ -116,7 +120,7 @@ def record_remove(ctx: typer.Context,
 
 @record_app.command("list")
 @guard
-def record_list(ctx: typer.Context, zone: Annotated[str, typer.Argument(help="The zone.")],
+def record_list(ctx: typer.Context, zone: Annotated[str, typer.Argument(metavar="ZONE", help="The zone.")],
                 config: ConfigOpt, as_json: JsonOpt = False) -> None:
     """List a zone's records as the server loads them ($INCLUDE files too)."""
     rows = _edit(_store(ctx, config).records, zone)
