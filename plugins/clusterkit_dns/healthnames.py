@@ -88,10 +88,13 @@ class HealthNames:
 
     async def _apply_soon(self) -> None:
         await asyncio.sleep(SETTLE)
-        await asyncio.to_thread(self.apply)
+        writes = self.plan()  # membership and the definition are read on the event loop
+        await asyncio.to_thread(self.write, writes)  # the zone files are written off it
 
-    def apply(self) -> None:
+    def plan(self) -> list[tuple]:
+        """(zone, name, title, lines) for every configured name, and removals of dropped ones."""
         current = self.management.health_names
+        writes = []
         for hn in current:
             lines, why = records_for(self.runtime, hn)
             if not lines and self.last.get(hn.name, {}).get("why") != why:
@@ -99,13 +102,18 @@ class HealthNames:
                           "must be a [[policy]]'s VIP:PORT)", hn.name, why)
             self.last[hn.name] = {"zone": hn.zone, "policy": hn.policy, "records": lines,
                                   "why": why}
-            self._write(hn.zone, hn.name, f"policy {hn.policy}", lines)
+            writes.append((hn.zone, hn.name, f"policy {hn.policy}", lines))
         names = {h.name for h in current}
         for old in self.previous:
             if old.name not in names:
                 self.last.pop(old.name, None)
-                self._write(old.zone, old.name, "", [])
+                writes.append((old.zone, old.name, "", []))
         self.previous = current
+        return writes
+
+    def write(self, writes: list[tuple]) -> None:
+        for zone, name, title, lines in writes:
+            self._write(zone, name, title, lines)
 
     def _write(self, zone: str, name: str, title: str, lines: list[str]) -> None:
         try:
