@@ -71,13 +71,17 @@ class HealthNames:
         self.previous: tuple = ()   # health names of the last applied configuration
         self.last: dict = {}        # name -> {"records": [...], "why": ...}
         self._task: asyncio.Task | None = None
+        self._dirty = False
 
     def configure(self, management: Management) -> None:
         self.management = management
         self.poke()
 
     def poke(self) -> None:
-        """Something changed (membership, policies): rewrite the blocks soon, once per burst."""
+        """Something changed (membership, policies): rewrite the blocks soon, once per burst.
+
+        A change arriving while a write runs is not lost: the task goes round again."""
+        self._dirty = True
         if self._task is None or self._task.done():
             self._task = asyncio.ensure_future(self._apply_soon())
 
@@ -87,9 +91,11 @@ class HealthNames:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _apply_soon(self) -> None:
-        await asyncio.sleep(SETTLE)
-        writes = self.plan()  # membership and the definition are read on the event loop
-        await asyncio.to_thread(self.write, writes)  # the zone files are written off it
+        while self._dirty:
+            await asyncio.sleep(SETTLE)
+            self._dirty = False
+            writes = self.plan()  # membership and the definition are read on the event loop
+            await asyncio.to_thread(self.write, writes)  # the zone files are written off it
 
     def plan(self) -> list[tuple]:
         """(zone, name, title, lines) for every configured name, and removals of dropped ones."""
