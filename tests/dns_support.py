@@ -50,6 +50,7 @@ loop2 CNAME loop1
 dangling CNAME nothere
 external CNAME www.example.net.
 crossed CNAME www.example.org.
+todeleg CNAME host.deleg
 *.wild A 192.0.2.100
 *.wild TXT "wild"
 sub.wild A 192.0.2.101

@@ -118,6 +118,9 @@ def test_error_in_an_included_file_names_that_file(tmp_path):
     ("$TTL 1h\n@ SOA ns h 1 2 3 4 5\n", "no NS"),
     ("$TTL 1h\n@ SOA ns h 1 2 3 4 5\n@ NS ns\nwww.other.test. A 192.0.2.1\n", "out of zone data: www.other.test. is outside the zone z.test."),
     ("$TTL 1h\n@ SOA ns h 1 2 3 4 5\n@ NS ns\n$INCLUDE missing.txt\n", "No such file"),
+    ("$TTL 1h\n@ SOA ns h 1 2 3 4 5\n@ NS ns\nw CNAME a\nw CNAME b\n", "multiple CNAME records"),
+    ("$TTL 1h\n@ SOA ns h 1 2 3 4 5\n@ SOA ns h 2 2 3 4 5\n@ NS ns\n", "multiple SOA records"),
+    ("$TTL 1h\n@ SOA ns h 1 2 3 4 5\n@ NS ns\nw CNAME a\nw A 192.0.2.1\n", "CNAME"),
 ])
 def test_refused_zones(tmp_path, text, message):
     (tmp_path / "z.test.zone").write_text(text)

@@ -136,6 +136,8 @@ deleg.example.com MX
 ns.deleg.example.com DS
 x.wild.example.com DS
 naptr.example.com ANY
+todeleg.example.com A
+todeleg.example.com CNAME
 """.strip().splitlines()
 
 

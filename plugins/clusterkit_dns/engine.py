@@ -17,8 +17,7 @@ import dns.rdatatype
 
 from clusterkit_dns.zones import Zone
 
-A, AAAA, NS, CNAME, SOA = (dns.rdatatype.A, dns.rdatatype.AAAA, dns.rdatatype.NS,
-                           dns.rdatatype.CNAME, dns.rdatatype.SOA)
+A, AAAA, NS, CNAME = dns.rdatatype.A, dns.rdatatype.AAAA, dns.rdatatype.NS, dns.rdatatype.CNAME
 MX, SRV, DS, ANY = dns.rdatatype.MX, dns.rdatatype.SRV, dns.rdatatype.DS, dns.rdatatype.ANY
 NOERROR, NXDOMAIN, REFUSED = dns.rcode.NOERROR, dns.rcode.NXDOMAIN, dns.rcode.REFUSED
 WILDCARD = b"*"
@@ -157,7 +156,8 @@ def _nodata(zone: Zone, result: Answer) -> None:
 
 def _referral(zone: Zone, cut: tuple, result: Answer) -> None:
     ns = zone.nodes[cut][NS]
-    result.aa = False
+    if not result.answer:  # after a CNAME of ours the answer stays authoritative (NSD)
+        result.aa = False
     result.referral = True
     result.authority.append(ns)
     _add_addresses(zone, result, [r.target for r in ns[1]], glue=True)

@@ -45,6 +45,7 @@ _OPT_RR = (b"\x00\x00\x29" + struct.pack("!H", EDNS_SIZE) + b"\x00\x00\x00\x00\x
 _EDNS_IN = b"\x00\x00\x29"  # root owner, type OPT
 _QUERY_COUNTS = b"\x00\x01\x00\x00\x00\x00"  # QD=1 AN=0 NS=0 (AR follows)
 _IN_CLASS = b"\x00\x01"
+_join = b"".join  # one allocation for the response, not one per piece
 CACHE_MAX = 50_000
 _PROBES = (dns.rdatatype.NULL, dns.rdatatype.HINFO)  # types standing for "any type absent here"
 
@@ -286,14 +287,15 @@ class Responder:
                 if data[10:12] == b"\x00\x00":
                     if tcp or z + t.size <= UDP_PLAIN:
                         self.rcodes[t.rcode] += 1
-                        return data[:2] + t.flags[data[2] & 1] + t.counts + data[12:z + 5] + t.body
+                        return _join((data[:2], t.flags[data[2] & 1], t.counts, data[12:z + 5],
+                                      t.body))
                 elif data[10:12] == b"\x00\x01" and len(data) >= z + 16 \
                         and data[z + 5:z + 8] == _EDNS_IN and data[z + 11] == 0:
                     if tcp or z + t.size + 11 <= max(UDP_PLAIN, min(
                             EDNS_SIZE, (data[z + 8] << 8) | data[z + 9])):
                         self.rcodes[t.rcode] += 1
-                        return (data[:2] + t.flags[data[2] & 1] + t.counts_opt + data[12:z + 5]
-                                + t.body + _OPT_RR[data[z + 12] >> 7])
+                        return _join((data[:2], t.flags[data[2] & 1], t.counts_opt,
+                                      data[12:z + 5], t.body, _OPT_RR[data[z + 12] >> 7]))
         return self.general(data, tcp)
 
     # --------------------------------------------------------------- general

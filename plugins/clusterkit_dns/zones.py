@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import dns.exception
 import dns.name
 import dns.rdataclass
+import dns.tokenizer
 import dns.rdatatype
 import dns.zone
 import dns.zonefile
@@ -26,6 +27,7 @@ SUFFIX = ".zone"
 NO_TTL_DEFAULT = 3600  # NSD's TTL for records without one in a file without $TTL
 SOA, NS, CNAME = dns.rdatatype.SOA, dns.rdatatype.NS, dns.rdatatype.CNAME
 _LOCATED = re.compile(r"^(?P<file>.*?):(?P<line>\d+): (?P<message>.*)$", re.S)
+_GENERIC = re.compile(r"^(caught exception <class '[\w.]+'>: )")
 
 
 class ZoneError(Exception):
@@ -72,7 +74,7 @@ def zone_origin(filename: str) -> dns.name.Name | None:
 # dnspython opens $INCLUDE files relative to the process's working directory;
 # we need the zones directory (NSD's behaviour), per load, with several hosts
 # in one process. Its zonefile module looks ``open`` up in its own globals
-# first, so a per-thread base directory is enough.
+# first, so a per-thread base directory, set only while we load, is enough.
 _include_base = threading.local()
 
 
@@ -95,39 +97,54 @@ class _RecordError(dns.exception.SyntaxError):
         super().__init__(str(detail))
 
 
-_rr_line = dns.zonefile.Reader._rr_line
+class _Reader(dns.zonefile.Reader):
+    """dnspython's master-file reader with NSD's readings where they differ.
+
+    - Without ``$TTL``, a record with no TTL gets 3600 (RFC 1035 says: the
+      last TTL stated; NSD does not follow it).
+    - A record outside the zone is an error (dnspython skips it silently).
+    - Errors name the line the record starts on (dnspython's is the next one).
+    """
+
+    def __init__(self, tok, txn):
+        super().__init__(tok, dns.rdataclass.IN, txn, allow_include=True,
+                         default_ttl=NO_TTL_DEFAULT)
+
+    def _rr_line(self):
+        start = self.tok.line_number
+        try:
+            return super()._rr_line()
+        except dns.exception.DNSException as exc:  # bad rdata, CNAME and other data...
+            raise _RecordError(start, exc) from None
+
+    def _eat_line(self):  # only called for a record whose owner is outside the zone
+        raise dns.exception.SyntaxError(
+            f"out of zone data: {self.last_name} is outside the zone {self.zone_origin}")
 
 
-def _rr_line_located(self):
-    if not self.default_ttl_known and getattr(_include_base, "dir", None):
-        # NSD's rule, not RFC 1035's: without $TTL a record with no TTL gets 3600,
-        # not the last TTL stated. Only for our loads: others share dnspython.
-        self.default_ttl, self.default_ttl_known = NO_TTL_DEFAULT, True
-    start = self.tok.line_number
-    try:
-        return _rr_line(self)
-    except dns.exception.SyntaxError as exc:
-        raise _RecordError(start, exc) from None
+def _refuse_second_singletons(txn) -> None:
+    """dnspython keeps the last of two CNAMEs (or SOAs) at a name; NSD refuses the file."""
+    add = txn.add
+
+    def checked_add(name, ttl, rd):
+        if dns.rdatatype.is_singleton(rd.rdtype):
+            existing = txn.get(name, rd.rdtype)
+            if existing and rd not in existing:
+                raise dns.exception.SyntaxError(
+                    f"multiple {dns.rdatatype.to_text(rd.rdtype)} records at the same name")
+        return add(name, ttl, rd)
+
+    txn.add = checked_add
 
 
-def _out_of_zone(self):
-    """dnspython skips records outside the zone silently; NSD refuses the file, so do we."""
-    raise dns.exception.SyntaxError(
-        f"out of zone data: {self.last_name} is outside the zone {self.zone_origin}")
-
-
-_eat_line = dns.zonefile.Reader._eat_line
-
-
-def _eat_line_checked(self):
-    if getattr(_include_base, "dir", None):
-        _out_of_zone(self)
-    return _eat_line(self)
-
-
-dns.zonefile.Reader._rr_line = _rr_line_located
-dns.zonefile.Reader._eat_line = _eat_line_checked
-_GENERIC = re.compile(r"^(caught exception <class '[\w.]+'>: )")
+def _parse(f, origin: dns.name.Name, path: str) -> dns.zone.Zone:
+    """``dns.zone.from_file`` with our reader (its own steps, in the same order)."""
+    zone = dns.zone.Zone(origin, dns.rdataclass.IN, relativize=False)
+    with zone.writer(True) as txn:
+        _refuse_second_singletons(txn)
+        _Reader(dns.tokenizer.Tokenizer(f, path), txn).read()
+    zone.check_origin()
+    return zone
 
 
 def file_signature(path: str) -> tuple | None:
@@ -148,7 +165,7 @@ def load_zone(path: str, origin: dns.name.Name | None = None, zones_dir: str | N
     _include_base.dir = zones_dir
     try:
         with open(path, encoding="utf-8") as f:
-            parsed = dns.zone.from_file(f, origin=origin, relativize=False, filename=path)
+            parsed = _parse(f, origin, path)
     except dns.exception.SyntaxError as exc:
         raise _located(str(exc), path, zones_dir, exc.__context__) from None
     except dns.zone.NoSOA:
@@ -181,6 +198,8 @@ def _located(text: str, path: str, zones_dir: str, cause=None) -> ZoneError:
     detail = _GENERIC.sub("", detail)
     if detail in ("", "Text input is malformed."):
         detail = "malformed record"
+    elif "CNAME" in detail and "compatible" in detail:
+        detail = "CNAME and other data at the same name"
     try:
         with open(where, encoding="utf-8", errors="replace") as f:
             for number, text_line in enumerate(f, 1):
