@@ -104,7 +104,11 @@ class TcpProtocol(asyncio.Protocol):
                 break
             message = bytes(buf[2:size + 2])
             del buf[:size + 2]
+            transfers = self.server.transfers  # AXFR/IXFR go to xfr.py (dns management)
             try:
+                if transfers is not None and transfers.wants(message):
+                    out += transfers.answer(message, self)
+                    continue
                 reply = self.handle(message, True)
             except Exception:  # one bad message must not cost the connection's others
                 log.exception("dns: internal error on a TCP message")
@@ -151,6 +155,7 @@ class DnsServer:
         self.zones: dict = {}          # origin -> Zone currently served
         self.errors: dict[str, str] = {}  # path -> why the file is not (or no longer) current
         self.connections: set[TcpProtocol] = set()
+        self.transfers = None  # a clusterkit_dns.xfr.Transfers when secondaries are configured
         self.refused_connections = 0
         self.reloads = 0
         self.last_reload = 0.0
