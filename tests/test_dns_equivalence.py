@@ -291,7 +291,8 @@ def test_every_name_and_type_of_every_zone(servers, tmp_path):
     assert len(names) > 100
     mismatches = []
     for name in sorted(names):
-        for rdtype in ("A", "AAAA", "MX", "TXT", "NS", "SOA", "CNAME", "SRV", "DS", "PTR", "CAA"):
+        for rdtype in ("A", "AAAA", "MX", "TXT", "NS", "SOA", "CNAME", "SRV", "DS", "PTR", "CAA",
+                       "NAPTR", "HINFO", "SSHFP", "TLSA", "LOC", "HTTPS", "RP", "ANY"):
             q = dns.message.make_query(name, rdtype, use_edns=0)
             nsd, ours = both(servers, lambda a, p: dns.query.udp(q, a, port=p, timeout=3))
             if summary(ours) != summary(nsd):
