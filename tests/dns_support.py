@@ -95,6 +95,8 @@ EXAMPLE_ORG = """$TTL 600
 ns1 A 198.51.100.53
 www A 198.51.100.80
 back CNAME chain1.example.com.
+$INCLUDE parts/org-hosts.txt hosts.example.org.
+after-include A 198.51.100.99
 """
 
 CHILD = """$TTL 300
@@ -155,7 +157,9 @@ ZONES = {
     "child.example.com": CHILD,
     "2.0.192.in-addr.arpa": REVERSE,
 }
-EXTRA_FILES = {"example.com.inc": EXAMPLE_COM_INC}
+EXTRA_FILES = {"example.com.inc": EXAMPLE_COM_INC,
+               # in a subdirectory, with its own origin; a relative name, an @
+               "parts/org-hosts.txt": "a A 198.51.100.1\n@ TXT \"hosts\"\nb 120 IN A 198.51.100.2\n"}
 
 
 def write_zones(directory: Path, zones: dict = ZONES, extra: dict = EXTRA_FILES) -> Path:
@@ -163,6 +167,7 @@ def write_zones(directory: Path, zones: dict = ZONES, extra: dict = EXTRA_FILES)
     for name, text in zones.items():
         (directory / f"{name}.zone").write_text(text)
     for name, text in extra.items():
+        (directory / name).parent.mkdir(parents=True, exist_ok=True)
         (directory / name).write_text(text)
     return directory
 
