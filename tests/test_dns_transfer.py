@@ -17,7 +17,6 @@ import sys
 import time
 
 import dns.message
-import dns.name
 import dns.query
 import dns.rcode
 import dns.rdatatype

@@ -19,7 +19,6 @@ import dns.asyncquery
 import dns.exception
 import dns.flags
 import dns.message
-import dns.name
 import dns.rcode
 import dns.rdatatype
 

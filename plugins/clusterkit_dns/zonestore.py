@@ -20,7 +20,6 @@ from typing import Iterator
 import dns.exception
 import dns.name
 import dns.rdata
-import dns.rdataclass
 import dns.rdatatype
 
 from clusterkit.config import write_atomic
