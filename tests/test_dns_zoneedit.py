@@ -262,6 +262,9 @@ def test_cli_zone_and_record_round_trip(cli):
     assert serial_gt(json.loads(added.stdout)["serial"], first)
     final = (zones / "shop.example.zone").read_text()
     assert final.replace(str(serial), "S") == original.replace(str(first), "S")
+    bumped = json.loads(_run(cli, "dns", "zone", "bump", "shop.example", "--json").stdout)
+    assert serial_gt(bumped["serial"], serial)
+    assert load_zone(str(zones / "shop.example.zone")).serial == bumped["serial"]
     zone_list = json.loads(_run(cli, "dns", "zone", "list", "--json").stdout)
     assert [z["zone"] for z in zone_list] == ["shop.example"]
     assert _run(cli, "dns", "zone", "remove", "shop.example").exit_code == 0
