@@ -28,7 +28,6 @@ from clusterkit_dns.serial import next_serial
 from clusterkit_dns.zoneedit import IN, SOA, ZoneEditError, ZoneText
 from clusterkit_dns.zones import SUFFIX, Zone, ZoneError, load_zone, zone_origin
 
-NS, CNAME = dns.rdatatype.NS, dns.rdatatype.CNAME
 TEXT_TYPES = (dns.rdatatype.TXT, dns.rdatatype.SPF)
 
 DEFAULT_TEMPLATE = """\
