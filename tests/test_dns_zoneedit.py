@@ -333,3 +333,31 @@ def test_plain_txt_text_is_quoted_and_split_at_255_bytes(store):
     assert removed["removed"] == 1 and added["serial"] != removed["serial"]
     quoted = store.add_record("example.org", "txt", "TXT", '"two" "strings"', today=DAY)
     assert quoted["value"] == '"two" "strings"'
+
+
+def test_cli_zone_add_from_a_template_file_and_the_human_listing(cli, tmp_path):
+    template = tmp_path / "template.zone"
+    template.write_text("; {zone} from the company template\n$TTL 600\n"
+                        "@ SOA {ns} {email} {serial} 1h 15m 1w 5m\n{ns_records}\n"
+                        "@ MX 10 mx.example.net.\n")
+    created = _run(cli, "dns", "zone", "add", "tpl.example", "--ns", "ns1.example.net",
+                   "--template", str(template))
+    assert created.exit_code == 0, created.output
+    text = (cli[2] / "tpl.example.zone").read_text()
+    assert text.startswith("; tpl.example. from the company template\n$TTL 600\n")
+    (cli[2] / "broken.example.zone").write_text("$TTL 60\n@ SOA ns hm 1 2 3 4 5\n")
+    listing = _run(cli, "dns", "zone", "list")
+    assert listing.exit_code == 0
+    lines = listing.stdout.splitlines()
+    assert lines[0].split() == ["ZONE", "SERIAL", "RECORDS"]
+    assert any(line.startswith("broken.example") and "no NS" in line for line in lines)
+    assert any(line.split()[:3] == ["tpl.example", str(next_serial(0)), "3"] for line in lines)
+    missing = _run(cli, "dns", "zone", "add", "x.example", "--template", str(tmp_path / "nope"))
+    assert missing.exit_code == 2
+
+
+def test_cli_status_refuses_when_dns_is_disabled(tmp_path, pm):
+    cfg = write_cluster(tmp_path / "cluster.toml", "127.87.3", nodes=1,
+                        extra='\n[dns]\nenabled = false\n')
+    result = runner.invoke(get_app(pm), ["dns", "status", "-c", str(cfg)])
+    assert result.exit_code == 2 and "enabled = false" in result.output
