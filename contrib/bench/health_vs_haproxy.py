@@ -193,7 +193,8 @@ class Clusterkit:
                     f'[policy.check]\nkind = "http"\ninter = {INTER}\ntimeout = {TIMEOUT}\n'
                     f'fall = {FALL}\nrise = {RISE}\n')
         self.log = open(os.path.join(directory, "clusterkit.log"), "w")
-        env = {**os.environ, "CLUSTERKIT_DISABLE_PLUGINS": "dns,sync"}  # only balancing + health
+        # balancing and health only: no DNS, panel or replication beside them
+        env = {**os.environ, "CLUSTERKIT_DISABLE_PLUGINS": "dns,sync,panel,panelsync,dns-management"}
         self.proc = subprocess.Popen([CLUSTERKIT, "run", "-c", conf], stdout=self.log, stderr=self.log,
                                      env=env)
         deadline = time.monotonic() + 15
