@@ -76,7 +76,7 @@ def start_cluster(net, tmp_path):
 
 def members(state_dir):
     report = request(state_dir, "status", timeout=5)
-    return next(iter(report["members"].values()))
+    return next(iter(report["members"].values()))["nodes"]
 
 
 def wait(state_dir, predicate, seconds):
