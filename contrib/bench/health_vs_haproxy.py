@@ -150,8 +150,9 @@ listen web
 {servers}""")
         self.proc = subprocess.Popen(["haproxy", "-f", conf, "-db"], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
-        if not wait_port(VIP, PORT):
-            raise RuntimeError("haproxy did not start")
+        if not wait_port(VIP, PORT) or self.proc.poll() is not None:
+            self.close()
+            raise RuntimeError(f"haproxy did not start (is {VIP}:{PORT} taken?)")
 
     def states(self) -> dict[str, str]:
         with socket.socket(socket.AF_UNIX) as s:
@@ -171,7 +172,8 @@ listen web
         return True
 
     def close(self) -> None:
-        self.proc.terminate()
+        if self.proc.poll() is None:
+            self.proc.terminate()
         self.proc.wait(10)
 
 
@@ -207,11 +209,14 @@ class Clusterkit:
                 pass
             time.sleep(0.05)
         else:
-            raise RuntimeError("clusterkit did not start")
+            self.close()
+            with open(self.log.name) as f:
+                raise RuntimeError(f"clusterkit did not start:\n{f.read()[-2000:]}")
 
     def states(self) -> dict[str, str]:
         members = self.request(self.state_dir, "status", timeout=2).get("members", {})
-        return {n: m["state"] for n, m in members.get(f"{VIP}:{PORT}", {}).items()}
+        nodes = members.get(f"{VIP}:{PORT}", {}).get("nodes", {})
+        return {n: m["state"] for n, m in nodes.items()}
 
     def serves(self) -> bool:
         return "policies" in self.report and wait_port(VIP, PORT, 2)
