@@ -399,9 +399,9 @@ class Membership:
         slowstart = member.check.slowstart
         member.weight_factor = 1.0
         if new == "up" and old in ("down", "maintenance") and slowstart > 0:
-            member.weight_factor = _ramp_step(slowstart) / slowstart
+            member.weight_factor = min(1.0, _ramp_step(slowstart) / slowstart)
             member.ramp = self.runtime.spawn(self._slowstart(member), f"slowstart {member.node}")
-        level = logging.WARNING if new in ("down",) else logging.INFO
+        level = logging.WARNING if new == "down" else logging.INFO
         log.log(level, "%s %s (%s): %s -> %s: %s", member.policy_key, member.node, member.service,
                 old, new, reason)
         await self._push(member)
