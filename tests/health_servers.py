@@ -139,7 +139,8 @@ http {{
 
 
 class Scripted(socketserver.ThreadingTCPServer):
-    """Sends ``greeting`` (after a PROXY header if ``proxy``), answers each line with ``replies[first word]``; records the bytes."""
+    """Sends ``greeting`` (after a PROXY header if ``proxy``), answers each line with
+    ``replies[first word]``; records the bytes it received."""
 
     daemon_threads = True
     allow_reuse_address = True
