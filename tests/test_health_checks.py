@@ -134,6 +134,16 @@ def test_http_sends_the_proxy_header_to_nginx(checks, nginx_proxy):
     fails(checks, "http", port, "closed while waiting for the status line|not an HTTP", ip="127.82.1.2")
 
 
+def test_https_sends_the_proxy_header_before_tls(checks, tmp_path):
+    if not shutil.which("nginx"):
+        pytest.skip("nginx is not installed")
+    cert = hs.self_signed(str(tmp_path))
+    with hs.nginx(str(tmp_path), "127.82.1.4", cert=cert) as port:
+        assert run(checks, "https", port, ip="127.82.1.4", proxy="v1", expect="proxied <127.")
+        assert run(checks, "https", port, ip="127.82.1.4", proxy="v2", expect="proxied <>")
+        fails(checks, "https", port, "the TLS handshake", ip="127.82.1.4", timeout=1.0)  # no header
+
+
 def test_proxy_header_bytes_come_first(checks):
     with hs.scripted(IP, b"220 ok\r\n", {b"EHLO": b"250 hi\r\n", b"QUIT": b"221 bye\r\n"},
                      proxy=True) as server:
