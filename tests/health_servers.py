@@ -107,11 +107,15 @@ def self_signed(directory: str) -> tuple[str, str]:
 
 
 @contextlib.contextmanager
-def nginx(directory: str, ip: str):
-    """nginx with a PROXY-protocol listener answering "proxied <$proxy_protocol_addr>"."""
+def nginx(directory: str, ip: str, cert: tuple[str, str] | None = None):
+    """nginx with a PROXY-protocol listener answering "proxied <$proxy_protocol_addr>".
+
+    With ``cert`` the listener speaks TLS after the PROXY header (as behind an L4 proxy).
+    """
     if not shutil.which("nginx"):
         raise RuntimeError("nginx is not installed")
     port = free_port(ip)
+    tls = f"ssl_certificate {cert[0]}; ssl_certificate_key {cert[1]};" if cert else ""
     conf = os.path.join(directory, "nginx.conf")
     with open(conf, "w") as f:
         f.write(f"""
@@ -121,7 +125,7 @@ events {{ worker_connections 64; }}
 http {{
   access_log off; client_body_temp_path {directory}/tmp;
   server {{
-    listen {ip}:{port} proxy_protocol;
+    listen {ip}:{port} {"ssl " if cert else ""}proxy_protocol; {tls}
     location / {{ return 200 "proxied <$proxy_protocol_addr>"; }}
   }}
 }}
@@ -139,7 +143,8 @@ http {{
 
 
 class Scripted(socketserver.ThreadingTCPServer):
-    """Sends ``greeting`` (after a PROXY header if ``proxy``), answers each line with ``replies[first word]``; records the bytes."""
+    """Sends ``greeting`` (after a PROXY header if ``proxy``), answers each line with
+    ``replies[first word]``; records the bytes it received."""
 
     daemon_threads = True
     allow_reuse_address = True

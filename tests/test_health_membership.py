@@ -255,7 +255,7 @@ def test_slow_start_ramps_the_weight_after_recovery(cluster, tmp_path):
              members(cluster)["node3"]["weight_factor"] == 1.0, seconds=3)
     factors = [c[4] for c in cluster.engine.calls if c[2] == "node3" and c[0] >= up_at]
     assert factors[0] < 0.2 and factors[-1] == 1.0
-    assert factors == sorted(factors) and len(factors) >= 5
+    assert factors == sorted(factors) and len(factors) >= 3  # a ramp, not a jump
 
 
 def test_a_bad_check_option_on_reload_keeps_the_running_members(cluster):

@@ -12,13 +12,11 @@ root (the ``netns`` fixture skips otherwise).
 from __future__ import annotations
 
 import datetime
-import http.client
 import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pytest

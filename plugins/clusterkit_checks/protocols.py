@@ -64,7 +64,8 @@ def _http(tls: bool):
             raise CheckFailed(f"not an HTTP response: {status[:120]!r}")
         code, reason = int(match.group(1)), (match.group(2) or "").strip()
         if not any(low <= code <= high for low, high in wanted):
-            raise CheckFailed(f"GET {path}: HTTP {code} {reason} (expected {options.get('status', '200-399')})")
+            expected = options.get("status", "200-399")
+            raise CheckFailed(f"GET {path}: HTTP {code} {reason} (expected {expected})")
         if expect:
             length = MAX_BODY
             while header := await s.line("the response headers"):
