@@ -212,7 +212,8 @@ def test_an_exhausted_passive_range_answers_425_and_recovers(ftp):
             second.sendcmd("PASV")
         with pytest.raises(ftplib.error_temp, match="^425 "):
             second.sendcmd("EPSV")
-        first.quit()  # its port goes back
+        first.quit()  # its port goes back when the manager has seen the session end
+        wait_for(lambda: listening_ports(VIP, range(TINY, TINY + 1)) == [], timeout=5)
         assert ftplib.parse227(second.sendcmd("PASV")) == (VIP, TINY)
         listing = []
         second.retrlines("LIST", listing.append)  # and the range works again
