@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 import time
 from collections import Counter
@@ -302,3 +303,51 @@ def test_bytes_sent_while_connecting_arrive_whole_after_a_retry(env):
         for f in fillers:
             f.close()
         blackhole.close()
+
+
+def test_a_client_leaving_during_the_connect_leaves_no_trace(env):
+    blackhole = socket.socket()
+    blackhole.bind((f"{NET}.11", env.backend_port))
+    blackhole.listen(0)
+    fillers = []
+    try:
+        for _ in range(8):
+            f = socket.socket()
+            f.setblocking(False)
+            f.connect_ex((f"{NET}.11", env.backend_port))
+            fillers.append(f)
+        env.policy("node1 = 1", connect_timeout=2.0)
+        for _ in range(5):
+            s = socket.create_connection((VIP, env.vip_port), 5)
+            s.sendall(b"hello")
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()  # a reset: gone for good (a FIN would only half-close)
+        wait_for(lambda: env.stats()["active"] == 0, timeout=1.5)  # before the connect timeout
+        st = env.stats()
+        assert st["total"] == 5 and st["members"]["node1"]["active"] == 0
+        assert st["members"]["node1"]["connect_failures"] == 0  # abandoned, not failed
+    finally:
+        for f in fillers:
+            f.close()
+        blackhole.close()
+
+
+def test_a_member_that_resets_mid_stream_closes_the_client_cleanly(env):
+    def reset_after_hello(sock, server):
+        sock.sendall(b"partial")
+        sock.recv(10)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+
+    env.start(reset_after_hello, nodes=(1,))
+    env.policy("node1 = 1")
+    with socket.create_connection((VIP, env.vip_port), 5) as s:
+        s.settimeout(5)
+        assert s.recv(7) == b"partial"
+        s.sendall(b"go")
+        try:
+            assert s.recv(10) == b""
+        except ConnectionResetError:
+            pass
+    wait_for(lambda: env.stats()["active"] == 0)
+    assert env.stats()["members"]["node1"]["active"] == 0

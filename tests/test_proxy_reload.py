@@ -209,6 +209,19 @@ def test_end_to_end_through_the_runtime(tmp_path):
         json.dumps(report)  # what `clusterkit status --json` prints
         policy = report["policies"][f"{net}.100:{vport}"]
         assert policy["total"] == 7 and list(policy["members"]) == ["node2"]
+
+        # and what the operator sees, through the control socket
+        from typer.testing import CliRunner
+
+        from clusterkit.cli import get_app
+
+        app = get_app(plugin_manager())
+        result = CliRunner().invoke(app, ["status", "-c", str(path), "--json"])
+        assert result.exit_code == 0, result.output
+        shown = json.loads(result.output)["policies"][f"{net}.100:{vport}"]
+        assert shown["members"]["node2"]["total"] == policy["members"]["node2"]["total"]
+        result = CliRunner().invoke(app, ["status", "-c", str(path)])
+        assert result.exit_code == 0 and "connect_failures: 0" in result.output
     finally:
         call(runtime.stop())
         loop.call_soon_threadsafe(loop.stop)

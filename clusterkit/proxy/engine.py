@@ -45,6 +45,7 @@ class Engine:
         self._interval = TICK_MAX
 
     def handler_for(self, service: str):
+        """The service kind's handler factory, or ``None`` for a plain relay."""
         kind = self.registry.services.get(service) if self.registry is not None else None
         return kind.handler if kind is not None else None
 

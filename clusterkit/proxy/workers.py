@@ -137,6 +137,7 @@ class WorkerPool:
             self.started = True
             for worker in self.workers:
                 await worker.start()
+            log.info("proxy workers started: pids %s", ", ".join(map(str, self.pids())))
         for worker in self.workers:
             self.sync(worker)
 
