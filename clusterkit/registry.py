@@ -65,7 +65,10 @@ class TransportKind:
     node; ``rsync_args(node)`` the extra arguments; ``local_root(node)`` the
     directory that stands for the node's ``/`` on this machine, or ``None``;
     ``setup(node, cluster)`` what the operator must do on the node (authorise
-    a key, install a daemon config), printed by ``clusterkit node add``.
+    a key, install a daemon config), printed by ``clusterkit node add``;
+    ``rename`` (optional) a coroutine ``rename(node, src, dst)`` that renames a
+    path on the node cheaply and returns whether it did (the replicator then
+    only has to compare, not copy, a renamed directory).
     """
 
     name: str
@@ -73,6 +76,7 @@ class TransportKind:
     rsync_args: Callable[[Any], list[str]] = lambda node: []
     local_root: Callable[[Any], str | None] = lambda node: None
     setup: Callable[[Any, Any], str] = lambda node, cluster: ""
+    rename: Callable[[Any, str, str], Awaitable[bool]] | None = None
     description: str = ""
 
 
