@@ -23,8 +23,8 @@ MAIL = {"smtp": 25, "submission": 587, "smtps": 465, "pop3": 110, "pop3s": 995,
         "imap": 143, "imaps": 993}
 
 
-DEFAULT_CHECKS = {"smtp": "smtp", "submission": "smtp", "smtps": "tcp", "pop3": "pop3",
-                  "pop3s": "tcp", "imap": "imap", "imaps": "tcp", "ftp": "ftp"}
+DEFAULT_CHECKS = {"smtp": "smtp", "submission": "smtp", "smtps": "smtp", "pop3": "pop3",
+                  "pop3s": "pop3", "imap": "imap", "imaps": "imap", "ftp": "ftp"}
 
 
 def test_mail_kinds_are_plain_relays_on_their_ports(pm):

@@ -5,10 +5,10 @@ byte); the proxy relays both directions independently, so nothing here needs
 a protocol handler. STARTTLS and implicit TLS are end-to-end between the
 client and the node: the manager never sees a certificate.
 
-Default health checks: the greeting checks of the checks plugin (``smtp``:
-220 and EHLO; ``pop3``: +OK; ``imap``: * OK) for the plain ports, a TCP
-connect for the implicit-TLS ports (a policy may ask for the greeting over
-TLS with ``check = {kind = "imap", tls = true}``).
+Default health checks are the protocol checks of the checks plugin: the
+greeting (and EHLO for SMTP) proves the server accepts clients, where a TCP
+connect would pass a server answering ``421``/``-ERR``/``* BYE``. The
+implicit-TLS services are checked over TLS (the check knows them by name).
 """
 
 from clusterkit import hookimpl
@@ -18,11 +18,11 @@ from clusterkit.registry import ServiceKind
 MAIL_SERVICES = (
     ("smtp", 25, "smtp", "SMTP (MTA to MTA); STARTTLS passes through"),
     ("submission", 587, "smtp", "mail submission; STARTTLS passes through"),
-    ("smtps", 465, "tcp", "SMTP over implicit TLS, passed through untouched"),
+    ("smtps", 465, "smtp", "SMTP over implicit TLS, passed through untouched"),
     ("pop3", 110, "pop3", "POP3; STLS passes through"),
-    ("pop3s", 995, "tcp", "POP3 over implicit TLS, passed through untouched"),
+    ("pop3s", 995, "pop3", "POP3 over implicit TLS, passed through untouched"),
     ("imap", 143, "imap", "IMAP; STARTTLS passes through"),
-    ("imaps", 993, "tcp", "IMAP over implicit TLS, passed through untouched"),
+    ("imaps", 993, "imap", "IMAP over implicit TLS, passed through untouched"),
 )
 
 
