@@ -124,3 +124,11 @@ def test_enroll_local_gives_a_node_on_the_same_machine_its_certificate(ck, cfg, 
     assert paths.has_host_cert() and stat.S_IMODE(os.stat(paths.key).st_mode) == 0o600
     assert pki.load_cert(paths.cert) == cert
     cert.verify_directly_issued_by(pki.load_cert(paths.ca_cert))
+
+
+def test_a_corrupt_account_file_refuses_everyone_instead_of_failing(tmp_path):
+    accounts = Accounts(str(tmp_path))
+    accounts.add_user("dave", PASSWORD)
+    (tmp_path / "users.json").write_text("{ not json")
+    assert accounts.check_password("dave", PASSWORD) is False
+    assert accounts.users() == {}
