@@ -1,6 +1,7 @@
 """The web page in a real headless Chromium (Debian's), driven by Playwright.
 
-Logs in, adds a node and a policy through the forms, sees a node go down,
+Logs in, adds a node and a policy through the forms, runs an action on a
+node and sees its output, sees a node go down,
 and sees a node's panel without any form. Skips, saying why, where
 Chromium or Playwright is missing.
 """
@@ -23,7 +24,8 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = PanelCluster(tmp_path_factory.mktemp("browser"), "127.86.6")
+    c = PanelCluster(tmp_path_factory.mktemp("browser"), "127.86.6",
+                     panel='[panel.actions]\nhello = "echo hello from $CLUSTERKIT_HOST"\n')
     try:
         c.start("manager")
         c.add_user()
@@ -95,6 +97,11 @@ def test_login_add_a_node_and_a_policy_and_see_a_node_go_down(cluster, page):
     form.locator("[name=members]").fill("node1=1")
     form.locator("button").click()
     sync_api.expect(page.locator("#error")).to_contain_text("not one of the manager's public_ips")
+
+    page.select_option("#action-node", "node1")
+    page.select_option("#action-name", "hello")
+    page.locator("#action-form button").click()
+    sync_api.expect(page.locator("#jobs")).to_contain_text("hello from node1")
 
     row = nodes.locator("tr", has_text="node2")
     sync_api.expect(row.locator(".state").first).to_have_text("up")

@@ -14,6 +14,8 @@ import time
 
 import aiohttp
 
+from clusterkit_panel.settings import named_actions
+
 
 def host_row(h) -> dict:
     return {"name": h.name, "role": h.role, "ip": h.ip, "transport": h.transport, "root": h.root,
@@ -81,6 +83,7 @@ def manager_overview(panel) -> dict:
             "nodes": nodes, "policies": policies,
             "sync_sets": [sync_row(s) for s in cluster.sync_sets],
             "dns": dns_convergence(status, panel.node_status, [h.name for h in cluster.nodes]),
+            "actions": sorted(named_actions(cluster)),
             "jobs": panel.store.jobs(limit=20), "time": time.time()}
 
 

@@ -32,6 +32,12 @@ PAGE = """<!doctype html>
 <div id="dns-block" hidden><h2>DNS</h2><table id="dns"></table></div>
 <h2>Remote actions</h2><table id="jobs"></table>
 <div id="forms" hidden>
+<h2>Run an action on a node</h2>
+<form id="action-form">
+<label>Node <select name="node" id="action-node"></select></label>
+<label>Action <select name="action" id="action-name"></select></label>
+<button type="submit">Queue</button>
+</form>
 <h2>Add a node</h2>
 <form id="node-form">
 <label>Name <input name="name" required></label>
@@ -124,6 +130,14 @@ function renderManager(o) {
   renderSync(o.sync_sets, true);
   renderDns(o.dns);
   renderJobs(o.jobs);
+  fillSelect($("action-node"), o.nodes.map((n) => n.name));
+  fillSelect($("action-name"), o.actions);
+}
+
+function fillSelect(el, values) {
+  const keep = el.value;
+  const html = values.map((v) => "<option>" + esc(v) + "</option>").join("");
+  if (el.innerHTML !== html) { el.innerHTML = html; if (values.includes(keep)) el.value = keep; }
 }
 
 function renderSync(sets, editable) {
@@ -214,6 +228,9 @@ document.addEventListener("DOMContentLoaded", () => {
     if (d.persistence) body.persistence = Number(d.persistence);
     if (d.check) body.check = {kind: d.check};
     act(async () => { await api("POST", "/api/v1/policies", body); ev.target.reset(); }); });
+  $("action-form").addEventListener("submit", (ev) => { ev.preventDefault();
+    const d = formData(ev.target);
+    act(() => api("POST", "/api/v1/nodes/" + encodeURIComponent(d.node) + "/actions/" + encodeURIComponent(d.action))); });
   $("sync-form").addEventListener("submit", (ev) => { ev.preventDefault();
     act(async () => { await api("POST", "/api/v1/sync-sets", formData(ev.target)); ev.target.reset(); }); });
   document.body.addEventListener("click", (ev) => {
