@@ -158,8 +158,11 @@ function renderJobs(jobs) {
 }
 
 function renderNode(o) {
-  $("banner").textContent = "Node " + o.host + " of cluster " + o.cluster + " — read-only panel";
-  const checks = (o.manager_view && o.manager_view.checks) || {};
+  const view = o.manager_view || {};
+  const rep = view.replication;
+  $("banner").textContent = "Node " + o.host + " of cluster " + o.cluster + " — read-only panel" +
+    (rep ? " — replication (as the manager sees it): " + rep.state + ", lag " + rep.lag + " s, " + rep.pending + " pending" : "");
+  const checks = view.checks || {};
   table($("nodes"), [["host", (h) => esc(h.name)], ["role", (h) => esc(h.role)], ["ip", (h) => esc(h.ip)]],
         o.definition.hosts);
   table($("policies"), [["policy", (p) => esc(p.key)], ["service", (p) => esc(p.service)],
