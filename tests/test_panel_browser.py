@@ -114,3 +114,5 @@ def test_a_node_panel_has_no_forms(cluster, page):
     sync_api.expect(page.locator("#banner")).to_contain_text("read-only")
     assert page.locator("#forms").is_hidden()
     sync_api.expect(page.locator("#nodes")).to_contain_text("manager")
+    if cluster.pm.get_plugin("sync") is not None:
+        sync_api.expect(page.locator("#banner")).to_contain_text("replication (as the manager sees it)")
