@@ -22,6 +22,8 @@ class ServiceKind:
     ``handler`` builds the proxy's per-connection protocol handler; ``None``
     means a plain byte relay in both directions. ``persistence`` is the
     default client-affinity time in seconds (https keeps TLS sessions warm).
+    ``check_options(options, report)``, when set, validates a policy's
+    ``options`` table at load time, calling ``report(key, message)`` per problem.
     """
 
     name: str
@@ -30,6 +32,7 @@ class ServiceKind:
     handler: Any = None
     persistence: int = 0
     description: str = ""
+    check_options: Callable[[dict, Callable[[str, str], None]], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,10 @@ class TransportKind:
     node; ``rsync_args(node)`` the extra arguments; ``local_root(node)`` the
     directory that stands for the node's ``/`` on this machine, or ``None``;
     ``setup(node, cluster)`` what the operator must do on the node (authorise
-    a key, install a daemon config), printed by ``clusterkit node add``.
+    a key, install a daemon config), printed by ``clusterkit node add``;
+    ``rename`` (optional) a coroutine ``rename(node, src, dst)`` that renames a
+    path on the node cheaply and returns whether it did (the replicator then
+    only has to compare, not copy, a renamed directory).
     """
 
     name: str
@@ -70,6 +76,7 @@ class TransportKind:
     rsync_args: Callable[[Any], list[str]] = lambda node: []
     local_root: Callable[[Any], str | None] = lambda node: None
     setup: Callable[[Any, Any], str] = lambda node, cluster: ""
+    rename: Callable[[Any, str, str], Awaitable[bool]] | None = None
     description: str = ""
 
 

@@ -50,6 +50,7 @@ loop2 CNAME loop1
 dangling CNAME nothere
 external CNAME www.example.net.
 crossed CNAME www.example.org.
+todeleg CNAME host.deleg
 *.wild A 192.0.2.100
 *.wild TXT "wild"
 sub.wild A 192.0.2.101
@@ -157,11 +158,12 @@ def write_zones(directory: Path, zones: dict = ZONES, extra: dict = EXTRA_FILES)
 
 def free_port(addr: str = ADDR) -> int:
     """A port free for both UDP and TCP on ``addr``."""
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
     for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+        with socket.socket(family, socket.SOCK_STREAM) as t:
             t.bind((addr, 0))
             port = t.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            with socket.socket(family, socket.SOCK_DGRAM) as u:
                 try:
                     u.bind((addr, port))
                 except OSError:
@@ -187,7 +189,7 @@ def run_nsd(workdir: Path, zonesdir: Path, zones: list[str], addr: str, port: in
         '  username: ""',
         f'  zonesdir: "{zonesdir}"',
         f'  pidfile: "{workdir}/nsd.pid"',
-        f'  database: ""',
+        '  database: ""',
         f'  xfrdfile: "{workdir}/xfrd.state"',
         f'  xfrdir: "{workdir}"',
         f'  zonelistfile: "{workdir}/zone.list"',

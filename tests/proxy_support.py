@@ -152,10 +152,6 @@ class TCPBackend(socketserver.ThreadingTCPServer):
         self.server_close()
 
 
-def http_backend(address, name: str) -> "HTTPBackend":
-    return HTTPBackend(address, name)
-
-
 class HTTPBackend(http.server.ThreadingHTTPServer):
     """An HTTP/1.1 server answering ``GET /...`` with its name (keep-alive capable)."""
 

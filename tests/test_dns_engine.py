@@ -78,16 +78,20 @@ def test_parser_cases(tmp_path):
     (tmp_path / "inc").mkdir()
     (tmp_path / "inc" / "more.txt").write_text("x A 192.0.2.9\n")
     zone = load_zone(str(tmp_path / "t.test.zone"), zones_dir=str(tmp_path))
-    n = dns.name.from_text
-    assert zone.nodes[n("ns.t.test.")][1].ttl == 129600
-    assert zone.nodes[n("www.sub.t.test.")][1].ttl == 60
-    txt = zone.nodes[n("txt.t.test.")][dns.rdatatype.TXT][0]
+    from clusterkit_dns.engine import key_of
+
+    def n(text):
+        return key_of(dns.name.from_text(text))
+
+    assert zone.nodes[n("ns.t.test.")][1][1].ttl == 129600
+    assert zone.nodes[n("www.sub.t.test.")][1][1].ttl == 60
+    txt = zone.nodes[n("txt.t.test.")][dns.rdatatype.TXT][1][0]
     assert txt.strings == (b"two words", b"third", b'esc"aped', b"A")
-    assert zone.nodes[n("gen.t.test.")][1][0].address == "192.0.2.3"
-    assert zone.nodes[n("srv.t.test.")][dns.rdatatype.SRV][0].target == n("t.test.")
+    assert zone.nodes[n("gen.t.test.")][1][1][0].address == "192.0.2.3"
+    assert zone.nodes[n("srv.t.test.")][dns.rdatatype.SRV][1][0].target == dns.name.from_text("t.test.")
     assert n("x.other.t.test.") in zone.nodes  # $INCLUDE relative to the zones dir, with origin
     assert zone.serial == 1
-    assert zone.negative_soa.ttl == 300
+    assert zone.negative_soa[1].ttl == 300
 
 
 def test_error_names_file_and_line(tmp_path):
@@ -114,6 +118,9 @@ def test_error_in_an_included_file_names_that_file(tmp_path):
     ("$TTL 1h\n@ SOA ns h 1 2 3 4 5\n", "no NS"),
     ("$TTL 1h\n@ SOA ns h 1 2 3 4 5\n@ NS ns\nwww.other.test. A 192.0.2.1\n", "out of zone data: www.other.test. is outside the zone z.test."),
     ("$TTL 1h\n@ SOA ns h 1 2 3 4 5\n@ NS ns\n$INCLUDE missing.txt\n", "No such file"),
+    ("$TTL 1h\n@ SOA ns h 1 2 3 4 5\n@ NS ns\nw CNAME a\nw CNAME b\n", "multiple CNAME records"),
+    ("$TTL 1h\n@ SOA ns h 1 2 3 4 5\n@ SOA ns h 2 2 3 4 5\n@ NS ns\n", "multiple SOA records"),
+    ("$TTL 1h\n@ SOA ns h 1 2 3 4 5\n@ NS ns\nw CNAME a\nw A 192.0.2.1\n", "CNAME"),
 ])
 def test_refused_zones(tmp_path, text, message):
     (tmp_path / "z.test.zone").write_text(text)

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from clusterkit.cli import get_app
 from clusterkit.config import ConfigError, SyncSet, load_cluster
+from clusterkit.control import request
 from clusterkit.plugins import get_plugin_manager
 from clusterkit.runtime import Runtime, new_event_loop
 from dns_support import ZONES, free_port, write_zones
@@ -83,7 +84,7 @@ def test_every_host_serves_the_zones(tmp_path):
                 for tcp in (False, True):
                     m = await ask(addr, port, tcp=tcp)
                     assert m.rcode() == dns.rcode.NOERROR and m.answer, (addr, tcp)
-            manager, node1 = runtimes[0], runtimes[1]
+            manager, node1, node2 = runtimes
             assert manager.components["dns"] is not node1.components["dns"]
             status = node1.status()["dns"]
             assert status["zones"]["example.com."]["serial"] == 2024010101
@@ -103,6 +104,14 @@ def test_every_host_serves_the_zones(tmp_path):
             m = await ask(NODES["node1"], port, "ns.new.test")
             assert m.answer and m.answer[0][0].address == "192.0.2.5"
             assert (await ask(NODES["node2"], port, "ns.new.test")).rcode() == dns.rcode.REFUSED
+
+            # the control socket's dns-reload (what `clusterkit` commands can ask for)
+            (tmp_path / "node2/srv/zones/new.test.zone").write_text(zone.read_text())
+            result = await asyncio.to_thread(request, node2.state_dir, "dns-reload")
+            assert result["changed"] is True and result["errors"] == []
+            assert (await ask(NODES["node2"], port, "ns.new.test")).answer
+            status = await asyncio.to_thread(request, node2.state_dir, "status")
+            assert status["dns"]["zones"]["new.test."]["serial"] == 5
         finally:
             for rt in reversed(runtimes):
                 await rt.stop()

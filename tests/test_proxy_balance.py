@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 import time
 from collections import Counter
@@ -31,7 +32,7 @@ def hold_then_name(sock, server):
 def env(tmp_path):
     """Three member servers, an engine, and ``env.policy(...)`` to (re)apply a policy."""
     ips = [f"{NET}.{10 + i}" for i in (1, 2, 3)]
-    port = common_port(ips)
+    port = common_port(ips + [f"{NET}.1"])
     vport = free_port(VIP)
     engine = EngineThread()
 
@@ -43,6 +44,9 @@ def env(tmp_path):
         def start(self, handle=say_name, nodes=(1, 2, 3)):
             for i in nodes:
                 self.backends[f"node{i}"] = TCPBackend((ips[i - 1], port), handle, f"node{i}")
+
+        def start_manager(self):
+            self.backends["manager"] = TCPBackend((f"{NET}.1", port), say_name, "manager")
 
         def policy(self, members: str, **options):
             extra = "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in options.items())
@@ -254,3 +258,96 @@ def test_connection_limits_per_listener_and_member(env):
     finally:
         for s in held:
             s.close()
+
+
+def test_the_manager_with_weight_zero_is_the_backup(env):
+    env.start(nodes=(1,))
+    env.start_manager()
+    env.policy("node1 = 1, manager = 0", scheduler="wrr")
+    assert env.count(5) == {"node1": 5}
+    key = f"{VIP}:{env.vip_port}"
+    env.engine.sync(env.engine.engine.set_member_state, key, "node1", "down")
+    assert env.count(3) == {"manager": 3}
+    assert env.stats()["fallback"] == 3 and env.stats()["members"]["manager"]["total"] == 3
+    env.engine.sync(env.engine.engine.set_member_state, key, "manager", "maintenance")
+    env.refused()
+
+
+def test_bytes_sent_while_connecting_arrive_whole_after_a_retry(env):
+    import hashlib
+
+    def digest(sock, server):
+        data = recv_all(sock)
+        sock.sendall(f"{server.name} {len(data)} {hashlib.sha256(data).hexdigest()}".encode())
+
+    env.start(digest, nodes=(2,))
+    blackhole = socket.socket()  # node1: connects to it never complete
+    blackhole.bind((f"{NET}.11", env.backend_port))
+    blackhole.listen(0)
+    fillers = []
+    try:
+        for _ in range(8):
+            f = socket.socket()
+            f.setblocking(False)
+            f.connect_ex((f"{NET}.11", env.backend_port))
+            fillers.append(f)
+        env.policy("node1 = 1, node2 = 1", scheduler="rr", connect_timeout=0.5)
+        payload = bytes(range(256)) * 4096 * 2  # 2 MiB: more than the proxy holds
+        with socket.create_connection((VIP, env.vip_port), 5) as s:
+            s.sendall(payload)        # blocks once the proxy holds its share and pauses
+            s.shutdown(socket.SHUT_WR)
+            answer = recv_all(s).decode()
+        assert answer == f"node2 {len(payload)} {hashlib.sha256(payload).hexdigest()}"
+        assert env.stats()["members"]["node1"]["connect_failures"] == 1
+    finally:
+        for f in fillers:
+            f.close()
+        blackhole.close()
+
+
+def test_a_client_leaving_during_the_connect_leaves_no_trace(env):
+    blackhole = socket.socket()
+    blackhole.bind((f"{NET}.11", env.backend_port))
+    blackhole.listen(0)
+    fillers = []
+    try:
+        for _ in range(8):
+            f = socket.socket()
+            f.setblocking(False)
+            f.connect_ex((f"{NET}.11", env.backend_port))
+            fillers.append(f)
+        env.policy("node1 = 1", connect_timeout=2.0)
+        for _ in range(5):
+            s = socket.create_connection((VIP, env.vip_port), 5)
+            s.sendall(b"hello")
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()  # a reset: gone for good (a FIN would only half-close)
+        wait_for(lambda: env.stats()["active"] == 0, timeout=1.5)  # before the connect timeout
+        st = env.stats()
+        assert st["total"] == 5 and st["members"]["node1"]["active"] == 0
+        assert st["members"]["node1"]["connect_failures"] == 0  # abandoned, not failed
+    finally:
+        for f in fillers:
+            f.close()
+        blackhole.close()
+
+
+def test_a_member_that_resets_mid_stream_closes_the_client_cleanly(env):
+    def reset_after_hello(sock, server):
+        sock.sendall(b"partial")
+        sock.recv(10)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+
+    env.start(reset_after_hello, nodes=(1,))
+    env.policy("node1 = 1")
+    with socket.create_connection((VIP, env.vip_port), 5) as s:
+        s.settimeout(5)
+        assert s.recv(7) == b"partial"
+        s.sendall(b"go")
+        try:
+            assert s.recv(10) == b""
+        except ConnectionResetError:
+            pass
+    wait_for(lambda: env.stats()["active"] == 0)
+    assert env.stats()["members"]["node1"]["active"] == 0

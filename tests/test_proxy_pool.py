@@ -104,3 +104,13 @@ def test_a_failed_member_is_passed_over_while_another_can_take_it():
     p.members["n2"].state = "down"
     assert p.pick(None, 1.0).node == "n1"  # better a suspect member than none
     assert picks(p, 1, now=PENALTY + 1) == {"n1": 1}
+
+
+@pytest.mark.parametrize("scheduler", ["rr", "wrr", "lc", "wlc", "sh"])
+def test_a_zero_slow_start_factor_is_a_last_resort_not_an_error(scheduler):
+    p = pool(scheduler, [1, 1])
+    p.members["n1"].factor = 0.0
+    got = picks(p, 20, ip="192.0.2.7")
+    assert sum(got.values()) == 20
+    if scheduler in ("wrr", "wlc", "sh"):
+        assert got == {"n2": 20}

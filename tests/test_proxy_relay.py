@@ -126,11 +126,11 @@ def test_idle_connections_are_closed_and_busy_ones_are_not(proxy):
         while data := sock.recv(100):
             sock.sendall(data)
 
-    address = proxy(echo, idle_timeout=0.4)
+    address = proxy(echo, idle_timeout=0.8)
     idle = socket.create_connection(address, 5)
     busy = socket.create_connection(address, 5)
     try:
-        for _ in range(12):  # 1.2 s of traffic every 0.1 s
+        for _ in range(18):  # 1.8 s of traffic every 0.1 s
             busy.sendall(b"x")
             assert busy.recv(1) == b"x"
             time.sleep(0.1)
@@ -218,6 +218,9 @@ class DataHandler(Handler):
     """A toy FTP: the node says ``DATA <port>``; clients must see the public address."""
 
     def from_client(self, data: bytes) -> bytes:
+        if data.startswith(b"port "):  # active mode: the node must connect to us instead
+            ip, port = self.session.open_active_listener(int(data[5:]), timeout=5)
+            return f"PORT {ip} {port}".encode()
         return data.upper()
 
     def from_server(self, data: bytes) -> bytes:
@@ -268,3 +271,36 @@ def test_handler_rewrites_and_pins_the_data_connection_to_the_node(proxy):
         assert proxy.backend.received == [b"PASV"]
     finally:
         data_server.close()
+
+
+def test_handler_active_mode_relays_the_nodes_data_connection_to_the_client(proxy):
+    client_data = socket.socket()
+    client_data.bind((f"{NET}.205", 0))
+    client_data.listen(1)
+    client_port = client_data.getsockname()[1]
+
+    def control(sock, server):
+        _, ip, port = sock.recv(100).decode().split()
+        server.received.append((ip, int(port)))
+        with socket.create_connection((ip, int(port)), 5, source_address=(NODE1, 0)) as d:
+            d.sendall(b"uploaded by the node")
+        sock.sendall(b"226 done")
+        sock.recv(100)
+
+    pm = plugin_manager(DataPlugin())
+    proxy.engine.engine.registry = registry_of(pm)
+    address = proxy(control, service="toyftp", pm=pm)
+    try:
+        with socket.create_connection(address, 5, source_address=(f"{NET}.205", 0)) as s:
+            s.sendall(f"port {client_port}".encode())
+            conn, peer = client_data.accept()
+            with conn:
+                assert recv_all(conn) == b"uploaded by the node"
+            assert peer[0] == VIP  # from the public address the client knows
+            assert s.recv(100) == b"226 done"
+        assert proxy.backend.received[0][0] == f"{NET}.1"  # the node was told the manager's ip
+        key = proxy.key
+        wait_for(lambda: proxy.engine.stats()[key]["members"]["node1"]["bytes_out"]
+                 >= len(b"uploaded by the node") + len(b"226 done"))
+    finally:
+        client_data.close()

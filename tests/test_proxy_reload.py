@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import importlib.metadata
+import json
 import socket
 import threading
 
@@ -13,7 +14,7 @@ import pytest
 from clusterkit.proxy import ProxyError
 from clusterkit.runtime import Runtime, new_event_loop
 from proxy_support import (EngineThread, HTTPBackend, TCPBackend, cluster_text, common_port,
-                           free_port, make_cluster, plugin_manager, recv_all, wait_for)
+                           free_port, make_cluster, plugin_manager, wait_for)
 
 NET = "127.81.3"
 VIP = f"{NET}.100"
@@ -123,8 +124,17 @@ def test_a_listener_that_cannot_bind_is_reported_and_the_rest_apply(env):
             env.apply_policies((0, 'members = { node1 = 1 }'), (1, 'members = { node2 = 1 }'))
         with socket.create_connection((VIP, env.ports[0]), 5) as s:
             assert line(s, "ok") == "node1:ok"
+        # at a reload it is logged and shown, not raised: the other policies still reload
+        env.apply_policies((0, 'members = { node2 = 1 }'), (1, 'members = { node2 = 1 }'))
+        failed = env.stats()[f"{VIP}:{env.ports[1]}"]
+        assert failed["listening"] is False and "Address already in use" in failed["error"]
+        with socket.create_connection((VIP, env.ports[0]), 5) as s:
+            assert line(s, "ok") == "node2:ok"
     finally:
         blocker.close()
+    env.apply_policies((0, 'members = { node2 = 1 }'), (1, 'members = { node2 = 1 }'))
+    with socket.create_connection((VIP, env.ports[1]), 5) as s:  # retried, now open
+        assert line(s, "ok") == "node2:ok"
 
 
 def test_close_lets_connections_finish_then_closes_the_rest(env):
@@ -195,8 +205,23 @@ def test_end_to_end_through_the_runtime(tmp_path):
         async def status():
             return runtime.status()
 
-        policy = call(status())["policies"][f"{net}.100:{vport}"]
+        report = call(status())
+        json.dumps(report)  # what `clusterkit status --json` prints
+        policy = report["policies"][f"{net}.100:{vport}"]
         assert policy["total"] == 7 and list(policy["members"]) == ["node2"]
+
+        # and what the operator sees, through the control socket
+        from typer.testing import CliRunner
+
+        from clusterkit.cli import get_app
+
+        app = get_app(plugin_manager())
+        result = CliRunner().invoke(app, ["status", "-c", str(path), "--json"])
+        assert result.exit_code == 0, result.output
+        shown = json.loads(result.output)["policies"][f"{net}.100:{vport}"]
+        assert shown["members"]["node2"]["total"] == policy["members"]["node2"]["total"]
+        result = CliRunner().invoke(app, ["status", "-c", str(path)])
+        assert result.exit_code == 0 and "connect_failures: 0" in result.output
     finally:
         call(runtime.stop())
         loop.call_soon_threadsafe(loop.stop)

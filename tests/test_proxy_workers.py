@@ -80,11 +80,12 @@ def get(port: int) -> str:
 def test_connections_spread_over_processes_and_counters_add_up(cluster):
     pids = cluster.engine.workers.pids()
     assert len(pids) == 1 and all(os.path.exists(f"/proc/{pid}") for pid in pids)
+    key = f"{VIP}:{cluster.vports[0]}"
+    worker = cluster.engine.workers.workers[0]
+    wait_for(lambda: key in worker.stats, timeout=20)  # the worker is up and listening
     answers = [get(cluster.vports[0]) for _ in range(200)]
     assert set(answers) == {"node1", "node2"}
-    key = f"{VIP}:{cluster.vports[0]}"
     wait_for(lambda: cluster.stats()[key]["total"] == 200)
-    worker = cluster.engine.workers.workers[0]
     assert 0 < worker.stats[key]["total"] < 200  # the kernel gave both processes a share
     total = cluster.stats()[key]["members"]
     assert total["node1"]["total"] + total["node2"]["total"] == 200
@@ -127,3 +128,13 @@ def test_stop_ends_the_workers(cluster):
     for pid in pids:
         wait_for(lambda: not os.path.exists(f"/proc/{pid}") or
                  open(f"/proc/{pid}/stat").read().split()[2] == "Z")
+
+
+def test_a_worker_that_dies_is_restarted_with_the_current_policies(cluster):
+    worker = cluster.engine.workers.workers[0]
+    key = f"{VIP}:{cluster.vports[0]}"
+    wait_for(lambda: key in worker.stats, timeout=20)
+    old = worker.proc.pid
+    os.kill(old, 9)
+    wait_for(lambda: worker.proc.pid != old and key in worker.stats, timeout=20)
+    assert {get(cluster.vports[0]) for _ in range(20)} == {"node1", "node2"}

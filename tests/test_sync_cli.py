@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from clusterkit.cli import get_app
 from clusterkit.plugins import get_plugin_manager
-from sync_support import Daemon, source, sync_cluster, target, wait_identical
+from sync_support import Daemon, source, sync_cluster, target, wait_identical, wait_settled
 
 runner = CliRunner()
 
@@ -50,9 +50,10 @@ def test_status_and_now_talk_to_the_daemon(ck, tmp_path):
     config = sync_cluster(tmp_path, nodes=2, prefix="127.84.3")
     src = source(tmp_path)
     assert ck("sync", "status", "-c", config).exit_code == 1  # no daemon: a clear error
-    with Daemon(config):
+    with Daemon(config) as daemon:
         (src / "f").write_text("x")
         wait_identical(src, [target(tmp_path, "node1"), target(tmp_path, "node2")])
+        wait_settled(daemon)
         status = ck("sync", "status", "-c", config, "--json")
         assert status.exit_code == 0, status.output
         nodes = json.loads(status.output)["nodes"]

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from sync_support import Daemon, differences, source, sync_cluster, target, wait_identical, write_tree
+from sync_support import (Daemon, differences, source, sync_cluster, target, wait_identical,
+                          wait_settled, write_tree)
 
 # Files for the overflow / big-directory tests. 50,000 in the issue; 20,000 keeps CI time
 # reasonable and still overflows the kernel queue (16,384 events: each file is 2).
@@ -19,7 +20,8 @@ BIG = int(os.environ.get("CLUSTERKIT_TEST_BIG_FILES", "20000"))
 
 @pytest.fixture
 def cluster(tmp_path):
-    return sync_cluster(tmp_path, nodes=2, exclude=("*.tmp", "cache/"))
+    return sync_cluster(tmp_path, nodes=2, exclude=("*.tmp", "cache/"),
+                        options="options = { sync_backoff_max = 2.0 }")
 
 
 def nodes(tmp_path, n=2):
@@ -50,11 +52,11 @@ def test_burst_is_batched(tmp_path, cluster):
         runs_before = daemon.query("sync_status")["rsync_runs"]
         write_tree(src, 3000, dirs=30)
         wait_identical(src, nodes(tmp_path), timeout=60)
-        runs = daemon.query("sync_status")["rsync_runs"] - runs_before
+        status = wait_settled(daemon)
+        runs = status["rsync_runs"] - runs_before
         # 3,000 files to 2 nodes: gathered into batches, not one rsync per file
         assert runs < 100, runs
-        status = daemon.query("sync_status")
-        assert all(n["pending"] == 0 and n["last_success"] for n in status["nodes"].values())
+        assert all(n["last_success"] for n in status["nodes"].values())
 
 
 def test_renames_and_deleted_trees(tmp_path, cluster):
@@ -64,6 +66,7 @@ def test_renames_and_deleted_trees(tmp_path, cluster):
     (src / "a.txt").write_text("a")
     with Daemon(cluster):
         wait_identical(src, nodes(tmp_path))
+        inodes = [os.stat(node / "old" / "d000" / "f000000").st_ino for node in nodes(tmp_path)]
         os.rename(src / "old", src / "new")
         os.rename(src / "a.txt", src / "b.txt")
         shutil.rmtree(src / "doomed")
@@ -71,6 +74,8 @@ def test_renames_and_deleted_trees(tmp_path, cluster):
         for node in nodes(tmp_path):
             assert not (node / "old").exists() and not (node / "doomed").exists()
             assert len(list((node / "new").rglob("f*"))) == 100
+        # renamed on the node (local transport), not copied again
+        assert [os.stat(node / "new" / "d000" / "f000000").st_ino for node in nodes(tmp_path)] == inodes
         # a directory moved out of the set is a deletion; moved back in, an arrival
         outside = tmp_path / "outside"
         os.rename(src / "new", outside)
@@ -128,7 +133,7 @@ def test_down_node_catches_up_and_never_delays_the_others(tmp_path, cluster):
         root1.unlink()
         os.rename(tmp_path / "node1.away", root1)
         wait_identical(src, [node1], timeout=90)  # back-off is capped; it retries
-        assert daemon.query("sync_status")["nodes"]["node1"]["pending"] == 0
+        wait_settled(daemon)
 
 
 def test_manager_killed_mid_burst_converges_after_restart(tmp_path, cluster):
@@ -159,7 +164,9 @@ def test_overflow_while_stopped_everything_arrives(tmp_path, cluster):
                 (src / "bulk" / f"f{i:06d}").write_bytes(b"x%d" % i)
         finally:
             daemon.signal(signal.SIGCONT)
+        resumed = time.monotonic()
         wait_identical(src, nodes(tmp_path), timeout=120)
+        print(f"{BIG} files after an overflow: identical {time.monotonic() - resumed:.1f}s after SIGCONT")
         assert daemon.query("sync_status")["overflows"] >= 1
 
 
@@ -174,7 +181,9 @@ def test_directory_appearing_with_many_files_arrives(tmp_path, cluster):
             os.rename(staging / "big", src / "big")
         finally:
             daemon.signal(signal.SIGCONT)
+        resumed = time.monotonic()
         wait_identical(src, nodes(tmp_path), timeout=120)
+        print(f"a directory with {BIG} files: identical {time.monotonic() - resumed:.1f}s after SIGCONT")
         runs = daemon.query("sync_status")["rsync_runs"]
         assert runs < 20, runs  # one directory, sent whole: not one rsync per file
 

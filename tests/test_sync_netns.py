@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from sync_support import CLUSTERKIT, Daemon, differences, wait_identical, write_tree
+from sync_support import CLUSTERKIT, Daemon, differences, wait_identical, wait_settled, write_tree
 
 SET = "/srv/www"
 FAST = "options = { sync_contimeout = 2, sync_timeout = 5, sync_backoff_max = 2.0 }"
@@ -119,6 +119,13 @@ def test_node_cut_off_during_changes_catches_up(setup, tmp_path):
         result = net.run("manager", [*CLUSTERKIT, "sync", "verify", "-c", str(config)])
         assert result.returncode == 0, result.stdout + result.stderr
         assert "node1 www: identical" in result.stdout
+        # a renamed directory: over ssh it is renamed on the node (same inode), not copied
+        inode = os.stat(dst(tmp_path, "node2") / "d1" / "f1").st_ino
+        os.rename(src(tmp_path) / "d1", src(tmp_path) / "renamed")
+        wait_identical(src(tmp_path), [dst(tmp_path, "node1"), dst(tmp_path, "node2")],
+                       exclude=("*.swp",))
+        if 'transport = "ssh"' in config.read_text():
+            assert os.stat(dst(tmp_path, "node2") / "renamed" / "f1").st_ino == inode
 
 
 def test_manager_killed_mid_burst_converges(setup, tmp_path):
@@ -133,6 +140,7 @@ def test_manager_killed_mid_burst_converges(setup, tmp_path):
         writer.join()
         daemon.start()
         wait_identical(src(tmp_path), [dst(tmp_path, "node1"), dst(tmp_path, "node2")], timeout=90)
+        wait_settled(daemon)
         # a difference made on a node is found by verify (exit 1), and sync now repairs it
         (dst(tmp_path, "node2") / "d000" / "f000000").write_text("tampered")
         bad = net.run("manager", [*CLUSTERKIT, "sync", "verify", "node2", "-c", str(config)])

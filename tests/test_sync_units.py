@@ -104,3 +104,42 @@ def test_rsync_run_reports_partial_lists_correctly(tmp_path):
     assert (dst / "x" / "new").read_text() == "n"
     assert not (dst / "x" / "deleted").exists() and (dst / "x" / "sibling").exists()
     assert not any(name.startswith(".") for name in os.listdir(dst / "x"))
+
+
+def test_a_watch_that_cannot_be_added_is_reported(tmp_path, monkeypatch):
+    """inotify limits (ENOSPC) on a new directory: reported, not swallowed as watchdog does."""
+    import asyncio
+    import errno
+
+    from watchdog.observers.inotify_c import InotifyFD
+
+    from clusterkit.sync.watcher import Watcher
+
+    real = InotifyFD.add_callback
+
+    def limited(self, path, *args):
+        if path.endswith(b"/unwatchable"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, path, *args)
+
+    monkeypatch.setattr(InotifyFD, "add_callback", limited)
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        missed, changes = loop.create_future(), []
+        watcher = Watcher(loop, changes.extend, lambda s: None,
+                          lambda s, rel: missed.done() or missed.set_result((s, rel)))
+        watcher.watch("www", str(tmp_path))
+        watcher.start()
+        try:
+            await asyncio.sleep(0.2)
+            (tmp_path / "unwatchable").mkdir()
+            (tmp_path / "gone").mkdir()
+            (tmp_path / "gone").rmdir()  # vanished directories are not "missed"
+            return await asyncio.wait_for(missed, 5), changes
+        finally:
+            watcher.stop()
+
+    (sset, rel), changes = asyncio.run(scenario())
+    assert (sset, rel) == ("www", "unwatchable")
+    assert ("www", "unwatchable", False, None) in changes  # the mkdir itself was seen

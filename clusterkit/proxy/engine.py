@@ -38,10 +38,14 @@ class Engine:
         self.listeners: dict[str, Listener] = {}
         self.retired: set = set()
         self.states: dict[tuple[str, str], tuple[str, float]] = {}
+        self.failed: dict[str, str] = {}   # policy key -> why its listener is not open
+        self.applied = False
+        self.manager_ip = ""
         self._tick: asyncio.TimerHandle | None = None
         self._interval = TICK_MAX
 
     def handler_for(self, service: str):
+        """The service kind's handler factory, or ``None`` for a plain relay."""
         kind = self.registry.services.get(service) if self.registry is not None else None
         return kind.handler if kind is not None else None
 
@@ -50,9 +54,14 @@ class Engine:
 
         New policies get a listener, removed ones retire (stop accepting, their
         connections run to the end), the others are updated in place. A
-        listener that cannot be opened is reported after the rest is applied.
+        listener that cannot be opened (address in use) is retried at the next
+        apply and shown in ``stats()``; at the first apply it raises
+        :class:`ProxyError` after the rest is applied (the daemon does not
+        start half-configured), later it is logged, so one bad policy never
+        blocks a reload of the others.
         """
         self.loop = asyncio.get_running_loop()
+        self.manager_ip = cluster.manager.ip
         wanted = {p.key: p for p in cluster.policies}
         for key in [k for k in self.listeners if k not in wanted]:
             listener = self.listeners.pop(key)
@@ -72,29 +81,35 @@ class Engine:
                 await listener.start(self.reuse_port)
             except ProxyError as exc:
                 errors.append(str(exc))
+                self.failed[key] = str(exc)
                 continue
+            self.failed.pop(key, None)
             self.listeners[key] = listener
             log.info("policy %s: listening, %s to %s", key, policy.scheduler,
                      ", ".join(f"{m.node}={m.weight}" for m in policy.members))
         self._schedule()
+        for key in [k for k in self.failed if k not in wanted]:
+            del self.failed[key]
         if self.workers is not None:
             await self.workers.apply(cluster, self.states)
-        if errors:
+        first, self.applied = not self.applied, True
+        if errors and first:
             raise ProxyError("; ".join(errors))
+        for error in errors:
+            log.error("%s (retried at the next reload)", error)
 
     def set_member_state(self, policy_key: str, node: str, state: str,
                          weight_factor: float = 1.0) -> None:
         """Health or the operator says how a member takes new connections.
 
-        ``up`` takes them (``weight_factor`` in (0, 1] scales its weight during
+        ``up`` takes them (``weight_factor`` in [0, 1] scales its weight during
         slow start); ``drain`` takes none but keeps its connections;
         ``down``/``maintenance`` are out of rotation, connections continue.
         Remembered across ``apply`` and for members not (yet) in a policy.
         """
         if state not in STATES:
             raise ValueError(f"member state {state!r} is not one of {', '.join(STATES)}")
-        if not 0 < weight_factor <= 1:
-            raise ValueError(f"weight_factor {weight_factor!r} must be in (0, 1]")
+        weight_factor = min(1.0, max(0.0, float(weight_factor)))  # slow start ramps from ~0
         self.states[(policy_key, node)] = (state, weight_factor)
         if self.workers is not None:
             self.workers.set_member_state(policy_key, node, state, weight_factor)
@@ -107,6 +122,8 @@ class Engine:
     def stats(self) -> dict:
         """Per policy and member: state, weight, active, total, bytes, connect failures."""
         mine = {key: listener.stats() for key, listener in self.listeners.items()}
+        for key, error in self.failed.items():
+            mine[key] = {"listening": False, "error": error}
         if self.workers is not None:
             merge_stats(mine, self.workers.stats())
         return mine

@@ -20,7 +20,10 @@ For FTP passive mode: on a ``227`` reply from the node, the handler calls
 public address and relays the one data connection (only from the control
 connection's client address) to *the same node* at ``node_port`` — the data
 connection is pinned to the control connection's node by construction —
-and rewrites the reply to the returned public address and port.
+and rewrites the reply to the returned public address and port. Active mode
+(``PORT``/``EPRT``) is the mirror image: ``session.open_active_listener(client_port)``
+listens on the manager's cluster address for the node's data connection and
+relays it to the client.
 """
 
 from __future__ import annotations
@@ -100,7 +103,7 @@ class Session:
 
     def open_data_listener(self, node_port: int, ports: range | None = None,
                            timeout: float = 30.0) -> tuple[str, int]:
-        """Listen on the public address for one data connection pinned to this node.
+        """Passive mode: listen on the public address for one data connection to this node.
 
         The listener takes one connection, only from this session's client
         address, relays it to this connection's node at ``node_port``, and
@@ -112,6 +115,25 @@ class Session:
         from clusterkit.proxy.listener import DataListener
 
         conn = self._conn
-        data = DataListener(conn.listener, conn.member, node_port, conn.client_addr[0],
-                            self.local[0], ports, timeout)
+        data = DataListener(conn.listener, conn.member, self.local[0], ports,
+                            allowed_ip=self.client[0], target=(conn.member.address[0], node_port),
+                            timeout=timeout)
+        return data.address
+
+    def open_active_listener(self, client_port: int, ports: range | None = None,
+                             timeout: float = 30.0) -> tuple[str, int]:
+        """Active mode: listen on the manager's cluster address for this node's data connection.
+
+        For ``PORT``/``EPRT``: the handler rewrites the command sent to the
+        node to the returned (ip, port); the node's connection, accepted only
+        from this connection's node address, is relayed to the client at
+        ``client_port`` from the public address the client connected to.
+        """
+        from clusterkit.proxy.listener import DataListener
+
+        conn = self._conn
+        data = DataListener(conn.listener, conn.member, conn.listener.engine.manager_ip, ports,
+                            allowed_ip=conn.member.address[0],
+                            target=(self.client[0], client_port), timeout=timeout, reverse=True,
+                            source=(self.local[0], 0))
         return data.address

@@ -100,16 +100,23 @@ class Listener:
                               or policy.proxy_protocol or self.handler_factory)
 
     def _fallback(self, policy, cluster) -> Member | None:
+        """``policy.fallback``; without one, the manager as a weight-0 member (a backup)."""
         if not policy.fallback:
-            return None
+            manager = getattr(cluster, "manager", None)
+            member = self.pool.members.get(manager.name) if manager is not None else None
+            return member if member is not None and member.weight == 0 else None
         if policy.fallback in cluster.hosts:
             address = (cluster.hosts[policy.fallback].ip, policy.backend_port)
         else:
             host, _, port = policy.fallback.rpartition(":")
             address = (host.strip("[]"), int(port))
-        if self.fallback is not None and self.fallback.address == address:
-            return self.fallback
+        if self.fallback is not None and self._own_fallback() and self.fallback.address == address:
+            return self.fallback  # keeps its counters
         return Member("fallback", address)
+
+    def _own_fallback(self) -> bool:
+        """The fallback is ``policy.fallback``, not a member standing in as backup."""
+        return self.pool.members.get(self.fallback.node) is not self.fallback
 
     async def start(self, reuse_port: bool = False) -> None:
         sock = listen_socket(self.policy.vip, self.policy.port, reuse_port)
@@ -162,28 +169,40 @@ class Listener:
 
     def stats(self) -> dict:
         members = {m.node: m.stats() for m in self.pool.members.values()}
-        if self.fallback is not None:
+        if self.fallback is not None and self._own_fallback():
             members["fallback"] = self.fallback.stats()
         p = self.policy
         return {"service": p.service, "scheduler": p.scheduler, "persistence": p.persistence,
-                "proxy_protocol": p.proxy_protocol or None, "listening": not self.retiring,
+                "proxy_protocol": p.proxy_protocol or "none", "listening": not self.retiring,
                 "active": self.active, "total": self.total, "refused": self.refused,
                 "fallback": self.fallbacks, "over_limit": self.over_limit,
                 "idle_closed": self.idle_closed, "members": members}
 
 
 class DataListener:
-    """A one-shot listener for a handler's data connection, pinned to one node."""
+    """A one-shot listener for a handler's data connection, pinned to one node.
 
-    def __init__(self, parent: Listener, member: Member, node_port: int, client_ip: str,
-                 public_ip: str, ports: range | None, timeout: float):
+    It accepts one connection from ``allowed_ip`` on ``bind_ip`` (a port from
+    ``ports``, else an ephemeral one) and relays it to ``target``. Passive
+    mode: the client connects on the public address, the target is the node.
+    Active mode (``reverse``): the node connects on the manager's cluster
+    address, the target is the client, reached from ``source`` (the public
+    address the client knows). Bytes count toward ``member`` in the
+    client's direction either way.
+    """
+
+    def __init__(self, parent: Listener, member: Member, bind_ip: str, ports: range | None,
+                 allowed_ip: str, target: tuple[str, int], timeout: float, reverse: bool = False,
+                 source: tuple[str, int] | None = None):
         self.parent = parent
         self.engine = parent.engine
         self.loop = parent.loop
         self.key = f"{parent.key} data"
         self.member = member
-        self.target = Member(member.node, (member.address[0], node_port))
-        self.client_ip = client_ip
+        self.target = Member(member.node, target)
+        self.target.source = source
+        self.allowed_ip = allowed_ip
+        self.reverse = reverse
         self.connect_timeout = parent.connect_timeout
         self.proxy_protocol = ""
         self.handler_factory = None
@@ -192,7 +211,7 @@ class DataListener:
         self.conns: set[ClientSide] = set()
         self.idle_timeout = parent.idle_timeout
         self.retiring = True
-        self.sock = self._bind(public_ip, ports)
+        self.sock = self._bind(bind_ip, ports)
         self.address = self.sock.getsockname()[:2]
         self.server = None
         self.engine.retired.add(self)
@@ -226,9 +245,9 @@ class DataListener:
     def accepted(self, conn: ClientSide) -> None:
         conn.client_addr = conn.transport.get_extra_info("peername")
         self.conns.add(conn)
-        if conn.client_addr[0] != self.client_ip or len(self.conns) > 1:
+        if conn.client_addr[0] != self.allowed_ip or len(self.conns) > 1:
             log.warning("%s: data connection from %s refused (expected %s)",
-                        self.key, conn.client_addr[0], self.client_ip)
+                        self.key, conn.client_addr[0], self.allowed_ip)
             reset(conn.transport)
             return
         self.close()
@@ -241,8 +260,11 @@ class DataListener:
         self.conns.discard(conn)
         if conn.member is not None:
             conn.member.active -= 1
-            self.member.bytes_in += self.target.bytes_in
-            self.member.bytes_out += self.target.bytes_out
+            sent, received = self.target.bytes_in, self.target.bytes_out
+            if self.reverse:
+                sent, received = received, sent
+            self.member.bytes_in += sent
+            self.member.bytes_out += received
             self.target.bytes_in = self.target.bytes_out = 0
         if not self.conns:
             self.engine.retired.discard(self)

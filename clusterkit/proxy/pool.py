@@ -41,7 +41,7 @@ class Member:
 
     __slots__ = ("node", "address", "weight", "state", "factor", "max_conn",
                  "active", "total", "bytes_in", "bytes_out", "connect_failures",
-                 "penalty_until", "current")
+                 "penalty_until", "current", "source")
 
     def __init__(self, node: str, address: tuple[str, int], weight: int = 1,
                  state: str = "up", factor: float = 1.0, max_conn: int = 0):
@@ -58,6 +58,7 @@ class Member:
         self.connect_failures = 0
         self.penalty_until = 0.0
         self.current = 0.0   # smooth wrr state
+        self.source = None   # local (ip, port) to connect from; None: the kernel chooses
 
     @property
     def effective_weight(self) -> float:
@@ -150,7 +151,7 @@ class Pool:
             if scheduler == "lc":
                 best = min(rotated, key=lambda m: m.active)
             else:
-                best = min(rotated, key=lambda m: (m.active + 1) / m.effective_weight)
+                best = min(rotated, key=_wlc_load)
             self._next += 1
             return best
         # rr (and sh without a client address)
@@ -172,10 +173,10 @@ class Pool:
         if pin is not None and pin[0] is member:
             self.pins[client_ip] = (member, now + self.persistence)
 
-    def pin(self, client_ip: str, member: Member, now: float) -> None:
-        """Pin ``client_ip`` to the member that actually took its connection."""
-        if self.persistence and client_ip is not None:
-            self.pins[client_ip] = (member, now + self.persistence)
+
+def _wlc_load(member: Member) -> float:
+    weight = member.effective_weight
+    return (member.active + 1) / weight if weight > 0 else math.inf
 
 
 def _rendezvous(client_ip: str, member: Member) -> float:

@@ -33,19 +33,21 @@ from clusterkit.proxy.pool import PENALTY
 log = logging.getLogger("clusterkit.proxy")
 
 LINGER_RESET = struct.pack("ii", 1, 0)
+MAX_TIMEOUTS = 3  # connect timeouts per client connection before giving up (refusals are free)
 HOLD_LIMIT = 256 * 1024  # client bytes held while connecting before we stop reading
 
 
 class ServerSide(asyncio.Protocol):
     """The member connection: forwards to the client side, which holds the state."""
 
-    __slots__ = ("conn", "member", "transport", "timed_out")
+    __slots__ = ("conn", "member", "transport", "timed_out", "blocked")
 
     def __init__(self, conn: "ClientSide", member):
         self.conn = conn
         self.member = member
         self.transport = None
         self.timed_out = False
+        self.blocked = False  # our writes to the member are above the high-water mark
 
     def __call__(self) -> "ServerSide":
         """Its own protocol factory for ``create_connection`` (no closure per connect)."""
@@ -83,9 +85,11 @@ class ServerSide(asyncio.Protocol):
             conn.finish()
 
     def pause_writing(self) -> None:
+        self.blocked = True
         self.conn.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        self.blocked = False
         conn = self.conn
         if not conn.client_lost and not conn.client_eof:
             conn.transport.resume_reading()
@@ -96,7 +100,7 @@ class ClientSide(asyncio.Protocol):
 
     __slots__ = ("listener", "transport", "server", "member", "held", "held_size",
                  "client_eof", "server_eof", "client_lost", "server_lost", "connecting",
-                 "client_addr", "local_addr", "handler", "seen", "idle", "done")
+                 "client_addr", "local_addr", "handler", "seen", "idle", "done", "_timed_out")
 
     def __init__(self, listener):
         self.listener = listener
@@ -114,6 +118,7 @@ class ClientSide(asyncio.Protocol):
         self.seen = False
         self.idle = 0.0
         self.done = False
+        self._timed_out = False
 
     # -------------------------------------------------------- client events
 
@@ -183,16 +188,19 @@ class ClientSide(asyncio.Protocol):
         loop = listener.loop
         timeout = listener.connect_timeout
         tried = ()
+        timeouts = 0
         try:
-            while True:
+            while timeouts < MAX_TIMEOUTS:
                 member = listener.pick(client_ip, tried)
                 if member is None:
                     break
                 if await self._try(loop, member, timeout):
                     return
                 tried = (*tried, member)
+                timeouts += self._timed_out
             fallback = listener.fallback
-            if fallback is not None and await self._try(loop, fallback, timeout):
+            if fallback is not None and fallback.state == "up" \
+                    and await self._try(loop, fallback, timeout):
                 listener.fallbacks += 1
                 return
             listener.refused += 1
@@ -206,13 +214,23 @@ class ClientSide(asyncio.Protocol):
         # a plain timer cancelling this task: a third of asyncio.timeout()'s cost
         timer = loop.call_later(timeout, self._connect_timeout, server)
         try:
-            await loop.create_connection(server, member.address[0], member.address[1])
+            if member.source is None:
+                await loop.create_connection(server, member.address[0], member.address[1])
+            else:
+                await loop.create_connection(server, member.address[0], member.address[1],
+                                             local_addr=member.source)
         except (OSError, asyncio.CancelledError) as exc:
+            cancelled = isinstance(exc, asyncio.CancelledError)
             if server.transport is not None:  # connected: the relay owns it now
-                raise
+                if cancelled:
+                    raise
+                return True
             member.active -= 1
-            if isinstance(exc, asyncio.CancelledError) and not server.timed_out:
-                raise
+            if cancelled:
+                if not server.timed_out:
+                    raise
+                self.connecting.uncancel()  # our own timer's cancel, handled here
+            self._timed_out = server.timed_out
             member.connect_failures += 1
             member.penalty_until = loop.time() + PENALTY
             log.debug("%s: connect to %s (%s:%s) failed: %s", self.listener.key, member.node,
@@ -254,7 +272,7 @@ class ClientSide(asyncio.Protocol):
             self.held_size = 0
             for data in held:
                 self._client_data(data)
-            if paused and not self.client_eof:
+            if paused and not self.client_eof and not server.blocked:
                 self.transport.resume_reading()
         if self.client_eof:
             transport.write_eof()

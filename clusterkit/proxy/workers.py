@@ -47,7 +47,8 @@ def worker_view(cluster, registry) -> SimpleNamespace:
     """What a worker needs of the cluster: the shareable policies and host addresses."""
     return SimpleNamespace(
         policies=tuple(p for p in cluster.policies if shareable(p, registry)),
-        hosts={name: SimpleNamespace(ip=host.ip) for name, host in cluster.hosts.items()})
+        hosts={name: SimpleNamespace(ip=host.ip) for name, host in cluster.hosts.items()},
+        manager=SimpleNamespace(name=cluster.manager.name, ip=cluster.manager.ip))
 
 
 def frame(message) -> bytes:
@@ -136,6 +137,7 @@ class WorkerPool:
             self.started = True
             for worker in self.workers:
                 await worker.start()
+            log.info("proxy workers started: pids %s", ", ".join(map(str, self.pids())))
         for worker in self.workers:
             self.sync(worker)
 
@@ -167,7 +169,7 @@ def merge_stats(mine: dict, others: list[dict]) -> dict:
     for other in others:
         for key, theirs in other.items():
             policy = mine.get(key)
-            if policy is None:
+            if policy is None or "error" in policy:
                 continue
             for name in COUNTERS:
                 policy[name] += theirs.get(name, 0)

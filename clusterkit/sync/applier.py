@@ -66,7 +66,7 @@ class Applier:
             await asyncio.to_thread(self.watcher.stop)
 
     def changed(self, changes: list[Change]) -> None:
-        for sset, rel, _ in changes:
+        for sset, rel, *_ in changes:
             self.changes.setdefault(sset, set()).add(rel)
         self._poke()
 

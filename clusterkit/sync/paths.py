@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import stat
 
 
 def excluded(rel: str, patterns: tuple[str, ...]) -> bool:
@@ -64,14 +65,25 @@ def transfer_list(root: str, paths: list[str]) -> list[str]:
         if not path:
             continue
         full = os.path.join(root, path)
-        if not whole and os.path.isdir(full) and not os.path.islink(full):
-            with os.scandir(full) as it:
-                if next(it, None) is not None:
-                    continue
-        if not os.path.lexists(full):
+        try:
+            mode = os.lstat(full).st_mode
+        except FileNotFoundError:
             for parent in ancestors(path):
                 if os.path.lexists(os.path.join(root, parent)):
                     break
                 path = parent
+        except NotADirectoryError:  # a parent became a file: list the path, rsync deletes it
+            pass
+        else:
+            if not whole and stat.S_ISDIR(mode) and _has_entries(full):
+                continue
         chosen.add(path)
     return sorted(p for p in chosen if not any(a in chosen for a in ancestors(p)))
+
+
+def _has_entries(directory: str) -> bool:
+    try:
+        with os.scandir(directory) as it:
+            return next(it, None) is not None
+    except OSError:
+        return False

@@ -44,6 +44,7 @@ class Settings:
     contimeout: int = 10
     backoff_min: float = 0.5
     backoff_max: float = 60.0
+    atomic_batch: int = 1000   # batches up to this many paths appear at once (--delay-updates)
 
     @classmethod
     def from_options(cls, options: dict) -> "Settings":
@@ -78,7 +79,9 @@ class NodeWorker:
         self.retry_at = 0.0
         self.progress: int | None = None
         self.full_done: dict[str, int] = {}   # set -> seq of the last full sync that landed
+        self.renames: list[tuple[str, str, str]] = []  # (set, src, dst) to apply on the node first
         self.task: asyncio.Task | None = None
+        self.taken_renames: list[tuple[str, str, str]] = []
 
     # ----------------------------------------------------------- queueing
 
@@ -129,6 +132,7 @@ class NodeWorker:
         for (sset, path), (seq, since) in self.pending.items():
             batch.setdefault(sset, {})[path] = seq
         self.inflight.update(self.pending)
+        self.taken_renames, self.renames = self.renames, []
         self.pending.clear()
         self.per_dir.clear()
         self.per_set.clear()
@@ -162,7 +166,13 @@ class NodeWorker:
                 await self._settle(loop)
             batch = self.take()
             self.state = "sending"
-            ok = await self._send(batch)
+            try:
+                ok = await self._send(batch)
+            except Exception:  # a bug must not silence this node for good: retry later
+                log.exception("%s: sending a batch failed", self.name)
+                for sset_name, sent in batch.items():
+                    self.requeue(sset_name, {p: q for p, q in sent.items() if (sset_name, p) in self.inflight})
+                ok = False
             busy = True
             if not ok:
                 self.failures += 1
@@ -222,6 +232,8 @@ class NodeWorker:
         kind = r.registry.transports[self.node.transport]
         source = r.runtime.local_path(sset.path)
         full = FULL in sent
+        if not full and kind.rename is not None:
+            await self._renames(kind, sset)
         job = rsync.Job(source=source, destination=kind.destination(self.node, sset.path),
                         transport_args=list(kind.rsync_args(self.node)), exclude=sset.exclude,
                         full=full, timeout=r.settings.timeout, contimeout=r.settings.contimeout)
@@ -230,6 +242,9 @@ class NodeWorker:
             job.progress = lambda pct: setattr(self, "progress", pct)
         else:
             job.paths = transfer_list(source, list(sent))
+        # whole directories can hold any number of files: like full syncs, they go without it
+        job.delay_updates = (not full and len(job.paths) <= r.settings.atomic_batch
+                             and not any(p.endswith("/") for p in sent))
         try:
             result = await rsync.run(job)
         finally:
@@ -239,6 +254,20 @@ class NodeWorker:
                   result.code)
         r.runs += 1
         return result
+
+    async def _renames(self, kind, sset) -> None:
+        """Apply the batch's renames on the node, so rsync only compares what moved."""
+        for name, src, dst in self.taken_renames:
+            if name != sset.name:
+                continue
+            try:
+                done = await kind.rename(self.node, os.path.join(sset.path, src),
+                                         os.path.join(sset.path, dst))
+            except Exception as exc:  # the rsync that follows sends it anyway
+                log.debug("%s: rename %s -> %s on the node failed: %s", self.name, src, dst, exc)
+                continue
+            log.debug("%s: %s %s -> %s on the node", self.name, "renamed" if done else "did not rename",
+                      src, dst)
 
     def status(self) -> dict:
         entries = list(self.pending.values()) + list(self.inflight.values())
@@ -295,6 +324,7 @@ class Replicator:
         self.store.close()
 
     async def reload(self, old, new) -> None:
+        self.settings = Settings.from_options(self.runtime.host.options)
         if old.sync_sets != new.sync_sets:
             gone = {s.name for s in old.sync_sets} - {s.name for s in new.sync_sets}
             if self.watcher is not None:
@@ -345,15 +375,22 @@ class Replicator:
 
     def changed(self, changes: list[Change]) -> None:
         """From the watcher: record for every node first, then wake the workers."""
+        wanted: list[tuple[str, str, str | None]] = []
+        for sset, rel, is_dir, moved_to in changes:
+            s = self.sets.get(sset)
+            if s is None or excluded(rel, s.exclude):
+                continue
+            if moved_to and excluded(moved_to, s.exclude):
+                moved_to = None
+            wanted.append((sset, FULL if not rel else (rel + "/" if is_dir else rel), moved_to))
         per_node: dict[str, list[tuple[str, str]]] = {}
         for worker in self.workers.values():
             entries = per_node.setdefault(worker.name, [])
             seen = set()
-            for sset, rel, is_dir in changes:
-                s = self.sets.get(sset)
-                if s is None or excluded(rel, s.exclude):
-                    continue
-                path = FULL if not rel else (rel + "/" if is_dir else rel)
+            can_rename = self.registry.transports[worker.node.transport].rename is not None
+            for sset, path, moved_to in wanted:
+                if moved_to and can_rename:
+                    worker.renames.append((sset, path.rstrip("/"), moved_to))
                 if (sset, path) in seen or worker.covered(sset, path):
                     continue
                 seen.add((sset, path))
@@ -435,5 +472,7 @@ def _distinct_dirs(entries: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 def _last_line(text: str) -> str:
-    lines = [line for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else "(no message)"
+    """The line that says what went wrong (rsync ends with a generic "rsync error: ... code N")."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith("rsync error:")]
+    return (useful or lines or ["(no message)"])[-1]

@@ -18,6 +18,7 @@ wake the asyncio loop once per drain; nothing slow ever runs there.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import threading
@@ -39,8 +40,9 @@ MASK = (IN.IN_CREATE | IN.IN_CLOSE_WRITE | IN.IN_ATTRIB | IN.IN_DELETE | IN.IN_M
         | IN.IN_DELETE_SELF)
 MOVE_PAIRING_DELAY = 0.05  # watchdog holds an unpaired IN_MOVED_FROM (and all after it) 0.5 s
 
-# A change as the replicator sees it: (set name, path relative to the set, is a whole directory)
-Change = tuple[str, str, bool]
+# A change as the replicator sees it: (set name, path relative to the set, is a whole directory,
+# for the source side of a rename within the set: the destination, else None)
+Change = tuple[str, str, bool, str | None]
 
 
 class FreshDirEvent(DirCreatedEvent):
@@ -73,7 +75,8 @@ class _Group(InotifyWatchGroup):
         except OSError as exc:
             if path == self.path:
                 raise
-            self._on_missed(path, exc)
+            if exc.errno not in (errno.ENOENT, errno.ENOTDIR):  # gone meanwhile: nothing to watch
+                self._on_missed(path, exc)
             return
         self._active_callbacks_by_path[path] = wd
         self._active_callbacks_by_watch[wd] = path
@@ -194,11 +197,11 @@ class _Handler(FileSystemEventHandler):
         if isinstance(event, (FileMovedEvent, DirMovedEvent)):
             dest = self._rel(event.dest_path)
             if rel is not None:
-                out.append((self.name, rel, event.is_directory))
+                out.append((self.name, rel, event.is_directory, dest))
             if dest is not None:
-                out.append((self.name, dest, event.is_directory))
+                out.append((self.name, dest, event.is_directory, None))
         elif rel is not None:
             whole = event.is_directory and not isinstance(event, (FileAttribEvent, FreshDirEvent))
-            out.append((self.name, rel, whole))
+            out.append((self.name, rel, whole, None))
         if out:
             self.watcher.push(out)

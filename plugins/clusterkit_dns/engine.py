@@ -14,12 +14,10 @@ from dataclasses import dataclass, field
 import dns.name
 import dns.rcode
 import dns.rdatatype
-import dns.rrset
 
 from clusterkit_dns.zones import Zone
 
-A, AAAA, NS, CNAME, SOA = (dns.rdatatype.A, dns.rdatatype.AAAA, dns.rdatatype.NS,
-                           dns.rdatatype.CNAME, dns.rdatatype.SOA)
+A, AAAA, NS, CNAME = dns.rdatatype.A, dns.rdatatype.AAAA, dns.rdatatype.NS, dns.rdatatype.CNAME
 MX, SRV, DS, ANY = dns.rdatatype.MX, dns.rdatatype.SRV, dns.rdatatype.DS, dns.rdatatype.ANY
 NOERROR, NXDOMAIN, REFUSED = dns.rcode.NOERROR, dns.rcode.NXDOMAIN, dns.rcode.REFUSED
 WILDCARD = b"*"
@@ -29,7 +27,12 @@ ADDRESS_TYPES = (A, AAAA)
 
 @dataclass
 class Answer:
-    """The content of a response, before rendering."""
+    """The content of a response, before rendering.
+
+    Sections are lists of RRsets as ``(owner, rdataset)`` pairs: the zone's own
+    rdatasets, shared, never copied (a wildcard answer pairs them with the
+    query name).
+    """
 
     rcode: int = NOERROR
     aa: bool = True
@@ -39,134 +42,141 @@ class Answer:
     referral: bool = False
 
 
+def key_of(name: dns.name.Name) -> tuple:
+    """A name as a tuple of lower-cased labels (root label included): hashed and compared
+    by C code, unlike dnspython's case-insensitive Name, which is what the engine needs."""
+    return tuple(label.lower() for label in name.labels)
+
+
 class ZoneSet:
     """The zones one server answers for; immutable, swapped whole on reload."""
 
     def __init__(self, zones: dict):
-        self.zones: dict[dns.name.Name, Zone] = dict(zones)
-        self.depth = max((len(o) for o in self.zones), default=0)
+        self.zones: dict[tuple, Zone] = {zone.key: zone for zone in zones.values()}
 
-    def find(self, qname: dns.name.Name) -> Zone | None:
-        """The most specific served zone containing ``qname``."""
-        name = qname
-        while True:
-            zone = self.zones.get(name)
+    def find(self, qkey: tuple) -> Zone | None:
+        """The most specific served zone containing the name ``qkey``."""
+        zones = self.zones
+        for i in range(len(qkey)):
+            zone = zones.get(qkey[i:])
             if zone is not None:
                 return zone
-            if len(name.labels) <= 1:
-                return None
-            name = name.parent()
+        return None
 
 
 def resolve(zones: ZoneSet, qname: dns.name.Name, qtype: int) -> Answer:
     """Answer ``qname``/``qtype`` (class IN) from ``zones``."""
-    zone = zones.find(qname)
+    qkey = key_of(qname)
+    zone = zones.find(qkey)
     if zone is None:
         return Answer(rcode=REFUSED, aa=False)
-    if qtype == DS and qname == zone.origin and len(qname.labels) > 1:
-        parent = zones.find(qname.parent())  # DS lives on the parent side of the cut
+    if qtype == DS and qkey == zone.key and len(qkey) > 1:
+        parent = zones.find(qkey[1:])  # DS lives on the parent side of the cut
         if parent is not None:
-            if qname not in parent.names:  # the child's apex exists, whatever the parent says
+            if qkey not in parent.names:  # the child's apex exists, whatever the parent says
                 return Answer(authority=[parent.negative_soa])
             zone = parent
     result = Answer()
-    _lookup(zones, zone, qname, qtype, result, [])
+    _lookup(zones, zone, qname, qkey, qtype, result, [])
     return result
 
 
-def _lookup(zones: ZoneSet, zone: Zone, qname, qtype, result: Answer, chain: list) -> None:
-    cut = _find_cut(zone, qname, qtype)
+def _lookup(zones: ZoneSet, zone: Zone, qname, qkey, qtype, result: Answer, chain: list) -> None:
+    cut = _find_cut(zone, qkey, qtype)
     if cut is not None:
         _referral(zone, cut, result)
         return
-    node = zone.nodes.get(qname)
-    owner = qname
+    node = zone.nodes.get(qkey)
+    synthesized = node is None
     if node is None:
-        if qname in zone.names:  # an empty non-terminal: the name exists, no data
+        if qkey in zone.names:  # an empty non-terminal: the name exists, no data
             _nodata(zone, result)
             return
-        node = _wildcard(zone, qname)
+        node = _wildcard(zone, qkey)
         if node is None:
             result.rcode = NXDOMAIN
             result.authority.append(zone.negative_soa)
             return
     if qtype == ANY:  # RFC 8482: one RRset, as NSD does (the first one of the name)
         rrset = next(iter(node.values()))
-        result.answer.append(_owned(rrset, owner))
+        result.answer.append(_owned(rrset, qname, synthesized))
         return
     rrset = node.get(qtype)
     if rrset is not None:
-        result.answer.append(_owned(rrset, owner))
+        result.answer.append(_owned(rrset, qname, synthesized))
         if qtype != DS:  # NSD adds nothing to a DS answer: it belongs to the parent side
-            _positive_extras(zone, result, qtype == NS and qname == zone.origin)
+            _positive_extras(zone, result, qtype == NS and qkey == zone.key)
         return
     cname = node.get(CNAME)
     if cname is None:
         _nodata(zone, result)
         return
-    result.answer.append(_owned(cname, owner))
-    chain.append(qname)
-    target = cname[0].target
-    if target in chain or len(chain) >= MAX_CHAIN:
+    result.answer.append(_owned(cname, qname, synthesized))
+    chain.append(qkey)
+    target = cname[1][0].target
+    tkey = key_of(target)
+    if tkey in chain or len(chain) >= MAX_CHAIN:
         return  # a loop: the chain so far, no authority (NSD's answer)
-    next_zone = zones.find(target)
+    next_zone = zones.find(tkey)
     if next_zone is None:
         return  # leaves what we serve: the resolver follows it
-    _lookup(zones, next_zone, target, qtype, result, chain)
+    _lookup(zones, next_zone, target, tkey, qtype, result, chain)
 
 
-def _find_cut(zone: Zone, qname, qtype) -> dns.name.Name | None:
-    """The delegation point at or above ``qname`` (DS at the cut itself is ours)."""
+def _find_cut(zone: Zone, qkey: tuple, qtype) -> tuple | None:
+    """The delegation point at or above ``qkey`` (DS at the cut itself is ours)."""
     if not zone.cuts:
         return None
-    total = len(qname.labels)
-    for depth in range(len(zone.origin.labels) + 1, total + 1):
-        name = qname if depth == total else qname.split(depth)[1]
+    total = len(qkey)
+    for depth in range(len(zone.key) + 1, total + 1):
+        name = qkey[total - depth:]
         if name in zone.cuts:
-            if name == qname and qtype == DS:
+            if depth == total and qtype == DS:
                 return None
             return name
     return None
 
 
-def _wildcard(zone: Zone, qname) -> dict | None:
+def _wildcard(zone: Zone, qkey: tuple) -> dict | None:
     """RFC 4592: the ``*`` child of the closest encloser, if any."""
-    name = qname.parent()
+    name = qkey[1:]
     while name not in zone.names:
-        name = name.parent()
-    return zone.nodes.get(dns.name.Name((WILDCARD,) + name.labels))
+        name = name[1:]
+    return zone.nodes.get((WILDCARD,) + name)
 
 
-def _owned(rrset: dns.rrset.RRset, owner) -> dns.rrset.RRset:
-    if rrset.name == owner:
-        return rrset
-    copy = dns.rrset.RRset(owner, rrset.rdclass, rrset.rdtype)
-    copy.update(rrset)
-    return copy
+def _owned(rrset: tuple, owner: dns.name.Name, synthesized: bool) -> tuple:
+    """``rrset`` itself, or, synthesized from a wildcard, the same data owned by ``owner``."""
+    return (owner, rrset[1]) if synthesized else rrset
 
 
 def _nodata(zone: Zone, result: Answer) -> None:
     result.authority.append(zone.negative_soa)
 
 
-def _referral(zone: Zone, cut, result: Answer) -> None:
+def _referral(zone: Zone, cut: tuple, result: Answer) -> None:
     ns = zone.nodes[cut][NS]
-    result.aa = False
+    if not result.answer:  # after a CNAME of ours the answer stays authoritative (NSD)
+        result.aa = False
     result.referral = True
     result.authority.append(ns)
-    _add_addresses(zone, result, [r.target for r in ns], glue=True)
+    _add_addresses(zone, result, [r.target for r in ns[1]], glue=True)
 
 
 def _positive_extras(zone: Zone, result: Answer, apex_ns: bool) -> None:
     """NSD's additional section: addresses of NS/MX/SRV targets, the zone's NS in authority."""
     targets = []
-    for rrset in result.answer:
-        if rrset.rdtype in (NS, MX, SRV) and rrset.name.is_subdomain(zone.origin):
-            targets += [_target(r) for r in rrset]
+    for owner, rdataset in result.answer:
+        if rdataset.rdtype in (NS, MX, SRV) and _inside(key_of(owner), zone.key):
+            targets += [_target(r) for r in rdataset]
     if not apex_ns and zone.ns is not None:
         result.authority.append(zone.ns)
-        targets += [r.target for r in zone.ns]
+        targets += [r.target for r in zone.ns[1]]
     _add_addresses(zone, result, targets)
+
+
+def _inside(key: tuple, origin: tuple) -> bool:
+    return len(key) >= len(origin) and key[len(key) - len(origin):] == origin
 
 
 def _target(rdata) -> dns.name.Name:
@@ -174,22 +184,24 @@ def _target(rdata) -> dns.name.Name:
 
 
 def _add_addresses(zone: Zone, result: Answer, targets, glue: bool = False) -> None:
-    present = {(r.name, r.rdtype) for r in result.answer}
+    present = {(key_of(owner), rdataset.rdtype) for owner, rdataset in result.answer}
     seen = set()
     for target in targets:
-        if target in seen or not target.is_subdomain(zone.origin):
+        tkey = key_of(target)
+        if tkey in seen or not _inside(tkey, zone.key):
             continue
-        seen.add(target)
-        node = zone.nodes.get(target)
+        seen.add(tkey)
+        node = zone.nodes.get(tkey)
+        synthesized = node is None
         if node is None:
-            if glue or target in zone.names or _find_cut(zone, target, A) is not None:
+            if glue or tkey in zone.names or _find_cut(zone, tkey, A) is not None:
                 continue
-            node = _wildcard(zone, target)
+            node = _wildcard(zone, tkey)
             if node is None:
                 continue
-        elif not glue and _find_cut(zone, target, A) is not None:
+        elif not glue and _find_cut(zone, tkey, A) is not None:
             continue  # data below a cut is only glue for a referral
         for rdtype in ADDRESS_TYPES:
             rrset = node.get(rdtype)
-            if rrset is not None and (target, rdtype) not in present:
-                result.additional.append(_owned(rrset, target))
+            if rrset is not None and (tkey, rdtype) not in present:
+                result.additional.append(_owned(rrset, target, synthesized))

@@ -16,8 +16,7 @@ import time
 
 from clusterkit_dns.engine import ZoneSet
 from clusterkit_dns.watch import ZoneWatcher
-from clusterkit_dns.wire import (_EDNS_IN, _IN_CLASS, _OPT_RR, _QUERY_COUNTS, _SLOW_TYPES, EDNS_SIZE,
-                                 UDP_PLAIN, Responder, build_state)
+from clusterkit_dns.wire import Responder, build_state
 from clusterkit_dns.zones import SUFFIX, Zone, ZoneError, file_signature, load_zone, zone_origin
 
 log = logging.getLogger("clusterkit.dns")
@@ -25,59 +24,55 @@ log = logging.getLogger("clusterkit.dns")
 TCP_IDLE = 10.0      # seconds a TCP connection may sit idle (RFC 7766 §6.2.3 suggests seconds)
 TCP_MAX = 512        # concurrent TCP connections per server; more are closed at once
 UDP_RCVBUF = 1 << 21  # absorb bursts (dnsperf keeps 100 queries in flight)
+UDP_MAX_QUERY = 4096  # a bigger UDP query is cut short, found malformed: FORMERR
+BATCH = 64           # datagrams handled per wake-up before other work gets its turn
 RESCAN = 5.0         # safety-net rescan of the zones directory, in case a watch event is lost
 
 
-class UdpProtocol(asyncio.DatagramProtocol):
-    """One datagram in, at most one out.
+class UdpListener:
+    """One UDP socket, read in batches straight from the event loop's readiness callback.
 
-    The common case (a plain QUERY, class IN, no EDNS or EDNS 0, the answer
-    precompiled and small enough) is :meth:`Responder.handle`'s fast path
-    repeated inline: a Python call less per packet is ~10% more queries per
-    second. Everything else goes to the responder.
+    A datagram protocol costs a transport callback and an address conversion
+    each way per packet; reading the non-blocking socket ourselves, up to
+    :data:`BATCH` datagrams per wake-up, is what brings Python level with NSD
+    (measured on an idle machine: 0.85x NSD's qps with a protocol, 1.0x this
+    way, where dnsperf itself is the limit).
     """
 
-    def __init__(self, responder: Responder):
+    def __init__(self, sock: socket.socket, responder: Responder):
+        self.sock = sock
         self.responder = responder
-        self.general = responder.general
-        self.rcodes = responder.rcodes
-        self.transport = None
+        self.loop = asyncio.get_running_loop()
+        sock.setblocking(False)
+        self.loop.add_reader(sock.fileno(), self._ready)
 
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-        self.sendto = transport.sendto
+    def _ready(self) -> None:
+        recv, send = self.sock.recvfrom, self.sock.sendto
+        responder = self.responder
+        handle = responder.handle
+        for _ in range(BATCH):
+            try:
+                data, addr = recv(UDP_MAX_QUERY)
+            except OSError:  # EAGAIN: drained (or a socket error: nothing to answer)
+                return
+            try:
+                out = handle(data)
+            except Exception:  # never let one packet stop the batch or the listener
+                log.exception("dns: internal error on a UDP packet")
+                continue
+            if out is not None:
+                try:
+                    send(out, addr)
+                except OSError:  # send buffer full or the client is gone: UDP, it will retry
+                    responder.send_errors += 1
 
-    def datagram_received(self, data: bytes, addr) -> None:
-        st = self.responder.state
-        z = data.find(0, 12)
-        if z > 0 and not data[2] & 0xF8 and data[4:10] == _QUERY_COUNTS \
-                and data[z + 3:z + 5] == _IN_CLASS:
-            key = data[12:z + 1].lower() + data[z + 1:z + 3]
-            t = st.exact.get(key) or st.cache.get(key)
-            if t is None and data[z + 1:z + 3] not in _SLOW_TYPES:
-                t = st.default.get(key[:-2])
-            if t is not None:
-                ar = data[10:12]
-                if ar == b"\x00\x00":
-                    if z + t.size <= UDP_PLAIN:
-                        self.rcodes[t.rcode] += 1
-                        self.sendto(data[:2] + t.flags[data[2] & 1] + t.counts + data[12:z + 5]
-                                    + t.body, addr)
-                        return
-                elif ar == b"\x00\x01" and len(data) >= z + 16 \
-                        and data[z + 5:z + 8] == _EDNS_IN and data[z + 11] == 0:
-                    if z + t.size + 11 <= max(UDP_PLAIN, min(EDNS_SIZE,
-                                                              (data[z + 8] << 8) | data[z + 9])):
-                        self.rcodes[t.rcode] += 1
-                        self.sendto(data[:2] + t.flags[data[2] & 1] + t.counts_opt
-                                    + data[12:z + 5] + t.body + _OPT_RR[data[z + 12] >> 7], addr)
-                        return
-        out = self.general(data, False)
-        if out is not None:
-            self.sendto(out, addr)
+    def sockname(self) -> tuple:
+        return self.sock.getsockname()[:2]
 
-    def error_received(self, exc) -> None:  # ICMP port unreachable from a gone client
-        pass
+    def close(self) -> None:
+        if self.sock.fileno() >= 0:
+            self.loop.remove_reader(self.sock.fileno())
+            self.sock.close()
 
 
 class TcpProtocol(asyncio.Protocol):
@@ -89,7 +84,6 @@ class TcpProtocol(asyncio.Protocol):
         self.buffer = bytearray()
         self.transport = None
         self.timer = None
-        self.paused = False
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -110,7 +104,15 @@ class TcpProtocol(asyncio.Protocol):
                 break
             message = bytes(buf[2:size + 2])
             del buf[:size + 2]
-            reply = self.handle(message, True)
+            transfers = self.server.transfers  # AXFR/IXFR go to xfr.py (dns management)
+            try:
+                if transfers is not None and transfers.wants(message):
+                    out += transfers.answer(message, self)
+                    continue
+                reply = self.handle(message, True)
+            except Exception:  # one bad message must not cost the connection's others
+                log.exception("dns: internal error on a TCP message")
+                continue
             if reply is not None:
                 out.append(len(reply).to_bytes(2, "big") + reply)
         if out:
@@ -118,11 +120,9 @@ class TcpProtocol(asyncio.Protocol):
         self._arm()
 
     def pause_writing(self) -> None:  # a client that does not read stops being read
-        self.paused = True
         self.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        self.paused = False
         self.transport.resume_reading()
 
     def connection_lost(self, exc) -> None:
@@ -155,6 +155,7 @@ class DnsServer:
         self.zones: dict = {}          # origin -> Zone currently served
         self.errors: dict[str, str] = {}  # path -> why the file is not (or no longer) current
         self.connections: set[TcpProtocol] = set()
+        self.transfers = None  # a clusterkit_dns.xfr.Transfers when secondaries are configured
         self.refused_connections = 0
         self.reloads = 0
         self.last_reload = 0.0
@@ -186,7 +187,7 @@ class DnsServer:
                  ", ".join(f"{a}:{p}" for a, p in self.listen))
 
     async def stop(self) -> None:
-        """Stop listening, close idle TCP connections, stop watching."""
+        """Stop watching and listening; close TCP connections (queued answers are sent first)."""
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher = None
@@ -219,19 +220,22 @@ class DnsServer:
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
                 sock.bind((host, port))
-            except OSError:
+            except OSError as exc:
                 sock.close()
-                raise
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: UdpProtocol(self.responder), sock=sock)
-            self._udp.append(transport)
-            server = await loop.create_server(lambda: TcpProtocol(self), host, port,
-                                              reuse_address=True, backlog=1024)
+                raise OSError(exc.errno, f"dns: cannot listen on {host}:{port}/udp: "
+                                         f"{exc.strerror}") from None
+            self._udp.append(UdpListener(sock, self.responder))
+            try:
+                server = await loop.create_server(lambda: TcpProtocol(self), host, port,
+                                                  reuse_address=True, backlog=1024)
+            except OSError as exc:
+                raise OSError(exc.errno, f"dns: cannot listen on {host}:{port}/tcp: "
+                                         f"{exc.strerror}") from None
             self._tcp.append(server)
 
     async def _unbind(self) -> None:
-        for transport in self._udp:
-            transport.close()
+        for listener in self._udp:
+            listener.close()
         for server in self._tcp:
             server.close()
         if self._udp or self._tcp:
@@ -241,7 +245,7 @@ class DnsServer:
     @property
     def addresses(self) -> list[tuple[str, int]]:
         """Where the server actually listens (port 0 resolved)."""
-        return [t.get_extra_info("sockname")[:2] for t in self._udp]
+        return [listener.sockname() for listener in self._udp]
 
     # ---------------------------------------------------------------- zones
 
@@ -262,7 +266,7 @@ class DnsServer:
             except Exception:
                 log.exception("dns: rescan of %s failed", self.zones_dir)
 
-    async def reload_zones(self, force: bool = False) -> dict:
+    async def reload_zones(self) -> dict:
         """Bring the served zones in line with the directory; cheap when nothing changed.
 
         Changed files are parsed off the event loop, then the whole new zone
@@ -270,7 +274,7 @@ class DnsServer:
         logged with file and line, and its previous version keeps serving.
         """
         async with self._lock:
-            zones, errors, changed = await asyncio.to_thread(self._scan, force)
+            zones, errors, changed = await asyncio.to_thread(self._scan)
             if changed:
                 state = await asyncio.to_thread(build_state, ZoneSet(zones))
                 self.responder.install(state)
@@ -283,12 +287,13 @@ class DnsServer:
             self.errors = errors
             return {"zones": len(zones), "changed": changed, "errors": list(errors.values())}
 
-    def _scan(self, force: bool) -> tuple[dict, dict, bool]:
+    def _scan(self) -> tuple[dict, dict, bool]:
+        """(zones, errors, changed): the directory read again, only changed files parsed."""
         try:
             names = sorted(os.listdir(self.zones_dir))
         except OSError as exc:
             return self.zones, {self.zones_dir: f"{self.zones_dir}: {exc.strerror}"}, False
-        includes_changed = self._includes_changed(names)
+        includes_changed = self._includes_changed()
         zones: dict = {}
         errors: dict = {}
         changed = False
@@ -301,12 +306,12 @@ class DnsServer:
             signature = file_signature(path)
             if signature is None:
                 continue  # vanished between listdir and stat
-            fresh = current is not None and current.signature == signature and not force \
+            fresh = current is not None and current.signature == signature \
                 and not (includes_changed and _has_include(current))
             if fresh:
                 zones[origin] = current
                 continue
-            if path in self.errors and self._error_sigs.get(path) == signature and not force \
+            if path in self.errors and self._error_sigs.get(path) == signature \
                     and not includes_changed:
                 errors[path] = self.errors[path]  # still the same broken file: don't re-parse
                 if current is not None:
@@ -324,13 +329,16 @@ class DnsServer:
             changed = True
         return zones, errors, changed
 
-    def _includes_changed(self, names: list[str]) -> bool:
-        """Did any non-zone file (an $INCLUDE target) change since the last scan?"""
+    def _includes_changed(self) -> bool:
+        """Did any non-zone file (an $INCLUDE target), in any subdirectory, change?"""
         sigs = {}
-        for filename in names:
-            if filename.endswith(SUFFIX) or filename.startswith("."):
-                continue
-            sigs[filename] = file_signature(os.path.join(self.zones_dir, filename))
+        for top, dirs, files in os.walk(self.zones_dir):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for filename in files:
+                if (top == self.zones_dir and filename.endswith(SUFFIX)) or filename.startswith("."):
+                    continue
+                path = os.path.join(top, filename)
+                sigs[path] = file_signature(path)
         changed = sigs != self._include_sigs
         self._include_sigs = sigs
         return changed and bool(self.zones)
@@ -348,9 +356,11 @@ class DnsServer:
             "errors": list(self.errors.values()),
             "queries": {names.get(i, str(i)): n for i, n in enumerate(self.responder.rcodes) if n},
             "dropped": self.responder.dropped,
+            "send_errors": self.responder.send_errors,
             "tcp_connections": len(self.connections),
             "tcp_refused": self.refused_connections,
             "reloads": self.reloads,
+            "last_reload": round(self.last_reload, 3),
         }
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from clusterkit_dns import mgmtconfig
 
 DEFAULT_ZONES_DIR = "/var/lib/clusterkit/zones"
-KEYS = ("enabled", "port", "zones_dir", "listen")
+KEYS = ("enabled", "port", "zones_dir", "listen") + mgmtconfig.KEYS
 
 
 @dataclass(frozen=True)
@@ -17,6 +19,7 @@ class DnsSettings:
     port: int = 53
     zones_dir: str = DEFAULT_ZONES_DIR
     listen: tuple[str, ...] = ()
+    management: mgmtconfig.Management = field(default_factory=mgmtconfig.Management)
 
     def addresses(self, host) -> list[tuple[str, int]]:
         """Where ``host`` serves DNS: ``(ip, port)`` pairs, without duplicates."""
@@ -56,7 +59,8 @@ def parse_settings(table, report) -> DnsSettings:
             good.append(str(ipaddress.ip_address(ip)))
         except (ValueError, TypeError):
             report(f"listen[{i}]", f"{ip!r} is not an IP address")
-    return DnsSettings(enabled=enabled, port=port, zones_dir=zones_dir, listen=tuple(good))
+    return DnsSettings(enabled=enabled, port=port, zones_dir=zones_dir, listen=tuple(good),
+                       management=mgmtconfig.parse_management(table, report))
 
 
 def settings_of(cluster) -> DnsSettings:

@@ -18,12 +18,10 @@ import logging
 import struct
 from dataclasses import dataclass
 
-import dns.exception
 import dns.name
 import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
-import dns.renderer
 
 from clusterkit_dns.engine import Answer, ZoneSet, resolve
 from clusterkit_dns.zones import Zone
@@ -47,6 +45,7 @@ _OPT_RR = (b"\x00\x00\x29" + struct.pack("!H", EDNS_SIZE) + b"\x00\x00\x00\x00\x
 _EDNS_IN = b"\x00\x00\x29"  # root owner, type OPT
 _QUERY_COUNTS = b"\x00\x01\x00\x00\x00\x00"  # QD=1 AN=0 NS=0 (AR follows)
 _IN_CLASS = b"\x00\x01"
+_join = b"".join  # one allocation for the response, not one per piece
 CACHE_MAX = 50_000
 _PROBES = (dns.rdatatype.NULL, dns.rdatatype.HINFO)  # types standing for "any type absent here"
 
@@ -55,21 +54,33 @@ class FormatError(Exception):
     """The query is malformed: FORMERR."""
 
 
-class Template:
-    """A rendered response minus what depends on the query (ID, RD, question case, OPT)."""
+_SHARED: dict = {}  # immutable header pieces, one copy each (a zone has few distinct ones)
 
-    __slots__ = ("flags", "counts", "counts_opt", "body", "size", "rcode", "answer")
+
+def _shared(value: bytes | tuple):
+    return _SHARED.setdefault(value, value)
+
+
+class Template:
+    """A rendered response minus what depends on the query (ID, RD, question case, OPT).
+
+    Kept small (a 100,000-record zone has about twice as many): the header
+    pieces are shared, and the answer it came from is not kept; the rare
+    response that must be truncated is resolved again.
+    """
+
+    __slots__ = ("flags", "counts", "counts_opt", "body", "size", "rcode")
 
     def __init__(self, answer: Answer, body: bytes, counts: tuple[int, int, int]):
         aa = 0x04 if answer.aa else 0
-        self.flags = (bytes((0x80 | aa, answer.rcode)), bytes((0x81 | aa, answer.rcode)))
+        self.flags = _shared((_shared(bytes((0x80 | aa, answer.rcode))),
+                              _shared(bytes((0x81 | aa, answer.rcode)))))
         an, ns, ar = counts
-        self.counts = struct.pack("!HHHH", 1, an, ns, ar)
-        self.counts_opt = struct.pack("!HHHH", 1, an, ns, ar + 1)
+        self.counts = _shared(struct.pack("!HHHH", 1, an, ns, ar))
+        self.counts_opt = _shared(struct.pack("!HHHH", 1, an, ns, ar + 1))
         self.body = body
         self.size = len(body) + 5  # + the zero byte's offset z = the response's length
         self.rcode = answer.rcode
-        self.answer = answer
 
 
 @dataclass
@@ -86,32 +97,109 @@ class Query:
     edns: tuple | None       # (payload, version, do) when the query has an OPT record
 
 
-def name_key(name: dns.name.Name) -> bytes:
-    return name.canonicalize().to_wire()
+class TooBig(Exception):
+    """The record set does not fit in the size limit (it was rolled back)."""
+
+
+_NAME_RDATA = frozenset((dns.rdatatype.NS, dns.rdatatype.CNAME, dns.rdatatype.PTR))
+_MX, _SOA = dns.rdatatype.MX, dns.rdatatype.SOA
+_RR_HEAD = struct.Struct("!HHIH")
+_SOA_TAIL = struct.Struct("!IIIII")
+
+
+class Writer:
+    """A DNS message being written: name compression (RFC 1035 §4.1.4), RRset rollback.
+
+    dnspython's renderer builds a Name object per suffix per write; keys here
+    are tuples of lower-cased labels, which makes compiling a 100,000-record
+    zone several times faster. Names inside RDATA are compressed only for the
+    RFC 1035 types (NS, CNAME, PTR, MX, SOA), as RFC 3597 §4 requires.
+    """
+
+    __slots__ = ("buf", "table", "limit")
+
+    def __init__(self, limit: int = TCP_MAX):
+        self.buf = bytearray(12)  # the header is patched in later; offsets count from 0
+        self.table: dict = {}
+        self.limit = limit
+
+    def name(self, name: dns.name.Name) -> None:
+        labels = name.labels
+        n = len(labels) - 1
+        low = tuple(label.lower() for label in labels[:n])
+        buf, table = self.buf, self.table
+        for i in range(n):
+            offset = table.get(low[i:])
+            if offset is not None:
+                buf += (0xC000 | offset).to_bytes(2, "big")
+                return
+            if len(buf) < 0x4000:
+                table[low[i:]] = len(buf)
+            buf.append(len(labels[i]))
+            buf += labels[i]
+        buf.append(0)
+
+    def question(self, qname: dns.name.Name, qtype: int) -> None:
+        self.name(qname)
+        self.buf += struct.pack("!HH", qtype, IN)
+
+    def rrset(self, rrset: tuple) -> int:
+        """Write every record of ``(owner, rdataset)``; :class:`TooBig` (nothing written) past
+        the limit."""
+        buf = self.buf
+        start = len(buf)
+        owner, rdataset = rrset
+        rdtype, rdclass, ttl = rdataset.rdtype, rdataset.rdclass, rdataset.ttl
+        for rd in rdataset:
+            self.name(owner)
+            buf += _RR_HEAD.pack(rdtype, rdclass, ttl, 0)
+            at = len(buf)
+            if rdtype in _NAME_RDATA:
+                self.name(rd.target)
+            elif rdtype == _MX:
+                buf += rd.preference.to_bytes(2, "big")
+                self.name(rd.exchange)
+            elif rdtype == _SOA:
+                self.name(rd.mname)
+                self.name(rd.rname)
+                buf += _SOA_TAIL.pack(rd.serial, rd.refresh, rd.retry, rd.expire, rd.minimum)
+            else:
+                buf += rd.to_wire()
+            buf[at - 2:at] = (len(buf) - at).to_bytes(2, "big")
+        if len(buf) > self.limit:
+            del buf[start:]
+            self.table = {k: v for k, v in self.table.items() if v < start}
+            raise TooBig
+        return len(rdataset)
 
 
 def render(answer: Answer, qname: dns.name.Name, qtype: int, limit: int = TCP_MAX) -> tuple:
-    """Render ``answer`` into (body after the question, counts, truncated) within ``limit``."""
-    r = dns.renderer.Renderer(0, 0, limit)  # records in file order: NSD does not shuffle either
-    r.add_question(qname, qtype, IN)
-    start = r.output.tell()
-    truncated = False
+    """Render ``answer`` into (body after the question, counts, truncated) within ``limit``.
+
+    Records go in file order (NSD does not shuffle either). When the answer or
+    authority section does not fit, the response is the question alone with
+    TC (NSD's choice); additional records that do not fit are left out, and
+    that sets TC only for a referral, whose glue is needed (RFC 9471).
+    """
+    w = Writer(limit)
+    w.question(qname, qtype)
+    start = len(w.buf)
+    counts = [0, 0, 0]
     try:
         for rrset in answer.answer:
-            r.add_rrset(dns.renderer.ANSWER, rrset, want_shuffle=False)
+            counts[0] += w.rrset(rrset)
         for rrset in answer.authority:
-            r.add_rrset(dns.renderer.AUTHORITY, rrset, want_shuffle=False)
-    except dns.exception.TooBig:  # NSD's choice: the question alone, TC set
-        r = dns.renderer.Renderer(0, 0, limit)
-        r.add_question(qname, qtype, IN)
-        return r.get_wire()[start:], (0, 0, 0), True
+            counts[1] += w.rrset(rrset)
+    except TooBig:
+        return b"", (0, 0, 0), True
+    truncated = False
     for rrset in answer.additional:
         try:
-            r.add_rrset(dns.renderer.ADDITIONAL, rrset, want_shuffle=False)
-        except dns.exception.TooBig:
-            truncated = answer.referral  # missing glue makes a referral useless (RFC 9471)
+            counts[2] += w.rrset(rrset)
+        except TooBig:
+            truncated = answer.referral
             break
-    return r.get_wire()[start:], tuple(r.counts[1:]), truncated
+    return bytes(w.buf[start:]), tuple(counts), truncated
 
 
 def compile_answer(answer: Answer, qname: dns.name.Name, qtype: int) -> Template:
@@ -122,9 +210,10 @@ def compile_answer(answer: Answer, qname: dns.name.Name, qtype: int) -> Template
 def compile_zone(zone: Zone, inner: tuple) -> tuple[dict, dict]:
     """Templates for every (name, type) of ``zone``, and each name's default (NODATA/referral).
 
-    Names inside a more specific served zone (``inner``) are left to it. CNAME
-    owners get no default: the answer follows the chain, per type, possibly
-    into other zones, so it goes through the general path (and its cache).
+    Names inside a more specific served zone (``inner``, keys) are left to it.
+    CNAME owners get no default: the answer follows the chain, per type,
+    possibly into other zones, so it goes through the general path (and its
+    cache).
     """
     cached = zone.compiled.get(inner)
     if cached is not None:
@@ -132,18 +221,18 @@ def compile_zone(zone: Zone, inner: tuple) -> tuple[dict, dict]:
     alone = ZoneSet({zone.origin: zone})
     exact: dict = {}
     default: dict = {}
-    for name in zone.names:
-        if inner and any(name.is_subdomain(o) for o in inner):
+    for key in zone.names:
+        if inner and any(key[len(key) - len(o):] == o for o in inner if len(o) <= len(key)):
             continue
-        lname = name.canonicalize()
-        key = lname.to_wire()
-        node = zone.nodes.get(name, {})
+        name = dns.name.Name(key)
+        wire_name = name.to_wire()
+        node = zone.nodes.get(key, {})
         for rdtype in node:
-            exact[key + struct.pack("!H", rdtype)] = compile_answer(
-                resolve(alone, lname, rdtype), lname, rdtype)
+            exact[wire_name + struct.pack("!H", rdtype)] = compile_answer(
+                resolve(alone, name, rdtype), name, rdtype)
         if dns.rdatatype.CNAME not in node:
             absent = next(t for t in _PROBES if t not in node)
-            default[key] = compile_answer(resolve(alone, lname, absent), lname, absent)
+            default[wire_name] = compile_answer(resolve(alone, name, absent), name, absent)
     zone.compiled[inner] = (exact, default)
     return exact, default
 
@@ -164,7 +253,8 @@ def build_state(zones: ZoneSet) -> State:
     default: dict = {}
     origins = list(zones.zones)
     for origin, zone in zones.zones.items():
-        inner = tuple(sorted(o for o in origins if o != origin and o.is_subdomain(origin)))
+        inner = tuple(sorted(o for o in origins if len(o) > len(origin)
+                             and o[len(o) - len(origin):] == origin))
         e, d = compile_zone(zone, inner)
         exact.update(e)
         default.update(d)
@@ -178,6 +268,7 @@ class Responder:
         self.state = State(ZoneSet({}), {}, {})
         self.rcodes = [0] * 24
         self.dropped = 0
+        self.send_errors = 0
 
     def install(self, state: State) -> None:
         self.state = state  # one reference: a query sees the old zones or the new, never half
@@ -196,14 +287,15 @@ class Responder:
                 if data[10:12] == b"\x00\x00":
                     if tcp or z + t.size <= UDP_PLAIN:
                         self.rcodes[t.rcode] += 1
-                        return data[:2] + t.flags[data[2] & 1] + t.counts + data[12:z + 5] + t.body
+                        return _join((data[:2], t.flags[data[2] & 1], t.counts, data[12:z + 5],
+                                      t.body))
                 elif data[10:12] == b"\x00\x01" and len(data) >= z + 16 \
                         and data[z + 5:z + 8] == _EDNS_IN and data[z + 11] == 0:
                     if tcp or z + t.size + 11 <= max(UDP_PLAIN, min(
                             EDNS_SIZE, (data[z + 8] << 8) | data[z + 9])):
                         self.rcodes[t.rcode] += 1
-                        return (data[:2] + t.flags[data[2] & 1] + t.counts_opt + data[12:z + 5]
-                                + t.body + _OPT_RR[data[z + 12] >> 7])
+                        return _join((data[:2], t.flags[data[2] & 1], t.counts_opt,
+                                      data[12:z + 5], t.body, _OPT_RR[data[z + 12] >> 7]))
         return self.general(data, tcp)
 
     # --------------------------------------------------------------- general
@@ -263,7 +355,8 @@ class Responder:
         counts, body = (t.counts_opt if opt else t.counts), t.body
         flags = t.flags[q.rd]
         if len(q.question) + 12 + len(body) + len(opt) > limit:
-            body, (an, ns, ar), tc = render(t.answer, q.qname, q.qtype, limit - len(opt))
+            answer = resolve(st.zones, q.qname, q.qtype)
+            body, (an, ns, ar), tc = render(answer, q.qname, q.qtype, limit - len(opt))
             counts = struct.pack("!HHHH", 1, an, ns, ar + (1 if opt else 0))
             if tc:
                 flags = bytes((flags[0] | 0x02, flags[1]))

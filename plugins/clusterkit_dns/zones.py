@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 import dns.exception
 import dns.name
 import dns.rdataclass
+import dns.tokenizer
 import dns.rdatatype
-import dns.rrset
 import dns.zone
 import dns.zonefile
 
@@ -27,6 +27,7 @@ SUFFIX = ".zone"
 NO_TTL_DEFAULT = 3600  # NSD's TTL for records without one in a file without $TTL
 SOA, NS, CNAME = dns.rdatatype.SOA, dns.rdatatype.NS, dns.rdatatype.CNAME
 _LOCATED = re.compile(r"^(?P<file>.*?):(?P<line>\d+): (?P<message>.*)$", re.S)
+_GENERIC = re.compile(r"^(caught exception <class '[\w.]+'>: )")
 
 
 class ZoneError(Exception):
@@ -42,20 +43,21 @@ class Zone:
     """One loaded zone. Never mutated once built: a reload builds a new one."""
 
     origin: dns.name.Name
+    key: tuple  # the origin's lower-cased labels (see engine.key_of)
     path: str
     signature: tuple  # (mtime_ns, size, inode) of the file when it was read
-    nodes: dict  # Name -> {rdtype: RRset}, in file order
-    names: frozenset  # every owner name and every empty non-terminal
-    cuts: frozenset  # delegation points below the apex
-    soa: dns.rrset.RRset
-    ns: dns.rrset.RRset | None
-    negative_soa: dns.rrset.RRset  # the SOA with TTL = min(TTL, MINIMUM) (RFC 2308)
+    nodes: dict  # name key -> {rdtype: (owner, rdataset)}, in file order
+    names: frozenset  # keys of every owner name and every empty non-terminal
+    cuts: frozenset  # keys of the delegation points below the apex
+    soa: tuple  # (owner, rdataset): the engine's RRset form, see engine.py
+    ns: tuple | None
+    negative_soa: tuple  # the SOA with TTL = min(TTL, MINIMUM) (RFC 2308)
     records: int
     compiled: dict = field(default_factory=dict)  # cache of compiled responses, see wire.py
 
     @property
     def serial(self) -> int:
-        return self.soa[0].serial
+        return self.soa[1][0].serial
 
 
 def zone_origin(filename: str) -> dns.name.Name | None:
@@ -72,7 +74,7 @@ def zone_origin(filename: str) -> dns.name.Name | None:
 # dnspython opens $INCLUDE files relative to the process's working directory;
 # we need the zones directory (NSD's behaviour), per load, with several hosts
 # in one process. Its zonefile module looks ``open`` up in its own globals
-# first, so a per-thread base directory is enough.
+# first, so a per-thread base directory, set only while we load, is enough.
 _include_base = threading.local()
 
 
@@ -95,39 +97,54 @@ class _RecordError(dns.exception.SyntaxError):
         super().__init__(str(detail))
 
 
-_rr_line = dns.zonefile.Reader._rr_line
+class _Reader(dns.zonefile.Reader):
+    """dnspython's master-file reader with NSD's readings where they differ.
+
+    - Without ``$TTL``, a record with no TTL gets 3600 (RFC 1035 says: the
+      last TTL stated; NSD does not follow it).
+    - A record outside the zone is an error (dnspython skips it silently).
+    - Errors name the line the record starts on (dnspython's is the next one).
+    """
+
+    def __init__(self, tok, txn):
+        super().__init__(tok, dns.rdataclass.IN, txn, allow_include=True,
+                         default_ttl=NO_TTL_DEFAULT)
+
+    def _rr_line(self):
+        start = self.tok.line_number
+        try:
+            return super()._rr_line()
+        except dns.exception.DNSException as exc:  # bad rdata, CNAME and other data...
+            raise _RecordError(start, exc) from None
+
+    def _eat_line(self):  # only called for a record whose owner is outside the zone
+        raise dns.exception.SyntaxError(
+            f"out of zone data: {self.last_name} is outside the zone {self.zone_origin}")
 
 
-def _rr_line_located(self):
-    if not self.default_ttl_known and getattr(_include_base, "dir", None):
-        # NSD's rule, not RFC 1035's: without $TTL a record with no TTL gets 3600,
-        # not the last TTL stated. Only for our loads: others share dnspython.
-        self.default_ttl, self.default_ttl_known = NO_TTL_DEFAULT, True
-    start = self.tok.line_number
-    try:
-        return _rr_line(self)
-    except dns.exception.SyntaxError as exc:
-        raise _RecordError(start, exc) from None
+def _refuse_second_singletons(txn) -> None:
+    """dnspython keeps the last of two CNAMEs (or SOAs) at a name; NSD refuses the file."""
+    add = txn.add
+
+    def checked_add(name, ttl, rd):
+        if dns.rdatatype.is_singleton(rd.rdtype):
+            existing = txn.get(name, rd.rdtype)
+            if existing and rd not in existing:
+                raise dns.exception.SyntaxError(
+                    f"multiple {dns.rdatatype.to_text(rd.rdtype)} records at the same name")
+        return add(name, ttl, rd)
+
+    txn.add = checked_add
 
 
-def _out_of_zone(self):
-    """dnspython skips records outside the zone silently; NSD refuses the file, so do we."""
-    raise dns.exception.SyntaxError(
-        f"out of zone data: {self.last_name} is outside the zone {self.zone_origin}")
-
-
-_eat_line = dns.zonefile.Reader._eat_line
-
-
-def _eat_line_checked(self):
-    if getattr(_include_base, "dir", None):
-        _out_of_zone(self)
-    return _eat_line(self)
-
-
-dns.zonefile.Reader._rr_line = _rr_line_located
-dns.zonefile.Reader._eat_line = _eat_line_checked
-_GENERIC = re.compile(r"^(caught exception <class '[\w.]+'>: )")
+def _parse(f, origin: dns.name.Name, path: str) -> dns.zone.Zone:
+    """``dns.zone.from_file`` with our reader (its own steps, in the same order)."""
+    zone = dns.zone.Zone(origin, dns.rdataclass.IN, relativize=False)
+    with zone.writer(True) as txn:
+        _refuse_second_singletons(txn)
+        _Reader(dns.tokenizer.Tokenizer(f, path), txn).read()
+    zone.check_origin()
+    return zone
 
 
 def file_signature(path: str) -> tuple | None:
@@ -148,7 +165,7 @@ def load_zone(path: str, origin: dns.name.Name | None = None, zones_dir: str | N
     _include_base.dir = zones_dir
     try:
         with open(path, encoding="utf-8") as f:
-            parsed = dns.zone.from_file(f, origin=origin, relativize=False, filename=path)
+            parsed = _parse(f, origin, path)
     except dns.exception.SyntaxError as exc:
         raise _located(str(exc), path, zones_dir, exc.__context__) from None
     except dns.zone.NoSOA:
@@ -181,6 +198,8 @@ def _located(text: str, path: str, zones_dir: str, cause=None) -> ZoneError:
     detail = _GENERIC.sub("", detail)
     if detail in ("", "Text input is malformed."):
         detail = "malformed record"
+    elif "CNAME" in detail and "compatible" in detail:
+        detail = "CNAME and other data at the same name"
     try:
         with open(where, encoding="utf-8", errors="replace") as f:
             for number, text_line in enumerate(f, 1):
@@ -194,36 +213,38 @@ def _located(text: str, path: str, zones_dir: str, cause=None) -> ZoneError:
 
 def build_zone(origin: dns.name.Name, path: str, signature, parsed: dns.zone.Zone) -> Zone:
     """Index a parsed zone: RRsets per owner, empty non-terminals, zone cuts, negative SOA."""
+    okey = tuple(label.lower() for label in origin.labels)
+    depth = len(okey)
     nodes: dict = {}
     names: set = set()
     cuts: set = set()
     records = 0
+    labels: dict = {}  # one bytes object per distinct label: most repeat (the origin's)
     for name, node in parsed.nodes.items():
-        if not name.is_subdomain(origin):
+        key = tuple(labels.setdefault(low, low) for low in (label.lower() for label in name.labels))
+        if key[len(key) - depth:] != okey:
             continue  # dnspython already refuses these; belt and braces
         rrsets = {}
         for rdataset in node.rdatasets:
             if rdataset.rdclass != dns.rdataclass.IN:
                 continue
-            rrset = dns.rrset.RRset(name, rdataset.rdclass, rdataset.rdtype)
-            rrset.update(rdataset)
-            rrsets[rdataset.rdtype] = rrset
-            records += len(rrset)
+            rrsets[rdataset.rdtype] = (name, rdataset)
+            records += len(rdataset)
         if not rrsets:
             continue
-        nodes[name] = rrsets
-        if NS in rrsets and name != origin:
-            cuts.add(name)
-        while True:
-            names.add(name)
-            if name == origin:
+        nodes[key] = rrsets
+        if NS in rrsets and key != okey:
+            cuts.add(key)
+        while key not in names:
+            names.add(key)
+            if len(key) == depth:
                 break
-            name = name.parent()
-    apex = nodes[origin]
+            key = key[1:]
+    apex = nodes[okey]
     soa = apex[SOA]
-    negative = dns.rrset.RRset(origin, soa.rdclass, SOA)
-    negative.update(soa)
-    negative.ttl = min(soa.ttl, soa[0].minimum)
-    return Zone(origin=origin, path=path, signature=signature, nodes=nodes,
+    negative = soa[1].copy()
+    negative.ttl = min(negative.ttl, negative[0].minimum)
+    negative = (soa[0], negative)
+    return Zone(origin=origin, key=okey, path=path, signature=signature, nodes=nodes,
                 names=frozenset(names), cuts=frozenset(cuts), soa=soa, ns=apex.get(NS),
                 negative_soa=negative, records=records)

@@ -10,6 +10,8 @@ secrets file and ``hosts allow`` (options ``user``, ``module``, ``port``,
 
 from __future__ import annotations
 
+import asyncio
+import os
 import secrets
 import shlex
 
@@ -23,6 +25,15 @@ DEFAULT_KEY = "/etc/clusterkit/id_ed25519"
 
 def _local_destination(node, path: str) -> str:
     return node.local_path(path)
+
+
+async def _local_rename(node, src: str, dst: str) -> bool:
+    """Rename on the node's directory when the source is there and the target is not."""
+    a, b = node.local_path(src), node.local_path(dst)
+    if not os.path.lexists(a) or os.path.lexists(b) or not os.path.isdir(os.path.dirname(b)):
+        return False
+    os.rename(a, b)
+    return True
 
 
 # --------------------------------------------------------------------- ssh
@@ -41,6 +52,23 @@ def _ssh_args(node) -> list[str]:
     if node.options.get("known_hosts"):
         ssh += ["-o", f"UserKnownHostsFile={node.options['known_hosts']}"]
     return ["-e", shlex.join(ssh)]
+
+
+async def _ssh_rename(node, src: str, dst: str) -> bool:
+    """``mv`` on the node over ssh, only when the source is there and the target is not."""
+    a, b = shlex.quote(node.local_path(src)), shlex.quote(node.local_path(dst))
+    script = f'[ -e {a} ] && [ ! -e {b} ] && [ -d "$(dirname {b})" ] && mv -T -- {a} {b}'
+    user = node.options.get("user", "root")
+    ssh = shlex.split(_ssh_args(node)[1])
+    proc = await asyncio.create_subprocess_exec(
+        *ssh, f"{user}@{node.ip}", script, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        return await asyncio.wait_for(proc.wait(), 15) == 0
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return False
 
 
 def _ssh_setup(node, cluster) -> str:
@@ -137,9 +165,9 @@ timeout = 120
 @hookimpl
 def clusterkit_register_transports(register):
     register(TransportKind("local", _local_destination,
-                           local_root=lambda node: node.root,
+                           local_root=lambda node: node.root, rename=_local_rename,
                            description="the node's filesystem is a directory on this machine"))
-    register(TransportKind("ssh", _ssh_destination, _ssh_args, setup=_ssh_setup,
+    register(TransportKind("ssh", _ssh_destination, _ssh_args, setup=_ssh_setup, rename=_ssh_rename,
                            description="rsync over ssh with the manager's key"))
     register(TransportKind("rsyncd", _rsyncd_destination, _rsyncd_args, setup=_rsyncd_setup,
                            description="an rsync daemon module on the node"))
