@@ -258,8 +258,8 @@ def test_metrics_render_policies_checks_replication_and_dns_from_status(cluster)
                                                  "members": {"node1": {"weight": 1, "active": 2, "total": 9,
                                                                        "bytes_in": 10, "bytes_out": 20,
                                                                        "connect_failures": 0}}}},
-                "members": {"127.86.1.100:80": {"service": "http", "nodes": {
-                    "node1": {"state": "up", "check": "http", "last": "ok", "latency_ms": 3.0}}}},
+                "members": {"127.86.1.100:80": {
+                    "node1": {"state": "up", "check": "http", "last": "ok", "latency_ms": 3.0}}},
                 "sync": {"nodes": {"node1": {"lag": 0.25, "pending": 4, "runs": 7}}},
                 "dns": {"queries": {"NOERROR": 5, "NXDOMAIN": 2}, "zones": {"example.": {"serial": 7}}},
             }
@@ -410,3 +410,26 @@ def test_overview_and_metrics_show_the_engines_counters_and_replication(cluster,
         nodes = {n["name"]: n for n in admin.get("/api/v1/overview")[1]["nodes"]}
         assert nodes["node1"]["replication"]["state"]
         assert 'clusterkit_replication_lag_seconds{node="node1"}' in admin.get("/metrics", raw=True)[1].decode()
+
+
+def test_drain_and_enable_through_the_membership_plugin(cluster, admin):
+    if "operator" not in cluster.hosts["manager"].control.handlers:
+        pytest.skip("no membership plugin: test_drain_maintenance_enable_is_reported_unavailable covers it")
+    from test_panel_fixtures import free_ports
+
+    (port,) = free_ports(["127.86.1.100"], 1)
+    assert admin.post("/api/v1/policies", {"vip": "127.86.1.100", "port": port, "service": "http",
+                                           "members": {"node1": 1, "node2": 1}})[0] == 201
+    try:
+        status, body = admin.post("/api/v1/nodes/node1/operator", {"action": "drain"})
+        assert status == 200 and body["node"] == "node1", body
+        assert f"127.86.1.100:{port}" in body["policies"]
+
+        def drained():
+            nodes = {n["name"]: n for n in admin.get("/api/v1/overview")[1]["nodes"]}
+            return nodes["node1"]["operator"] == "drain" and nodes["node2"]["operator"] is None
+
+        wait_for(drained, what="node1 drained in the overview")
+        assert admin.post("/api/v1/nodes/node1/operator", {"action": "enable"})[0] == 200
+    finally:
+        admin.delete(f"/api/v1/policies/127.86.1.100/{port}")
