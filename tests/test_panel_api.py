@@ -433,3 +433,31 @@ def test_drain_and_enable_through_the_membership_plugin(cluster, admin):
         assert admin.post("/api/v1/nodes/node1/operator", {"action": "enable"})[0] == 200
     finally:
         admin.delete(f"/api/v1/policies/127.86.1.100/{port}")
+
+
+ZONE = """$ORIGIN panel.test.
+$TTL 300
+@   IN SOA ns1 hostmaster {serial} 3600 600 86400 300
+@   IN NS  ns1
+ns1 IN A   127.86.1.100
+www IN A   127.86.1.100
+"""
+
+
+def test_the_overview_shows_dns_convergence_across_hosts(cluster, admin):
+    if cluster.pm.get_plugin("dns") is None or cluster.pm.get_plugin("sync") is None:
+        pytest.skip("needs the DNS and replication plugins")
+    zones = cluster.hosts["manager"].local_path(cluster.hosts["manager"].cluster.sections["dns"].zones_dir)
+    os.makedirs(zones, exist_ok=True)
+    with open(os.path.join(zones, "panel.test.zone"), "w") as f:
+        f.write(ZONE.format(serial=7))
+
+    def converged():
+        dns = admin.get("/api/v1/overview")[1]["dns"] or {}
+        zone = dns.get("zones", {}).get("panel.test.")
+        return zone if zone and zone["converged"] else None
+
+    zone = wait_for(converged, timeout=30, what="every host serving serial 7")
+    assert zone["serial"] == 7 and zone["nodes"] == {"node1": 7, "node2": 7}
+    text = admin.get("/metrics", raw=True)[1].decode()
+    assert 'clusterkit_dns_zone_serial{zone="panel.test."} 7' in text
