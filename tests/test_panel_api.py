@@ -461,3 +461,29 @@ def test_the_overview_shows_dns_convergence_across_hosts(cluster, admin):
     assert zone["serial"] == 7 and zone["nodes"] == {"node1": 7, "node2": 7}
     text = admin.get("/metrics", raw=True)[1].decode()
     assert 'clusterkit_dns_zone_serial{zone="panel.test."} 7' in text
+
+
+def test_dns_zones_and_records_through_the_api(cluster, admin):
+    if cluster.pm.get_plugin("dns") is None:
+        pytest.skip("no DNS plugin installed")
+    status, body = admin.post("/api/v1/dns/zones", {"zone": "shop.test", "ns": ["ns1.shop.test."]})
+    assert status == 201, body
+    assert "shop.test" in [z["zone"] for z in admin.get("/api/v1/dns/zones")[1]]
+    status, body = admin.post("/api/v1/dns/zones/shop.test/records",
+                              {"name": "www", "type": "A", "value": "127.86.1.100", "ttl": 60})
+    assert status == 201, body
+    records = admin.get("/api/v1/dns/zones/shop.test/records")[1]
+    assert any(r["name"] == "www" and r["type"] == "A" and r["value"] == "127.86.1.100" for r in records)
+    status, body = admin.post("/api/v1/dns/zones/shop.test/records",
+                              {"name": "www", "type": "A", "value": "not-an-address"})
+    assert status == 400 and body["error"]
+    assert admin.post("/api/v1/dns/zones/shop.test/records", {"name": "www"})[0] == 400
+    status, body = admin.delete("/api/v1/dns/zones/shop.test/records?name=www&type=A")
+    assert status == 200, body
+    assert admin.delete("/api/v1/dns/zones/shop.test/records")[0] == 400
+    assert admin.delete("/api/v1/dns/zones/shop.test")[0] == 200
+    assert admin.get("/api/v1/dns/zones/shop.test/records")[0] in (400, 404)
+    cluster.add_user("dnsop", host="node1")
+    node = cluster.login("node1", "dnsop")
+    assert node.post("/api/v1/dns/zones", {"zone": "x.test"})[0] == 403
+    assert node.get("/api/v1/dns/zones")[0] == 403

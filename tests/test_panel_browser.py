@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from test_panel_fixtures import PASSWORD, PanelCluster
+from test_panel_fixtures import PASSWORD, PanelCluster, wait_for
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
@@ -103,6 +103,24 @@ def test_login_add_a_node_and_a_policy_and_see_a_node_go_down(cluster, page):
     page.locator("#action-form button").click()
     sync_api.expect(page.locator("#jobs")).to_contain_text("hello from node1")
 
+    if cluster.pm.get_plugin("dns") is not None:
+        form = page.locator("#zone-form")
+        form.locator("[name=zone]").fill("browser.test")
+        form.locator("button").click()
+        sync_api.expect(page.locator("#zones")).to_contain_text("browser.test")
+        form = page.locator("#record-form")
+        form.locator("[name=zone]").fill("browser.test")
+        form.locator("[name=name]").fill("www")
+        form.locator("[name=value]").fill("127.86.6.100")
+        form.locator("button").click()
+
+        def added():
+            zone = next(z for z in cluster.loop.run(_zones(cluster)) if z["zone"] == "browser.test")
+            return zone["records"] >= 3  # SOA, NS, and the new A
+
+        wait_for(added, what="the record added through the form")
+        sync_api.expect(page.locator("#error")).to_have_text("")
+
     row = nodes.locator("tr", has_text="node2")
     sync_api.expect(row.locator(".state").first).to_have_text("up")
     cluster.stop("node2")
@@ -116,3 +134,9 @@ def test_a_node_panel_has_no_forms(cluster, page):
     sync_api.expect(page.locator("#nodes")).to_contain_text("manager")
     if cluster.pm.get_plugin("sync") is not None:
         sync_api.expect(page.locator("#banner")).to_contain_text("replication (as the manager sees it)")
+
+
+async def _zones(cluster):
+    from clusterkit_panel.api import _zone_store
+
+    return _zone_store(cluster.panel("manager")).zones()

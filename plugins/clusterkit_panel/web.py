@@ -58,6 +58,22 @@ PAGE = """<!doctype html>
 <label>Check <input name="check" placeholder="(the service's)"></label>
 <button type="submit">Add policy</button>
 </form>
+<div id="dns-forms" hidden>
+<h2>DNS zones</h2><table id="zones"></table>
+<form id="zone-form">
+<label>Zone <input name="zone" placeholder="example.com" required></label>
+<label>Name servers <input name="ns" placeholder="ns1.example.com. (comma-separated)"></label>
+<button type="submit">Add zone</button>
+</form>
+<form id="record-form">
+<label>Zone <input name="zone" required></label>
+<label>Name <input name="name" placeholder="www or @" required></label>
+<label>Type <input name="type" value="A" required></label>
+<label>Value <input name="value" required></label>
+<label>TTL <input name="ttl" type="number" min="0"></label>
+<button type="submit">Add record</button>
+</form>
+</div>
 <h2>Add a sync set</h2>
 <form id="sync-form">
 <label>Name <input name="name" required></label>
@@ -132,6 +148,17 @@ function renderManager(o) {
   renderJobs(o.jobs);
   fillSelect($("action-node"), o.nodes.map((n) => n.name));
   fillSelect($("action-name"), o.actions);
+  renderZones();
+}
+
+async function renderZones() {
+  try {
+    const zones = await api("GET", "/api/v1/dns/zones");
+    $("dns-forms").hidden = false;
+    table($("zones"), [["zone", (z) => esc(z.zone)], ["serial", (z) => esc(z.serial ?? "-")],
+      ["records", (z) => esc(z.records ?? z.error)],
+      ["", (z) => button("Remove", {"data-remove-zone": z.zone})]], zones);
+  } catch (e) { $("dns-forms").hidden = true; }
 }
 
 function fillSelect(el, values) {
@@ -234,6 +261,12 @@ document.addEventListener("DOMContentLoaded", () => {
   $("action-form").addEventListener("submit", (ev) => { ev.preventDefault();
     const d = formData(ev.target);
     act(() => api("POST", "/api/v1/nodes/" + encodeURIComponent(d.node) + "/actions/" + encodeURIComponent(d.action))); });
+  $("zone-form").addEventListener("submit", (ev) => { ev.preventDefault();
+    act(async () => { await api("POST", "/api/v1/dns/zones", formData(ev.target)); ev.target.reset(); }); });
+  $("record-form").addEventListener("submit", (ev) => { ev.preventDefault();
+    const d = formData(ev.target);
+    const zone = d.zone; delete d.zone;
+    act(async () => { await api("POST", "/api/v1/dns/zones/" + encodeURIComponent(zone) + "/records", d); }); });
   $("sync-form").addEventListener("submit", (ev) => { ev.preventDefault();
     act(async () => { await api("POST", "/api/v1/sync-sets", formData(ev.target)); ev.target.reset(); }); });
   document.body.addEventListener("click", (ev) => {
@@ -243,6 +276,8 @@ document.addEventListener("DOMContentLoaded", () => {
       act(() => api("DELETE", "/api/v1/nodes/" + encodeURIComponent(b.dataset.removeNode) + "?force=true"));
     if (b.dataset.removePolicy && confirm("Remove policy " + b.dataset.removePolicy + "?"))
       act(() => api("DELETE", "/api/v1/policies/" + b.dataset.removePolicy));
+    if (b.dataset.removeZone && confirm("Remove zone " + b.dataset.removeZone + "?"))
+      act(() => api("DELETE", "/api/v1/dns/zones/" + encodeURIComponent(b.dataset.removeZone)));
     if (b.dataset.removeSync && confirm("Remove sync set " + b.dataset.removeSync + "?"))
       act(() => api("DELETE", "/api/v1/sync-sets/" + encodeURIComponent(b.dataset.removeSync)));
   });
