@@ -178,14 +178,20 @@ def scripted(ip: str, greeting: bytes, replies: dict[bytes, bytes] | None = None
 
 
 @contextlib.contextmanager
-def smtp_server(ip: str):
+def smtp_server(ip: str, cert: tuple[str, str] | None = None):
+    """aiosmtpd; with ``cert``, SMTPS (TLS from the first byte, port 465 style)."""
     from aiosmtpd.controller import Controller
 
     class Sink:
         async def handle_DATA(self, server, session, envelope):
             return "250 OK"
 
-    controller = Controller(Sink(), hostname=ip, port=free_port(ip), ident="test ESMTP")
+    tls = None
+    if cert:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(*cert)
+    controller = Controller(Sink(), hostname=ip, port=free_port(ip), ident="test ESMTP",
+                            ssl_context=tls)
     controller.start()
     try:
         yield controller.port

@@ -137,3 +137,25 @@ def test_health_name_follows_membership(tmp_path):
         loop.run_until_complete(scenario())
     finally:
         loop.close()
+
+
+def test_records_follow_weights_states_and_address_families(tmp_path):
+    from types import SimpleNamespace
+
+    from clusterkit.config import load_cluster
+    from clusterkit_dns.healthnames import records_for
+    from clusterkit_dns.mgmtconfig import HealthName
+
+    cluster = load_cluster(write_cluster(tmp_path, 5300), get_plugin_manager())
+    runtime = SimpleNamespace(cluster=cluster, components={})
+    hn = HealthName("example.com.", "svc.example.com.", POLICY, 15,
+                    (("node1", "2001:db8::11"),))
+    lines, why = records_for(runtime, hn)
+    assert lines == ["svc.example.com. 15 IN A 127.87.4.12",
+                     "svc.example.com. 15 IN AAAA 2001:db8::11"]  # node3 has weight 0
+    assert why.startswith("no health information")
+    runtime.components["membership"] = Membership()
+    runtime.components["membership"].states.update(node1="maintenance")
+    assert records_for(runtime, hn) == (["svc.example.com. 15 IN A 127.87.4.12"], "1 of 2 members up")
+    missing = HealthName("example.com.", "x.example.com.", "127.87.4.1:81", 15, ())
+    assert records_for(runtime, missing) == ([], "no policy 127.87.4.1:81")

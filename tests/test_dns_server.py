@@ -290,7 +290,7 @@ def test_ipv6_listener(tmp_path):
 
 def test_include_in_a_subdirectory_reloads_too(server):
     zones = __import__("pathlib").Path(server.server.zones_dir)
-    (zones / "parts").mkdir()
+    (zones / "parts").mkdir(exist_ok=True)
     replace(zones / "parts" / "hosts.txt", "h1 A 192.0.2.91\n")
     replace(zones / "sub.test.zone", "$TTL 60\n@ SOA ns h 1 1 1 1 1\n@ NS ns\nns A 192.0.2.1\n"
                                      "$INCLUDE parts/hosts.txt\n")

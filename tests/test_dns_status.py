@@ -153,3 +153,14 @@ def test_an_extra_zone_is_found_through_the_local_control_sockets(tmp_path, pm):
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
         loop.close()
+
+
+def test_a_wildcard_listen_is_asked_at_the_host_ip():
+    from clusterkit.config import Host
+    from clusterkit_dns.convergence import dns_address
+    from clusterkit_dns.settings import DnsSettings
+
+    host = Host(name="node1", ip="10.0.0.11", role="node")
+    assert dns_address(DnsSettings(port=5353, listen=("0.0.0.0",)), host) == ("10.0.0.11", 5353)
+    assert dns_address(DnsSettings(port=53, listen=("::", "10.9.9.9")), host) == ("10.9.9.9", 53)
+    assert dns_address(DnsSettings(), host) == ("10.0.0.11", 53)

@@ -160,6 +160,18 @@ def test_smtp(checks):
               timeout=0.3)
 
 
+def test_smtps_speaks_tls_first_by_service(checks, tmp_path):
+    cert = hs.self_signed(str(tmp_path))
+    with hs.smtp_server(IP, cert=cert) as port:
+        assert "EHLO 250" in asyncio.run(checks["smtp"].run(CheckTarget(
+            "n1", IP, port, 2.0, "smtps")))  # the service name implies TLS
+        assert "EHLO 250" in run(checks, "smtp", port, tls="true")
+        fails(checks, "smtp", port, "no answer within 0.5s", timeout=0.5)  # plain SMTP: silence
+    with hs.smtp_server(IP) as plain:
+        with pytest.raises(CheckFailed, match="TLS failed"):
+            asyncio.run(checks["smtp"].run(CheckTarget("n1", IP, plain, 2.0, "smtps")))
+
+
 @pytest.fixture(scope="module")
 def dovecot(tmp_path_factory):
     if os.geteuid() != 0:

@@ -129,7 +129,7 @@ def cluster(tmp_path):
 
 
 def members(c):
-    return request(c.state_dir, "status")["members"][f"{hc.VIP}:80"]
+    return request(c.state_dir, "status")["members"][f"{hc.VIP}:80"]["nodes"]
 
 
 def wait_for(predicate, seconds=10.0):

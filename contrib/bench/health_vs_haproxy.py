@@ -150,8 +150,9 @@ listen web
 {servers}""")
         self.proc = subprocess.Popen(["haproxy", "-f", conf, "-db"], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
-        if not wait_port(VIP, PORT):
-            raise RuntimeError("haproxy did not start")
+        if not wait_port(VIP, PORT) or self.proc.poll() is not None:
+            self.close()
+            raise RuntimeError(f"haproxy did not start (is {VIP}:{PORT} taken?)")
 
     def states(self) -> dict[str, str]:
         with socket.socket(socket.AF_UNIX) as s:
@@ -171,7 +172,8 @@ listen web
         return True
 
     def close(self) -> None:
-        self.proc.terminate()
+        if self.proc.poll() is None:
+            self.proc.terminate()
         self.proc.wait(10)
 
 
@@ -193,7 +195,8 @@ class Clusterkit:
                     f'[policy.check]\nkind = "http"\ninter = {INTER}\ntimeout = {TIMEOUT}\n'
                     f'fall = {FALL}\nrise = {RISE}\n')
         self.log = open(os.path.join(directory, "clusterkit.log"), "w")
-        env = {**os.environ, "CLUSTERKIT_DISABLE_PLUGINS": "dns,sync"}  # only balancing + health
+        # balancing and health only: no DNS, panel or replication beside them
+        env = {**os.environ, "CLUSTERKIT_DISABLE_PLUGINS": "dns,sync,panel,panelsync,dns-management"}
         self.proc = subprocess.Popen([CLUSTERKIT, "run", "-c", conf], stdout=self.log, stderr=self.log,
                                      env=env)
         deadline = time.monotonic() + 15
@@ -206,11 +209,14 @@ class Clusterkit:
                 pass
             time.sleep(0.05)
         else:
-            raise RuntimeError("clusterkit did not start")
+            self.close()
+            with open(self.log.name) as f:
+                raise RuntimeError(f"clusterkit did not start:\n{f.read()[-2000:]}")
 
     def states(self) -> dict[str, str]:
         members = self.request(self.state_dir, "status", timeout=2).get("members", {})
-        return {n: m["state"] for n, m in members.get(f"{VIP}:{PORT}", {}).items()}
+        nodes = members.get(f"{VIP}:{PORT}", {}).get("nodes", {})
+        return {n: m["state"] for n, m in nodes.items()}
 
     def serves(self) -> bool:
         return "policies" in self.report and wait_port(VIP, PORT, 2)
