@@ -437,7 +437,8 @@ class Membership:
     async def _announce(self, member: Member, old: str, new: str, reason: str) -> None:
         try:
             results = self.runtime.hook.clusterkit_membership_changed(
-                runtime=self.runtime, node=member.node, service=member.service,
+                runtime=self.runtime, policy=member.policy_key, node=member.node,
+                service=member.service,
                 old=old, new=new, reason=reason)
             for result in results:
                 if inspect.isawaitable(result):

@@ -75,9 +75,10 @@ class Recorder:
         return self.engine
 
     @hookimpl
-    def clusterkit_membership_changed(self, runtime, node, service, old, new, reason):
+    def clusterkit_membership_changed(self, runtime, policy, node, service, old, new, reason):
         async def record():
-            self.events.append({"node": node, "service": service, "old": old, "new": new,
+            self.events.append({"policy": policy, "node": node, "service": service,
+                                "old": old, "new": new,
                                 "reason": reason, "host": runtime.host.name})
         return record()
 

@@ -158,7 +158,9 @@ def test_a_dead_member_goes_down_in_time_and_comes_back_after_rise(cluster):
     # HAProxy's bound: the next check starts within inter, then fall failures
     assert down_at - stopped <= INTER * FALL + TIMEOUT
     down = [e for e in cluster.recorder.events if e["new"] == "down"]
-    assert down == [{"node": "node2", "service": "http", "old": "up", "new": "down",
+    policy_key = [call[1] for call in cluster.engine.calls if call[2] == "node2"][-1]
+    assert down == [{"policy": policy_key, "node": "node2", "service": "http", "old": "up",
+                     "new": "down",
                      "host": "manager", "reason": down[0]["reason"]}]
     assert "Connection refused" in down[0]["reason"]
     assert cluster.engine.state("node1") == cluster.engine.state("node3") == "up"
