@@ -170,6 +170,8 @@ async def run_demo(pm, base: str, duration: float) -> None:
         os.makedirs(zones, exist_ok=True)
         with open(f"{zones}/{ZONE}.zone", "w") as f:
             f.write(zone_text(1, "127.80.0.100"))
+    if _has_plugin(pm, "panel"):
+        enroll_everyone(path, pm)
     hosts = [Runtime(path, pm, name, watch_config=False) for name in ("manager", *NODES)]
     manager, started = hosts[0], []
     try:
@@ -185,6 +187,13 @@ async def run_demo(pm, base: str, duration: float) -> None:
             await show_replication(manager)
         if "dns" in manager.components:
             await show_dns(hosts)
+        if "panel" in manager.components:
+            from clusterkit_panel.settings import panel_settings
+
+            port = panel_settings(manager.cluster).https_port
+            say(f"PANEL: https://{MANAGER_IP}:{port}/ on the manager (full), "
+                f"https://{NODES['node1']}:{port}/ on a node (read-only); hosts talk over "
+                "mutual TLS with certificates of the cluster CA")
         say(f"the cluster stays up for {duration:.0f}s more (clusterkit demo --duration N) ...")
         await asyncio.sleep(duration)
     finally:
@@ -193,6 +202,21 @@ async def run_demo(pm, base: str, duration: float) -> None:
         for server in backends.values():
             server.close()
     say("all hosts stopped cleanly")
+
+
+def enroll_everyone(path: str, pm) -> None:
+    """The cluster CA and each node's certificate, as ``init`` and ``join`` would make them.
+
+    The demo's hosts share one machine, so nodes are enrolled directly instead
+    of with join tokens.
+    """
+    from clusterkit.config import load_cluster
+    from clusterkit_panel import pki
+
+    cluster = load_cluster(path, pm)
+    pki.init_cluster_ca(cluster)
+    for node in cluster.nodes:
+        pki.enroll_local(cluster, node.name)
 
 
 def say(text: str) -> None:
