@@ -242,8 +242,9 @@ class NodeWorker:
             job.progress = lambda pct: setattr(self, "progress", pct)
         else:
             job.paths = transfer_list(source, list(sent))
-        # whole directories can hold any number of files: like full syncs, they go without it
-        job.delay_updates = (not full and len(job.paths) <= r.settings.atomic_batch
+        # one file is atomic by itself (temp file + rename); whole directories can hold any
+        # number of files: like full syncs, they go without it
+        job.delay_updates = (not full and 1 < len(job.paths) <= r.settings.atomic_batch
                              and not any(p.endswith("/") for p in sent))
         try:
             result = await rsync.run(job)

@@ -35,7 +35,7 @@ BASE = ["-a", "--mkpath"]
 OK = 0
 PARTIAL = (23, 24)          # partial transfer / vanished files: requeue the batch's paths
 CONNECTION = (5, 10, 12, 30, 35, 255)  # daemon refused, socket, protocol stream, timeouts, ssh
-CONFIG = (1, 2, 3, 4, 6, 11, 13, 14)   # syntax, unsupported, bad paths, file I/O on the node...
+# anything else is an error of configuration or of the node (syntax, bad paths, file I/O...)
 
 
 @dataclass
