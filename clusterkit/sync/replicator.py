@@ -257,16 +257,22 @@ class NodeWorker:
         return result
 
     async def _renames(self, kind, sset) -> None:
-        """Apply the batch's renames on the node, so rsync only compares what moved."""
+        """Apply the batch's renames on the node, so rsync only compares what moved.
+
+        Only while the node is healthy, and not past the first failure: a rename is
+        an optimisation (rsync sends what moved anyway), never worth a stall.
+        """
+        if self.failures:
+            return
         for name, src, dst in self.taken_renames:
             if name != sset.name:
                 continue
             try:
                 done = await kind.rename(self.node, os.path.join(sset.path, src),
                                          os.path.join(sset.path, dst))
-            except Exception as exc:  # the rsync that follows sends it anyway
+            except Exception as exc:
                 log.debug("%s: rename %s -> %s on the node failed: %s", self.name, src, dst, exc)
-                continue
+                return
             log.debug("%s: %s %s -> %s on the node", self.name, "renamed" if done else "did not rename",
                       src, dst)
 
