@@ -392,6 +392,9 @@ def _parse_policy(data, key, hosts, manager, registry, report) -> Policy | None:
         idle_timeout=t.number("idle_timeout", float, 300.0, 0.1),
         options=t.table("options"),
     )
+    if service is not None and service.check_options is not None:
+        service.check_options(policy.options,
+                              lambda name, msg: report(f"{key}.options.{name}", msg))
     t.finish()
     return policy
 

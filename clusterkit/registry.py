@@ -22,6 +22,8 @@ class ServiceKind:
     ``handler`` builds the proxy's per-connection protocol handler; ``None``
     means a plain byte relay in both directions. ``persistence`` is the
     default client-affinity time in seconds (https keeps TLS sessions warm).
+    ``check_options(options, report)``, when set, validates a policy's
+    ``options`` table at load time, calling ``report(key, message)`` per problem.
     """
 
     name: str
@@ -30,6 +32,7 @@ class ServiceKind:
     handler: Any = None
     persistence: int = 0
     description: str = ""
+    check_options: Callable[[dict, Callable[[str, str], None]], None] | None = None
 
 
 @dataclass(frozen=True)

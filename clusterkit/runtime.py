@@ -39,6 +39,22 @@ async def gather_results(results: list) -> list:
     return [await r if inspect.isawaitable(r) else r for r in results]
 
 
+class PluginError(Exception):
+    """A plugin failed in a lifecycle hook; the message names it."""
+
+
+async def call_each(caller, **kwargs) -> None:
+    """Call every implementation of a hook in pluggy's order, awaiting each; failures name the plugin."""
+    for impl in reversed(caller.get_hookimpls()):  # pluggy runs the last registered first
+        try:
+            result = impl.function(**{k: kwargs[k] for k in impl.argnames})
+            if inspect.isawaitable(result):
+                await result
+        except Exception as exc:
+            raise PluginError(f"plugin {impl.plugin_name!r} failed in {caller.name}: "
+                              f"{type(exc).__name__}: {exc}") from exc
+
+
 class Runtime:
     """Everything a plugin needs about the host it runs on.
 
@@ -123,7 +139,7 @@ class Runtime:
             self.engine = self.hook.clusterkit_lb_engine(runtime=self)
             if self.engine is not None:
                 await self.engine.apply(self.cluster)
-        await gather_results(self.hook.clusterkit_start(runtime=self))
+        await call_each(self.hook.clusterkit_start, runtime=self)
         log.info("%s %s is up", self.host.role, self.host.name)
 
     async def stop(self) -> None:
@@ -131,10 +147,13 @@ class Runtime:
         log.info("stopping %s", self.host.name)
         if self.engine is not None:
             await self._bounded(self.engine.close(self.shutdown_timeout), "load balancer")
-        for impl in reversed(self.hook.clusterkit_stop.get_hookimpls()):
-            result = impl.function(runtime=self)
-            if inspect.isawaitable(result):
-                await self._bounded(result, impl.plugin_name)
+        for impl in self.hook.clusterkit_stop.get_hookimpls():  # the reverse of start order
+            try:
+                result = impl.function(runtime=self)
+            except Exception:
+                log.exception("plugin %s failed while stopping", impl.plugin_name)
+                continue
+            await self._bounded(result, impl.plugin_name)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -157,7 +176,11 @@ class Runtime:
                 return {"reloaded": True, "changed": False}
             if self.engine is not None:
                 await self.engine.apply(new)
-            await gather_results(self.hook.clusterkit_reload(runtime=self, old=old, new=new))
+            try:
+                await call_each(self.hook.clusterkit_reload, runtime=self, old=old, new=new)
+            except PluginError as exc:
+                log.error("reload: %s", exc)
+                return {"reloaded": True, "changed": True, "error": str(exc)}
             log.info("reloaded %s", self.config_path)
             return {"reloaded": True, "changed": True}
 
@@ -177,9 +200,11 @@ class Runtime:
 
     # ------------------------------------------------------------- internals
 
-    async def _bounded(self, awaitable: Awaitable, what: str) -> None:
+    async def _bounded(self, result: Any, what: str) -> None:
+        if not inspect.isawaitable(result):
+            return
         try:
-            await asyncio.wait_for(awaitable, self.shutdown_timeout)
+            await asyncio.wait_for(result, self.shutdown_timeout)
         except asyncio.TimeoutError:
             log.warning("%s did not stop within %ss", what, self.shutdown_timeout)
         except Exception:

@@ -95,3 +95,21 @@ def test_reload_reports_the_refusal_over_the_control_socket(daemon):
     answer = request(state, "reload")
     assert answer["reloaded"] is False
     assert "policy[0].vip: is required" in answer["error"]
+
+
+def test_a_plugin_failing_to_start_is_named_and_the_daemon_exits_1(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "failing_start.py").write_text(
+        "from clusterkit import hookimpl\n\n@hookimpl\ndef clusterkit_start(runtime):\n"
+        "    raise OSError('port 53 is taken')\n")
+    from test_plugins import fake_install
+
+    fake_install(site, "failing-start", "1.0", {"failing": "failing_start"})
+    cfg = write_cluster(tmp_path / "cluster.toml", "127.91.3", nodes=1)
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    result = subprocess.run([CLUSTERKIT, "run", "-c", str(cfg)], capture_output=True, text=True,
+                            env=env, timeout=60)
+    assert result.returncode == 1
+    assert "plugin 'failing' failed in clusterkit_start: OSError: port 53 is taken" in result.stderr
+    assert not os.path.exists(socket_path(os.path.join(tmp_path, "state", "manager")))

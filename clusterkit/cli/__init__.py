@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from clusterkit import __version__
-from clusterkit.cli import config_cmd, daemon, hosts, plugins_cmd, policy, sync
+from clusterkit.cli import config_cmd, daemon, hosts, operator, plugins_cmd, policy, sync  # noqa: F401
 from clusterkit.plugins import get_plugin_manager
 
 

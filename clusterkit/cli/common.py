@@ -11,6 +11,7 @@ import typer
 
 from clusterkit.config import ConfigError, default_path
 from clusterkit.control import ControlError
+from clusterkit.runtime import PluginError
 
 ConfigOpt = Annotated[str, typer.Option(
     "--config", "-c", envvar="CLUSTERKIT_CONFIG", show_envvar=True,
@@ -33,13 +34,18 @@ def guard(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except (ConfigError, UsageError) as exc:
-            typer.echo(f"error: {exc}", err=True)
+            _error(exc)
             raise typer.Exit(EXIT_USAGE) from None
-        except (ControlError, OSError) as exc:
-            typer.echo(f"error: {exc}", err=True)
+        except (ControlError, PluginError, OSError) as exc:
+            _error(exc)
             raise typer.Exit(EXIT_FAILURE) from None
 
     return wrapper
+
+
+def _error(exc: Exception) -> None:
+    for line in str(exc).splitlines() or [type(exc).__name__]:
+        typer.echo(f"error: {line}", err=True)
 
 
 def plugin_manager(ctx: typer.Context):

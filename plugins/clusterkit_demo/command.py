@@ -1,48 +1,197 @@
-"""An embedded cluster on loopback: the manager and three nodes in one process."""
+"""An embedded cluster on loopback: the manager and three nodes in one process.
+
+Each host is a real :class:`~clusterkit.runtime.Runtime` with its own
+addresses (127.80.0.x: Linux routes all of 127/8 to ``lo``, no root needed)
+and its own directory standing for its filesystem. The demo shows, in plain
+words, each capability the installed plugins provide: balancing, failover,
+replication and DNS.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import tempfile
+import time
+from collections import Counter
 from typing import Annotated
 
 import typer
 
 from clusterkit.cli.common import plugin_manager
+from clusterkit.config import registry_of
 from clusterkit.runtime import Runtime, new_event_loop
+from clusterkit_demo.backends import http_get, start_backend
 
 MANAGER_IP = "127.80.0.1"
 PUBLIC_IP = "127.80.0.100"
 NODES = {"node1": "127.80.0.11", "node2": "127.80.0.12", "node3": "127.80.0.13"}
+WEB_PORT = 8080
+DNS_PORT = 10053
+ZONE = "demo.test"
 
 
-def write_definition(base: str) -> str:
+def write_definition(base: str, pm) -> str:
     """The demo cluster: local-directory nodes under ``base``, all on 127.80.0.0/24."""
     nodes = "".join(
         f'\n[[node]]\nname = "{name}"\nip = "{ip}"\ntransport = "local"\nroot = "{base}/{name}"\n'
         for name, ip in NODES.items())
+    members = ", ".join(f"{name} = 1" for name in NODES)
     text = (f'[cluster]\nname = "demo"\nstate_dir = "{base}/state"\n\n'
             f'[manager]\nname = "manager"\nip = "{MANAGER_IP}"\npublic_ips = ["{PUBLIC_IP}"]\n'
             f'root = "{base}/manager"\n{nodes}')
+    if "http" in registry_of(pm).services:
+        text += (f'\n[[policy]]\nvip = "{PUBLIC_IP}"\nport = {WEB_PORT}\nservice = "http"\n'
+                 f'members = {{{members}}}\ncheck = {{inter = 0.3, timeout = 0.3, rise = 2, '
+                 f'fall = 2}}\n')
+    text += '\n[[sync]]\nname = "www"\npath = "/srv/www"\n'
+    if _has_plugin(pm, "dns"):
+        text += f'\n[dns]\nport = {DNS_PORT}\nzones_dir = "/srv/zones"\n'
     path = f"{base}/cluster.toml"
     with open(path, "w") as f:
         f.write(text)
     return path
 
 
+def _has_plugin(pm, name: str) -> bool:
+    return pm.get_plugin(name) is not None
+
+
+def zone_text(serial: int, address: str) -> str:
+    return (f"$ORIGIN {ZONE}.\n$TTL 60\n"
+            f"@ IN SOA ns1 hostmaster {serial} 3600 600 86400 60\n"
+            f"@ IN NS ns1\nns1 IN A {MANAGER_IP}\nwww IN A {address}\n")
+
+
+async def wait_until(predicate, timeout: float, step: float = 0.02):
+    """Poll ``predicate`` (sync or async) until it returns a true value or time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value or time.monotonic() > deadline:
+            return value
+        await asyncio.sleep(step)
+
+
+async def show_balancing(manager: Runtime) -> None:
+    say(f"BALANCING: 30 requests to http://{PUBLIC_IP}:{WEB_PORT}/ (the public IP) ...")
+    answers = Counter([await http_get(PUBLIC_IP, WEB_PORT) for _ in range(30)])
+    for body, count in sorted(answers.items()):
+        say(f"  {count:2d} x {body!r}")
+
+
+async def show_failover(manager: Runtime, backends: dict) -> None:
+    say("FAILOVER: node2's web server stops while a client keeps sending requests ...")
+    backends["node2"].close()
+    await backends["node2"].wait_closed()
+    failed = sent = 0
+    started = time.monotonic()
+
+    def node2_state():
+        members = manager.status().get("members", {})
+        return members.get(f"{PUBLIC_IP}:{WEB_PORT}", {}).get("node2", {}).get("state")
+
+    while node2_state() != "down" and time.monotonic() - started < 10:
+        sent += 1
+        try:
+            await http_get(PUBLIC_IP, WEB_PORT)
+        except (OSError, asyncio.TimeoutError, ConnectionError):
+            failed += 1
+    say(f"  node2 marked {node2_state()} after {time.monotonic() - started:.2f}s; "
+        f"{sent} requests sent meanwhile, {failed} failed")
+    answers = Counter([await http_get(PUBLIC_IP, WEB_PORT) for _ in range(12)])
+    say(f"  now answering: {dict(answers)}")
+    backends["node2"] = await start_backend(NODES["node2"], WEB_PORT, "node2")
+    await wait_until(lambda: node2_state() == "up", 10)
+    say(f"  node2's web server is back: state {node2_state()}")
+
+
+async def show_replication(manager: Runtime) -> None:
+    cluster = manager.cluster
+    say("REPLICATION: a file written on the manager appears on every node ...")
+    source = manager.local_path("/srv/www/index.html")
+    os.makedirs(os.path.dirname(source), exist_ok=True)
+    started = time.monotonic()
+    with open(source, "w") as f:
+        f.write("<h1>written on the manager</h1>\n")
+    targets = [node.local_path("/srv/www/index.html") for node in cluster.nodes]
+    arrived = await wait_until(lambda: all(os.path.exists(t) for t in targets), 10, 0.002)
+    elapsed = (time.monotonic() - started) * 1000
+    say(f"  {'on all 3 nodes' if arrived else 'NOT on every node'} after {elapsed:.0f} ms")
+
+
+async def show_dns(hosts: list[Runtime]) -> None:
+    import dns.asyncquery
+    import dns.message
+
+    async def answers() -> dict[str, str]:
+        out = {}
+        for runtime in hosts:
+            query = dns.message.make_query(f"www.{ZONE}", "A")
+            try:
+                reply = await dns.asyncquery.udp(query, runtime.host.ip, port=DNS_PORT, timeout=1)
+                out[runtime.host.name] = ",".join(r.address for rr in reply.answer for r in rr)
+            except Exception as exc:  # shown to the user as is
+                out[runtime.host.name] = f"error: {exc}"
+        return out
+
+    say(f"DNS: every host answers www.{ZONE} on its own address, port {DNS_PORT} ...")
+
+    async def everyone_answers():
+        current = await answers()
+        return current if all(v and not v.startswith("error") for v in current.values()) else None
+
+    first = await wait_until(everyone_answers, 10, 0.05) or await answers()
+    for name, value in first.items():
+        say(f"  {name}: {value}")
+    say("  the zone is changed on the manager (serial 2, www -> 127.80.0.200) ...")
+    started = time.monotonic()
+    zone = hosts[0].local_path(f"/srv/zones/{ZONE}.zone")
+    with open(zone + ".tmp", "w") as f:
+        f.write(zone_text(2, "127.80.0.200"))
+    os.replace(zone + ".tmp", zone)
+
+    async def converged():
+        return all(v == "127.80.0.200" for v in (await answers()).values())
+
+    ok = await wait_until(converged, 10, 0.05)
+    say(f"  {'every host answers the new address' if ok else 'NOT converged'} after "
+        f"{(time.monotonic() - started) * 1000:.0f} ms")
+
+
 async def run_demo(pm, base: str, duration: float) -> None:
-    path = write_definition(base)
+    path = write_definition(base, pm)
     say(f"cluster definition: {path}")
-    hosts = [Runtime(path, pm, name, watch_config=False)
-             for name in ("manager", *NODES)]
-    for runtime in hosts:
-        await runtime.start()
-        say(f"{runtime.host.role} {runtime.host.name} up on {runtime.host.ip}")
+    backends = {name: await start_backend(ip, WEB_PORT, name) for name, ip in NODES.items()}
+    if _has_plugin(pm, "dns"):
+        zones = f"{base}/manager/srv/zones"
+        os.makedirs(zones, exist_ok=True)
+        with open(f"{zones}/{ZONE}.zone", "w") as f:
+            f.write(zone_text(1, "127.80.0.100"))
+    hosts = [Runtime(path, pm, name, watch_config=False) for name in ("manager", *NODES)]
+    manager, started = hosts[0], []
     try:
+        for runtime in hosts:
+            await runtime.start()
+            started.append(runtime)
+            say(f"{runtime.host.role} {runtime.host.name} up on {runtime.host.ip}")
+        if manager.engine is not None and manager.cluster.policies:
+            await show_balancing(manager)
+            if "membership" in manager.components:
+                await show_failover(manager, backends)
+        if "sync" in manager.components:
+            await show_replication(manager)
+        if "dns" in manager.components:
+            await show_dns(hosts)
+        say(f"the cluster stays up for {duration:.0f}s more (clusterkit demo --duration N) ...")
         await asyncio.sleep(duration)
     finally:
-        for runtime in reversed(hosts):
+        for runtime in reversed(started):
             await runtime.stop()
+        for server in backends.values():
+            server.close()
     say("all hosts stopped cleanly")
 
 
@@ -51,7 +200,8 @@ def say(text: str) -> None:
 
 
 def demo(ctx: typer.Context,
-         duration: Annotated[float, typer.Option(help="Seconds to keep the cluster up.")] = 10.0) -> None:
+         duration: Annotated[float, typer.Option(
+             help="Seconds to keep the cluster up after the show.")] = 5.0) -> None:
     """Run an embedded cluster on loopback (manager + 3 nodes) and show what it does."""
     pm = plugin_manager(ctx)
     loop = new_event_loop()

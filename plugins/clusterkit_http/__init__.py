@@ -1,4 +1,10 @@
-"""HTTP and HTTPS: plain L4 relays (TLS passes through to the node untouched)."""
+"""HTTP and HTTPS: plain L4 relays (TLS passes through to the node untouched).
+
+Neither needs a protocol handler: the proxy relays the bytes. ``https``
+defaults to 300 s of persistence so a client keeps the node holding its TLS
+session. Their default check is ``tcp`` until the HTTP check kinds of the
+health plugin exist.
+"""
 
 from clusterkit import hookimpl
 from clusterkit.registry import ServiceKind

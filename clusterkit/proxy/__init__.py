@@ -1,0 +1,13 @@
+"""The native L4 load balancer: policies become listeners relaying to members.
+
+``Engine`` (:mod:`clusterkit.proxy.engine`) is what the runtime drives;
+:mod:`~clusterkit.proxy.pool` chooses members, :mod:`~clusterkit.proxy.relay`
+moves the bytes, :mod:`~clusterkit.proxy.proxyproto` writes PROXY headers and
+:mod:`~clusterkit.proxy.handler` is the interface for protocol-aware services.
+"""
+
+from clusterkit.proxy.engine import Engine
+from clusterkit.proxy.handler import Handler, Session
+from clusterkit.proxy.listener import ProxyError
+
+__all__ = ["Engine", "Handler", "Session", "ProxyError"]

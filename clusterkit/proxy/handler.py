@@ -1,0 +1,139 @@
+"""The interface for protocol-aware services (FTP and the like).
+
+Most services are a plain byte relay (``ServiceKind.handler is None``). A
+service whose protocol carries addresses — FTP's ``PASV``/``EPSV`` replies,
+``PORT``/``EPRT`` commands — registers ``handler``: a callable taking a
+:class:`Session` and returning a :class:`Handler` (a subclass is the usual
+way). The proxy creates one per balanced connection and calls it on the
+event loop; the relay, back-pressure, half-close and counters stay the
+proxy's job.
+
+Order of calls: ``connected()`` once the member connection is up (nothing
+has been relayed yet), then ``from_client``/``from_server`` for every chunk
+in each direction, then ``closed()`` once both sides are gone. Chunks have
+arbitrary boundaries: a line-based handler keeps its partial line itself.
+Methods must not block; for work that waits, spawn a task and deliver the
+result later with ``session.send_to_client``/``send_to_server``.
+
+For FTP passive mode: on a ``227`` reply from the node, the handler calls
+``session.open_data_listener(node_port)``, which listens on the policy's
+public address and relays the one data connection (only from the control
+connection's client address) to *the same node* at ``node_port`` — the data
+connection is pinned to the control connection's node by construction —
+and rewrites the reply to the returned public address and port. Active mode
+(``PORT``/``EPRT``) is the mirror image: ``session.open_active_listener(client_port)``
+listens on the manager's cluster address for the node's data connection and
+relays it to the client.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from clusterkit.proxy.relay import ClientSide
+
+
+class Handler:
+    """Base handler: relays unchanged. Override what the protocol needs."""
+
+    def __init__(self, session: "Session"):
+        self.session = session
+
+    def connected(self) -> None:
+        """The member connection is up; nothing has been relayed yet."""
+
+    def from_client(self, data: bytes) -> bytes:
+        """Bytes from the client; return what the member receives (``b""`` to hold back)."""
+        return data
+
+    def from_server(self, data: bytes) -> bytes:
+        """Bytes from the member; return what the client receives (``b""`` to hold back)."""
+        return data
+
+    def closed(self) -> None:
+        """Both sides are closed: release what ``connected`` or the data path opened."""
+
+
+class Session:
+    """What a handler can see and do about its connection."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: "ClientSide"):
+        self._conn = conn
+
+    @property
+    def client(self) -> tuple[str, int]:
+        """The client's (ip, port)."""
+        return self._conn.client_addr[:2]
+
+    @property
+    def local(self) -> tuple[str, int]:
+        """The public (ip, port) the client connected to."""
+        conn = self._conn
+        if conn.local_addr is None:
+            conn.local_addr = conn.transport.get_extra_info("sockname")
+        return conn.local_addr[:2]
+
+    @property
+    def policy_key(self) -> str:
+        return self._conn.listener.key
+
+    @property
+    def node(self) -> str | None:
+        """The node of the member serving this connection (``None`` before ``connected``)."""
+        member = self._conn.member
+        return member.node if member is not None else None
+
+    @property
+    def member_address(self) -> tuple[str, int] | None:
+        member = self._conn.member
+        return member.address if member is not None else None
+
+    def send_to_client(self, data: bytes) -> None:
+        self._conn.transport.write(data)
+
+    def send_to_server(self, data: bytes) -> None:
+        self._conn.server.transport.write(data)
+
+    def close(self) -> None:
+        """Close both sides (after what is buffered is sent)."""
+        self._conn.close()
+
+    def open_data_listener(self, node_port: int, ports: range | None = None,
+                           timeout: float = 30.0) -> tuple[str, int]:
+        """Passive mode: listen on the public address for one data connection to this node.
+
+        The listener takes one connection, only from this session's client
+        address, relays it to this connection's node at ``node_port``, and
+        closes after that connection or ``timeout`` seconds. ``ports`` is the
+        passive port range to pick from (an ephemeral port when ``None``).
+        Returns the public (ip, port) to announce to the client.
+        Raises ``OSError`` when no port in the range is free.
+        """
+        from clusterkit.proxy.listener import DataListener
+
+        conn = self._conn
+        data = DataListener(conn.listener, conn.member, self.local[0], ports,
+                            allowed_ip=self.client[0], target=(conn.member.address[0], node_port),
+                            timeout=timeout)
+        return data.address
+
+    def open_active_listener(self, client_port: int, ports: range | None = None,
+                             timeout: float = 30.0) -> tuple[str, int]:
+        """Active mode: listen on the manager's cluster address for this node's data connection.
+
+        For ``PORT``/``EPRT``: the handler rewrites the command sent to the
+        node to the returned (ip, port); the node's connection, accepted only
+        from this connection's node address, is relayed to the client at
+        ``client_port`` from the public address the client connected to.
+        """
+        from clusterkit.proxy.listener import DataListener
+
+        conn = self._conn
+        data = DataListener(conn.listener, conn.member, conn.listener.engine.manager_ip, ports,
+                            allowed_ip=conn.member.address[0],
+                            target=(self.client[0], client_port), timeout=timeout, reverse=True,
+                            source=(self.local[0], 0))
+        return data.address

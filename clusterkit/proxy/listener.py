@@ -1,0 +1,292 @@
+"""Listeners: a policy's listening socket, its member pool and its connections.
+
+:class:`Listener` realises one policy (VIP:port). It is updated in place by
+the engine on every reload, so members keep their state and counters and
+established connections never notice. A removed policy's listener *retires*:
+it stops accepting and lives until its last connection ends.
+
+:class:`DataListener` is the one-shot listener a service handler opens for
+a data connection pinned to the node of its control connection (FTP).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+
+from clusterkit.proxy.pool import Member, Pool
+from clusterkit.proxy.relay import ClientSide, reset
+
+log = logging.getLogger("clusterkit.proxy")
+
+BACKLOG = 4096
+IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
+
+
+class ProxyError(Exception):
+    """A listener could not be opened; the message says which and why."""
+
+
+def listen_socket(ip: str, port: int, reuse_port: bool = False) -> socket.socket:
+    """A bound, listening, non-blocking TCP socket.
+
+    ``IP_FREEBIND`` lets a listener come up before its VIP is assigned to an
+    interface (a VIP that moves between managers). ``reuse_port`` is for
+    worker processes sharing one address.
+    """
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET:
+            try:
+                sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
+            except OSError:
+                pass
+        sock.bind((ip, port))
+        sock.listen(BACKLOG)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        hint = ""
+        if exc.errno == errno.EADDRINUSE:
+            hint = (f" (is a local service listening on 0.0.0.0:{port} or {ip}:{port}? bind the "
+                    f"manager's own services to its cluster ip; see docs/load-balancing.md)")
+        raise ProxyError(f"cannot listen on {ip}:{port}: {exc.strerror or exc}{hint}") from None
+    return sock
+
+
+class Listener:
+    """One policy: listening socket, member pool, live connections, counters."""
+
+    def __init__(self, engine, policy, cluster):
+        self.engine = engine
+        self.loop = engine.loop
+        self.key = policy.key
+        self.pool = Pool(policy.scheduler, policy.persistence)
+        self.conns: set[ClientSide] = set()
+        self.server: asyncio.AbstractServer | None = None
+        self.retiring = False
+        self.fallback: Member | None = None
+        self.active = self.total = self.refused = self.fallbacks = 0
+        self.over_limit = self.idle_closed = 0
+        self.update(policy, cluster)
+
+    def update(self, policy, cluster) -> None:
+        """Take a (possibly changed) policy: members, weights, scheduler, options."""
+        self.policy = policy
+        self.pool.configure(policy.scheduler, policy.persistence)
+        members = []
+        for spec in policy.members:
+            address = (cluster.hosts[spec.node].ip, policy.backend_port)
+            member = self.pool.members.get(spec.node) or Member(spec.node, address)
+            member.address = address
+            member.weight = spec.weight
+            member.max_conn = policy.member_max_conn
+            member.state, member.factor = self.engine.states.get((self.key, spec.node), ("up", 1.0))
+            members.append(member)
+        self.pool.set_members(members)
+        self.fallback = self._fallback(policy, cluster)
+        self.connect_timeout = policy.connect_timeout
+        self.idle_timeout = policy.idle_timeout
+        self.max_conn = policy.max_conn
+        self.proxy_protocol = policy.proxy_protocol
+        self.handler_factory = self.engine.handler_for(policy.service)
+        self.need_peer = bool(policy.persistence or policy.scheduler == "sh"
+                              or policy.proxy_protocol or self.handler_factory)
+
+    def _fallback(self, policy, cluster) -> Member | None:
+        """``policy.fallback``; without one, the manager as a weight-0 member (a backup)."""
+        if not policy.fallback:
+            manager = getattr(cluster, "manager", None)
+            member = self.pool.members.get(manager.name) if manager is not None else None
+            return member if member is not None and member.weight == 0 else None
+        if policy.fallback in cluster.hosts:
+            address = (cluster.hosts[policy.fallback].ip, policy.backend_port)
+        else:
+            host, _, port = policy.fallback.rpartition(":")
+            address = (host.strip("[]"), int(port))
+        if self.fallback is not None and self._own_fallback() and self.fallback.address == address:
+            return self.fallback  # keeps its counters
+        return Member("fallback", address)
+
+    def _own_fallback(self) -> bool:
+        """The fallback is ``policy.fallback``, not a member standing in as backup."""
+        return self.pool.members.get(self.fallback.node) is not self.fallback
+
+    async def start(self, reuse_port: bool = False) -> None:
+        sock = listen_socket(self.policy.vip, self.policy.port, reuse_port)
+        self.server = await self.loop.create_server(
+            lambda: ClientSide(self), sock=sock, backlog=BACKLOG)
+
+    def retire(self) -> None:
+        """Stop accepting; established connections run to their end."""
+        self.retiring = True
+        if self.server is not None:
+            self.server.close()
+
+    # ------------------------------------------------- called by the relay
+
+    def accepted(self, conn: ClientSide) -> None:
+        self.active += 1
+        self.total += 1
+        self.conns.add(conn)
+        client_ip = None
+        if self.need_peer:
+            conn.client_addr = conn.transport.get_extra_info("peername")
+            client_ip = conn.client_addr[0]
+        if self.max_conn and self.active > self.max_conn:
+            self.over_limit += 1
+            client_ip = False  # go straight to the fallback
+        conn.connecting = self.loop.create_task(conn.connect(client_ip))
+
+    def pick(self, client_ip, tried) -> Member | None:
+        if client_ip is False:
+            return None
+        return self.pool.pick(client_ip, self.loop.time(), tried)
+
+    def finished(self, conn: ClientSide) -> None:
+        self.active -= 1
+        self.conns.discard(conn)
+        member = conn.member
+        if member is not None:
+            member.active -= 1
+            if self.pool.persistence and conn.client_addr is not None:
+                self.pool.refresh_pin(conn.client_addr[0], member, self.loop.time())
+        if self.retiring and not self.conns:
+            self.engine.retired.discard(self)
+
+    # --------------------------------------------------------------- upkeep
+
+    def sweep(self, interval: float) -> None:
+        """Close connections idle (no byte either way) for ``idle_timeout``; expire pins."""
+        self.pool.expire_pins(self.loop.time())
+        self.idle_closed += sweep_idle(self.conns, interval, self.idle_timeout)
+
+    def stats(self) -> dict:
+        members = {m.node: m.stats() for m in self.pool.members.values()}
+        if self.fallback is not None and self._own_fallback():
+            members["fallback"] = self.fallback.stats()
+        p = self.policy
+        return {"service": p.service, "scheduler": p.scheduler, "persistence": p.persistence,
+                "proxy_protocol": p.proxy_protocol or "none", "listening": not self.retiring,
+                "active": self.active, "total": self.total, "refused": self.refused,
+                "fallback": self.fallbacks, "over_limit": self.over_limit,
+                "idle_closed": self.idle_closed, "members": members}
+
+
+class DataListener:
+    """A one-shot listener for a handler's data connection, pinned to one node.
+
+    It accepts one connection from ``allowed_ip`` on ``bind_ip`` (a port from
+    ``ports``, else an ephemeral one) and relays it to ``target``. Passive
+    mode: the client connects on the public address, the target is the node.
+    Active mode (``reverse``): the node connects on the manager's cluster
+    address, the target is the client, reached from ``source`` (the public
+    address the client knows). Bytes count toward ``member`` in the
+    client's direction either way.
+    """
+
+    def __init__(self, parent: Listener, member: Member, bind_ip: str, ports: range | None,
+                 allowed_ip: str, target: tuple[str, int], timeout: float, reverse: bool = False,
+                 source: tuple[str, int] | None = None):
+        self.parent = parent
+        self.engine = parent.engine
+        self.loop = parent.loop
+        self.key = f"{parent.key} data"
+        self.member = member
+        self.target = Member(member.node, target)
+        self.target.source = source
+        self.allowed_ip = allowed_ip
+        self.reverse = reverse
+        self.connect_timeout = parent.connect_timeout
+        self.proxy_protocol = ""
+        self.handler_factory = None
+        self.fallback = None
+        self.refused = self.fallbacks = 0
+        self.conns: set[ClientSide] = set()
+        self.idle_timeout = parent.idle_timeout
+        self.retiring = True
+        self.sock = self._bind(bind_ip, ports)
+        self.address = self.sock.getsockname()[:2]
+        self.server = None
+        self.engine.retired.add(self)
+        self._task = self.loop.create_task(self._serve())
+        self._expiry = self.loop.call_later(timeout, self.close)
+
+    @staticmethod
+    def _bind(ip: str, ports: range | None) -> socket.socket:
+        for port in ports or (0,):
+            try:
+                return listen_socket(ip, port)
+            except ProxyError:
+                continue
+        raise OSError(errno.EADDRINUSE, f"no free data port on {ip} in {ports}")
+
+    async def _serve(self) -> None:
+        self.server = await self.loop.create_server(lambda: ClientSide(self), sock=self.sock)
+
+    def close(self) -> None:
+        self._expiry.cancel()
+        if self.server is not None:
+            self.server.close()
+        else:
+            self._task.cancel()
+            self.sock.close()
+        if not self.conns:
+            self.engine.retired.discard(self)
+
+    retire = close
+
+    def accepted(self, conn: ClientSide) -> None:
+        conn.client_addr = conn.transport.get_extra_info("peername")
+        self.conns.add(conn)
+        if conn.client_addr[0] != self.allowed_ip or len(self.conns) > 1:
+            log.warning("%s: data connection from %s refused (expected %s)",
+                        self.key, conn.client_addr[0], self.allowed_ip)
+            reset(conn.transport)
+            return
+        self.close()
+        conn.connecting = self.loop.create_task(conn.connect(conn.client_addr[0]))
+
+    def pick(self, client_ip, tried) -> Member | None:
+        return None if tried else self.target
+
+    def finished(self, conn: ClientSide) -> None:
+        self.conns.discard(conn)
+        if conn.member is not None:
+            conn.member.active -= 1
+            sent, received = self.target.bytes_in, self.target.bytes_out
+            if self.reverse:
+                sent, received = received, sent
+            self.member.bytes_in += sent
+            self.member.bytes_out += received
+            self.target.bytes_in = self.target.bytes_out = 0
+        if not self.conns:
+            self.engine.retired.discard(self)
+
+    def sweep(self, interval: float) -> None:
+        sweep_idle(self.conns, interval, self.idle_timeout)
+
+
+def sweep_idle(conns, interval: float, limit: float) -> int:
+    """Abort connections with no byte either way for ``limit`` seconds; return how many.
+
+    The relay only sets ``conn.seen`` on traffic (no timer per chunk); this
+    sweep, run every ``interval`` seconds, turns that into idle time.
+    """
+    closed = 0
+    for conn in list(conns):
+        if conn.seen:
+            conn.seen = False
+            conn.idle = 0.0
+        elif conn.connecting is None:
+            conn.idle += interval
+            if conn.idle >= limit:
+                closed += 1
+                conn.abort()
+    return closed

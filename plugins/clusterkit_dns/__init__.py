@@ -1,0 +1,99 @@
+"""Authoritative DNS on every host: the ``[dns]`` section, the server's lifecycle, ``clusterkit dns``.
+
+Every host (manager and nodes) serves the zones of ``[dns] zones_dir``, which
+replicates from the manager like any other directory (the ``dns-zones`` sync
+set). The server object of a host lives in ``runtime.components["dns"]``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from clusterkit import hookimpl
+from clusterkit.config import SyncSet
+from clusterkit_dns.settings import parse_settings, settings_of
+
+log = logging.getLogger("clusterkit.dns")
+COMPONENT = "dns"
+SYNC_SET = "dns-zones"
+
+
+@hookimpl
+def clusterkit_config_sections(register):
+    register("dns", parse_settings)
+
+
+@hookimpl
+def clusterkit_sync_sets(cluster):
+    settings = settings_of(cluster)
+    if not settings.enabled:
+        return []
+    return [SyncSet(name=SYNC_SET, path=settings.zones_dir, owner="dns")]
+
+
+@hookimpl
+def clusterkit_register_commands(app):
+    from clusterkit_dns.cli import app as dns_app
+
+    app.add_typer(dns_app, name="dns")
+
+
+@hookimpl
+async def clusterkit_start(runtime):
+    await _start(runtime)
+
+
+async def _start(runtime) -> None:
+    from clusterkit_dns.server import DnsServer
+
+    settings = settings_of(runtime.cluster)
+    if not settings.enabled:
+        return
+    server = DnsServer(runtime.local_path(settings.zones_dir), settings.addresses(runtime.host))
+    await server.start()
+    runtime.components[COMPONENT] = server
+    runtime.add_control("dns-reload", lambda: _reload_zones(runtime))
+
+
+async def _reload_zones(runtime) -> dict:
+    server = runtime.components.get(COMPONENT)
+    if server is None:
+        return {"enabled": False}
+    return await server.reload_zones()
+
+
+@hookimpl
+async def clusterkit_stop(runtime):
+    server = runtime.components.pop(COMPONENT, None)
+    if server is not None:
+        await server.stop()
+
+
+@hookimpl
+async def clusterkit_reload(runtime, old, new):
+    """Listen addresses change in place; a new zones directory or enabling/disabling restarts."""
+    before, after = settings_of(old), settings_of(new)
+    server = runtime.components.get(COMPONENT)
+    if server is None or not after.enabled or before.zones_dir != after.zones_dir:
+        await clusterkit_stop(runtime)
+        await _start(runtime)
+        return
+    await server.rebind(after.addresses(runtime.host))
+
+
+@hookimpl
+async def clusterkit_applied(runtime, sync_set, paths):
+    """Replicated zone files landed: rescan now (unchanged files cost a stat each)."""
+    if sync_set.owner != "dns":
+        return
+    server = runtime.components.get(COMPONENT)
+    if server is not None:
+        await server.reload_zones()
+
+
+@hookimpl
+def clusterkit_status(runtime):
+    server = runtime.components.get(COMPONENT)
+    if server is None:
+        return None
+    return {"dns": server.status()}

@@ -1,0 +1,67 @@
+"""The ``[dns]`` table of the cluster definition."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from clusterkit_dns import mgmtconfig
+
+DEFAULT_ZONES_DIR = "/var/lib/clusterkit/zones"
+KEYS = ("enabled", "port", "zones_dir", "listen") + mgmtconfig.KEYS
+
+
+@dataclass(frozen=True)
+class DnsSettings:
+    """``listen`` empty means: the host's ip, plus the manager's public_ips on the manager."""
+
+    enabled: bool = True
+    port: int = 53
+    zones_dir: str = DEFAULT_ZONES_DIR
+    listen: tuple[str, ...] = ()
+    management: mgmtconfig.Management = field(default_factory=mgmtconfig.Management)
+
+    def addresses(self, host) -> list[tuple[str, int]]:
+        """Where ``host`` serves DNS: ``(ip, port)`` pairs, without duplicates."""
+        ips = list(self.listen) or [host.ip, *(host.public_ips if host.role == "manager" else ())]
+        return [(ip, self.port) for ip in dict.fromkeys(ips)]
+
+
+def parse_settings(table, report) -> DnsSettings:
+    """Validate ``[dns]``; every problem goes to ``report(key, message)``."""
+    if not isinstance(table, dict):
+        report("", f"must be a table, not {type(table).__name__}")
+        return DnsSettings()
+    for key in table:
+        if key not in KEYS:
+            report(key, f"unknown key (known: {', '.join(KEYS)})")
+    enabled = table.get("enabled", True)
+    if not isinstance(enabled, bool):
+        report("enabled", f"must be true or false, not {enabled!r}")
+        enabled = True
+    port = table.get("port", 53)
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        report("port", f"{port!r} is not a port number (1..65535)")
+        port = 53
+    zones_dir = table.get("zones_dir", DEFAULT_ZONES_DIR)
+    if not isinstance(zones_dir, str) or not zones_dir.startswith("/"):
+        report("zones_dir", f"{zones_dir!r} must be an absolute path")
+        zones_dir = DEFAULT_ZONES_DIR
+    listen = table.get("listen", [])
+    if not isinstance(listen, list):
+        report("listen", f"must be a list of IP addresses, not {listen!r}")
+        listen = []
+    good = []
+    for i, ip in enumerate(listen):
+        try:
+            if not isinstance(ip, str):
+                raise TypeError
+            good.append(str(ipaddress.ip_address(ip)))
+        except (ValueError, TypeError):
+            report(f"listen[{i}]", f"{ip!r} is not an IP address")
+    return DnsSettings(enabled=enabled, port=port, zones_dir=zones_dir, listen=tuple(good),
+                       management=mgmtconfig.parse_management(table, report))
+
+
+def settings_of(cluster) -> DnsSettings:
+    return cluster.sections.get("dns") or DnsSettings()

@@ -1,0 +1,61 @@
+"""Tell the server when something in its zones directory changed (watchdog, inotify).
+
+Only events that end a write are asked for: close-after-write, rename, delete
+(an editor's or rsync's temp file becoming the zone is a rename). Reads and
+opens are filtered out (ARCHITECTURE.md: watchdog reports them by default).
+The callback runs on watchdog's thread, so it must only schedule work on the
+event loop; the server also rescans periodically, because watchdog drops
+inotify overflows silently.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from watchdog.events import (DirDeletedEvent, DirMovedEvent, FileClosedEvent, FileDeletedEvent,
+                             FileMovedEvent, FileSystemEventHandler)
+from watchdog.observers import Observer
+
+log = logging.getLogger("clusterkit.dns")
+
+EVENTS = [FileClosedEvent, FileMovedEvent, FileDeletedEvent, DirMovedEvent, DirDeletedEvent]
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, callback: Callable[[], None]):
+        self.callback = callback
+
+    def on_any_event(self, event) -> None:
+        try:
+            self.callback()
+        except RuntimeError:  # the event loop is already closed: we are shutting down
+            pass
+
+
+class ZoneWatcher:
+    """An observer thread on one directory calling ``callback()`` on every finished change."""
+
+    def __init__(self, directory: str, callback: Callable[[], None]):
+        self.directory = directory
+        self.callback = callback
+        self.observer = None
+
+    def start(self) -> None:
+        observer = Observer()
+        observer.daemon = True
+        try:
+            observer.schedule(_Handler(self.callback), self.directory, recursive=True,
+                              event_filter=EVENTS)
+            observer.start()
+        except OSError as exc:  # the periodic rescan still covers us
+            log.warning("dns: cannot watch %s (%s); relying on the periodic rescan",
+                        self.directory, exc)
+            return
+        self.observer = observer
+
+    def stop(self) -> None:
+        if self.observer is not None:
+            self.observer.stop()
+            self.observer.join(timeout=2)
+            self.observer = None

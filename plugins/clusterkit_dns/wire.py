@@ -1,0 +1,432 @@
+"""Bytes in, bytes out: parse a query, answer it from precompiled responses, patch, send.
+
+At load time every (owner name, type) of a zone is resolved and rendered once
+into a :class:`Template`: the response with the question lower-cased. On the
+way out only the ID, the RD bit, the question as received (its letter case:
+compression pointers into it stay valid because its length is the same) and
+the OPT record are patched in. Everything else (wildcards, NXDOMAIN, CNAME
+chains, truncation, EDNS errors, malformed packets) takes the general path,
+whose cacheable results join the templates until the next reload.
+
+The answer for a query depends only on (name, type) once the header, class
+and EDNS are checked, which is what makes this sound.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from dataclasses import dataclass
+
+import dns.name
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+
+from clusterkit_dns.engine import Answer, ZoneSet, resolve
+from clusterkit_dns.zones import Zone
+
+log = logging.getLogger("clusterkit.dns")
+
+IN = dns.rdataclass.IN
+OPT, DS, ANY = dns.rdatatype.OPT, dns.rdatatype.DS, dns.rdatatype.ANY
+AXFR, IXFR = dns.rdatatype.AXFR, dns.rdatatype.IXFR
+FORMERR, SERVFAIL, NOTIMP, REFUSED = (dns.rcode.FORMERR, dns.rcode.SERVFAIL,
+                                      dns.rcode.NOTIMP, dns.rcode.REFUSED)
+BADVERS = 16
+NOTIFY = 4
+UDP_PLAIN = 512        # without EDNS (RFC 1035)
+EDNS_SIZE = 1232       # what we advertise and the most we send over UDP (DNS flag day 2020)
+TCP_MAX = 65535
+# Types whose answer is not "the name's default" when absent from the name.
+_SLOW_TYPES = frozenset(struct.pack("!H", t) for t in (DS, ANY, AXFR, IXFR))
+_OPT_RR = (b"\x00\x00\x29" + struct.pack("!H", EDNS_SIZE) + b"\x00\x00\x00\x00\x00\x00",
+           b"\x00\x00\x29" + struct.pack("!H", EDNS_SIZE) + b"\x00\x00\x80\x00\x00\x00")
+_EDNS_IN = b"\x00\x00\x29"  # root owner, type OPT
+_QUERY_COUNTS = b"\x00\x01\x00\x00\x00\x00"  # QD=1 AN=0 NS=0 (AR follows)
+_IN_CLASS = b"\x00\x01"
+_join = b"".join  # one allocation for the response, not one per piece
+CACHE_MAX = 50_000
+_PROBES = (dns.rdatatype.NULL, dns.rdatatype.HINFO)  # types standing for "any type absent here"
+
+
+class FormatError(Exception):
+    """The query is malformed: FORMERR."""
+
+
+_SHARED: dict = {}  # immutable header pieces, one copy each (a zone has few distinct ones)
+
+
+def _shared(value: bytes | tuple):
+    return _SHARED.setdefault(value, value)
+
+
+class Template:
+    """A rendered response minus what depends on the query (ID, RD, question case, OPT).
+
+    Kept small (a 100,000-record zone has about twice as many): the header
+    pieces are shared, and the answer it came from is not kept; the rare
+    response that must be truncated is resolved again.
+    """
+
+    __slots__ = ("flags", "counts", "counts_opt", "body", "size", "rcode")
+
+    def __init__(self, answer: Answer, body: bytes, counts: tuple[int, int, int]):
+        aa = 0x04 if answer.aa else 0
+        self.flags = _shared((_shared(bytes((0x80 | aa, answer.rcode))),
+                              _shared(bytes((0x81 | aa, answer.rcode)))))
+        an, ns, ar = counts
+        self.counts = _shared(struct.pack("!HHHH", 1, an, ns, ar))
+        self.counts_opt = _shared(struct.pack("!HHHH", 1, an, ns, ar + 1))
+        self.body = body
+        self.size = len(body) + 5  # + the zero byte's offset z = the response's length
+        self.rcode = answer.rcode
+
+
+@dataclass
+class Query:
+    """A parsed query: only what answering needs."""
+
+    id: bytes
+    rd: int
+    qname: dns.name.Name     # lower-cased
+    key: bytes               # lower-cased wire name + qtype
+    question: bytes          # the question as received (name, type, class)
+    qtype: int
+    qclass: int
+    edns: tuple | None       # (payload, version, do) when the query has an OPT record
+
+
+class TooBig(Exception):
+    """The record set does not fit in the size limit (it was rolled back)."""
+
+
+_NAME_RDATA = frozenset((dns.rdatatype.NS, dns.rdatatype.CNAME, dns.rdatatype.PTR))
+_MX, _SOA = dns.rdatatype.MX, dns.rdatatype.SOA
+_RR_HEAD = struct.Struct("!HHIH")
+_SOA_TAIL = struct.Struct("!IIIII")
+
+
+class Writer:
+    """A DNS message being written: name compression (RFC 1035 §4.1.4), RRset rollback.
+
+    dnspython's renderer builds a Name object per suffix per write; keys here
+    are tuples of lower-cased labels, which makes compiling a 100,000-record
+    zone several times faster. Names inside RDATA are compressed only for the
+    RFC 1035 types (NS, CNAME, PTR, MX, SOA), as RFC 3597 §4 requires.
+    """
+
+    __slots__ = ("buf", "table", "limit")
+
+    def __init__(self, limit: int = TCP_MAX):
+        self.buf = bytearray(12)  # the header is patched in later; offsets count from 0
+        self.table: dict = {}
+        self.limit = limit
+
+    def name(self, name: dns.name.Name) -> None:
+        labels = name.labels
+        n = len(labels) - 1
+        low = tuple(label.lower() for label in labels[:n])
+        buf, table = self.buf, self.table
+        for i in range(n):
+            offset = table.get(low[i:])
+            if offset is not None:
+                buf += (0xC000 | offset).to_bytes(2, "big")
+                return
+            if len(buf) < 0x4000:
+                table[low[i:]] = len(buf)
+            buf.append(len(labels[i]))
+            buf += labels[i]
+        buf.append(0)
+
+    def question(self, qname: dns.name.Name, qtype: int) -> None:
+        self.name(qname)
+        self.buf += struct.pack("!HH", qtype, IN)
+
+    def rrset(self, rrset: tuple) -> int:
+        """Write every record of ``(owner, rdataset)``; :class:`TooBig` (nothing written) past
+        the limit."""
+        buf = self.buf
+        start = len(buf)
+        owner, rdataset = rrset
+        rdtype, rdclass, ttl = rdataset.rdtype, rdataset.rdclass, rdataset.ttl
+        for rd in rdataset:
+            self.name(owner)
+            buf += _RR_HEAD.pack(rdtype, rdclass, ttl, 0)
+            at = len(buf)
+            if rdtype in _NAME_RDATA:
+                self.name(rd.target)
+            elif rdtype == _MX:
+                buf += rd.preference.to_bytes(2, "big")
+                self.name(rd.exchange)
+            elif rdtype == _SOA:
+                self.name(rd.mname)
+                self.name(rd.rname)
+                buf += _SOA_TAIL.pack(rd.serial, rd.refresh, rd.retry, rd.expire, rd.minimum)
+            else:
+                buf += rd.to_wire()
+            buf[at - 2:at] = (len(buf) - at).to_bytes(2, "big")
+        if len(buf) > self.limit:
+            del buf[start:]
+            self.table = {k: v for k, v in self.table.items() if v < start}
+            raise TooBig
+        return len(rdataset)
+
+
+def render(answer: Answer, qname: dns.name.Name, qtype: int, limit: int = TCP_MAX) -> tuple:
+    """Render ``answer`` into (body after the question, counts, truncated) within ``limit``.
+
+    Records go in file order (NSD does not shuffle either). When the answer or
+    authority section does not fit, the response is the question alone with
+    TC (NSD's choice); additional records that do not fit are left out, and
+    that sets TC only for a referral, whose glue is needed (RFC 9471).
+    """
+    w = Writer(limit)
+    w.question(qname, qtype)
+    start = len(w.buf)
+    counts = [0, 0, 0]
+    try:
+        for rrset in answer.answer:
+            counts[0] += w.rrset(rrset)
+        for rrset in answer.authority:
+            counts[1] += w.rrset(rrset)
+    except TooBig:
+        return b"", (0, 0, 0), True
+    truncated = False
+    for rrset in answer.additional:
+        try:
+            counts[2] += w.rrset(rrset)
+        except TooBig:
+            truncated = answer.referral
+            break
+    return bytes(w.buf[start:]), tuple(counts), truncated
+
+
+def compile_answer(answer: Answer, qname: dns.name.Name, qtype: int) -> Template:
+    body, counts, _ = render(answer, qname, qtype)
+    return Template(answer, body, counts)
+
+
+def compile_zone(zone: Zone, inner: tuple) -> tuple[dict, dict]:
+    """Templates for every (name, type) of ``zone``, and each name's default (NODATA/referral).
+
+    Names inside a more specific served zone (``inner``, keys) are left to it.
+    CNAME owners get no default: the answer follows the chain, per type,
+    possibly into other zones, so it goes through the general path (and its
+    cache).
+    """
+    cached = zone.compiled.get(inner)
+    if cached is not None:
+        return cached
+    alone = ZoneSet({zone.origin: zone})
+    exact: dict = {}
+    default: dict = {}
+    for key in zone.names:
+        if inner and any(key[len(key) - len(o):] == o for o in inner if len(o) <= len(key)):
+            continue
+        name = dns.name.Name(key)
+        wire_name = name.to_wire()
+        node = zone.nodes.get(key, {})
+        for rdtype in node:
+            exact[wire_name + struct.pack("!H", rdtype)] = compile_answer(
+                resolve(alone, name, rdtype), name, rdtype)
+        if dns.rdatatype.CNAME not in node:
+            absent = next(t for t in _PROBES if t not in node)
+            default[wire_name] = compile_answer(resolve(alone, name, absent), name, absent)
+    zone.compiled[inner] = (exact, default)
+    return exact, default
+
+
+class State:
+    """Everything the hot path reads, swapped as one reference on reload."""
+
+    __slots__ = ("zones", "exact", "default", "cache")
+
+    def __init__(self, zones: ZoneSet, exact: dict, default: dict):
+        self.zones, self.exact, self.default = zones, exact, default
+        self.cache: dict = {}
+
+
+def build_state(zones: ZoneSet) -> State:
+    """Compile (or reuse) each zone's templates and merge them: run it off the event loop."""
+    exact: dict = {}
+    default: dict = {}
+    origins = list(zones.zones)
+    for origin, zone in zones.zones.items():
+        inner = tuple(sorted(o for o in origins if len(o) > len(origin)
+                             and o[len(o) - len(origin):] == origin))
+        e, d = compile_zone(zone, inner)
+        exact.update(e)
+        default.update(d)
+    return State(zones, exact, default)
+
+
+class Responder:
+    """Turns query bytes into response bytes for one server; counts answers by rcode."""
+
+    def __init__(self):
+        self.state = State(ZoneSet({}), {}, {})
+        self.rcodes = [0] * 24
+        self.dropped = 0
+        self.send_errors = 0
+
+    def install(self, state: State) -> None:
+        self.state = state  # one reference: a query sees the old zones or the new, never half
+
+    def handle(self, data: bytes, tcp: bool = False) -> bytes | None:
+        """The response to ``data``, or None when nothing must be sent (a response, a runt)."""
+        st = self.state
+        z = data.find(0, 12)
+        if z > 0 and not data[2] & 0xF8 and data[4:10] == _QUERY_COUNTS \
+                and data[z + 3:z + 5] == _IN_CLASS:
+            key = data[12:z + 1].lower() + data[z + 1:z + 3]
+            t = st.exact.get(key) or st.cache.get(key)
+            if t is None and data[z + 1:z + 3] not in _SLOW_TYPES:
+                t = st.default.get(key[:-2])
+            if t is not None:
+                if data[10:12] == b"\x00\x00":
+                    if tcp or z + t.size <= UDP_PLAIN:
+                        self.rcodes[t.rcode] += 1
+                        return _join((data[:2], t.flags[data[2] & 1], t.counts, data[12:z + 5],
+                                      t.body))
+                elif data[10:12] == b"\x00\x01" and len(data) >= z + 16 \
+                        and data[z + 5:z + 8] == _EDNS_IN and data[z + 11] == 0:
+                    if tcp or z + t.size + 11 <= max(UDP_PLAIN, min(
+                            EDNS_SIZE, (data[z + 8] << 8) | data[z + 9])):
+                        self.rcodes[t.rcode] += 1
+                        return _join((data[:2], t.flags[data[2] & 1], t.counts_opt,
+                                      data[12:z + 5], t.body, _OPT_RR[data[z + 12] >> 7]))
+        return self.general(data, tcp)
+
+    # --------------------------------------------------------------- general
+
+    def general(self, data: bytes, tcp: bool) -> bytes | None:
+        if len(data) < 12 or data[2] & 0x80:
+            self.dropped += 1  # too short for a header, or a response: never answer those
+            return None
+        opcode = (data[2] >> 3) & 0x0F
+        rd = data[2] & 1
+        if opcode != 0:
+            return self._header_only(data, opcode, REFUSED if opcode == NOTIFY else NOTIMP)
+        try:
+            query = parse_query(data)
+        except FormatError:
+            return self._header_only(data, 0, FORMERR)
+        try:
+            return self._answer(query, tcp)
+        except Exception:  # a bug must cost one SERVFAIL, never the server
+            self.rcodes[SERVFAIL] += 1
+            if self.rcodes[SERVFAIL] % 1000 == 1:
+                log.exception("internal error answering %s/%s", query.qname,
+                              dns.rdatatype.to_text(query.qtype))
+            flags = bytes((0x80 | rd, SERVFAIL))
+            opt = _OPT_RR[query.edns[2]] if query.edns else b""
+            return (query.id + flags + struct.pack("!HHHH", 1, 0, 0, 1 if opt else 0)
+                    + query.question + opt)
+
+    def _header_only(self, data: bytes, opcode: int, rcode: int) -> bytes:
+        self.rcodes[rcode] += 1
+        return data[:2] + bytes((0x80 | (opcode << 3) | (data[2] & 1), rcode)) + bytes(8)
+
+    def _answer(self, q: Query, tcp: bool) -> bytes:
+        opt = b""
+        limit = TCP_MAX if tcp else UDP_PLAIN
+        if q.edns is not None:
+            payload, version, do = q.edns
+            if version != 0:  # RFC 6891 §6.1.3: BADVERS, upper rcode bits in the OPT TTL
+                self.rcodes[BADVERS] += 1
+                return (q.id + bytes((0x80 | q.rd, 0)) + struct.pack("!HHHH", 1, 0, 0, 1)
+                        + q.question + _OPT_RR[0][:5] + b"\x01\x00" + _OPT_RR[do][7:])
+            opt = _OPT_RR[do]
+            if not tcp:
+                limit = max(UDP_PLAIN, min(EDNS_SIZE, payload))
+        if q.qclass != IN:
+            return self._simple(q, REFUSED, opt)
+        if q.qtype in (AXFR, IXFR):  # no zone transfers (yet): NSD's answers without provide-xfr
+            return self._simple(q, NOTIMP if q.qtype == AXFR and not tcp else REFUSED, opt)
+        st = self.state
+        t = st.exact.get(q.key) or st.cache.get(q.key)
+        if t is None:
+            t = compile_answer(resolve(st.zones, q.qname, q.qtype), q.qname, q.qtype)
+            if len(st.cache) >= CACHE_MAX:
+                st.cache.clear()
+            st.cache[q.key] = t
+        self.rcodes[t.rcode] += 1
+        counts, body = (t.counts_opt if opt else t.counts), t.body
+        flags = t.flags[q.rd]
+        if len(q.question) + 12 + len(body) + len(opt) > limit:
+            answer = resolve(st.zones, q.qname, q.qtype)
+            body, (an, ns, ar), tc = render(answer, q.qname, q.qtype, limit - len(opt))
+            counts = struct.pack("!HHHH", 1, an, ns, ar + (1 if opt else 0))
+            if tc:
+                flags = bytes((flags[0] | 0x02, flags[1]))
+        return q.id + flags + counts + q.question + body + opt
+
+    def _simple(self, q: Query, rcode: int, opt: bytes) -> bytes:
+        self.rcodes[rcode] += 1
+        return (q.id + bytes((0x80 | q.rd, rcode)) + struct.pack("!HHHH", 1, 0, 0, 1 if opt else 0)
+                + q.question + opt)
+
+
+def parse_query(data: bytes) -> Query:
+    """Header, one question, at most one OPT in additional; anything else is FORMERR.
+
+    Trailing bytes after the records are ignored, as NSD does.
+    """
+    qd, an, ns, ar = struct.unpack_from("!HHHH", data, 4)
+    if qd != 1 or an or ns:
+        raise FormatError
+    pos = 12
+    labels = []
+    total = 1
+    while True:
+        if pos >= len(data):
+            raise FormatError
+        length = data[pos]
+        if length == 0:
+            pos += 1
+            break
+        if length > 63:  # compression pointers have nothing to point at in a question
+            raise FormatError
+        total += length + 1
+        if total > 255 or pos + 1 + length > len(data):
+            raise FormatError
+        labels.append(data[pos + 1:pos + 1 + length].lower())
+        pos += 1 + length
+    if pos + 4 > len(data):
+        raise FormatError
+    qtype, qclass = struct.unpack_from("!HH", data, pos)
+    question = data[12:pos + 4]
+    pos += 4
+    edns = None
+    for _ in range(ar):
+        end = _skip_name(data, pos)
+        if end + 10 > len(data):
+            raise FormatError
+        rtype, rclass, ttl, rdlen = struct.unpack_from("!HHIH", data, end)
+        if end + 10 + rdlen > len(data):
+            raise FormatError
+        if rtype == OPT:
+            if edns is not None or end != pos + 1:  # one OPT, owned by the root
+                raise FormatError
+            edns = (rclass, (ttl >> 16) & 0xFF, (ttl >> 15) & 1)
+        pos = end + 10 + rdlen
+    qname = dns.name.Name(labels + [b""])
+    return Query(id=data[:2], rd=data[2] & 1, qname=qname,
+                 key=question[:-4].lower() + question[-4:-2], question=question,
+                 qtype=qtype, qclass=qclass, edns=edns)
+
+
+def _skip_name(data: bytes, pos: int) -> int:
+    """The offset after a (possibly compressed) name in a record."""
+    while True:
+        if pos >= len(data):
+            raise FormatError
+        length = data[pos]
+        if length == 0:
+            return pos + 1
+        if length & 0xC0 == 0xC0:
+            return pos + 2
+        if length > 63:
+            raise FormatError
+        pos += 1 + length

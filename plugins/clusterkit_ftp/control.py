@@ -1,0 +1,328 @@
+"""The FTP control channel without I/O: split lines, pair replies, rewrite data addresses.
+
+The proxy feeds :class:`FtpControl` the bytes of each direction; it returns
+what to forward. Everything is passed through byte for byte (multi-line
+replies, unknown commands, odd line endings) except:
+
+* ``227`` replies (PASV): the node's ``h1,h2,h3,h4,p1,p2`` becomes the
+  address the manager listens on for that data connection;
+* ``229`` replies (EPSV): the port between the delimiters, likewise;
+* ``PORT``/``EPRT`` commands: the client's data address becomes one the
+  manager listens on for the node's data connection (which the manager then
+  carries on to the client); a client may only name its own address and an
+  unprivileged port (no FTP bounce through the cluster);
+* ``LPRT``/``LPSV``: refused here with ``502`` (their addresses would need a
+  rewrite nobody uses);
+* a ``234`` reply to ``AUTH``: the channel turns to TLS, every later byte
+  passes untouched and :meth:`DataPorts.tls_started` is called.
+
+The I/O — opening listeners — is behind :class:`DataPorts`, which the
+proxy handler implements and the unit tests replace with a plain object.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections import deque
+from typing import Protocol
+
+#: a control line longer than this is passed through unparsed (no legitimate
+#: PASV/PORT line is near it), so a peer cannot make us buffer without bound
+MAX_LINE = 8192
+MAX_PENDING = 1024
+
+_PASV = re.compile(rb"(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3})")
+_EPSV = re.compile(rb"\(([\x21-\x7e])\1\1(\d{1,5})\1\)")
+
+
+class DataPorts(Protocol):
+    """What the control channel asks of the I/O side."""
+
+    def passive(self, node_port: int) -> tuple[str, int]:
+        """Listen for the client's data connection, relayed to the node's ``node_port``.
+
+        Returns the public (ip, port) to announce; raises ``OSError`` when no
+        port is free.
+        """
+
+    def active(self, client_ip: str, client_port: int) -> tuple[str, int]:
+        """Listen for the node's data connection, carried on to the client's address.
+
+        Returns the (ip, port) to give the node; raises ``OSError`` on failure.
+        """
+
+    def active_refused(self) -> None:
+        """The node refused the last PORT/EPRT: its listener is not needed."""
+
+    def tls_started(self) -> None:
+        """``AUTH`` succeeded: the control channel is encrypted from here on."""
+
+
+class LineSplitter:
+    """Bytes in, complete lines out; the partial line is kept for the next chunk.
+
+    ``feed`` returns ``(chunk, is_line)`` pairs: ``is_line`` is true for a
+    whole line (ending in ``\\n``) that may be parsed, false for pieces of an
+    over-long line, which are passed on as they come.
+    """
+
+    def __init__(self, limit: int = MAX_LINE):
+        self.limit = limit
+        self.partial = b""
+        self.overlong = False
+
+    def feed(self, data: bytes) -> list[tuple[bytes, bool]]:
+        out: list[tuple[bytes, bool]] = []
+        buf = self.partial + data if self.partial else data
+        start = 0
+        while True:
+            end = buf.find(b"\n", start)
+            if end < 0:
+                break
+            line = buf[start:end + 1]
+            out.append((line, not self.overlong))
+            self.overlong = False
+            start = end + 1
+        rest = buf[start:]
+        if len(rest) > self.limit or (self.overlong and rest):
+            out.append((rest, False))
+            self.overlong = True
+            rest = b""
+        self.partial = rest
+        return out
+
+    def drain(self) -> bytes:
+        """Whatever is held (the channel stopped being line-based)."""
+        rest, self.partial = self.partial, b""
+        return rest
+
+
+def line_ending(line: bytes) -> bytes:
+    return b"\r\n" if line.endswith(b"\r\n") else b"\n"
+
+
+# ------------------------------------------------------------- address codecs
+
+
+def parse_pasv(line: bytes) -> tuple[str, int] | None:
+    """The address of a ``227`` reply, or None when it has none."""
+    m = _PASV.search(line, 4)
+    if not m:
+        return None
+    numbers = [int(x) for x in m.groups()]
+    if any(n > 255 for n in numbers):
+        return None
+    return ".".join(map(str, numbers[:4])), numbers[4] * 256 + numbers[5]
+
+
+def rewrite_pasv(line: bytes, ip: str, port: int) -> bytes:
+    """``line`` with its ``h1,…,p2`` replaced by ``ip``/``port``, the rest untouched."""
+    m = _PASV.search(line, 4)
+    value = ",".join(ip.split(".") + [str(port >> 8), str(port & 255)]).encode()
+    return line[:m.start()] + value + line[m.end():]
+
+
+def parse_epsv(line: bytes) -> int | None:
+    """The port of a ``229`` reply (``(|||port|)``), or None."""
+    m = _EPSV.search(line, 4)
+    if not m:
+        return None
+    port = int(m.group(2))
+    return port if 0 < port < 65536 else None
+
+
+def rewrite_epsv(line: bytes, port: int) -> bytes:
+    m = _EPSV.search(line, 4)
+    return line[:m.start(2)] + str(port).encode() + line[m.end(2):]
+
+
+def parse_port_arg(arg: bytes) -> tuple[str, int] | None:
+    """``h1,h2,h3,h4,p1,p2`` (RFC 959) → (ip, port), or None when malformed."""
+    parts = arg.strip().split(b",")
+    if len(parts) != 6 or not all(p.strip().isdigit() for p in parts):
+        return None
+    numbers = [int(p) for p in parts]
+    if any(n > 255 for n in numbers):
+        return None
+    return ".".join(map(str, numbers[:4])), numbers[4] * 256 + numbers[5]
+
+
+def format_port(ip: str, port: int) -> bytes:
+    return ",".join(ip.split(".") + [str(port >> 8), str(port & 255)]).encode()
+
+
+def parse_eprt_arg(arg: bytes) -> tuple[str, int] | None:
+    """``<d>af<d>addr<d>port<d>`` (RFC 2428) → (ip, port), or None when malformed."""
+    arg = arg.strip()
+    if len(arg) < 7:
+        return None
+    d = arg[:1]
+    if not 0x21 <= d[0] <= 0x7e:
+        return None
+    fields = arg.split(d)
+    if len(fields) != 5 or fields[0] or fields[4]:
+        return None
+    af, addr, port = fields[1], fields[2].decode("ascii", "replace"), fields[3]
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return None
+    if af not in (b"1", b"2") or (af == b"1") != (ip.version == 4) or not port.isdigit():
+        return None
+    port_n = int(port)
+    return (str(ip), port_n) if 0 < port_n < 65536 else None
+
+
+def format_eprt(ip: str, port: int) -> bytes:
+    af = b"2" if ":" in ip else b"1"
+    return b"|" + af + b"|" + ip.encode() + b"|" + str(port).encode() + b"|"
+
+
+def same_ip(a: str, b: str) -> bool:
+    """Equal addresses, also across IPv4 and IPv4-mapped IPv6 forms."""
+    try:
+        x, y = ipaddress.ip_address(a), ipaddress.ip_address(b)
+    except ValueError:
+        return False
+    x = getattr(x, "ipv4_mapped", None) or x
+    y = getattr(y, "ipv4_mapped", None) or y
+    return x == y
+
+
+# ------------------------------------------------------------------ the channel
+
+
+class FtpControl:
+    """One control connection's state: commands awaiting replies, reply framing, TLS.
+
+    ``from_client(data)`` returns ``(to_server, to_client)`` (the second for
+    commands answered here); ``from_server(data)`` returns the bytes for the
+    client. ``tls`` is true once ``AUTH`` succeeded.
+    """
+
+    def __init__(self, client_ip: str, ports: DataPorts, limit: int = MAX_LINE):
+        self.client_ip = client_ip
+        self.ports = ports
+        self.tls = False
+        self._client = LineSplitter(limit)
+        self._server = LineSplitter(limit)
+        # commands sent and not yet answered with a final (>= 200) reply; the
+        # greeting answers nothing we sent, hence its placeholder. Bounded: a
+        # client pipelining thousands of commands only confuses its own pairing
+        self._pending: deque[bytes] = deque([b""], maxlen=MAX_PENDING)
+        self._multi: bytes | None = None  # code of the multi-line reply being read
+
+    # ------------------------------------------------------- client → server
+
+    def from_client(self, data: bytes) -> tuple[bytes, bytes]:
+        if self.tls:
+            return data, b""
+        to_server: list[bytes] = []
+        to_client: list[bytes] = []
+        for chunk, is_line in self._client.feed(data):
+            if not is_line:
+                to_server.append(chunk)
+                if chunk.endswith(b"\n"):  # an over-long command: the node answers it
+                    self._pending.append(b"")
+                continue
+            forward, answer = self._command(chunk)
+            if forward:
+                to_server.append(forward)
+            if answer:
+                to_client.append(answer)
+        return b"".join(to_server), b"".join(to_client)
+
+    def _command(self, line: bytes) -> tuple[bytes, bytes]:
+        text = line.rstrip(b"\r\n")
+        verb, _, arg = text.partition(b" ")
+        verb = verb.upper()
+        eol = line_ending(line)
+        if verb in (b"PORT", b"EPRT"):
+            address = parse_port_arg(arg) if verb == b"PORT" else parse_eprt_arg(arg)
+            if address is None:  # malformed: the node answers 501 itself
+                self._pending.append(b"")
+                return line, b""
+            ip, port = address
+            if not same_ip(ip, self.client_ip) or port < 1024:
+                return b"", (b"501 Rejected data connection to " + ip.encode() + b":"
+                             + str(port).encode() + b" (not your address, or a privileged port)."
+                             + eol)
+            try:
+                local_ip, local_port = self.ports.active(ip, port)
+            except OSError:
+                return b"", b"425 Cannot prepare the data connection on the load balancer." + eol
+            self._pending.append(b"PORT")
+            if verb == b"PORT" and ":" not in local_ip:
+                return b"PORT " + format_port(local_ip, local_port) + eol, b""
+            return b"EPRT " + format_eprt(local_ip, local_port) + eol, b""
+        if verb in (b"LPRT", b"LPSV"):
+            return b"", b"502 " + verb + b" is not supported here; use PASV, EPSV, PORT or EPRT." + eol
+        self._pending.append(verb)
+        return line, b""
+
+    # ------------------------------------------------------- server → client
+
+    def from_server(self, data: bytes) -> bytes:
+        if self.tls:
+            return data
+        out: list[bytes] = []
+        pieces = self._server.feed(data)
+        for index, (chunk, is_line) in enumerate(pieces):
+            if not is_line:
+                out.append(chunk)
+                continue
+            out.append(self._reply_line(chunk))
+            if self.tls:  # everything after the 234 line is TLS
+                out.extend(c for c, _ in pieces[index + 1:])
+                out.append(self._server.drain())
+                break
+        return b"".join(out)
+
+    def _reply_line(self, line: bytes) -> bytes:
+        code = line[:3]
+        if self._multi is not None:
+            if code == self._multi and line[3:4] == b" ":
+                self._multi = None
+                return self._final(code, line)
+            return line
+        if not code.isdigit() or len(code) != 3:
+            return line
+        sep = line[3:4]
+        if sep == b"-":
+            self._multi = code
+            return line
+        if sep in (b" ", b"\r", b"\n"):
+            return self._final(code, line)
+        return line
+
+    def _final(self, code: bytes, line: bytes) -> bytes:
+        """The last line of a reply: pair it with its command and act on it."""
+        if code[:1] == b"1":
+            return line  # preliminary: the final reply is still to come
+        command = self._pending.popleft() if self._pending else b""
+        eol = line_ending(line)
+        if code == b"227":
+            address = parse_pasv(line)
+            if address is not None:
+                try:
+                    ip, port = self.ports.passive(address[1])
+                except OSError:
+                    return b"425 No free passive port on the load balancer." + eol
+                if ":" in ip:
+                    return b"425 Use EPSV: the load balancer's address is IPv6." + eol
+                return rewrite_pasv(line, ip, port)
+        elif code == b"229":
+            node_port = parse_epsv(line)
+            if node_port is not None:
+                try:
+                    _, port = self.ports.passive(node_port)
+                except OSError:
+                    return b"425 No free passive port on the load balancer." + eol
+                return rewrite_epsv(line, port)
+        elif command == b"PORT" and code[:1] != b"2":
+            self.ports.active_refused()
+        elif command == b"AUTH" and code == b"234":
+            self.tls = True
+            self.ports.tls_started()
+        return line

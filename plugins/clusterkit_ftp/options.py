@@ -1,0 +1,86 @@
+"""The ftp policy's ``options`` table, parsed and checked.
+
+```toml
+[[policy]]
+vip = "203.0.113.10"
+port = 21
+service = "ftp"
+members = {web1 = 1, web2 = 1}
+options = {passive_ports = "50000-50999", ftps_passive_ports = "51000-51999", data_timeout = 30}
+```
+
+:func:`check_options` runs when the definition is loaded (``clusterkit config
+check`` shows its problems with file, line and key); the proxy then reads
+the options with :func:`ftp_options`.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Callable
+
+DEFAULT_PASSIVE = range(50000, 51000)
+DEFAULT_FTPS_PASSIVE = range(51000, 52000)
+DEFAULT_DATA_TIMEOUT = 30.0
+KNOWN = ("passive_ports", "ftps_passive_ports", "data_timeout")
+
+
+@dataclass(frozen=True)
+class FtpOptions:
+    """``passive_ports``: the manager's own range for rewritten PASV/EPSV replies.
+    ``ftps_passive_ports``: the range forwarded as-is to the node of an FTPS
+    client (the nodes must announce the VIP and this range themselves).
+    ``data_timeout``: seconds a data listener waits for its connection.
+    """
+
+    passive_ports: range = DEFAULT_PASSIVE
+    ftps_passive_ports: range = DEFAULT_FTPS_PASSIVE
+    data_timeout: float = DEFAULT_DATA_TIMEOUT
+
+
+def parse_range(text) -> range:
+    """``"50000-50999"`` → ``range(50000, 51000)``; ValueError says what is wrong."""
+    if not isinstance(text, str):
+        raise ValueError(f'must be a string like "50000-50999", not {text!r}')
+    low, sep, high = text.partition("-")
+    if not sep or not low.strip().isdigit() or not high.strip().isdigit():
+        raise ValueError(f'{text!r} is not a port range like "50000-50999"')
+    lo, hi = int(low), int(high)
+    if not 1024 <= lo <= hi <= 65535:
+        raise ValueError(f"{text!r} must satisfy 1024 <= first <= last <= 65535")
+    return range(lo, hi + 1)
+
+
+def parse(raw: dict, report: Callable[[str, str], None]) -> FtpOptions:
+    """The options, with the default for every value that is wrong (each one reported)."""
+    for key in sorted(set(raw) - set(KNOWN)):
+        report(key, f"unknown option (known: {', '.join(KNOWN)})")
+    ranges = {"passive_ports": DEFAULT_PASSIVE, "ftps_passive_ports": DEFAULT_FTPS_PASSIVE}
+    for key in ranges:
+        if key in raw:
+            try:
+                ranges[key] = parse_range(raw[key])
+            except ValueError as exc:
+                report(key, str(exc))
+    passive, ftps = ranges["passive_ports"], ranges["ftps_passive_ports"]
+    if passive.start < ftps.stop and ftps.start < passive.stop:
+        report("ftps_passive_ports", f"{ftps.start}-{ftps.stop - 1} overlaps passive_ports "
+                                     f"{passive.start}-{passive.stop - 1}")
+    timeout = raw.get("data_timeout", DEFAULT_DATA_TIMEOUT)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
+            or not 0.1 <= timeout <= 3600:
+        report("data_timeout", f"{timeout!r} must be a number of seconds in 0.1..3600")
+        timeout = DEFAULT_DATA_TIMEOUT
+    return FtpOptions(passive, ftps, float(timeout))
+
+
+def check_options(raw: dict, report: Callable[[str, str], None]) -> None:
+    """``ServiceKind.check_options`` for ftp: report every bad option at load time."""
+    parse(raw, report)
+
+
+@functools.lru_cache(maxsize=256)
+def ftp_options(policy) -> FtpOptions:
+    """The options of a (validated) ftp policy; cached per policy."""
+    return parse(policy.options, lambda key, message: None)

@@ -1,0 +1,74 @@
+"""The panel and control API on every host: HTTPS (2443) and a redirect (2080).
+
+Full on the manager (cluster overview, forms, the API that edits the
+definition, remote actions), limited and read-only on a node. Hosts talk to
+each other over mutual TLS with certificates of the cluster CA
+(:mod:`clusterkit_panel.pki`). See docs/panel.md.
+"""
+
+from clusterkit import hookimpl
+
+COMPONENT = "panel"
+
+
+@hookimpl
+def clusterkit_config_sections(register):
+    from clusterkit_panel.settings import parse_panel
+
+    register("panel", parse_panel)
+
+
+@hookimpl
+def clusterkit_register_commands(app):
+    from clusterkit_panel.cli import register
+
+    register(app)
+
+
+@hookimpl
+async def clusterkit_start(runtime):
+    from clusterkit_panel.server import Panel
+    from clusterkit_panel.settings import panel_settings
+
+    if not panel_settings(runtime.cluster).enabled:
+        return
+    panel = Panel(runtime)
+    runtime.components[COMPONENT] = panel
+    await panel.start()
+
+
+@hookimpl
+async def clusterkit_reload(runtime, old, new):
+    from clusterkit_panel.settings import panel_settings
+
+    panel = runtime.components.get(COMPONENT)
+    enabled = panel_settings(new).enabled
+    if panel is not None and not enabled:
+        await runtime.components.pop(COMPONENT).stop()
+    elif panel is not None:
+        await panel.reload(old, new)
+    elif enabled:
+        await clusterkit_start(runtime)
+
+
+@hookimpl
+async def clusterkit_stop(runtime):
+    panel = runtime.components.pop(COMPONENT, None)
+    if panel is not None:
+        await panel.stop()
+
+
+@hookimpl
+def clusterkit_status(runtime):
+    panel = runtime.components.get(COMPONENT)
+    if panel is None:
+        return None
+    settings = panel.settings
+    report = {"url": panel.url_of(runtime.host) if panel.https_ready.is_set() else None,
+              "joined": panel.paths.has_host_cert()}
+    if panel.is_manager:
+        report["nodes"] = {name: {"reachable": seen.get("reachable"), "error": seen.get("error")}
+                           for name, seen in panel.node_status.items()}
+        report["jobs"] = panel.store.job_counts()
+    report["http_redirect"] = settings.http_port or None
+    return {"panel": report}

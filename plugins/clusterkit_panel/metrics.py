@@ -1,0 +1,114 @@
+"""``/metrics`` in the Prometheus text format (0.0.4), from ``runtime.status()``.
+
+Written directly (a few dozen lines) rather than through prometheus-client:
+every value is read fresh from the status sections at scrape time, there is
+no state to register or keep per host.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def _escape(value) -> str:
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+class Writer:
+    """Samples grouped by family (a family's samples must be contiguous in the format)."""
+
+    def __init__(self):
+        self.families: dict[str, list[str]] = {}
+
+    def add(self, name: str, kind: str, help_: str, value, **labels) -> None:
+        if isinstance(value, bool):
+            value = int(value)
+        if not isinstance(value, (int, float)) or (isinstance(value, float) and math.isnan(value)):
+            return
+        family = self.families.setdefault(name, [f"# HELP {name} {help_}", f"# TYPE {name} {kind}"])
+        label = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
+        family.append(f"{name}{{{label}}} {value}" if label else f"{name} {value}")
+
+    def text(self) -> str:
+        return "\n".join(line for lines in self.families.values() for line in lines) + "\n"
+
+
+def _dict(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+STATES = ("up", "down", "drain", "maintenance")
+
+
+def render(panel) -> str:
+    runtime = panel.runtime
+    status = runtime.status()
+    w = Writer()
+    w.add("clusterkit_host_info", "gauge", "This host: cluster, name and role.", 1,
+          cluster=runtime.cluster.name, host=runtime.host.name, role=runtime.host.role)
+    w.add("clusterkit_uptime_seconds", "gauge", "Seconds since the daemon started.",
+          status.get("uptime"))
+    for key, p in _dict(status.get("policies")).items():
+        p = _dict(p)
+        labels = {"policy": key, "service": p.get("service", "")}
+        w.add("clusterkit_policy_connections_active", "gauge", "Open connections of a policy.",
+              p.get("active"), **labels)
+        w.add("clusterkit_policy_connections_total", "counter", "Connections accepted by a policy.",
+              p.get("total"), **labels)
+        w.add("clusterkit_policy_refused_total", "counter",
+              "Connections refused (no member could take them).",
+              p.get("refused"), **labels)
+        for node, m in _dict(p.get("members")).items():
+            m = _dict(m)
+            ml = {"policy": key, "node": node}
+            w.add("clusterkit_member_weight", "gauge", "Configured weight of a member.",
+                  m.get("weight"), **ml)
+            w.add("clusterkit_member_connections_active", "gauge", "Open connections to a member.",
+                  m.get("active"), **ml)
+            w.add("clusterkit_member_connections_total", "counter", "Connections sent to a member.",
+                  m.get("total"), **ml)
+            w.add("clusterkit_member_bytes_in_total", "counter", "Bytes from clients to a member.",
+                  m.get("bytes_in"), **ml)
+            w.add("clusterkit_member_bytes_out_total", "counter", "Bytes from a member to clients.",
+                  m.get("bytes_out"), **ml)
+            w.add("clusterkit_member_connect_failures_total", "counter", "Failed connects to a member.",
+                  m.get("connect_failures"), **ml)
+    for key, entry in _dict(status.get("members")).items():
+        for node, report in _dict(_dict(entry).get("nodes")).items():
+            report = _dict(report)
+            state = report.get("state")
+            for s in STATES:
+                w.add("clusterkit_member_state", "gauge", "1 for the member's current state.",
+                      int(state == s), policy=key, node=node, state=s)
+            w.add("clusterkit_check_up", "gauge", "1 when the member's last health check passed.",
+                  int(report.get("last") in ("ok", "up", "pass", "passed")) if report.get("last") else None,
+                  policy=key, node=node, check=report.get("check", ""))
+            latency = report.get("latency_ms")
+            if isinstance(latency, (int, float)):
+                w.add("clusterkit_check_latency_seconds", "gauge", "Duration of the last health check.",
+                      latency / 1000.0, policy=key, node=node, check=report.get("check", ""))
+    for node, sync in _dict(_dict(status.get("sync")).get("nodes")).items():
+        sync = _dict(sync)
+        w.add("clusterkit_replication_lag_seconds", "gauge",
+              "Age of the oldest change not yet on the node.", sync.get("lag"), node=node)
+        w.add("clusterkit_replication_pending", "gauge", "Changed paths waiting for the node.",
+              sync.get("pending"), node=node)
+        w.add("clusterkit_replication_runs_total", "counter", "rsync batches sent to the node.",
+              sync.get("runs"), node=node)
+    dns = _dict(status.get("dns"))
+    for rcode, count in _dict(dns.get("queries")).items():
+        w.add("clusterkit_dns_queries_total", "counter", "DNS answers by response code.", count,
+              rcode=rcode)
+    for zone, info in _dict(dns.get("zones")).items():
+        w.add("clusterkit_dns_zone_serial", "gauge", "SOA serial of a zone served here.",
+              _dict(info).get("serial"), zone=zone)
+    if panel.is_manager:
+        for name, seen in panel.node_status.items():
+            w.add("clusterkit_node_panel_reachable", "gauge",
+                  "1 when the manager reached the node's panel over mutual TLS.",
+                  int(bool(seen.get("reachable"))), node=name)
+        counts = panel.store.job_counts()
+        for state in ("queued", "running", "done", "failed"):
+            w.add("clusterkit_panel_jobs", "gauge", "Remote actions by state.", counts.get(state, 0),
+                  state=state)
+    return w.text()

@@ -1,0 +1,250 @@
+"""The web page: one HTML shell, a script and a style sheet over the JSON API (no build step).
+
+Served from the panel itself (the Content-Security-Policy allows nothing
+else). The script logs in, shows the overview (refreshed every few seconds)
+and, on the manager, sends the forms as JSON with the session's CSRF token.
+"""
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>clusterkit panel</title>
+<link rel="stylesheet" href="/static/panel.css">
+<script src="/static/panel.js" defer></script>
+</head><body>
+<header><h1>clusterkit</h1><span id="who"></span>
+<button id="logout" hidden>Log out</button></header>
+<main>
+<section id="login" hidden>
+<h2>Log in</h2>
+<form id="login-form" method="post" action="/api/v1/login">
+<label>User <input name="user" id="user" autocomplete="username" required></label>
+<label>Password <input name="password" id="password" type="password" autocomplete="current-password" required></label>
+<button type="submit" id="login-button">Log in</button>
+<p class="error" id="login-error"></p>
+</form>
+</section>
+<section id="app" hidden>
+<p id="banner"></p>
+<h2>Nodes</h2><table id="nodes"></table>
+<h2>Policies</h2><table id="policies"></table>
+<h2>Sync sets</h2><table id="syncsets"></table>
+<div id="dns-block" hidden><h2>DNS</h2><table id="dns"></table></div>
+<h2>Remote actions</h2><table id="jobs"></table>
+<div id="forms" hidden>
+<h2>Add a node</h2>
+<form id="node-form">
+<label>Name <input name="name" required></label>
+<label>IP <input name="ip" required></label>
+<label>Transport <input name="transport" value="local"></label>
+<label>Root <input name="root" placeholder="(local transport only)"></label>
+<button type="submit">Add node</button>
+</form>
+<h2>Add a policy</h2>
+<form id="policy-form">
+<label>Public IP <input name="vip" required></label>
+<label>Port <input name="port" type="number" min="1" max="65535" required></label>
+<label>Service <input name="service" value="http" required></label>
+<label>Members <input name="members" placeholder="node1=1,node2=1" required></label>
+<label>Scheduler <select name="scheduler"><option>wrr</option><option>rr</option>
+<option>lc</option><option>wlc</option><option>sh</option></select></label>
+<label>Persistence (s) <input name="persistence" type="number" min="0"></label>
+<label>Check <input name="check" placeholder="(the service's)"></label>
+<button type="submit">Add policy</button>
+</form>
+<h2>Add a sync set</h2>
+<form id="sync-form">
+<label>Name <input name="name" required></label>
+<label>Path <input name="path" required></label>
+<label>On change <input name="on_change"></label>
+<button type="submit">Add sync set</button>
+</form>
+</div>
+<p class="error" id="error"></p>
+</section>
+</main></body></html>
+"""
+
+SCRIPT = r"""
+"use strict";
+let csrf = null, role = null;
+const $ = (id) => document.getElementById(id);
+const esc = (v) => String(v ?? "").replace(/[&<>"']/g, (c) =>
+  ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
+
+async function api(method, path, body) {
+  const headers = {"Accept": "application/json"};
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (csrf && method !== "GET") headers["X-CSRF-Token"] = csrf;
+  const r = await fetch(path, {method, headers, credentials: "same-origin",
+    body: body === undefined ? undefined : JSON.stringify(body)});
+  const data = await r.json().catch(() => ({}));
+  if (!r.ok) {
+    const e = new Error((data.error || r.statusText) + (data.problems ? ": " + data.problems.join("; ") : ""));
+    e.status = r.status; throw e;
+  }
+  return data;
+}
+
+function table(el, columns, rows) {
+  el.innerHTML = "<tr>" + columns.map((c) => "<th>" + esc(c[0]) + "</th>").join("") + "</tr>" +
+    (rows.length ? rows.map((r) => "<tr>" + columns.map((c) => "<td>" + c[1](r) + "</td>").join("") + "</tr>").join("")
+                 : '<tr><td colspan="' + columns.length + '">(none)</td></tr>');
+}
+
+function badge(state) {
+  const s = state || "unknown";
+  return '<span class="state ' + esc(s.split(",")[0]) + '">' + esc(s) + "</span>";
+}
+
+function button(label, attrs) {
+  return "<button " + Object.entries(attrs).map(([k, v]) => k + '="' + esc(v) + '"').join(" ") + ">" + esc(label) + "</button>";
+}
+
+function renderManager(o) {
+  $("banner").textContent = "Cluster " + o.cluster + " — manager " + o.host;
+  table($("nodes"), [
+    ["node", (n) => esc(n.name)], ["ip", (n) => esc(n.ip)],
+    ["panel", (n) => badge(n.panel.reachable === true ? "up" : n.panel.reachable === false ? "down" : "unknown")],
+    ["health", (n) => badge(n.health)], ["operator", (n) => esc(n.operator || "")],
+    ["replication lag", (n) => n.replication ? esc(n.replication.lag) + " s (" + esc(n.replication.pending) + " pending)" : ""],
+    ["queued", (n) => esc(n.queued_jobs)],
+    ["", (n) => button("Drain", {"data-op": "drain", "data-node": n.name}) +
+               button("Maintenance", {"data-op": "maintenance", "data-node": n.name}) +
+               button("Enable", {"data-op": "enable", "data-node": n.name}) +
+               button("Remove", {"data-remove-node": n.name})],
+  ], o.nodes);
+  table($("policies"), [
+    ["policy", (p) => esc(p.key)], ["service", (p) => esc(p.service)], ["scheduler", (p) => esc(p.scheduler)],
+    ["members", (p) => Object.entries(p.live.members).map(([n, m]) =>
+        esc(n) + "=" + esc(m.weight) + " " + badge(m.state) + (m.active != null ? " " + esc(m.active) + "/" + esc(m.total) : "")).join("<br>")],
+    ["connections", (p) => p.live.active != null ? esc(p.live.active) + " active, " + esc(p.live.total) + " total" : ""],
+    ["", (p) => button("Remove", {"data-remove-policy": p.vip + "/" + p.port})],
+  ], o.policies);
+  renderSync(o.sync_sets, true);
+  renderDns(o.dns);
+  renderJobs(o.jobs);
+}
+
+function renderSync(sets, editable) {
+  table($("syncsets"), [["name", (s) => esc(s.name)], ["path", (s) => esc(s.path)], ["owner", (s) => esc(s.owner)],
+    ["", (s) => editable && s.owner === "config" ? button("Remove", {"data-remove-sync": s.name}) : ""]], sets);
+}
+
+function renderDns(dns) {
+  $("dns-block").hidden = !dns;
+  if (!dns) return;
+  table($("dns"), [["zone", (z) => esc(z[0])], ["serial", (z) => esc(z[1].serial)],
+    ["converged", (z) => badge(z[1].converged ? "up" : "down")]], Object.entries(dns.zones));
+}
+
+function renderJobs(jobs) {
+  table($("jobs"), [["#", (j) => esc(j.id)], ["node", (j) => esc(j.node)], ["action", (j) => esc(j.action)],
+    ["state", (j) => badge(j.state)], ["exit", (j) => esc(j.exit_code)], ["output", (j) => "<pre>" + esc(j.output || j.error || "") + "</pre>"]], jobs);
+}
+
+function renderNode(o) {
+  $("banner").textContent = "Node " + o.host + " of cluster " + o.cluster + " — read-only panel";
+  const checks = (o.manager_view && o.manager_view.checks) || {};
+  table($("nodes"), [["host", (h) => esc(h.name)], ["role", (h) => esc(h.role)], ["ip", (h) => esc(h.ip)]],
+        o.definition.hosts);
+  table($("policies"), [["policy", (p) => esc(p.key)], ["service", (p) => esc(p.service)],
+    ["this node (as the manager sees it)", (p) => checks[p.key] ? badge(checks[p.key].state) + " " + esc(checks[p.key].output || "") : ""]],
+    o.definition.policies);
+  renderSync(o.definition.sync_sets, false);
+  renderDns(null);
+  renderJobs((o.manager_view && o.manager_view.jobs) || []);
+}
+
+async function refresh() {
+  try {
+    const o = await api("GET", "/api/v1/overview");
+    $("error").textContent = o.manager_view && o.manager_view.error ? o.manager_view.error : "";
+    if (o.role === "manager") renderManager(o); else renderNode(o);
+  } catch (e) {
+    if (e.status === 401) return showLogin();
+    $("error").textContent = e.message;
+  }
+}
+
+function showLogin() {
+  $("app").hidden = true; $("login").hidden = false; $("logout").hidden = true; $("who").textContent = "";
+}
+
+async function start() {
+  try {
+    const s = await api("GET", "/api/v1/session");
+    csrf = s.csrf; role = s.role;
+    $("who").textContent = s.user + " @ " + s.host + " (" + s.role + ")";
+    $("login").hidden = true; $("app").hidden = false; $("logout").hidden = false;
+    $("forms").hidden = role !== "manager";
+    await refresh();
+  } catch (e) { showLogin(); }
+}
+
+function formData(form) {
+  const out = {};
+  for (const [k, v] of new FormData(form).entries()) if (v !== "") out[k] = v;
+  return out;
+}
+
+async function act(fn) {
+  $("error").textContent = "";
+  try { await fn(); await refresh(); } catch (e) { $("error").textContent = e.message; }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("login-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try {
+      await api("POST", "/api/v1/login", formData(ev.target));
+      $("password").value = ""; $("login-error").textContent = "";
+      await start();
+    } catch (e) { $("login-error").textContent = e.message; }
+  });
+  $("logout").addEventListener("click", () => act(async () => { await api("POST", "/api/v1/logout"); csrf = null; showLogin(); }));
+  $("node-form").addEventListener("submit", (ev) => { ev.preventDefault();
+    act(async () => { await api("POST", "/api/v1/nodes", formData(ev.target)); ev.target.reset(); }); });
+  $("policy-form").addEventListener("submit", (ev) => { ev.preventDefault();
+    const d = formData(ev.target);
+    const body = {vip: d.vip, port: Number(d.port), service: d.service, scheduler: d.scheduler, members: {}};
+    for (const item of (d.members || "").split(",")) {
+      const [n, w] = item.split("="); if (n && n.trim()) body.members[n.trim()] = Number(w ?? 1);
+    }
+    if (d.persistence) body.persistence = Number(d.persistence);
+    if (d.check) body.check = {kind: d.check};
+    act(async () => { await api("POST", "/api/v1/policies", body); ev.target.reset(); }); });
+  $("sync-form").addEventListener("submit", (ev) => { ev.preventDefault();
+    act(async () => { await api("POST", "/api/v1/sync-sets", formData(ev.target)); ev.target.reset(); }); });
+  document.body.addEventListener("click", (ev) => {
+    const b = ev.target.closest("button"); if (!b) return;
+    if (b.dataset.op) act(() => api("POST", "/api/v1/nodes/" + encodeURIComponent(b.dataset.node) + "/operator", {action: b.dataset.op}));
+    if (b.dataset.removeNode && confirm("Remove node " + b.dataset.removeNode + "?"))
+      act(() => api("DELETE", "/api/v1/nodes/" + encodeURIComponent(b.dataset.removeNode) + "?force=true"));
+    if (b.dataset.removePolicy && confirm("Remove policy " + b.dataset.removePolicy + "?"))
+      act(() => api("DELETE", "/api/v1/policies/" + b.dataset.removePolicy));
+    if (b.dataset.removeSync && confirm("Remove sync set " + b.dataset.removeSync + "?"))
+      act(() => api("DELETE", "/api/v1/sync-sets/" + encodeURIComponent(b.dataset.removeSync)));
+  });
+  start();
+  setInterval(() => { if (!$("app").hidden) refresh(); }, 3000);
+});
+"""
+
+STYLE = """
+body { font: 14px/1.4 system-ui, sans-serif; margin: 0; color: #222; }
+header { display: flex; gap: 1em; align-items: center; padding: .5em 1em; background: #234; color: #fff; }
+header h1 { font-size: 1.2em; margin: 0; }
+main { padding: 1em; }
+table { border-collapse: collapse; margin-bottom: 1em; }
+th, td { border-bottom: 1px solid #ddd; padding: .25em .6em; text-align: left; vertical-align: top; }
+pre { margin: 0; max-width: 40em; white-space: pre-wrap; }
+form { display: flex; flex-wrap: wrap; gap: .5em; align-items: end; margin-bottom: 1em; }
+label { display: flex; flex-direction: column; font-size: .85em; }
+.error { color: #b00; }
+.state { padding: 0 .4em; border-radius: .3em; background: #ccc; }
+.state.up, .state.done { background: #8d8; } .state.down, .state.failed { background: #e88; }
+.state.drain, .state.maintenance, .state.queued, .state.running { background: #ec6; }
+"""
+
+STATIC = {"panel.js": (SCRIPT, "application/javascript"), "panel.css": (STYLE, "text/css")}

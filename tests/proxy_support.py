@@ -1,0 +1,202 @@
+"""Shared pieces of the proxy tests: an engine on its own loop, real backends, clusters.
+
+The engine runs on a uvloop loop in a thread (as in the daemon); the tests
+use ordinary blocking clients (http.client, ssl, raw sockets) against it and
+real threaded servers as members, all on 127.81.0.0/16.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import socket
+import socketserver
+import threading
+import time
+from pathlib import Path
+
+from clusterkit.config import parse_cluster, registry_of
+from clusterkit.plugins import get_plugin_manager
+from clusterkit.proxy import Engine
+from clusterkit.runtime import new_event_loop
+
+
+def plugin_manager(*extra):
+    """A plugin manager with the built-ins the proxy needs (no entry points)."""
+    import clusterkit.proxy.plugin
+    import clusterkit_checks
+    import clusterkit_http
+    import clusterkit_transports
+
+    pm = get_plugin_manager(load_entrypoints=False)
+    for plugin in (clusterkit_checks, clusterkit_http, clusterkit_transports,
+                   clusterkit.proxy.plugin, *extra):
+        pm.register(plugin)
+    return pm
+
+
+def free_port(ip: str) -> int:
+    with socket.socket() as s:
+        s.bind((ip, 0))
+        return s.getsockname()[1]
+
+
+def common_port(ips: list[str]) -> int:
+    """A port free on every one of ``ips`` (members share the backend port)."""
+    for _ in range(50):
+        port = free_port(ips[0])
+        socks = []
+        try:
+            for ip in ips:
+                s = socket.socket()
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind((ip, port))
+                socks.append(s)
+            return port
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no common free port")
+
+
+def cluster_text(net: str, nodes: int, policies: str, state_dir: str) -> str:
+    """A definition: manager at {net}.1 (public {net}.100), nodes node1.. at {net}.11.."""
+    hosts = "".join(f'\n[[node]]\nname = "node{i}"\nip = "{net}.{10 + i}"\n'
+                    for i in range(1, nodes + 1))
+    return (f'[cluster]\nname = "t"\nstate_dir = "{state_dir}"\n\n'
+            f'[manager]\nname = "manager"\nip = "{net}.1"\npublic_ips = ["{net}.100"]\n'
+            f'{hosts}\n{policies}')
+
+
+def make_cluster(tmp_path: Path, net: str, nodes: int, policies: str, pm=None):
+    pm = pm or plugin_manager()
+    text = cluster_text(net, nodes, policies, str(tmp_path / "state"))
+    return parse_cluster(text, str(tmp_path / "cluster.toml"), registry_of(pm))
+
+
+class EngineThread:
+    """An :class:`Engine` on a uvloop loop in a thread; ``call`` runs a coroutine there."""
+
+    def __init__(self, registry=None):
+        self.loop = new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.engine = Engine(registry=registry)
+
+    def call(self, coro, timeout: float = 30):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def sync(self, fn, *args, **kwargs):
+        """Run a plain function on the loop thread (the engine is not thread-safe)."""
+        async def run():
+            return fn(*args, **kwargs)
+        return self.call(run())
+
+    def apply(self, cluster) -> None:
+        self.call(self.engine.apply(cluster))
+
+    def stats(self) -> dict:
+        return self.sync(self.engine.stats)
+
+    def stop(self) -> None:
+        try:
+            self.call(self.engine.close(2.0))
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(5)
+            self.loop.close()
+
+
+def wait_for(predicate, timeout: float = 5.0, step: float = 0.01):
+    """Poll ``predicate`` until true; fail the test when it never is."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+# ------------------------------------------------------------------ backends
+
+
+class TCPBackend(socketserver.ThreadingTCPServer):
+    """A threaded TCP server calling ``handle(sock, server)`` per connection."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address, handle, name=""):
+        self.name = name
+        self.handle_fn = handle
+        self.connections = 0
+        self.received: list[bytes] = []
+        self.lock = threading.Lock()
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(inner):
+                with self.lock:
+                    self.connections += 1
+                handle(inner.request, self)
+
+        super().__init__(address, Handler)
+        self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+class HTTPBackend(http.server.ThreadingHTTPServer):
+    """An HTTP/1.1 server answering ``GET /...`` with its name (keep-alive capable)."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address, name: str, ssl_context=None):
+        self.name = name
+        self.requests = 0
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                with outer.lock:
+                    outer.requests += 1
+                size = int(self.path.rsplit("size=", 1)[1]) if "size=" in self.path else 0
+                body = outer.name.encode() if not size else b"x" * size
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("X-Node", outer.name)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        super().__init__(address, Handler)
+        if ssl_context is not None:
+            self.socket = ssl_context.wrap_socket(self.socket, server_side=True)
+        self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+def recv_all(sock: socket.socket) -> bytes:
+    chunks = []
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            return b"".join(chunks)
+        chunks.append(data)

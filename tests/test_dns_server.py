@@ -1,0 +1,299 @@
+"""The server on real sockets: TCP framing and limits, hot reload, fuzzing."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import struct
+import time
+
+import dns.message
+import dns.query
+import dns.rcode
+import pytest
+
+from dns_support import ServerThread, write_zones
+
+ADDR = "127.83.2.1"
+
+
+@pytest.fixture
+def server(tmp_path):
+    with ServerThread(write_zones(tmp_path / "zones"), ADDR, tcp_idle=1.0, tcp_max=8) as s:
+        yield s
+
+
+def query(name, rdtype="A", qid=None, **kw) -> bytes:
+    q = dns.message.make_query(name, rdtype, use_edns=False, **kw)
+    if qid is not None:
+        q.id = qid
+    return q.to_wire()
+
+
+def framed(data: bytes) -> bytes:
+    return struct.pack("!H", len(data)) + data
+
+
+def read_messages(sock: socket.socket, count: int) -> list[dns.message.Message]:
+    buf = b""
+    out = []
+    while len(out) < count:
+        chunk = sock.recv(65535)
+        if not chunk:
+            break
+        buf += chunk
+        while len(buf) >= 2 and len(buf) >= 2 + struct.unpack("!H", buf[:2])[0]:
+            size = struct.unpack("!H", buf[:2])[0]
+            out.append(dns.message.from_wire(buf[2:2 + size]))
+            buf = buf[2 + size:]
+    return out
+
+
+def udp(server, name, rdtype="A", **kw) -> dns.message.Message:
+    q = dns.message.make_query(name, rdtype, **kw)
+    return dns.query.udp(q, server.addr, port=server.port, timeout=2)
+
+
+# --------------------------------------------------------------------- TCP
+
+
+def test_tcp_pipelined_queries_answered_in_order(server):
+    names = ["www.example.com", "nx.example.com", "mail.example.com", "a.example.net",
+             "x.wild.example.com"] * 4
+    with socket.create_connection((server.addr, server.port), timeout=3) as s:
+        s.sendall(b"".join(framed(query(n, qid=i)) for i, n in enumerate(names)))
+        replies = read_messages(s, len(names))
+    assert [m.id for m in replies] == list(range(len(names)))
+    assert [str(m.question[0].name) for m in replies] == [n + "." for n in names]
+    assert replies[1].rcode() == dns.rcode.NXDOMAIN and replies[3].rcode() == dns.rcode.REFUSED
+
+
+def test_tcp_split_reads_are_reassembled(server):
+    stream = framed(query("www.example.com", qid=1)) + framed(query("mail.example.com", qid=2))
+    with socket.create_connection((server.addr, server.port), timeout=3) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(len(stream)):  # one byte at a time, length prefix included
+            s.sendall(stream[i:i + 1])
+            time.sleep(0.002)
+        replies = read_messages(s, 2)
+    assert [m.id for m in replies] == [1, 2]
+    assert replies[0].answer and replies[1].answer
+
+
+def test_tcp_idle_connection_is_closed(server):
+    with socket.create_connection((server.addr, server.port), timeout=5) as s:
+        s.sendall(framed(query("www.example.com")))
+        assert read_messages(s, 1)
+        start = time.monotonic()
+        assert s.recv(10) == b""  # the server closes after tcp_idle (1 s) of silence
+        assert 0.5 < time.monotonic() - start < 4
+
+
+def test_tcp_connection_limit(server):
+    conns = []
+    try:
+        for _ in range(8):
+            c = socket.create_connection((server.addr, server.port), timeout=3)
+            c.sendall(framed(query("www.example.com")))
+            assert read_messages(c, 1)
+            conns.append(c)
+        extra = socket.create_connection((server.addr, server.port), timeout=3)
+        try:
+            extra.sendall(framed(query("www.example.com")))
+            data = extra.recv(10)
+        except ConnectionResetError:
+            data = b""
+        extra.close()
+        assert data == b""  # over the limit: closed at once
+        assert server.server.status()["tcp_refused"] >= 1
+    finally:
+        for c in conns:
+            c.close()
+    time.sleep(0.2)
+    with socket.create_connection((server.addr, server.port), timeout=3) as s:  # room again
+        s.sendall(framed(query("www.example.com")))
+        assert read_messages(s, 1)
+
+
+def test_tcp_big_answer_is_not_truncated(server):
+    q = dns.message.make_query("big.example.com", "TXT")
+    m = dns.query.tcp(q, server.addr, port=server.port, timeout=3)
+    assert not m.flags & dns.flags.TC and len(m.answer[0]) == 6
+
+
+# --------------------------------------------------------------- hot reload
+
+
+def wait_for(predicate, timeout=1.0):
+    """Poll until ``predicate()`` is true; return the seconds it took (or fail)."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if predicate():
+            return time.monotonic() - start
+        time.sleep(0.02)
+    raise AssertionError(f"not true within {timeout}s")
+
+
+def answer_of(server, name, rdtype="A"):
+    m = udp(server, name, rdtype)
+    return m.rcode(), sorted(x.to_text() for r in m.answer for x in r)
+
+
+def replace(path, text):
+    tmp = path.with_name("." + path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+ZONE = "$TTL 60\n@ SOA ns h {serial} 1 1 1 1\n@ NS ns\nns A 192.0.2.1\nwww A {address}\n"
+
+
+def test_zone_added_changed_removed_within_a_second(server):
+    zones = server.server.zones_dir
+    path = __import__("pathlib").Path(zones) / "hot.test.zone"
+    assert answer_of(server, "www.hot.test")[0] == dns.rcode.REFUSED
+    path.write_text(ZONE.format(serial=1, address="192.0.2.10"))  # written in place
+    wait_for(lambda: answer_of(server, "www.hot.test") == (0, ["192.0.2.10"]))
+    replace(path, ZONE.format(serial=2, address="192.0.2.20"))  # replaced by rename
+    wait_for(lambda: answer_of(server, "www.hot.test") == (0, ["192.0.2.20"]))
+    assert server.server.status()["zones"]["hot.test."]["serial"] == 2
+    path.unlink()
+    wait_for(lambda: answer_of(server, "www.hot.test")[0] == dns.rcode.REFUSED)
+
+
+def test_bad_zone_keeps_the_previous_version(server, caplog):
+    path = __import__("pathlib").Path(server.server.zones_dir) / "hot.test.zone"
+    replace(path, ZONE.format(serial=1, address="192.0.2.10"))
+    wait_for(lambda: answer_of(server, "www.hot.test") == (0, ["192.0.2.10"]))
+    replace(path, ZONE.format(serial=2, address="192.0.2.300"))
+    wait_for(lambda: server.server.status()["errors"])
+    (error,) = server.server.status()["errors"]
+    assert error.startswith(f"{path}:5: ") and "192.0.2.300" in error
+    assert answer_of(server, "www.hot.test") == (0, ["192.0.2.10"])
+    assert answer_of(server, "www.example.com")[0] == 0  # the other zones are untouched
+    replace(path, ZONE.format(serial=3, address="192.0.2.30"))
+    wait_for(lambda: answer_of(server, "www.hot.test") == (0, ["192.0.2.30"]))
+    assert server.server.status()["errors"] == []
+
+
+def test_changed_include_file_reloads_its_zone(server):
+    inc = __import__("pathlib").Path(server.server.zones_dir) / "example.com.inc"
+    replace(inc, "inc1 A 192.0.2.181\n")
+    wait_for(lambda: answer_of(server, "inc1.example.com") == (0, ["192.0.2.181"]))
+
+
+def test_swap_is_atomic_under_load(server):
+    """While a zone is rewritten, each answer comes from one version: the MX preference in the
+    answer and the address of its target in the additional section always agree."""
+    path = __import__("pathlib").Path(server.server.zones_dir) / "swap.test.zone"
+    text = ("$TTL 60\n@ SOA ns h {v} 1 1 1 1\n@ NS ns.other.test.\n@ MX {v} mx\n"
+            "mx A 192.0.2.{v}\n")
+    replace(path, text.format(v=1))
+    wait_for(lambda: answer_of(server, "swap.test", "MX")[0] == 0)
+    seen = set()
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(2)
+    for v in range(2, 12):
+        replace(path, text.format(v=v))
+        deadline = time.monotonic() + 0.15
+        while time.monotonic() < deadline:
+            s.sendto(query("swap.test", "MX"), (server.addr, server.port))
+            m = dns.message.from_wire(s.recv(4096))
+            preference = m.answer[0][0].preference
+            address = m.additional[0][0].address
+            assert address == f"192.0.2.{preference}"
+            seen.add(preference)
+    s.close()
+    assert len(seen) >= 2  # the versions did change under the queries
+
+
+def test_reload_zones_is_idempotent_and_cheap(server):
+    before = server.server.reloads
+    for _ in range(3):
+        result = server.call(server.server.reload_zones())
+        assert result["changed"] is False
+    assert server.server.reloads == before
+
+
+# -------------------------------------------------------------------- fuzz
+
+
+def test_fuzz_never_crashes_and_keeps_answering(server):
+    """Random and mutated packets over UDP and TCP; correct answers before, during, after."""
+    rng = random.Random(6)
+    good = [query(n, t) for n, t in (("www.example.com", "A"), ("example.com", "MX"),
+                                     ("nx.example.com", "AAAA"), ("x.wild.example.com", "TXT"))]
+    edns = dns.message.make_query("big.example.com", "TXT", use_edns=0).to_wire()
+    seeds = good + [edns]
+
+    def mutate() -> bytes:
+        kind = rng.randrange(5)
+        base = bytearray(rng.choice(seeds))
+        if kind == 0:
+            return bytes(rng.randrange(256) for _ in range(rng.randrange(0, 80)))
+        if kind == 1:
+            for _ in range(rng.randrange(1, 6)):
+                base[rng.randrange(len(base))] = rng.randrange(256)
+            return bytes(base)
+        if kind == 2:
+            return bytes(base[:rng.randrange(len(base))])
+        if kind == 3:
+            return bytes(base) + bytes(rng.randrange(256) for _ in range(rng.randrange(1, 40)))
+        base[4:12] = bytes(rng.randrange(256) for _ in range(8))  # wild section counts
+        return bytes(base)
+
+    expected = dns.message.from_wire(dns.query.udp(
+        dns.message.make_query("www.example.com", "A"), server.addr, port=server.port,
+        timeout=2).to_wire())
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.settimeout(0.5)
+    for i in range(1500):
+        packet = mutate()
+        u.sendto(packet, (server.addr, server.port))
+        if i % 100 == 0:
+            assert answer_of(server, "www.example.com") == (0, ["192.0.2.1", "example.com."])
+    u.close()
+    for _ in range(30):
+        with socket.create_connection((server.addr, server.port), timeout=3) as t:
+            blob = b"".join(framed(mutate()) for _ in range(rng.randrange(1, 10)))
+            blob += bytes(rng.randrange(256) for _ in range(rng.randrange(0, 5)))
+            t.sendall(blob)
+            t.shutdown(socket.SHUT_WR)  # the server answers what is whole, then closes
+            try:
+                while t.recv(65535):
+                    pass
+            except ConnectionResetError:
+                pass
+    m = dns.query.udp(dns.message.make_query("www.example.com", "A"), server.addr,
+                      port=server.port, timeout=2)
+    assert m.answer == expected.answer and m.rcode() == 0
+    m = dns.query.tcp(dns.message.make_query("example.com", "MX"), server.addr,
+                      port=server.port, timeout=2)
+    assert m.rcode() == 0 and m.answer
+    status = server.server.status()
+    assert status["queries"].get("SERVFAIL", 0) == 0  # no packet found a bug
+    assert status["queries"]["FORMERR"] > 100
+
+
+def test_ipv6_listener(tmp_path):
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    with ServerThread(write_zones(tmp_path / "zones"), "::1") as s:
+        for send in (dns.query.udp, dns.query.tcp):
+            m = send(dns.message.make_query("www.example.com", "AAAA"), "::1", port=s.port, timeout=2)
+            assert m.rcode() == 0 and m.answer
+
+
+def test_include_in_a_subdirectory_reloads_too(server):
+    zones = __import__("pathlib").Path(server.server.zones_dir)
+    (zones / "parts").mkdir()
+    replace(zones / "parts" / "hosts.txt", "h1 A 192.0.2.91\n")
+    replace(zones / "sub.test.zone", "$TTL 60\n@ SOA ns h 1 1 1 1 1\n@ NS ns\nns A 192.0.2.1\n"
+                                     "$INCLUDE parts/hosts.txt\n")
+    wait_for(lambda: answer_of(server, "h1.sub.test") == (0, ["192.0.2.91"]))
+    replace(zones / "parts" / "hosts.txt", "h1 A 192.0.2.92\n")
+    wait_for(lambda: answer_of(server, "h1.sub.test") == (0, ["192.0.2.92"]))

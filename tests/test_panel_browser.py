@@ -1,0 +1,109 @@
+"""The web page in a real headless Chromium (Debian's), driven by Playwright.
+
+Logs in, adds a node and a policy through the forms, sees a node go down,
+and sees a node's panel without any form. Skips, saying why, where
+Chromium or Playwright is missing.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from test_panel_fixtures import PASSWORD, PanelCluster
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium; "
+                             "contrib/apt-packages.txt lists it)")
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed "
+                               "(pip install -e '.[test]')")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = PanelCluster(tmp_path_factory.mktemp("browser"), "127.86.6")
+    try:
+        c.start("manager")
+        c.add_user()
+        for node in ("node1", "node2"):
+            c.join(node)
+            c.start(node)
+        c.add_user(host="node1")
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    # the cluster CA is not in Chromium's store; TLS itself is covered by test_panel_mtls.py
+    context = browser.new_context(ignore_https_errors=True)
+    page = context.new_page()
+    page.set_default_timeout(15000)
+    yield page
+    context.close()
+
+
+def login(page, url: str, password: str = PASSWORD) -> None:
+    page.goto(url + "/")
+    page.fill("#user", "admin")
+    page.fill("#password", password)
+    page.click("#login-button")
+
+
+def test_login_add_a_node_and_a_policy_and_see_a_node_go_down(cluster, page):
+    login(page, cluster.url("manager"), "wrong password")
+    sync_api.expect(page.locator("#login-error")).to_contain_text("wrong user name or password")
+    login(page, cluster.url("manager"))
+    sync_api.expect(page.locator("#app")).to_be_visible()
+    sync_api.expect(page.locator("#who")).to_contain_text("admin @ manager")
+    nodes = page.locator("#nodes")
+    sync_api.expect(nodes).to_contain_text("node2")
+
+    form = page.locator("#node-form")
+    form.locator("[name=name]").fill("node3")
+    form.locator("[name=ip]").fill("127.86.6.13")
+    form.locator("button").click()
+    sync_api.expect(nodes).to_contain_text("node3")
+    assert "node3" in cluster.hosts["manager"].cluster.hosts
+
+    form = page.locator("#policy-form")
+    form.locator("[name=vip]").fill("127.86.6.100")
+    form.locator("[name=port]").fill("8080")
+    form.locator("[name=members]").fill("node1=2,node2=1")
+    form.locator("button").click()
+    policies = page.locator("#policies")
+    sync_api.expect(policies).to_contain_text("127.86.6.100:8080")
+    policy = cluster.hosts["manager"].cluster.policy("127.86.6.100", 8080)
+    assert {m.node: m.weight for m in policy.members} == {"node1": 2, "node2": 1}
+
+    form.locator("[name=vip]").fill("10.1.1.1")
+    form.locator("[name=port]").fill("8081")
+    form.locator("[name=members]").fill("node1=1")
+    form.locator("button").click()
+    sync_api.expect(page.locator("#error")).to_contain_text("not one of the manager's public_ips")
+
+    row = nodes.locator("tr", has_text="node2")
+    sync_api.expect(row.locator(".state").first).to_have_text("up")
+    cluster.stop("node2")
+    sync_api.expect(row.locator(".state").first).to_have_text("down", timeout=20000)
+
+
+def test_a_node_panel_has_no_forms(cluster, page):
+    login(page, cluster.url("node1"))
+    sync_api.expect(page.locator("#banner")).to_contain_text("read-only")
+    assert page.locator("#forms").is_hidden()
+    sync_api.expect(page.locator("#nodes")).to_contain_text("manager")

@@ -1,0 +1,306 @@
+"""The relay through real sockets: half-close, back-pressure, idle timeout, PROXY
+protocol v1/v2 byte for byte, HTTPS passed through, the service handler interface."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import ssl
+import struct
+import subprocess
+import threading
+import time
+
+import pytest
+
+from clusterkit import hookimpl
+from clusterkit.config import registry_of
+from clusterkit.proxy import Handler
+from clusterkit.registry import ServiceKind
+from proxy_support import (EngineThread, HTTPBackend, TCPBackend, common_port, free_port,
+                           make_cluster, plugin_manager, recv_all, wait_for)
+
+NET = "127.81.2"
+VIP = f"{NET}.100"
+NODE1 = f"{NET}.11"
+
+
+@pytest.fixture
+def proxy(tmp_path):
+    """``proxy(handle, **policy)`` starts node1's server and a one-member policy; returns its address."""
+    started = []
+    engine = EngineThread()
+
+    def make(handle=None, service="http", pm=None, backend=None, **options):
+        port = common_port([NODE1])
+        vport = free_port(VIP)
+        if backend is not None:
+            started.append(backend((NODE1, port)))
+        else:
+            started.append(TCPBackend((NODE1, port), handle, "node1"))
+        extra = "".join(f'{k} = {v!r}\n'.replace("'", '"') for k, v in options.items())
+        text = (f'[[policy]]\nvip = "{VIP}"\nport = {vport}\nservice = "{service}"\n'
+                f'backend_port = {port}\nmembers = {{ node1 = 1 }}\n{extra}')
+        engine.apply(make_cluster(tmp_path, NET, 1, text, pm))
+        make.key = f"{VIP}:{vport}"
+        make.backend = started[-1]
+        make.backend_port = port
+        return VIP, vport
+
+    make.engine = engine
+    yield make
+    engine.stop()
+    for server in started:
+        server.stop()
+
+
+def test_half_close_client_still_gets_the_whole_response(proxy):
+    def reverse_after_eof(sock, server):
+        data = recv_all(sock)                    # reads until the client's EOF arrives
+        sock.sendall(str(len(data)).encode() + b"\n" + data[::-1])
+
+    address = proxy(reverse_after_eof)
+    payload = bytes(range(256)) * 4096          # 1 MiB
+    with socket.create_connection(address, 5) as s:
+        s.sendall(payload)
+        s.shutdown(socket.SHUT_WR)
+        answer = recv_all(s)
+    head, _, body = answer.partition(b"\n")
+    assert head == str(len(payload)).encode() and body == payload[::-1]
+
+
+def test_server_speaks_first_and_half_closes_first(proxy):
+    def banner_then_eof_then_read(sock, server):
+        sock.sendall(b"220 hello\r\n")
+        sock.shutdown(socket.SHUT_WR)
+        server.received.append(recv_all(sock))
+
+    address = proxy(banner_then_eof_then_read)
+    with socket.create_connection(address, 5) as s:
+        assert recv_all(s) == b"220 hello\r\n"      # the member's EOF reached us
+        s.sendall(b"QUIT\r\n")                    # and our direction still flows
+        s.shutdown(socket.SHUT_WR)
+        wait_for(lambda: proxy.backend.received == [b"QUIT\r\n"])
+
+
+def test_back_pressure_a_slow_reader_keeps_proxy_memory_bounded(proxy):
+    total = 64 << 20
+    sent = [0]
+
+    def firehose(sock, server):
+        chunk = b"z" * 65536
+        try:
+            while sent[0] < total:
+                sock.sendall(chunk)
+                sent[0] += len(chunk)
+        except OSError:
+            pass
+
+    address = proxy(firehose)
+    engine = proxy.engine
+    with socket.create_connection(address, 10) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        last = -1
+        while sent[0] != last:  # wait until the member cannot send any more
+            last = sent[0]
+            time.sleep(0.3)
+        assert sent[0] < total  # the member is blocked: TCP flow control reached it
+
+        def inspect():
+            conn = next(iter(engine.engine.listeners[proxy.key].conns))
+            return conn.transport.get_write_buffer_size(), conn.server.transport.is_reading()
+
+        buffered, member_reading = engine.sync(inspect)
+        assert not member_reading                  # we stopped reading the member
+        assert buffered <= 64 * 1024 + 256 * 1024  # high-water mark plus one read
+        got = 0
+        while got < total:
+            data = s.recv(1 << 20)
+            assert data
+            got += len(data)
+    assert got == total
+
+
+def test_idle_connections_are_closed_and_busy_ones_are_not(proxy):
+    def echo(sock, server):
+        while data := sock.recv(100):
+            sock.sendall(data)
+
+    address = proxy(echo, idle_timeout=0.8)
+    idle = socket.create_connection(address, 5)
+    busy = socket.create_connection(address, 5)
+    try:
+        for _ in range(18):  # 1.8 s of traffic every 0.1 s
+            busy.sendall(b"x")
+            assert busy.recv(1) == b"x"
+            time.sleep(0.1)
+        idle.settimeout(5)
+        try:
+            assert idle.recv(10) == b""
+        except ConnectionResetError:
+            pass
+        busy.sendall(b"y")
+        assert busy.recv(1) == b"y"
+        assert proxy.engine.stats()[proxy.key]["idle_closed"] == 1
+    finally:
+        idle.close()
+        busy.close()
+
+
+def proxy_header_backend(sock, server):
+    """Reads the PROXY header (v1: a line; v2: 16 bytes + length) and the payload."""
+    head = sock.recv(16, socket.MSG_WAITALL)
+    if head.startswith(b"PROXY "):
+        while not head.endswith(b"\r\n"):
+            head += sock.recv(1)
+    else:
+        head += sock.recv(struct.unpack("!H", head[14:16])[0], socket.MSG_WAITALL)
+    payload = sock.recv(5, socket.MSG_WAITALL)
+    server.received.append((head, payload))
+    sock.sendall(b"done")
+
+
+def test_proxy_protocol_v1_header_byte_for_byte(proxy):
+    address = proxy(proxy_header_backend, proxy_protocol="v1")
+    with socket.create_connection(address, 5, source_address=(f"{NET}.201", 0)) as s:
+        s.sendall(b"hello")
+        assert recv_all(s) == b"done"
+        cport = s.getsockname()[1]
+    head, payload = proxy.backend.received[0]
+    assert head == f"PROXY TCP4 {NET}.201 {VIP} {cport} {address[1]}\r\n".encode()
+    assert payload == b"hello"
+
+
+def test_proxy_protocol_v2_header_byte_for_byte(proxy):
+    address = proxy(proxy_header_backend, proxy_protocol="v2")
+    with socket.create_connection(address, 5, source_address=(f"{NET}.202", 0)) as s:
+        s.sendall(b"hello")
+        assert recv_all(s) == b"done"
+        cport = s.getsockname()[1]
+    head, payload = proxy.backend.received[0]
+    expected = (b"\x0d\x0a\x0d\x0a\x00\x0d\x0a\x51\x55\x49\x54\x0a"  # the v2 signature
+                + b"\x21"                 # version 2, command PROXY
+                + b"\x11"                 # AF_INET, STREAM
+                + b"\x00\x0c"             # 12 address bytes follow
+                + socket.inet_aton(f"{NET}.202") + socket.inet_aton(VIP)
+                + cport.to_bytes(2, "big") + address[1].to_bytes(2, "big"))
+    assert head == expected and payload == b"hello"
+
+
+def test_https_passes_through_to_a_real_tls_server(proxy, tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-keyout", str(key), "-out", str(cert), "-subj", "/CN=clusterkit-test",
+                    "-addext", f"subjectAltName=IP:{VIP}"], check=True, capture_output=True)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    address = proxy(service="https",
+                    backend=lambda addr: HTTPBackend(addr, "node1", ssl_context=server_ctx))
+    client_ctx = ssl.create_default_context(cafile=str(cert))
+    conn = http.client.HTTPSConnection(*address, timeout=5, context=client_ctx)
+    try:
+        for _ in range(3):  # keep-alive over one TLS session
+            conn.request("GET", "/?size=100000")
+            resp = conn.getresponse()
+            assert resp.status == 200 and resp.read() == b"x" * 100000
+        assert conn.sock.getpeercert()["subject"] == ((("commonName", "clusterkit-test"),),)
+    finally:
+        conn.close()
+    st = proxy.engine.stats()[proxy.key]
+    assert st["persistence"] == 300  # https sticks clients to a node by default
+    assert st["members"]["node1"]["bytes_out"] > 300000
+
+
+# ------------------------------------------------------------ handler interface
+
+
+class DataHandler(Handler):
+    """A toy FTP: the node says ``DATA <port>``; clients must see the public address."""
+
+    def from_client(self, data: bytes) -> bytes:
+        if data.startswith(b"port "):  # active mode: the node must connect to us instead
+            ip, port = self.session.open_active_listener(int(data[5:]), timeout=5)
+            return f"PORT {ip} {port}".encode()
+        return data.upper()
+
+    def from_server(self, data: bytes) -> bytes:
+        if data.startswith(b"DATA "):
+            ip, port = self.session.open_data_listener(int(data[5:]), timeout=5)
+            return f"DATA {ip} {port}\n".encode()
+        return data
+
+
+class DataPlugin:
+    @hookimpl
+    def clusterkit_register_services(self, register):
+        register(ServiceKind("toyftp", (2121,), handler=DataHandler))
+
+
+def test_handler_rewrites_and_pins_the_data_connection_to_the_node(proxy):
+    data_server = socket.socket()
+    data_server.bind((NODE1, 0))
+    data_server.listen(1)
+    data_port = data_server.getsockname()[1]
+
+    def control(sock, server):
+        server.received.append(sock.recv(100))
+        sock.sendall(f"DATA {data_port}".encode())
+        sock.recv(100)
+
+    def serve_data():
+        conn, _ = data_server.accept()
+        conn.sendall(b"file contents")
+        conn.close()
+
+    threading.Thread(target=serve_data, daemon=True).start()
+    pm = plugin_manager(DataPlugin())
+    proxy.engine.engine.registry = registry_of(pm)
+    address = proxy(control, service="toyftp", pm=pm)
+    try:
+        with socket.create_connection(address, 5, source_address=(f"{NET}.203", 0)) as s:
+            s.sendall(b"pasv")
+            reply = s.recv(100).decode().split()
+            assert reply[:2] == ["DATA", VIP]
+            target = (reply[1], int(reply[2]))
+            with pytest.raises(ConnectionResetError):  # not the control connection's client
+                with socket.create_connection(target, 5, source_address=(f"{NET}.204", 0)) as x:
+                    x.settimeout(5)
+                    x.recv(10)
+            with socket.create_connection(target, 5, source_address=(f"{NET}.203", 0)) as d:
+                assert recv_all(d) == b"file contents"
+        assert proxy.backend.received == [b"PASV"]
+    finally:
+        data_server.close()
+
+
+def test_handler_active_mode_relays_the_nodes_data_connection_to_the_client(proxy):
+    client_data = socket.socket()
+    client_data.bind((f"{NET}.205", 0))
+    client_data.listen(1)
+    client_port = client_data.getsockname()[1]
+
+    def control(sock, server):
+        _, ip, port = sock.recv(100).decode().split()
+        server.received.append((ip, int(port)))
+        with socket.create_connection((ip, int(port)), 5, source_address=(NODE1, 0)) as d:
+            d.sendall(b"uploaded by the node")
+        sock.sendall(b"226 done")
+        sock.recv(100)
+
+    pm = plugin_manager(DataPlugin())
+    proxy.engine.engine.registry = registry_of(pm)
+    address = proxy(control, service="toyftp", pm=pm)
+    try:
+        with socket.create_connection(address, 5, source_address=(f"{NET}.205", 0)) as s:
+            s.sendall(f"port {client_port}".encode())
+            conn, peer = client_data.accept()
+            with conn:
+                assert recv_all(conn) == b"uploaded by the node"
+            assert peer[0] == VIP  # from the public address the client knows
+            assert s.recv(100) == b"226 done"
+        assert proxy.backend.received[0][0] == f"{NET}.1"  # the node was told the manager's ip
+        key = proxy.key
+        wait_for(lambda: proxy.engine.stats()[key]["members"]["node1"]["bytes_out"]
+                 >= len(b"uploaded by the node") + len(b"226 done"))
+    finally:
+        client_data.close()

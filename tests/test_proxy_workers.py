@@ -1,0 +1,140 @@
+"""proxy_workers: SO_REUSEPORT worker processes behind one engine, through a real Runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import os
+import threading
+
+import pytest
+
+from clusterkit.runtime import Runtime, new_event_loop
+from proxy_support import (HTTPBackend, cluster_text, common_port, free_port, plugin_manager,
+                           wait_for)
+
+NET = "127.81.5"
+VIP = f"{NET}.100"
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    ips = [f"{NET}.11", f"{NET}.12"]
+    port = common_port(ips)
+    vports = [free_port(VIP), free_port(VIP)]
+    backends = [HTTPBackend((ip, port), f"node{i}") for i, ip in enumerate(ips, 1)]
+    path = tmp_path / "cluster.toml"
+
+    def write(*, sticky: bool = True, shared: bool = True) -> None:
+        policies = ""
+        if shared:
+            policies += (f'[[policy]]\nvip = "{VIP}"\nport = {vports[0]}\nservice = "http"\n'
+                         f'scheduler = "rr"\nbackend_port = {port}\nmembers = {{ node1 = 1, node2 = 1 }}\n')
+        if sticky:
+            policies += (f'[[policy]]\nvip = "{VIP}"\nport = {vports[1]}\nservice = "http"\n'
+                         f'persistence = 60\nbackend_port = {port}\nmembers = {{ node1 = 1, node2 = 1 }}\n')
+        text = cluster_text(NET, 2, policies, str(tmp_path / "state"))
+        path.write_text(text.replace('public_ips = ', 'options = { proxy_workers = 2 }\npublic_ips = '))
+
+    write()
+    loop = new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    def call(coro):
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(30)
+
+    async def make():
+        return Runtime(str(path), plugin_manager(), watch_config=False, shutdown_timeout=2)
+
+    runtime = call(make())
+    call(runtime.start())
+    env = type("Env", (), {})()
+    env.runtime, env.call, env.write, env.vports = runtime, call, write, vports
+    env.engine = runtime.engine
+
+    async def stats():
+        return runtime.engine.stats()
+
+    env.stats = lambda: call(stats())
+    try:
+        yield env
+    finally:
+        call(runtime.stop())
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+        for b in backends:
+            b.stop()
+
+
+def get(port: int) -> str:
+    conn = http.client.HTTPConnection(VIP, port, timeout=5)
+    try:
+        conn.request("GET", "/", headers={"Connection": "close"})
+        return conn.getresponse().read().decode()
+    finally:
+        conn.close()
+
+
+def test_connections_spread_over_processes_and_counters_add_up(cluster):
+    pids = cluster.engine.workers.pids()
+    assert len(pids) == 1 and all(os.path.exists(f"/proc/{pid}") for pid in pids)
+    key = f"{VIP}:{cluster.vports[0]}"
+    worker = cluster.engine.workers.workers[0]
+    wait_for(lambda: key in worker.stats, timeout=20)  # the worker is up and listening
+    answers = [get(cluster.vports[0]) for _ in range(200)]
+    assert set(answers) == {"node1", "node2"}
+    wait_for(lambda: cluster.stats()[key]["total"] == 200)
+    assert 0 < worker.stats[key]["total"] < 200  # the kernel gave both processes a share
+    total = cluster.stats()[key]["members"]
+    assert total["node1"]["total"] + total["node2"]["total"] == 200
+
+
+def test_persistent_policies_stay_in_one_process(cluster):
+    key = f"{VIP}:{cluster.vports[1]}"
+    assert len({get(cluster.vports[1]) for _ in range(20)}) == 1
+    wait_for(lambda: cluster.engine.workers.workers[0].stats)
+    assert key not in cluster.engine.workers.workers[0].stats
+    assert cluster.stats()[key]["total"] == 20
+
+
+def test_member_states_and_reloads_reach_the_workers(cluster):
+    key = f"{VIP}:{cluster.vports[0]}"
+
+    async def drain():
+        cluster.engine.set_member_state(key, "node1", "drain")
+
+    cluster.call(drain())
+    wait_for(lambda: {get(cluster.vports[0]) for _ in range(40)} == {"node2"})
+    cluster.write(shared=False)
+    assert cluster.call(cluster.runtime.reload())["changed"]
+
+    def refused_everywhere():
+        for _ in range(20):
+            try:
+                get(cluster.vports[0])
+                return False
+            except ConnectionRefusedError:
+                pass
+        return True
+
+    wait_for(refused_everywhere)
+
+
+def test_stop_ends_the_workers(cluster):
+    pids = cluster.engine.workers.pids()
+    cluster.call(cluster.runtime.engine.close(1.0))
+    for pid in pids:
+        wait_for(lambda: not os.path.exists(f"/proc/{pid}") or
+                 open(f"/proc/{pid}/stat").read().split()[2] == "Z")
+
+
+def test_a_worker_that_dies_is_restarted_with_the_current_policies(cluster):
+    worker = cluster.engine.workers.workers[0]
+    key = f"{VIP}:{cluster.vports[0]}"
+    wait_for(lambda: key in worker.stats, timeout=20)
+    old = worker.proc.pid
+    os.kill(old, 9)
+    wait_for(lambda: worker.proc.pid != old and key in worker.stats, timeout=20)
+    assert {get(cluster.vports[0]) for _ in range(20)} == {"node1", "node2"}
