@@ -39,7 +39,11 @@ def test_single_change_create_modify_chmod_arrive(tmp_path, cluster):
         os.chmod(src / "existing", 0o600)
         (src / "link").symlink_to("index.html")
         wait_identical(src, nodes(tmp_path), exclude=("*.tmp", "cache/"))
+        for i in range(20):  # same size, within one tick of the filesystem clock: same mtime
+            (src / "serial").write_text(f"serial {i:04d}")
+        wait_identical(src, nodes(tmp_path), exclude=("*.tmp", "cache/"))
         for node in nodes(tmp_path):
+            assert (node / "serial").read_text() == "serial 0019"
             assert (node / "index.html").read_text() == "hello again"
             assert os.stat(node / "existing").st_mode & 0o777 == 0o600
             assert os.readlink(node / "link") == "index.html"

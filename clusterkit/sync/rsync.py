@@ -76,6 +76,7 @@ class Job:
     progress: Callable[[int], None] | None = None
     lines: list[str] = field(default_factory=list)  # itemized output of a dry run
     delay_updates: bool = True
+    ignore_times: bool = False  # send listed files even when size and mtime match
 
     def argv(self) -> list[str]:
         argv = [RSYNC, *BASE, f"--timeout={self.timeout}", *self.transport_args]
@@ -90,6 +91,8 @@ class Job:
             argv += ["--out-format=%i %n"]
         if self.checksum:
             argv.append("--checksum")
+        if self.ignore_times:
+            argv.append("--ignore-times")
         if self.progress is not None:
             argv += ["--info=progress2", "--no-inc-recursive"]
         argv.append("--delete")
