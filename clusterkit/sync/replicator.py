@@ -35,7 +35,7 @@ log = logging.getLogger("clusterkit.sync")
 class Settings:
     """Tunables, from the ``[sync]``-free defaults or a host's ``options``."""
 
-    settle: float = 0.004
+    settle: float = 0.002
     max_wait: float = 0.1
     dir_threshold: int = 2000
     set_threshold: int = 100_000
