@@ -90,6 +90,16 @@ def clusterkit_sync_sets(cluster):
 
 
 @hookspec
+def clusterkit_init(cluster):
+    """``clusterkit init`` wrote a new definition: prepare what a new cluster needs.
+
+    ``cluster`` is the parsed new definition. The panel plugin creates the
+    cluster CA here. Called once per ``init``; an exception makes ``init``
+    fail with exit 1 (the definition file stays written).
+    """
+
+
+@hookspec
 def clusterkit_start(runtime):
     """Bring this plugin's servers up on this host.
 
@@ -130,12 +140,13 @@ def clusterkit_status(runtime):
 
 
 @hookspec
-def clusterkit_membership_changed(runtime, node, service, old, new, reason):
-    """A (node, service) health or operator state changed.
+def clusterkit_membership_changed(runtime, policy, node, service, old, new, reason):
+    """A member's health or operator state changed.
 
-    ``old``/``new`` are state names (``up``, ``down``, ``drain``,
-    ``maintenance``); ``reason`` is the check output or operator action.
-    May return an awaitable.
+    ``policy`` is the policy key (``"vip:port"``) the member belongs to, so two
+    policies of one service can be told apart; ``old``/``new`` are state names
+    (``up``, ``down``, ``drain``, ``maintenance``); ``reason`` is the check
+    output or the operator's action. May return an awaitable.
     """
 
 
@@ -158,6 +169,6 @@ def clusterkit_lb_engine(runtime):
 
     The first non-None result wins: return ``None`` so other plugins can be
     tried. The native proxy ships as ``trylast``; a plugin offering HAProxy
-    or IPVS returns its engine here. The engine has ``apply(policies)``,
+    or IPVS returns its engine here. The engine has ``apply(cluster)``,
     ``set_member_state(...)``, ``stats()`` and ``close()``.
     """

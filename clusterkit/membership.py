@@ -236,7 +236,6 @@ class Member:
     def report(self) -> dict:
         return {
             "state": self.state,
-            "service": self.service,
             "since": _iso(self.since),
             "for_s": round(time.time() - self.since, 1),
             "health": self.health.describe(),
@@ -400,9 +399,9 @@ class Membership:
         slowstart = member.check.slowstart
         member.weight_factor = 1.0
         if new == "up" and old in ("down", "maintenance") and slowstart > 0:
-            member.weight_factor = _ramp_step(slowstart) / slowstart
+            member.weight_factor = min(1.0, _ramp_step(slowstart) / slowstart)
             member.ramp = self.runtime.spawn(self._slowstart(member), f"slowstart {member.node}")
-        level = logging.WARNING if new in ("down",) else logging.INFO
+        level = logging.WARNING if new == "down" else logging.INFO
         log.log(level, "%s %s (%s): %s -> %s: %s", member.policy_key, member.node, member.service,
                 old, new, reason)
         await self._push(member)
@@ -438,7 +437,8 @@ class Membership:
     async def _announce(self, member: Member, old: str, new: str, reason: str) -> None:
         try:
             results = self.runtime.hook.clusterkit_membership_changed(
-                runtime=self.runtime, node=member.node, service=member.service,
+                runtime=self.runtime, policy=member.policy_key, node=member.node,
+                service=member.service,
                 old=old, new=new, reason=reason)
             for result in results:
                 if inspect.isawaitable(result):
@@ -476,10 +476,11 @@ class Membership:
     # ------------------------------------------------------------- status
 
     def status(self) -> dict:
-        """``{policy_key: {node: {"state": ..., "service": ...}}}`` for ``clusterkit status``.
+        """``{policy_key: {"service": ..., "nodes": {node: {"state": ...}}}}`` for ``clusterkit status``.
 
         With an engine, each member also shows its ``active`` connections
         (from ``engine.stats()``: ``{policy_key: {"members": {node: {"active": n}}}}``).
+        Other plugins read this too (the DNS plugin's health-aware names).
         """
         stats = self.runtime.engine.stats() if self.runtime.engine is not None else {}
         out: dict[str, Any] = {}
@@ -488,7 +489,8 @@ class Membership:
             engine_member = (stats.get(pkey) or {}).get("members", {}).get(node)
             if isinstance(engine_member, dict) and "active" in engine_member:
                 report["active"] = engine_member["active"]
-            out.setdefault(pkey, {})[node] = report
+            entry = out.setdefault(pkey, {"service": member.service, "nodes": {}})
+            entry["nodes"][node] = report
         return out
 
 

@@ -25,19 +25,28 @@ def clusterkit_start(runtime):
     return membership.start()
 
 
+def _mine(runtime) -> Membership | None:
+    """This plugin's component (a test may have put a stand-in under the name)."""
+    membership = runtime.components.get(COMPONENT)
+    return membership if isinstance(membership, Membership) else None
+
+
 @hookimpl
 def clusterkit_reload(runtime, old, new):
-    membership = runtime.components.get(COMPONENT)
+    membership = _mine(runtime)
     return membership.reload(new) if membership is not None else None
 
 
 @hookimpl
 def clusterkit_stop(runtime):
-    membership = runtime.components.pop(COMPONENT, None)
-    return membership.stop() if membership is not None else None
+    membership = _mine(runtime)
+    if membership is None:
+        return None
+    del runtime.components[COMPONENT]
+    return membership.stop()
 
 
 @hookimpl
 def clusterkit_status(runtime):
-    membership = runtime.components.get(COMPONENT)
+    membership = _mine(runtime)
     return {"members": membership.status()} if membership is not None else None

@@ -95,6 +95,8 @@ EXAMPLE_ORG = """$TTL 600
 ns1 A 198.51.100.53
 www A 198.51.100.80
 back CNAME chain1.example.com.
+$INCLUDE parts/org-hosts.txt hosts.example.org.
+after-include A 198.51.100.99
 """
 
 CHILD = """$TTL 300
@@ -136,7 +138,18 @@ c IN 120 TXT "c"
 d TXT "d"
 """
 
+# Windows line ends, escaped owner names, more record types.
+MORE = ("$TTL 1h\r\n@ SOA ns h 1 2 3 4 5\r\n@ NS ns\r\nns A 192.0.2.1\r\n"
+        "xn--bcher-kva A 192.0.2.2\r\n\\046dot A 192.0.2.3\r\nsp\\032ace A 192.0.2.4\r\n"
+        'x HINFO "a cpu" "an os"\r\n'
+        "x SSHFP 1 1 123456789abcdef67890123456789abcdef67890\r\n"
+        "x TLSA 3 1 1 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\r\n"
+        "x LOC 52 22 23.000 N 4 53 32.000 E -2.00m 0.00m 10000m 10m\r\n"
+        "x HTTPS 1 . alpn=h2\r\n"
+        "x RP mbox.more.test. txt.more.test.\r\n")
+
 ZONES = {
+    "more.test": MORE,
     "example": RFC4592,
     "nottl.test": NO_TTL,
     "example.com": EXAMPLE_COM,
@@ -144,7 +157,9 @@ ZONES = {
     "child.example.com": CHILD,
     "2.0.192.in-addr.arpa": REVERSE,
 }
-EXTRA_FILES = {"example.com.inc": EXAMPLE_COM_INC}
+EXTRA_FILES = {"example.com.inc": EXAMPLE_COM_INC,
+               # in a subdirectory, with its own origin; a relative name, an @
+               "parts/org-hosts.txt": "a A 198.51.100.1\n@ TXT \"hosts\"\nb 120 IN A 198.51.100.2\n"}
 
 
 def write_zones(directory: Path, zones: dict = ZONES, extra: dict = EXTRA_FILES) -> Path:
@@ -152,6 +167,7 @@ def write_zones(directory: Path, zones: dict = ZONES, extra: dict = EXTRA_FILES)
     for name, text in zones.items():
         (directory / f"{name}.zone").write_text(text)
     for name, text in extra.items():
+        (directory / name).parent.mkdir(parents=True, exist_ok=True)
         (directory / name).write_text(text)
     return directory
 

@@ -22,7 +22,7 @@ import health_servers as hs
 MANAGER = "127.82.2.1"
 VIP = "127.82.2.100"
 NODES = {"node1": "127.82.2.11", "node2": "127.82.2.12", "node3": "127.82.2.13"}
-UNRELATED_PLUGINS = ("dns", "sync")
+UNRELATED_PLUGINS = ("dns", "sync", "panel", "panelsync", "dns-management")
 DAEMON_ENV = {**os.environ, "CLUSTERKIT_DISABLE_PLUGINS": ",".join(UNRELATED_PLUGINS)}
 
 
@@ -75,9 +75,10 @@ class Recorder:
         return self.engine
 
     @hookimpl
-    def clusterkit_membership_changed(self, runtime, node, service, old, new, reason):
+    def clusterkit_membership_changed(self, runtime, policy, node, service, old, new, reason):
         async def record():
-            self.events.append({"node": node, "service": service, "old": old, "new": new,
+            self.events.append({"policy": policy, "node": node, "service": service,
+                                "old": old, "new": new,
                                 "reason": reason, "host": runtime.host.name})
         return record()
 
@@ -132,7 +133,7 @@ class Daemon:
 
     def __init__(self, config_path: str, recorder: Recorder | None = None, host: str = "manager"):
         self.pm = get_plugin_manager()
-        for name in UNRELATED_PLUGINS:  # no DNS on port 53, no replication of system paths
+        for name in UNRELATED_PLUGINS:  # only balancing and health: no DNS, panel or replication
             if self.pm.get_plugin(name) is not None:
                 self.pm.unregister(name=name)
         if recorder is not None:

@@ -107,11 +107,15 @@ def self_signed(directory: str) -> tuple[str, str]:
 
 
 @contextlib.contextmanager
-def nginx(directory: str, ip: str):
-    """nginx with a PROXY-protocol listener answering "proxied <$proxy_protocol_addr>"."""
+def nginx(directory: str, ip: str, cert: tuple[str, str] | None = None):
+    """nginx with a PROXY-protocol listener answering "proxied <$proxy_protocol_addr>".
+
+    With ``cert`` the listener speaks TLS after the PROXY header (as behind an L4 proxy).
+    """
     if not shutil.which("nginx"):
         raise RuntimeError("nginx is not installed")
     port = free_port(ip)
+    tls = f"ssl_certificate {cert[0]}; ssl_certificate_key {cert[1]};" if cert else ""
     conf = os.path.join(directory, "nginx.conf")
     with open(conf, "w") as f:
         f.write(f"""
@@ -121,7 +125,7 @@ events {{ worker_connections 64; }}
 http {{
   access_log off; client_body_temp_path {directory}/tmp;
   server {{
-    listen {ip}:{port} proxy_protocol;
+    listen {ip}:{port} {"ssl " if cert else ""}proxy_protocol; {tls}
     location / {{ return 200 "proxied <$proxy_protocol_addr>"; }}
   }}
 }}
@@ -139,7 +143,8 @@ http {{
 
 
 class Scripted(socketserver.ThreadingTCPServer):
-    """Sends ``greeting`` (after a PROXY header if ``proxy``), answers each line with ``replies[first word]``; records the bytes."""
+    """Sends ``greeting`` (after a PROXY header if ``proxy``), answers each line with
+    ``replies[first word]``; records the bytes it received."""
 
     daemon_threads = True
     allow_reuse_address = True
@@ -178,14 +183,20 @@ def scripted(ip: str, greeting: bytes, replies: dict[bytes, bytes] | None = None
 
 
 @contextlib.contextmanager
-def smtp_server(ip: str):
+def smtp_server(ip: str, cert: tuple[str, str] | None = None):
+    """aiosmtpd; with ``cert``, SMTPS (TLS from the first byte, port 465 style)."""
     from aiosmtpd.controller import Controller
 
     class Sink:
         async def handle_DATA(self, server, session, envelope):
             return "250 OK"
 
-    controller = Controller(Sink(), hostname=ip, port=free_port(ip), ident="test ESMTP")
+    tls = None
+    if cert:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(*cert)
+    controller = Controller(Sink(), hostname=ip, port=free_port(ip), ident="test ESMTP",
+                            ssl_context=tls)
     controller.start()
     try:
         yield controller.port

@@ -9,6 +9,7 @@ TIME_WAIT sockets of one never meet another.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import signal
@@ -21,6 +22,10 @@ from pathlib import Path
 
 from clusterkit.plugins import get_plugin_manager
 from clusterkit.runtime import Runtime, new_event_loop
+
+# pyftpdlib adds a stderr handler unless logging looks configured; under
+# pytest that stream is closed after each test while node threads still log
+logging.getLogger("pyftpdlib").addHandler(logging.NullHandler())
 
 
 def free_port(ip: str) -> int:

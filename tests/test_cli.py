@@ -131,3 +131,16 @@ def test_status_without_daemon_is_a_runtime_failure(ck, cfg):
 def test_run_as_unknown_host_is_a_usage_error(ck, cfg):
     result = ck("run", "-c", cfg, "--as", "ghost")
     assert result.exit_code == 2 and "no host named 'ghost'" in result.output
+
+
+def test_init_prepares_the_cluster_through_plugins(ck, cfg, tmp_path):
+    """The panel plugin's clusterkit_init gives a new cluster its CA (keys owner-only)."""
+    import os
+
+    pki_dir = tmp_path / "st" / "mgr" / "pki"
+    assert any(p.suffix == ".key" for p in pki_dir.iterdir()), list(pki_dir.iterdir())
+    for key in pki_dir.glob("*.key"):
+        assert oct(os.stat(key).st_mode & 0o777) == "0o600"
+    again = ck("init", "-c", cfg, "--force", "--name", "prod", "--manager", "mgr",
+               "--manager-ip", "127.91.0.1", "--state-dir", str(tmp_path / "st"))
+    assert again.exit_code == 0 and "keeping the cluster CA" in again.output

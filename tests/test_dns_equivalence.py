@@ -276,7 +276,8 @@ def test_responses_are_never_answered(servers):
     assert both(servers, lambda a, p: _raw(a, p, data)) == [None, None]
 
 
-def test_every_name_and_type_of_every_zone(servers, tmp_path):
+@pytest.mark.parametrize("how", ["udp-edns", "udp-plain", "tcp"])
+def test_every_name_and_type_of_every_zone(servers, tmp_path, how):
     """Exhaustive: every owner name of every zone, and a name below each (NXDOMAIN,
     wildcard or referral), for the common types, compared with NSD."""
     from clusterkit_dns.zones import load_zone
@@ -291,9 +292,11 @@ def test_every_name_and_type_of_every_zone(servers, tmp_path):
     assert len(names) > 100
     mismatches = []
     for name in sorted(names):
-        for rdtype in ("A", "AAAA", "MX", "TXT", "NS", "SOA", "CNAME", "SRV", "DS", "PTR", "CAA"):
-            q = dns.message.make_query(name, rdtype, use_edns=0)
-            nsd, ours = both(servers, lambda a, p: dns.query.udp(q, a, port=p, timeout=3))
+        for rdtype in ("A", "AAAA", "MX", "TXT", "NS", "SOA", "CNAME", "SRV", "DS", "PTR", "CAA",
+                       "NAPTR", "HINFO", "SSHFP", "TLSA", "LOC", "HTTPS", "RP", "ANY"):
+            q = dns.message.make_query(name, rdtype, use_edns=False if how == "udp-plain" else 0)
+            send = dns.query.tcp if how == "tcp" else dns.query.udp
+            nsd, ours = both(servers, lambda a, p: send(q, a, port=p, timeout=3))
             if summary(ours) != summary(nsd):
                 mismatches.append(f"{name} {rdtype}")
     assert not mismatches, mismatches[:20]

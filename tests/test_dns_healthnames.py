@@ -1,10 +1,9 @@
 """Health-aware names: the manager rewrites a name's A records as members go up and down.
 
-The manager runs in-process (``Runtime``) with its DNS server. The membership
-component belongs to the health plugin (another branch); here a stand-in
-with the same ``status()`` shape (``{policy: {"nodes": {node: {"state": ...}}}}``)
-sits in ``runtime.components["membership"]`` and the real
-``clusterkit_membership_changed`` hook is fired, as the health plugin does.
+The manager runs in-process (``Runtime``) with its DNS server and the real
+membership plugin; a ``command`` health check whose outcome the test flips
+with a file per node drives members down and up, and an operator drain does
+the rest.
 """
 
 from __future__ import annotations
@@ -23,17 +22,6 @@ from dns_support import free_port, write_zones
 MANAGER = "127.87.4.1"
 NODES = {"node1": "127.87.4.11", "node2": "127.87.4.12", "node3": "127.87.4.13"}
 POLICY = f"{MANAGER}:80"
-
-
-class Membership:
-    """Stand-in for the health plugin's component: only what health names read."""
-
-    def __init__(self):
-        self.states = {n: "up" for n in NODES}
-
-    def status(self) -> dict:
-        return {POLICY: {"service": "http",
-                         "nodes": {n: {"state": s} for n, s in self.states.items()}}}
 
 
 def write_cluster(tmp_path, port: int, health: bool = True) -> str:
@@ -61,6 +49,7 @@ vip = "{MANAGER}"
 port = 80
 service = "http"
 members = {{ node1 = 1, node2 = 1, node3 = 0 }}
+check = {{ kind = "command", command = "test ! -e {tmp_path}/down-$CK_NODE", inter = 0.1, timeout = 2, rise = 1, fall = 1 }}
 
 [dns]
 port = {port}
@@ -97,29 +86,26 @@ def test_health_name_follows_membership(tmp_path):
     zone_file = zones / "example.com.zone"
     pm = get_plugin_manager()
 
-    async def changed(rt, node, new):
-        rt.components["membership"].states[node] = new
-        for result in rt.hook.clusterkit_membership_changed(
-                runtime=rt, node=node, service="http", old="up", new=new, reason="test"):
-            if asyncio.iscoroutine(result):
-                await result
+    def mark(node: str, down: bool) -> None:
+        flag = tmp_path / f"down-{node}"
+        flag.touch() if down else flag.unlink()
 
     async def scenario():
         rt = Runtime(path, pm, "manager", watch_config=False)
         await rt.start()
         try:
-            # before any health information: every weighted member (node3 has weight 0)
+            # every weighted member while all pass (node3 has weight 0)
             ttl = await until(port, {NODES["node1"], "198.51.100.12"}, "at start")
             assert ttl == 20
             assert "; clusterkit svc.example.com. begin: policy" in zone_file.read_text()
 
-            rt.components["membership"] = Membership()
-            await changed(rt, "node1", "down")
+            mark("node1", down=True)
             await until(port, {"198.51.100.12"}, "node1 down")
-            await changed(rt, "node2", "down")
+            mark("node2", down=True)
             await until(port, {NODES["node1"], "198.51.100.12"}, "none up: fail open")
-            await changed(rt, "node1", "up")
-            await changed(rt, "node2", "drain")
+            mark("node1", down=False)
+            mark("node2", down=False)
+            await rt.components["membership"].set_operator("node2", "drain")
             await until(port, {NODES["node1"]}, "node2 draining")
             status = rt.status()["dns_management"]["health_names"]["svc.example.com."]
             assert status["records"] == [f"svc.example.com. 20 IN A {NODES['node1']}"]
@@ -137,3 +123,26 @@ def test_health_name_follows_membership(tmp_path):
         loop.run_until_complete(scenario())
     finally:
         loop.close()
+
+
+def test_records_follow_weights_states_and_address_families(tmp_path):
+    from types import SimpleNamespace
+
+    from clusterkit.config import load_cluster
+    from clusterkit_dns.healthnames import records_for
+    from clusterkit_dns.mgmtconfig import HealthName
+
+    cluster = load_cluster(write_cluster(tmp_path, 5300), get_plugin_manager())
+    runtime = SimpleNamespace(cluster=cluster, components={})
+    hn = HealthName("example.com.", "svc.example.com.", POLICY, 15,
+                    (("node1", "2001:db8::11"),))
+    lines, why = records_for(runtime, hn)
+    assert lines == ["svc.example.com. 15 IN A 127.87.4.12",
+                     "svc.example.com. 15 IN AAAA 2001:db8::11"]  # node3 has weight 0
+    assert why.startswith("no health information")
+    states = {"node1": "maintenance", "node2": "up", "node3": "up"}
+    runtime.components["membership"] = SimpleNamespace(status=lambda: {POLICY: {
+        "service": "http", "nodes": {n: {"state": s} for n, s in states.items()}}})
+    assert records_for(runtime, hn) == (["svc.example.com. 15 IN A 127.87.4.12"], "1 of 2 members up")
+    missing = HealthName("example.com.", "x.example.com.", "127.87.4.1:81", 15, ())
+    assert records_for(runtime, missing) == ([], "no policy 127.87.4.1:81")

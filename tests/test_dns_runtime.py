@@ -225,3 +225,13 @@ def test_every_zone_of_the_fixture_passes_check(tmp_path):
     directory = write_zones(tmp_path)
     for name in ZONES:
         assert cli("dns", "check", str(directory / f"{name}.zone")).exit_code == 0, name
+
+
+def test_registered_as_a_builtin_plugin():
+    result = cli("plugins", "list", "--json")
+    assert result.exit_code == 0, result.output
+    import json
+
+    (row,) = [r for r in json.loads(result.output) if r["name"] == "dns"]
+    assert row["module"] == "clusterkit_dns" and row["state"] == "loaded"
+    assert {"clusterkit_start", "clusterkit_applied", "clusterkit_config_sections"} <= set(row["hooks"])

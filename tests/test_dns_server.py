@@ -290,10 +290,49 @@ def test_ipv6_listener(tmp_path):
 
 def test_include_in_a_subdirectory_reloads_too(server):
     zones = __import__("pathlib").Path(server.server.zones_dir)
-    (zones / "parts").mkdir()
+    (zones / "parts").mkdir(exist_ok=True)
     replace(zones / "parts" / "hosts.txt", "h1 A 192.0.2.91\n")
     replace(zones / "sub.test.zone", "$TTL 60\n@ SOA ns h 1 1 1 1 1\n@ NS ns\nns A 192.0.2.1\n"
                                      "$INCLUDE parts/hosts.txt\n")
     wait_for(lambda: answer_of(server, "h1.sub.test") == (0, ["192.0.2.91"]))
     replace(zones / "parts" / "hosts.txt", "h1 A 192.0.2.92\n")
     wait_for(lambda: answer_of(server, "h1.sub.test") == (0, ["192.0.2.92"]))
+
+
+def test_tcp_client_that_reads_late_gets_every_answer(server):
+    """Back-pressure: thousands of pipelined queries, nothing read until all are sent; the
+    server stops reading while its answers pile up, then every answer arrives, in order."""
+    import threading
+
+    count = 4000  # ~3.5 MB of answers: more than the socket buffers hold
+    stream = b"".join(framed(query("big.example.com", "TXT", qid=i)) for i in range(count))
+    with socket.create_connection((server.addr, server.port), timeout=10) as s:
+        sender = threading.Thread(target=s.sendall, args=(stream,))
+        sender.start()
+        time.sleep(0.5)  # let the server's write buffer fill while nobody reads
+        buf, headers = b"", []
+        while len(headers) < count:
+            chunk = s.recv(1 << 20)
+            assert chunk, "connection closed early"
+            buf += chunk
+            while len(buf) >= 2 and len(buf) >= 2 + struct.unpack("!H", buf[:2])[0]:
+                size = struct.unpack("!H", buf[:2])[0]
+                headers.append(struct.unpack("!HHHH", buf[2:10]))  # id, flags, qd, an
+                buf = buf[2 + size:]
+        sender.join(10)
+    assert [h[0] for h in headers] == list(range(count))
+    assert all(h[3] == 6 and not h[1] & 0x0200 for h in headers)  # 6 TXT records, no TC
+
+
+def test_zones_dir_change_moves_the_server(tmp_path):
+    """DnsServer used twice on one address, as clusterkit_reload does for a new zones_dir."""
+    first = write_zones(tmp_path / "a")
+    second = tmp_path / "b"
+    second.mkdir()
+    (second / "other.test.zone").write_text(ZONE.format(serial=9, address="192.0.2.99"))
+    with ServerThread(first, ADDR) as s:
+        port = s.port
+        assert answer_of(s, "www.example.com")[0] == 0
+    with ServerThread(second, ADDR, port=port) as s:
+        assert answer_of(s, "www.other.test") == (0, ["192.0.2.99"])
+        assert answer_of(s, "www.example.com")[0] == dns.rcode.REFUSED

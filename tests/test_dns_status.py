@@ -124,8 +124,6 @@ def test_an_extra_zone_is_found_through_the_local_control_sockets(tmp_path, pm):
                         extra=f'\n[dns]\nport = {port}\nzones_dir = "/zones"\n')
     for name in ("manager", "node1", "node2"):
         write_zones(tmp_path / name / "zones")
-    (tmp_path / "node1" / "zones" / "gone.example.zone").write_text(
-        "$TTL 60\n@ SOA ns hm 1 1 1 1 1\n@ NS ns\nns A 192.0.2.1\n")
     loop = new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
@@ -138,6 +136,18 @@ def test_an_extra_zone_is_found_through_the_local_control_sockets(tmp_path, pm):
     try:
         for rt in runtimes:
             call(rt.start())
+        # The manager's first full sync would delete a zone it does not have: plant the extra
+        # zone on node1 once that sync is done (only the hourly safety net would remove it).
+        sync = runtimes[0].components.get("sync")
+        deadline = time.monotonic() + 20
+        while sync is not None and time.monotonic() < deadline and any(
+                n["runs"] == 0 or n["pending"] for n in sync.status()["nodes"].values()):
+            time.sleep(0.05)
+        (tmp_path / "node1" / "zones" / "gone.example.zone").write_text(
+            "$TTL 60\n@ SOA ns hm 1 1 1 1 1\n@ NS ns\nns A 192.0.2.1\n")
+        while time.monotonic() < deadline and "gone.example." not in \
+                call(_zones_of(runtimes[1])):
+            time.sleep(0.05)
         result = runner.invoke(get_app(pm), ["dns", "status", "--json", "-c", str(cfg)])
         report = json.loads(result.stdout)
         rows = {r["host"]: r for r in report["hosts"]}
@@ -153,3 +163,18 @@ def test_an_extra_zone_is_found_through_the_local_control_sockets(tmp_path, pm):
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
         loop.close()
+
+
+async def _zones_of(runtime) -> dict:
+    return runtime.status()["dns"]["zones"]
+
+
+def test_a_wildcard_listen_is_asked_at_the_host_ip():
+    from clusterkit.config import Host
+    from clusterkit_dns.convergence import dns_address
+    from clusterkit_dns.settings import DnsSettings
+
+    host = Host(name="node1", ip="10.0.0.11", role="node")
+    assert dns_address(DnsSettings(port=5353, listen=("0.0.0.0",)), host) == ("10.0.0.11", 5353)
+    assert dns_address(DnsSettings(port=53, listen=("::", "10.9.9.9")), host) == ("10.9.9.9", 53)
+    assert dns_address(DnsSettings(), host) == ("10.0.0.11", 53)

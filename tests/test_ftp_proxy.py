@@ -26,6 +26,7 @@ CLIENT = f"{NET}.50"
 NODES = {"node1": f"{NET}.11", "node2": f"{NET}.12"}
 PASSIVE = range(52000, 52100)
 DATA_TIMEOUT = 2
+TINY = 52300
 
 
 class Client(ftplib.FTP):
@@ -73,7 +74,7 @@ def ftp(tmp_path_factory):
     try:
         for name, ip in NODES.items():
             nodes[name] = FtpNode(ip, port, base / name)
-        public, slow = free_port(VIP), free_port(VIP)
+        public, slow, tiny = free_port(VIP), free_port(VIP), free_port(VIP)
         policy = (f'[[policy]]\nvip = "{VIP}"\nport = {public}\nservice = "ftp"\n'
                   f'backend_port = {port}\nscheduler = "rr"\npersistence = 0\n'
                   f'members = {{node1 = 1, node2 = 1}}\n'
@@ -83,9 +84,14 @@ def ftp(tmp_path_factory):
                   f'[[policy]]\nvip = "{VIP}"\nport = {slow}\nservice = "ftp"\n'
                   f'backend_port = {port}\nidle_timeout = 1\nmembers = {{node1 = 1}}\n'
                   f'options = {{passive_ports = "52200-52209", ftps_passive_ports = '
-                  f'"52210-52219"}}\n')
+                  f'"52210-52219"}}\n\n'
+                  # a passive range of one port
+                  f'[[policy]]\nvip = "{VIP}"\nport = {tiny}\nservice = "ftp"\n'
+                  f'backend_port = {port}\nmembers = {{node1 = 1}}\n'
+                  f'options = {{passive_ports = "{TINY}-{TINY}", ftps_passive_ports = '
+                  f'"52310-52319"}}\n')
         daemon = Daemon(cluster_file(base, NET, 2, policy))
-        daemon.slow_port = slow
+        daemon.slow_port, daemon.tiny_port = slow, tiny
     except BaseException:
         for node in nodes.values():
             node.stop()
@@ -196,6 +202,22 @@ def test_a_stuck_transfer_is_closed_and_its_session_with_it(ftp):
         time.sleep(2)  # then nothing moves: the control connection goes too
         with pytest.raises((EOFError, OSError)):
             client.voidcmd("NOOP")
+
+
+def test_an_exhausted_passive_range_answers_425_and_recovers(ftp):
+    _, _, daemon = ftp
+    with Client(daemon.tiny_port) as first, Client(daemon.tiny_port) as second:
+        assert ftplib.parse227(first.sendcmd("PASV")) == (VIP, TINY)
+        with pytest.raises(ftplib.error_temp, match="^425 "):
+            second.sendcmd("PASV")
+        with pytest.raises(ftplib.error_temp, match="^425 "):
+            second.sendcmd("EPSV")
+        first.quit()  # its port goes back when the manager has seen the session end
+        wait_for(lambda: listening_ports(VIP, range(TINY, TINY + 1)) == [], timeout=5)
+        assert ftplib.parse227(second.sendcmd("PASV")) == (VIP, TINY)
+        listing = []
+        second.retrlines("LIST", listing.append)  # and the range works again
+    wait_for(lambda: listening_ports(VIP, range(TINY, TINY + 1)) == [], timeout=5)
 
 
 def test_a_data_connection_from_another_address_is_refused(ftp):

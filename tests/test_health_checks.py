@@ -10,9 +10,9 @@ import time
 import dns.rcode
 import pytest
 
+from clusterkit.config import registry_of
 from clusterkit.plugins import get_plugin_manager
 from clusterkit.registry import CheckFailed, CheckTarget
-from clusterkit.config import registry_of
 
 import health_servers as hs
 
@@ -118,8 +118,6 @@ def test_https_does_not_verify_by_default(checks, tmp_path):
 
 @pytest.fixture
 def nginx_proxy(tmp_path):
-    if os.geteuid() != 0 and False:
-        pytest.skip("nginx needs no root here")
     if not shutil.which("nginx"):
         pytest.skip("nginx is not installed")
     with hs.nginx(str(tmp_path), "127.82.1.2") as port:
@@ -134,6 +132,16 @@ def test_http_sends_the_proxy_header_to_nginx(checks, nginx_proxy):
     assert run(checks, "http", port, ip="127.82.1.2", proxy="v2", expect="proxied <>")
     # without the header a PROXY listener refuses the request: the check fails
     fails(checks, "http", port, "closed while waiting for the status line|not an HTTP", ip="127.82.1.2")
+
+
+def test_https_sends_the_proxy_header_before_tls(checks, tmp_path):
+    if not shutil.which("nginx"):
+        pytest.skip("nginx is not installed")
+    cert = hs.self_signed(str(tmp_path))
+    with hs.nginx(str(tmp_path), "127.82.1.4", cert=cert) as port:
+        assert run(checks, "https", port, ip="127.82.1.4", proxy="v1", expect="proxied <127.")
+        assert run(checks, "https", port, ip="127.82.1.4", proxy="v2", expect="proxied <>")
+        fails(checks, "https", port, "the TLS handshake", ip="127.82.1.4", timeout=1.0)  # no header
 
 
 def test_proxy_header_bytes_come_first(checks):
@@ -158,6 +166,18 @@ def test_smtp(checks):
     with hs.scripted(IP, b"") as server:
         fails(checks, "smtp", server.server_address[1], r"no answer within 0.3s \(the SMTP greeting\)",
               timeout=0.3)
+
+
+def test_smtps_speaks_tls_first_by_service(checks, tmp_path):
+    cert = hs.self_signed(str(tmp_path))
+    with hs.smtp_server(IP, cert=cert) as port:
+        assert "EHLO 250" in asyncio.run(checks["smtp"].run(CheckTarget(
+            "n1", IP, port, 2.0, "smtps")))  # the service name implies TLS
+        assert "EHLO 250" in run(checks, "smtp", port, tls="true")
+        fails(checks, "smtp", port, "no answer within 0.5s", timeout=0.5)  # plain SMTP: silence
+    with hs.smtp_server(IP) as plain:
+        with pytest.raises(CheckFailed, match="TLS failed"):
+            asyncio.run(checks["smtp"].run(CheckTarget("n1", IP, plain, 2.0, "smtps")))
 
 
 @pytest.fixture(scope="module")

@@ -60,7 +60,7 @@ def test_with_a_daemon_states_apply_at_once(setup):
 
     code, out = cli(path, "status", "--json")
     assert code == 0, out
-    nodes = json.loads(out)["members"]["127.82.2.100:80"]
+    nodes = json.loads(out)["members"]["127.82.2.100:80"]["nodes"]
     assert nodes["node2"]["state"] == "maintenance" and nodes["node2"]["checks"] == "paused"
 
     code, out = cli(path, "node", "maintenance", "node2", "off", "--json")

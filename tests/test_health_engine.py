@@ -75,14 +75,14 @@ def test_established_connections_finish_new_ones_go_elsewhere(live, action):
     assert ask(kept) == "node1", "the established connection keeps working"
     kept.close()
     request(state_dir, "operator", node="node1", action="enable")
-    hc_wait(lambda: request(state_dir, "status")["members"][f"{hc.VIP}:{vip_port}"]["node1"]["state"] == "up")
+    hc_wait(lambda: states(state_dir, vip_port)["node1"] == "up")
     assert set(spread(vip_port)) == set(hc.NODES)
 
 
 def test_a_down_member_gets_no_new_connections(live):
     daemon, vip_port, servers, state_dir = live
     servers["node2"].stop()
-    hc_wait(lambda: request(state_dir, "status")["members"][f"{hc.VIP}:{vip_port}"]["node2"]["state"] == "down")
+    hc_wait(lambda: states(state_dir, vip_port)["node2"] == "down")
     seen = spread(vip_port)
     assert set(seen) == {"node1", "node3"}
     stats = request(state_dir, "status")["policies"][f"{hc.VIP}:{vip_port}"]["members"]["node2"]
@@ -93,13 +93,17 @@ def test_with_every_member_down_a_client_is_answered_at_once_never_left_hanging(
     daemon, vip_port, servers, state_dir = live
     for server in servers.values():
         server.stop()
-    hc_wait(lambda: {m["state"] for m in request(state_dir, "status")["members"][
-        f"{hc.VIP}:{vip_port}"].values()} == {"down"})
+    hc_wait(lambda: set(states(state_dir, vip_port).values()) == {"down"})
     conn = http.client.HTTPConnection(hc.VIP, vip_port, timeout=5)
     with pytest.raises((ConnectionError, http.client.RemoteDisconnected)):
         ask(conn)  # refused or closed: an error at once, not a 5 s timeout
     stats = request(state_dir, "status")["policies"][f"{hc.VIP}:{vip_port}"]
     assert stats["refused"] >= 1
+
+
+def states(state_dir: str, vip_port: int) -> dict[str, str]:
+    members = request(state_dir, "status")["members"][f"{hc.VIP}:{vip_port}"]["nodes"]
+    return {node: m["state"] for node, m in members.items()}
 
 
 def hc_wait(predicate, seconds: float = 5.0) -> None:

@@ -129,7 +129,7 @@ def cluster(tmp_path):
 
 
 def members(c):
-    return request(c.state_dir, "status")["members"][f"{hc.VIP}:80"]
+    return request(c.state_dir, "status")["members"][f"{hc.VIP}:80"]["nodes"]
 
 
 def wait_for(predicate, seconds=10.0):
@@ -158,7 +158,9 @@ def test_a_dead_member_goes_down_in_time_and_comes_back_after_rise(cluster):
     # HAProxy's bound: the next check starts within inter, then fall failures
     assert down_at - stopped <= INTER * FALL + TIMEOUT
     down = [e for e in cluster.recorder.events if e["new"] == "down"]
-    assert down == [{"node": "node2", "service": "http", "old": "up", "new": "down",
+    policy_key = [call[1] for call in cluster.engine.calls if call[2] == "node2"][-1]
+    assert down == [{"policy": policy_key, "node": "node2", "service": "http", "old": "up",
+                     "new": "down",
                      "host": "manager", "reason": down[0]["reason"]}]
     assert "Connection refused" in down[0]["reason"]
     assert cluster.engine.state("node1") == cluster.engine.state("node3") == "up"
@@ -255,7 +257,7 @@ def test_slow_start_ramps_the_weight_after_recovery(cluster, tmp_path):
              members(cluster)["node3"]["weight_factor"] == 1.0, seconds=3)
     factors = [c[4] for c in cluster.engine.calls if c[2] == "node3" and c[0] >= up_at]
     assert factors[0] < 0.2 and factors[-1] == 1.0
-    assert factors == sorted(factors) and len(factors) >= 5
+    assert factors == sorted(factors) and len(factors) >= 3  # a ramp, not a jump
 
 
 def test_a_bad_check_option_on_reload_keeps_the_running_members(cluster):

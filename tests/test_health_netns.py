@@ -12,13 +12,11 @@ root (the ``netns`` fixture skips otherwise).
 from __future__ import annotations
 
 import datetime
-import http.client
 import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -76,7 +74,7 @@ def start_cluster(net, tmp_path):
 
 def members(state_dir):
     report = request(state_dir, "status", timeout=5)
-    return next(iter(report["members"].values()))
+    return next(iter(report["members"].values()))["nodes"]
 
 
 def wait(state_dir, predicate, seconds):
@@ -170,3 +168,57 @@ def test_no_client_request_fails_while_nodes_go_and_return(netns, tmp_path):
     # after coming back, the two nodes received traffic again: count requests since the return
     after = [json.loads(net.run("client", [sys.executable, "-c", LOAD, vip, str(PORT), "1.5"]).stdout)]
     assert {n for r in after for n in r["counts"]} == set(NODES), after
+
+
+MAIL = r"""
+import json, smtplib, sys
+vip, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+failures = []
+for i in range(count):
+    try:
+        with smtplib.SMTP(vip, port, timeout=10) as s:
+            s.sendmail("a@example.test", ["b@example.test"], f"Subject: {i}\r\n\r\nhello\r\n")
+    except (OSError, smtplib.SMTPException) as exc:
+        failures.append(f"{type(exc).__name__}: {exc}")
+print(json.dumps(failures))
+"""
+
+
+def test_a_mail_node_that_stops_is_detected_and_mail_still_flows(netns, tmp_path):
+    from clusterkit.config import registry_of
+    from clusterkit.plugins import get_plugin_manager
+
+    if "smtp" not in registry_of(get_plugin_manager()).services:
+        pytest.skip("no smtp service kind is installed (the mail plugin)")
+    net = netns(["manager", *NODES, "client"])
+    vip = f"{net.subnet}.100"
+    net.add_address("manager", vip)
+    smtpd = {n: net.popen(n, [sys.executable, "-m", "aiosmtpd", "-n", "-l", f"{net.ip(n)}:2525"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for n in NODES}
+    for n in NODES:
+        net.wait_port("manager", net.ip(n), 2525)
+    nodes = "".join(f'\n[[node]]\nname = "{n}"\nip = "{net.ip(n)}"\n' for n in NODES)
+    config = tmp_path / "cluster.toml"
+    config.write_text(
+        f'[cluster]\nname = "mail"\nstate_dir = "{tmp_path}/state"\n\n'
+        f'[manager]\nname = "manager"\nip = "{net.ip("manager")}"\npublic_ips = ["{vip}"]\n{nodes}\n'
+        f'[[policy]]\nvip = "{vip}"\nport = 25\nservice = "smtp"\nbackend_port = 2525\n'
+        f'members = {{ node1 = 1, node2 = 1, node3 = 1 }}\n\n'
+        f'[policy.check]\nkind = "smtp"\ninter = {INTER}\ntimeout = {TIMEOUT}\n'
+        f'rise = {RISE}\nfall = {FALL}\n')
+    state_dir = str(tmp_path / "state" / "manager")
+    net.popen("manager", [CLUSTERKIT, "run", "-c", str(config)], env=DAEMON_ENV,
+              stderr=open(tmp_path / "daemon.log", "w"))
+    m = wait(state_dir, lambda m: all(x["health"] == "up 4/4" for x in m.values()), 15)
+    assert m["node1"]["output"].startswith("220 ") and "EHLO 250" in m["node1"]["output"]
+
+    stopped = time.time()
+    smtpd["node1"].send_signal(signal.SIGKILL)
+    m = wait(state_dir, lambda m: m["node1"]["state"] == "down", 10)
+    assert since(m["node1"]) - stopped <= BOUND, m["node1"]
+    sent = net.run("client", [sys.executable, "-c", MAIL, vip, "25", "30"])
+    assert json.loads(sent.stdout) == [], sent.stdout
+
+    net.popen("node1", [sys.executable, "-m", "aiosmtpd", "-n", "-l", f"{net.ip('node1')}:2525"],
+              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait(state_dir, lambda m: m["node1"]["state"] == "up", 15)

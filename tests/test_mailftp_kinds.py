@@ -23,11 +23,21 @@ MAIL = {"smtp": 25, "submission": 587, "smtps": 465, "pop3": 110, "pop3s": 995,
         "imap": 143, "imaps": 993}
 
 
+DEFAULT_CHECKS = {"smtp": "smtp", "submission": "smtp", "smtps": "smtp", "pop3": "pop3",
+                  "pop3s": "pop3", "imap": "imap", "imaps": "imap", "ftp": "ftp"}
+
+
 def test_mail_kinds_are_plain_relays_on_their_ports(pm):
     services = registry_of(pm).services
     for name, port in MAIL.items():
         kind = services[name]
-        assert kind.ports == (port,) and kind.handler is None and kind.check in registry_of(pm).checks
+        assert kind.ports == (port,) and kind.handler is None
+
+
+def test_default_checks_are_the_greeting_checks_and_registered(pm):
+    registry = registry_of(pm)
+    for name, check in DEFAULT_CHECKS.items():
+        assert registry.services[name].check == check and check in registry.checks
 
 
 def test_ftp_kind_has_the_ftp_handler_and_checks_its_options(pm):

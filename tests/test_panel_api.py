@@ -200,10 +200,13 @@ def test_sync_sets_add_list_remove(cluster, admin):
 
 def test_drain_maintenance_enable_is_reported_unavailable_without_membership(cluster, admin):
     handlers = cluster.hosts["manager"].control.handlers
-    if "operator" in handlers:
-        pytest.skip("a membership plugin is installed: its own tests cover drain")
-    status, body = admin.post("/api/v1/nodes/node1/operator", {"action": "drain"})
-    assert status == 501 and "not available" in body["error"]
+    saved = handlers.pop("operator", None)  # as on a manager without the membership plugin
+    try:
+        status, body = admin.post("/api/v1/nodes/node1/operator", {"action": "drain"})
+        assert status == 501 and "not available" in body["error"]
+    finally:
+        if saved is not None:
+            handlers["operator"] = saved
     assert admin.post("/api/v1/nodes/node1/operator", {"action": "explode"})[0] == 400
     assert admin.post("/api/v1/nodes/ghost/operator", {"action": "drain"})[0] == 404
 
@@ -258,8 +261,8 @@ def test_metrics_render_policies_checks_replication_and_dns_from_status(cluster)
                                                  "members": {"node1": {"weight": 1, "active": 2, "total": 9,
                                                                        "bytes_in": 10, "bytes_out": 20,
                                                                        "connect_failures": 0}}}},
-                "members": {"127.86.1.100:80": {"service": "http", "nodes": {
-                    "node1": {"state": "up", "check": "http", "last": "ok", "latency_ms": 3.0}}}},
+                "members": {"127.86.1.100:80": {
+                    "node1": {"state": "up", "check": "http", "last": "ok", "latency_ms": 3.0}}},
                 "sync": {"nodes": {"node1": {"lag": 0.25, "pending": 4, "runs": 7}}},
                 "dns": {"queries": {"NOERROR": 5, "NXDOMAIN": 2}, "zones": {"example.": {"serial": 7}}},
             }
@@ -410,3 +413,80 @@ def test_overview_and_metrics_show_the_engines_counters_and_replication(cluster,
         nodes = {n["name"]: n for n in admin.get("/api/v1/overview")[1]["nodes"]}
         assert nodes["node1"]["replication"]["state"]
         assert 'clusterkit_replication_lag_seconds{node="node1"}' in admin.get("/metrics", raw=True)[1].decode()
+
+
+def test_drain_and_enable_through_the_membership_plugin(cluster, admin):
+    if "operator" not in cluster.hosts["manager"].control.handlers:
+        pytest.skip("no membership plugin: test_drain_maintenance_enable_is_reported_unavailable covers it")
+    from test_panel_fixtures import free_ports
+
+    (port,) = free_ports(["127.86.1.100"], 1)
+    assert admin.post("/api/v1/policies", {"vip": "127.86.1.100", "port": port, "service": "http",
+                                           "members": {"node1": 1, "node2": 1}})[0] == 201
+    try:
+        status, body = admin.post("/api/v1/nodes/node1/operator", {"action": "drain"})
+        assert status == 200 and body["node"] == "node1", body
+        assert f"127.86.1.100:{port}" in body["policies"]
+
+        def drained():
+            nodes = {n["name"]: n for n in admin.get("/api/v1/overview")[1]["nodes"]}
+            return nodes["node1"]["operator"] == "drain" and nodes["node2"]["operator"] is None
+
+        wait_for(drained, what="node1 drained in the overview")
+        assert admin.post("/api/v1/nodes/node1/operator", {"action": "enable"})[0] == 200
+    finally:
+        admin.delete(f"/api/v1/policies/127.86.1.100/{port}")
+
+
+ZONE = """$ORIGIN panel.test.
+$TTL 300
+@   IN SOA ns1 hostmaster {serial} 3600 600 86400 300
+@   IN NS  ns1
+ns1 IN A   127.86.1.100
+www IN A   127.86.1.100
+"""
+
+
+def test_the_overview_shows_dns_convergence_across_hosts(cluster, admin):
+    if cluster.pm.get_plugin("dns") is None or cluster.pm.get_plugin("sync") is None:
+        pytest.skip("needs the DNS and replication plugins")
+    zones = cluster.hosts["manager"].local_path(cluster.hosts["manager"].cluster.sections["dns"].zones_dir)
+    os.makedirs(zones, exist_ok=True)
+    with open(os.path.join(zones, "panel.test.zone"), "w") as f:
+        f.write(ZONE.format(serial=7))
+
+    def converged():
+        dns = admin.get("/api/v1/overview")[1]["dns"] or {}
+        zone = dns.get("zones", {}).get("panel.test.")
+        return zone if zone and zone["converged"] else None
+
+    zone = wait_for(converged, timeout=30, what="every host serving serial 7")
+    assert zone["serial"] == 7 and zone["nodes"] == {"node1": 7, "node2": 7}
+    text = admin.get("/metrics", raw=True)[1].decode()
+    assert 'clusterkit_dns_zone_serial{zone="panel.test."} 7' in text
+
+
+def test_dns_zones_and_records_through_the_api(cluster, admin):
+    if cluster.pm.get_plugin("dns") is None:
+        pytest.skip("no DNS plugin installed")
+    status, body = admin.post("/api/v1/dns/zones", {"zone": "shop.test", "ns": ["ns1.shop.test."]})
+    assert status == 201, body
+    assert "shop.test" in [z["zone"] for z in admin.get("/api/v1/dns/zones")[1]]
+    status, body = admin.post("/api/v1/dns/zones/shop.test/records",
+                              {"name": "www", "type": "A", "value": "127.86.1.100", "ttl": 60})
+    assert status == 201, body
+    records = admin.get("/api/v1/dns/zones/shop.test/records")[1]
+    assert any(r["name"] == "www" and r["type"] == "A" and r["value"] == "127.86.1.100" for r in records)
+    status, body = admin.post("/api/v1/dns/zones/shop.test/records",
+                              {"name": "www", "type": "A", "value": "not-an-address"})
+    assert status == 400 and body["error"]
+    assert admin.post("/api/v1/dns/zones/shop.test/records", {"name": "www"})[0] == 400
+    status, body = admin.delete("/api/v1/dns/zones/shop.test/records?name=www&type=A")
+    assert status == 200, body
+    assert admin.delete("/api/v1/dns/zones/shop.test/records")[0] == 400
+    assert admin.delete("/api/v1/dns/zones/shop.test")[0] == 200
+    assert admin.get("/api/v1/dns/zones/shop.test/records")[0] in (400, 404)
+    cluster.add_user("dnsop", host="node1")
+    node = cluster.login("node1", "dnsop")
+    assert node.post("/api/v1/dns/zones", {"zone": "x.test"})[0] == 403
+    assert node.get("/api/v1/dns/zones")[0] == 403

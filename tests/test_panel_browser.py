@@ -1,6 +1,7 @@
 """The web page in a real headless Chromium (Debian's), driven by Playwright.
 
-Logs in, adds a node and a policy through the forms, sees a node go down,
+Logs in, adds a node and a policy through the forms, runs an action on a
+node and sees its output, sees a node go down,
 and sees a node's panel without any form. Skips, saying why, where
 Chromium or Playwright is missing.
 """
@@ -11,7 +12,7 @@ import shutil
 
 import pytest
 
-from test_panel_fixtures import PASSWORD, PanelCluster
+from test_panel_fixtures import PASSWORD, PanelCluster, wait_for
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
@@ -23,7 +24,8 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = PanelCluster(tmp_path_factory.mktemp("browser"), "127.86.6")
+    c = PanelCluster(tmp_path_factory.mktemp("browser"), "127.86.6",
+                     panel='[panel.actions]\nhello = "echo hello from $CLUSTERKIT_HOST"\n')
     try:
         c.start("manager")
         c.add_user()
@@ -96,6 +98,29 @@ def test_login_add_a_node_and_a_policy_and_see_a_node_go_down(cluster, page):
     form.locator("button").click()
     sync_api.expect(page.locator("#error")).to_contain_text("not one of the manager's public_ips")
 
+    page.select_option("#action-node", "node1")
+    page.select_option("#action-name", "hello")
+    page.locator("#action-form button").click()
+    sync_api.expect(page.locator("#jobs")).to_contain_text("hello from node1")
+
+    if cluster.pm.get_plugin("dns") is not None:
+        form = page.locator("#zone-form")
+        form.locator("[name=zone]").fill("browser.test")
+        form.locator("button").click()
+        sync_api.expect(page.locator("#zones")).to_contain_text("browser.test")
+        form = page.locator("#record-form")
+        form.locator("[name=zone]").fill("browser.test")
+        form.locator("[name=name]").fill("www")
+        form.locator("[name=value]").fill("127.86.6.100")
+        form.locator("button").click()
+
+        def added():
+            zone = next(z for z in cluster.loop.run(_zones(cluster)) if z["zone"] == "browser.test")
+            return zone["records"] >= 3  # SOA, NS, and the new A
+
+        wait_for(added, what="the record added through the form")
+        sync_api.expect(page.locator("#error")).to_have_text("")
+
     row = nodes.locator("tr", has_text="node2")
     sync_api.expect(row.locator(".state").first).to_have_text("up")
     cluster.stop("node2")
@@ -107,3 +132,11 @@ def test_a_node_panel_has_no_forms(cluster, page):
     sync_api.expect(page.locator("#banner")).to_contain_text("read-only")
     assert page.locator("#forms").is_hidden()
     sync_api.expect(page.locator("#nodes")).to_contain_text("manager")
+    if cluster.pm.get_plugin("sync") is not None:
+        sync_api.expect(page.locator("#banner")).to_contain_text("replication (as the manager sees it)")
+
+
+async def _zones(cluster):
+    from clusterkit_panel.dnsapi import zone_store
+
+    return zone_store(cluster.panel("manager")).zones()

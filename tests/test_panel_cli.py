@@ -112,3 +112,23 @@ def test_join_on_the_command_line(ck, tmp_path):
         assert plain.exit_code == 1 and "must be https://" in plain.output
     finally:
         cluster.close()
+
+
+def test_enroll_local_gives_a_node_on_the_same_machine_its_certificate(ck, cfg, pm, tmp_path):
+    from clusterkit.config import load_cluster
+
+    ck("panel", "init-ca", "-c", cfg)
+    cluster = load_cluster(cfg, pm)
+    cert = pki.enroll_local(cluster, "node2")
+    paths = pki.Paths.of(str(tmp_path / "state" / "node2"))
+    assert paths.has_host_cert() and stat.S_IMODE(os.stat(paths.key).st_mode) == 0o600
+    assert pki.load_cert(paths.cert) == cert
+    cert.verify_directly_issued_by(pki.load_cert(paths.ca_cert))
+
+
+def test_a_corrupt_account_file_refuses_everyone_instead_of_failing(tmp_path):
+    accounts = Accounts(str(tmp_path))
+    accounts.add_user("dave", PASSWORD)
+    (tmp_path / "users.json").write_text("{ not json")
+    assert accounts.check_password("dave", PASSWORD) is False
+    assert accounts.users() == {}

@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from clusterkit.plugins import get_plugin_manager
 from clusterkit_panel import pki
 from conftest import write_cluster
 from test_panel_fixtures import Client, free_ports, wait_for
@@ -26,11 +27,12 @@ def ck(*args, **kw):
 @pytest.fixture
 def daemons(tmp_path):
     ips = [f"{PREFIX}.1", f"{PREFIX}.11"]
-    https, http = free_ports(ips)
+    https, http, dns = free_ports(ips + [f"{PREFIX}.100"], 3)
     log = tmp_path / "actions.log"
+    dns_table = f"[dns]\nport = {dns}\n" if get_plugin_manager().get_plugin("dns") is not None else ""
     cfg = write_cluster(tmp_path / "cluster.toml", PREFIX, nodes=1, extra=(
         f"\n[panel]\nhttps_port = {https}\nhttp_port = {http}\npoll_interval = 0.3\nretry_max = 0.3\n"
-        f'[panel.actions]\ntouch = "echo $CLUSTERKIT_HOST >> {log}"\n'))
+        f'[panel.actions]\ntouch = "echo $CLUSTERKIT_HOST >> {log}"\n{dns_table}'))
     procs: list[subprocess.Popen] = []
 
     def run(host: str) -> subprocess.Popen:

@@ -72,13 +72,17 @@ class PanelCluster:
                  attempts: int = 3):
         self.prefix = prefix
         self.ips = {"manager": f"{prefix}.1", "node1": f"{prefix}.11", "node2": f"{prefix}.12"}
-        self.https_port, self.http_port = free_ports(list(self.ips.values()))
+        self.https_port, self.http_port, self.dns_port = free_ports(
+            list(self.ips.values()) + [f"{prefix}.100"], 3)
         self.tmp = tmp_path
+        self.pm = get_plugin_manager()
+        # the DNS plugin, where installed, answers on every host: on a free port, not 53
+        dns = f"\n[dns]\nport = {self.dns_port}\n" if self.pm.get_plugin("dns") is not None else ""
         self.config = write_cluster(
             tmp_path / "cluster.toml", prefix, nodes=2,
             extra=f"\n[panel]\nhttps_port = {self.https_port}\nhttp_port = {self.http_port}\n"
-                  f"poll_interval = 0.3\nretry_max = 0.3\nlogin_attempts = {attempts}\n{panel}\n{extra}")
-        self.pm = get_plugin_manager()
+                  f"poll_interval = 0.3\nretry_max = 0.3\nlogin_attempts = {attempts}\n{panel}\n"
+                  f"{dns}{extra}")
         self.loop = LoopThread()
         self.hosts: dict[str, Runtime] = {}
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from clusterkit.config import ConfigError, load_cluster
@@ -113,3 +115,25 @@ def test_post_sync_commands_are_also_named_actions(cluster):
     wait_for(lambda: [j for j in admin.get("/api/v1/jobs")[1] if j["state"] == "done"],
              what="the post-sync command run as an action")
     assert cluster.out.read_text().startswith("reloaded")
+
+
+def test_a_replicated_batch_runs_post_sync_on_the_node(cluster):
+    """The whole path with the replication plugin: a file changes on the manager, rsync ships it,
+    the node's applier calls clusterkit_applied, post_sync runs, the manager reads the result."""
+    if cluster.pm.get_plugin("sync") is None:
+        pytest.skip("no replication plugin installed")
+    source = cluster.hosts["manager"].local_path("/etc/nginx/sites-enabled")
+    os.makedirs(source, exist_ok=True)
+    with open(os.path.join(source, "shop.conf"), "w") as f:
+        f.write("server { listen 80; }\n")
+    landed = cluster.hosts["node1"].local_path("/etc/nginx/sites-enabled/shop.conf")
+    wait_for(lambda: os.path.exists(landed), timeout=30, what="shop.conf replicated to node1")
+    wait_for(lambda: cluster.out.exists() and "reloaded vhosts node1" in cluster.out.read_text(),
+             timeout=30, what="the post-sync command on node1")
+    admin = cluster.login()
+
+    def seen():
+        nodes = {n["name"]: n for n in admin.get("/api/v1/overview")[1]["nodes"]}
+        return ((nodes["node1"]["panelsync"] or {}).get("results") or {}).get("vhosts")
+
+    assert wait_for(seen, what="the manager reading the result")["exit_code"] == 0

@@ -10,9 +10,11 @@ import typer
 
 from clusterkit.cli.common import (ConfigOpt, JsonOpt, UsageError, emit, guard, parse_pairs,
                                    plugin_manager, table)
-from clusterkit.config import edit_config, load_cluster, registry_of
+from clusterkit.config import edit_config, load_cluster
+from clusterkit.runtime import PluginError, registry_of
 
-node_app = typer.Typer(help="Add, remove and list the cluster's nodes.", no_args_is_help=True)
+node_app = typer.Typer(help="The cluster's nodes: add, remove, list, drain, maintenance.",
+                       no_args_is_help=True)
 
 
 @guard
@@ -38,6 +40,12 @@ def init(ctx: typer.Context, config: ConfigOpt,
             mgr["root"] = os.path.abspath(root)
         doc["manager"] = mgr
     typer.echo(f"created {config}: cluster {name!r}, manager {manager} ({manager_ip})")
+    pm = plugin_manager(ctx)
+    try:
+        pm.hook.clusterkit_init(cluster=load_cluster(config, pm))
+    except Exception as exc:
+        raise PluginError(f"the definition is written, but preparing the cluster failed: "
+                          f"{type(exc).__name__}: {exc}") from exc
 
 
 @node_app.command("add")

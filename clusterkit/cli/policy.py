@@ -33,6 +33,8 @@ def policy_add(
     timeout: Annotated[Optional[float], typer.Option(help="Check timeout in seconds (1).")] = None,
     rise: Annotated[Optional[int], typer.Option(help="Passes to come up (2).")] = None,
     fall: Annotated[Optional[int], typer.Option(help="Failures to go down (3).")] = None,
+    slowstart: Annotated[Optional[float], typer.Option(
+        help="Seconds over which a recovered member's weight ramps up (0).")] = None,
     check_option: Annotated[Optional[list[str]], typer.Option(
         help="Check option KEY=VALUE (path, status, host, expect, command...).")] = None,
     replace: Annotated[bool, typer.Option(help="Replace an existing policy for VIP:PORT.")] = False,
@@ -43,7 +45,8 @@ def policy_add(
     optional = {"persistence": persistence, "backend_port": backend_port,
                 "proxy_protocol": proxy_protocol, "fallback": fallback}
     entry.update({k: v for k, v in optional.items() if v not in (None, "")})
-    checks = {"kind": check, "inter": inter, "timeout": timeout, "rise": rise, "fall": fall}
+    checks = {"kind": check, "inter": inter, "timeout": timeout, "rise": rise, "fall": fall,
+              "slowstart": slowstart}
     checks = {k: v for k, v in checks.items() if v is not None}
     checks.update(parse_pairs(check_option or [], "--check-option"))
     if checks:

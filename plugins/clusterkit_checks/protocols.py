@@ -64,7 +64,8 @@ def _http(tls: bool):
             raise CheckFailed(f"not an HTTP response: {status[:120]!r}")
         code, reason = int(match.group(1)), (match.group(2) or "").strip()
         if not any(low <= code <= high for low, high in wanted):
-            raise CheckFailed(f"GET {path}: HTTP {code} {reason} (expected {options.get('status', '200-399')})")
+            expected = options.get("status", "200-399")
+            raise CheckFailed(f"GET {path}: HTTP {code} {reason} (expected {expected})")
         if expect:
             length = MAX_BODY
             while header := await s.line("the response headers"):
@@ -105,9 +106,13 @@ https_probe = _http(tls=True)
 # -------------------------------------------------------- mail, FTP greetings
 
 
+#: services whose port speaks TLS from the first byte: their checks default to ``tls = true``
+IMPLICIT_TLS = frozenset({"smtps", "pop3s", "imaps", "ftps"})
+
+
 async def _open_maybe_tls(s: Session) -> None:
-    """``tls = true`` for the implicit-TLS ports (smtps 465, pop3s 995, imaps 993)."""
-    tls = option_bool(s.target.options, "tls", False)
+    """TLS first for the implicit-TLS services (smtps 465, pop3s 995, imaps 993) or ``tls = true``."""
+    tls = option_bool(s.target.options, "tls", s.target.service in IMPLICIT_TLS)
     await s.open(tls_context(s.target.options) if tls else None,
                  server_hostname=s.target.options.get("sni") if tls else None)
 

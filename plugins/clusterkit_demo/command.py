@@ -90,8 +90,8 @@ async def show_failover(manager: Runtime, backends: dict) -> None:
     started = time.monotonic()
 
     def node2_state():
-        members = manager.status().get("members", {})
-        return members.get(f"{PUBLIC_IP}:{WEB_PORT}", {}).get("node2", {}).get("state")
+        policy = manager.status().get("members", {}).get(f"{PUBLIC_IP}:{WEB_PORT}", {})
+        return policy.get("nodes", {}).get("node2", {}).get("state")
 
     while node2_state() != "down" and time.monotonic() - started < 10:
         sent += 1

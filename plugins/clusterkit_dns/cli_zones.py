@@ -84,6 +84,15 @@ def zone_list(ctx: typer.Context, config: ConfigOpt, as_json: JsonOpt = False) -
         ["zone", "serial", "records"]))
 
 
+@zone_app.command("bump")
+@guard
+def zone_bump(ctx: typer.Context, zone: Annotated[str, typer.Argument(metavar="ZONE", help="The zone.")],
+              config: ConfigOpt, as_json: JsonOpt = False) -> None:
+    """Bump the serial alone, after editing the file by hand (secondaries pull on a new serial)."""
+    serial = _edit(_store(ctx, config).bump, zone)
+    emit({"zone": zone, "serial": serial}, as_json, lambda r: f"{r['zone']}: serial {r['serial']}")
+
+
 @record_app.command("add")
 @guard
 def record_add(ctx: typer.Context,

@@ -14,12 +14,12 @@ their control socket (``zone_set_checked`` says for which hosts).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 
 import dns.asyncquery
 import dns.exception
 import dns.flags
 import dns.message
-import dns.name
 import dns.rcode
 import dns.rdatatype
 
@@ -104,6 +104,14 @@ async def check_host(name: str, address: str, port: int, expected: dict,
     return row
 
 
+def dns_address(settings, host) -> tuple[str, int]:
+    """Where to ask ``host``: its first DNS address, its ``ip`` for a wildcard listen."""
+    for address, port in settings.addresses(host):
+        if not ipaddress.ip_address(address).is_unspecified:
+            return address, port
+    return host.ip, settings.port
+
+
 def expected_serials(cluster) -> tuple[dict, list]:
     """The manager's zones and serials, from its files; and the files that do not load."""
     settings = settings_of(cluster)
@@ -126,7 +134,7 @@ async def cluster_status(cluster, expected: dict | None = None) -> dict:
     hosts = list(cluster.hosts.values())
     limit = asyncio.Semaphore(IN_FLIGHT)
     rows = await asyncio.gather(*(
-        check_host(h.name, *settings.addresses(h)[0], expected, cluster.host_state_dir(h.name),
+        check_host(h.name, *dns_address(settings, h), expected, cluster.host_state_dir(h.name),
                    limit) for h in hosts))
     return {
         "zones": {z.rstrip("."): s for z, s in sorted(expected.items())},

@@ -23,6 +23,8 @@ NOERROR, NXDOMAIN, REFUSED = dns.rcode.NOERROR, dns.rcode.NXDOMAIN, dns.rcode.RE
 WILDCARD = b"*"
 MAX_CHAIN = 12  # CNAMEs followed before giving up (NSD follows a few; loops are cut earlier)
 ADDRESS_TYPES = (A, AAAA)
+ANY_PREFERRED = frozenset((A, AAAA, dns.rdatatype.SOA, MX, dns.rdatatype.PTR))
+ANY_UNPOPULAR = frozenset((dns.rdatatype.DNSKEY, dns.rdatatype.RRSIG, dns.rdatatype.NSEC))
 
 
 @dataclass
@@ -97,15 +99,15 @@ def _lookup(zones: ZoneSet, zone: Zone, qname, qkey, qtype, result: Answer, chai
             result.rcode = NXDOMAIN
             result.authority.append(zone.negative_soa)
             return
-    if qtype == ANY:  # RFC 8482: one RRset, as NSD does (the first one of the name)
-        rrset = next(iter(node.values()))
-        result.answer.append(_owned(rrset, qname, synthesized))
+    if qtype == ANY:  # its targets' addresses, but no NS in authority (NSD)
+        result.answer.append(_owned(_any_choice(node), qname, synthesized))
+        _positive_extras(zone, result, authority=False)
         return
     rrset = node.get(qtype)
     if rrset is not None:
         result.answer.append(_owned(rrset, qname, synthesized))
         if qtype != DS:  # NSD adds nothing to a DS answer: it belongs to the parent side
-            _positive_extras(zone, result, qtype == NS and qkey == zone.key)
+            _positive_extras(zone, result, authority=not (qtype == NS and qkey == zone.key))
         return
     cname = node.get(CNAME)
     if cname is None:
@@ -121,6 +123,20 @@ def _lookup(zones: ZoneSet, zone: Zone, qname, qkey, qtype, result: Answer, chai
     if next_zone is None:
         return  # leaves what we serve: the resolver follows it
     _lookup(zones, next_zone, target, tkey, qtype, result, chain)
+
+
+def _any_choice(node: dict) -> tuple:
+    """RFC 8482 §4.1: one RRset. NSD's choice: the first small, popular one (A, AAAA, SOA,
+    MX, PTR) in file order, else the last other one, big DNSSEC types last of all."""
+    normal = unpopular = None
+    for rdtype, rrset in node.items():
+        if rdtype in ANY_PREFERRED:
+            return rrset
+        if rdtype in ANY_UNPOPULAR:
+            unpopular = rrset
+        else:
+            normal = rrset
+    return normal or unpopular
 
 
 def _find_cut(zone: Zone, qkey: tuple, qtype) -> tuple | None:
@@ -163,13 +179,13 @@ def _referral(zone: Zone, cut: tuple, result: Answer) -> None:
     _add_addresses(zone, result, [r.target for r in ns[1]], glue=True)
 
 
-def _positive_extras(zone: Zone, result: Answer, apex_ns: bool) -> None:
+def _positive_extras(zone: Zone, result: Answer, authority: bool) -> None:
     """NSD's additional section: addresses of NS/MX/SRV targets, the zone's NS in authority."""
     targets = []
     for owner, rdataset in result.answer:
         if rdataset.rdtype in (NS, MX, SRV) and _inside(key_of(owner), zone.key):
             targets += [_target(r) for r in rdataset]
-    if not apex_ns and zone.ns is not None:
+    if authority and zone.ns is not None:
         result.authority.append(zone.ns)
         targets += [r.target for r in zone.ns[1]]
     _add_addresses(zone, result, targets)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import dns.name
 import dns.exception

@@ -90,10 +90,14 @@ class Notifier:
                     old = self.pending.pop(slot, None)
                     if old is not None:
                         old.cancel()
-                    task = asyncio.ensure_future(self._notify(origin, zoneview.soa(zone), target, key))
+                    task = asyncio.ensure_future(
+                        self._notify(origin, zoneview.soa(zone), target, key))
                     self.pending[slot] = task
-                    task.add_done_callback(lambda t, s=slot: self.pending.get(s) is t
-                                           and self.pending.pop(s))
+                    task.add_done_callback(lambda t, s=slot: self._done(s, t))
+
+    def _done(self, slot, task) -> None:
+        if self.pending.get(slot) is task:
+            del self.pending[slot]
 
     async def _notify(self, origin: dns.name.Name, soa, target, key) -> None:
         """Ask until acknowledged (a response with our ID, TSIG-verified when signed)."""
@@ -106,8 +110,9 @@ class Notifier:
                 response = dns.message.from_wire(data, keyring=key.key() if key else None,
                                                  request_mac=mac)
             except (dns.exception.DNSException, OSError, asyncio.TimeoutError) as exc:
-                log.info("dns: NOTIFY %s serial %d to %s:%d, attempt %d: %s", origin, serial,
-                         *target, attempt, exc or type(exc).__name__)
+                level = logging.INFO if isinstance(exc, asyncio.TimeoutError) else logging.WARNING
+                log.log(level, "dns: NOTIFY %s serial %d to %s:%d, attempt %d: %s", origin,
+                        serial, *target, attempt, exc or type(exc).__name__)
             else:
                 rcode = dns.rcode.to_text(response.rcode())
                 if response.rcode() != dns.rcode.NOERROR:

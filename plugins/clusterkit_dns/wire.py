@@ -221,6 +221,12 @@ def compile_zone(zone: Zone, inner: tuple) -> tuple[dict, dict]:
     alone = ZoneSet({zone.origin: zone})
     exact: dict = {}
     default: dict = {}
+    same: dict = {}  # identical responses share one Template (most NODATA ones are alike)
+
+    def compiled(name, rdtype) -> Template:
+        t = compile_answer(resolve(alone, name, rdtype), name, rdtype)
+        return same.setdefault((t.flags, t.counts, t.body), t)
+
     for key in zone.names:
         if inner and any(key[len(key) - len(o):] == o for o in inner if len(o) <= len(key)):
             continue
@@ -228,11 +234,9 @@ def compile_zone(zone: Zone, inner: tuple) -> tuple[dict, dict]:
         wire_name = name.to_wire()
         node = zone.nodes.get(key, {})
         for rdtype in node:
-            exact[wire_name + struct.pack("!H", rdtype)] = compile_answer(
-                resolve(alone, name, rdtype), name, rdtype)
+            exact[wire_name + struct.pack("!H", rdtype)] = compiled(name, rdtype)
         if dns.rdatatype.CNAME not in node:
-            absent = next(t for t in _PROBES if t not in node)
-            default[wire_name] = compile_answer(resolve(alone, name, absent), name, absent)
+            default[wire_name] = compiled(name, next(t for t in _PROBES if t not in node))
     zone.compiled[inner] = (exact, default)
     return exact, default
 

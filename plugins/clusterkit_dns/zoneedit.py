@@ -203,10 +203,6 @@ class ZoneText:
                                 "(it cannot come from an $INCLUDE for serials to be managed)")
         return found[0]
 
-    @property
-    def serial(self) -> int:
-        return self.soa().rdata.serial
-
     def bump_serial(self, today: datetime.date | None = None) -> int:
         """Replace the serial token in place (comments and layout around it kept)."""
         entry = self.soa()

@@ -20,7 +20,6 @@ from typing import Iterator
 import dns.exception
 import dns.name
 import dns.rdata
-import dns.rdataclass
 import dns.rdatatype
 
 from clusterkit.config import write_atomic
@@ -29,7 +28,6 @@ from clusterkit_dns.serial import next_serial
 from clusterkit_dns.zoneedit import IN, SOA, ZoneEditError, ZoneText
 from clusterkit_dns.zones import SUFFIX, Zone, ZoneError, load_zone, zone_origin
 
-NS, CNAME = dns.rdatatype.NS, dns.rdatatype.CNAME
 TEXT_TYPES = (dns.rdatatype.TXT, dns.rdatatype.SPF)
 
 DEFAULT_TEMPLATE = """\

@@ -34,13 +34,5 @@ def find(zone, owner: dns.name.Name, rdtype: int) -> dns.rrset.RRset | None:
     return _rrset(pair) if pair is not None else None
 
 
-def types(zone, owner: dns.name.Name) -> list[int]:
-    return list(zone.nodes.get(key_of(owner), {}))
-
-
 def soa(zone) -> dns.rrset.RRset:
     return _rrset(zone.soa)
-
-
-def ns(zone) -> dns.rrset.RRset | None:
-    return _rrset(zone.ns) if zone.ns is not None else None

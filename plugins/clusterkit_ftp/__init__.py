@@ -16,7 +16,7 @@ def clusterkit_register_services(register):
     from clusterkit_ftp.options import check_options
 
     register(ServiceKind(
-        "ftp", (21,), check="tcp", handler=FtpHandler, persistence=300,
+        "ftp", (21,), check="ftp", handler=FtpHandler, persistence=300,
         check_options=check_options,
         description="FTP: PASV/EPSV/PORT/EPRT rewritten, data pinned to the control's node"))
 

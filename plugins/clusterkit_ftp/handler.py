@@ -242,8 +242,8 @@ class PortRangePins:
         self.vip = listener.policy.vip
         self.loop = asyncio.get_running_loop()
         self.clients: dict[str, dict[str, int]] = {}  # client ip -> {node ip: sessions}
-        self.servers: list[asyncio.AbstractServer] = []
-        self.socks: list[socket.socket] = []
+        # each listening socket, and its server once serving (then the server owns it)
+        self.listening: dict[socket.socket, asyncio.AbstractServer | None] = {}
         self.data = Pipes(listener.policy.idle_timeout)
 
     def pin(self, client_ip: str, node_ip: str) -> None:
@@ -253,7 +253,7 @@ class PortRangePins:
                         "data connections go to the newest (%s). Set persistence on this "
                         "policy.", self.listener.key, client_ip, node_ip)
         nodes[node_ip] = nodes.pop(node_ip, 0) + 1  # newest last
-        if not self.socks:
+        if not self.listening:
             self._listen()
 
     def unpin(self, client_ip: str, node_ip: str) -> None:
@@ -281,27 +281,24 @@ class PortRangePins:
                 sock.close()
                 failed.append(port)
                 continue
-            self.socks.append(sock)
+            self.listening[sock] = None
             self.loop.create_task(self._serve(sock, port))
         if failed:
             log.warning("%s: FTPS passive ports in use, not forwarded: %s",
                         self.listener.key, ", ".join(map(str, failed[:10])))
 
     async def _serve(self, sock: socket.socket, port: int) -> None:
-        if sock not in self.socks:
+        if sock not in self.listening:
             return  # stopped before it started
-        self.servers.append(await self.loop.create_server(lambda: self._accept(port), sock=sock))
+        self.listening[sock] = await self.loop.create_server(lambda: self._accept(port), sock=sock)
 
     def _stop(self) -> None:
-        served = set()
-        for server in self.servers:
-            served.update(s.fileno() for s in server.sockets)
-            server.close()  # closes its socket: never close that descriptor twice
-        for sock in self.socks:
-            if sock.fileno() not in served:
+        for sock, server in self.listening.items():
+            if server is not None:
+                server.close()  # closes its socket: never close that descriptor twice
+            else:
                 sock.close()
-        self.servers.clear()
-        self.socks.clear()
+        self.listening.clear()
 
     def _accept(self, port: int) -> End:
         return self.data.new(on_made=lambda made: self._accepted(made, port))
@@ -331,5 +328,5 @@ class PortRangePins:
         join(client_end, node_end)
 
     def stats(self) -> dict:
-        return {"clients": len(self.clients), "listening_ports": len(self.socks),
+        return {"clients": len(self.clients), "listening_ports": len(self.listening),
                 "data_connections": len(self.data) // 2}

@@ -5,9 +5,10 @@ byte); the proxy relays both directions independently, so nothing here needs
 a protocol handler. STARTTLS and implicit TLS are end-to-end between the
 client and the node: the manager never sees a certificate.
 
-Default health checks are TCP connects until the protocol checks
-(``smtp``/``pop3``/``imap`` from the checks plugin) are available on every
-installation; a policy picks them with ``check = {kind = "smtp"}``.
+Default health checks are the protocol checks of the checks plugin: the
+greeting (and EHLO for SMTP) proves the server accepts clients, where a TCP
+connect would pass a server answering ``421``/``-ERR``/``* BYE``. The
+implicit-TLS services are checked over TLS (the check knows them by name).
 """
 
 from clusterkit import hookimpl
@@ -15,13 +16,13 @@ from clusterkit.registry import ServiceKind
 
 #: name, default port, default check kind, description
 MAIL_SERVICES = (
-    ("smtp", 25, "tcp", "SMTP (MTA to MTA); STARTTLS passes through"),
-    ("submission", 587, "tcp", "mail submission; STARTTLS passes through"),
-    ("smtps", 465, "tcp", "SMTP over implicit TLS, passed through untouched"),
-    ("pop3", 110, "tcp", "POP3; STLS passes through"),
-    ("pop3s", 995, "tcp", "POP3 over implicit TLS, passed through untouched"),
-    ("imap", 143, "tcp", "IMAP; STARTTLS passes through"),
-    ("imaps", 993, "tcp", "IMAP over implicit TLS, passed through untouched"),
+    ("smtp", 25, "smtp", "SMTP (MTA to MTA); STARTTLS passes through"),
+    ("submission", 587, "smtp", "mail submission; STARTTLS passes through"),
+    ("smtps", 465, "smtp", "SMTP over implicit TLS, passed through untouched"),
+    ("pop3", 110, "pop3", "POP3; STLS passes through"),
+    ("pop3s", 995, "pop3", "POP3 over implicit TLS, passed through untouched"),
+    ("imap", 143, "imap", "IMAP; STARTTLS passes through"),
+    ("imaps", 993, "imap", "IMAP over implicit TLS, passed through untouched"),
 )
 
 

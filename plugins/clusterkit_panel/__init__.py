@@ -6,6 +6,8 @@ each other over mutual TLS with certificates of the cluster CA
 (:mod:`clusterkit_panel.pki`). See docs/panel.md.
 """
 
+import os
+
 from clusterkit import hookimpl
 
 COMPONENT = "panel"
@@ -23,6 +25,21 @@ def clusterkit_register_commands(app):
     from clusterkit_panel.cli import register
 
     register(app)
+
+
+@hookimpl
+def clusterkit_init(cluster):
+    """A new cluster gets its CA at ``clusterkit init``; an existing CA is kept."""
+    import typer
+
+    from clusterkit_panel import pki
+
+    paths = pki.Paths.of(cluster.host_state_dir(cluster.manager.name))
+    if os.path.exists(paths.ca_key):
+        typer.echo(f"keeping the cluster CA in {paths.dir}")
+        return
+    ca = pki.init_cluster_ca(cluster)
+    typer.echo(f"created the cluster CA in {paths.dir} (fingerprint {pki.fingerprint(ca)})")
 
 
 @hookimpl

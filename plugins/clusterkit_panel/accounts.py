@@ -14,6 +14,7 @@ import functools
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import secrets
@@ -21,6 +22,8 @@ import time
 
 from clusterkit_panel.pki import write_private
 from clusterkit_panel.store import digest
+
+log = logging.getLogger("clusterkit.panel")
 
 USERS = "users.json"
 TOKENS = "tokens.json"
@@ -70,8 +73,14 @@ class Accounts:
         cached = self._cache.get(name)
         if cached and cached[0] == mtime:
             return cached[1]
-        with open(path) as f:
-            data = json.load(f)
+        try:
+            with open(path) as f:
+                data = json.load(f)
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as exc:
+            log.error("cannot read %s (%s): treated as empty until it is fixed", path, exc)
+            data = {}
         self._cache[name] = (mtime, data)
         return data
 

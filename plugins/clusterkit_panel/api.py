@@ -10,7 +10,6 @@ cluster answers 403 on a node: the manager is where the definition changes.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
 from dataclasses import dataclass, field
@@ -20,18 +19,13 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from clusterkit.config import ConfigError
-from clusterkit_panel import edits, pki, views
+from clusterkit_panel import dnsapi, edits, pki, views
+from clusterkit_panel.responses import BODY, MAX_BODY, PANEL, USER, answer, fail, read_body
 from clusterkit_panel.server import CHANGING, HOST, SESSION_COOKIE
 from clusterkit_panel.settings import named_actions
 from clusterkit_panel.store import TokenRefused
 
 log = logging.getLogger("clusterkit.panel")
-
-MAX_BODY = 256 * 1024
-PANEL = web.AppKey("panel", object)
-BODY = web.RequestKey("body", dict)
-USER = web.RequestKey("user", str)
-
 
 @dataclass(frozen=True)
 class Route:
@@ -43,38 +37,6 @@ class Route:
     changes: bool = False
     where: str = "any"          # any | manager | node
     body: dict = field(default_factory=dict, hash=False)   # JSON schema properties
-
-
-def fail(status: int, message: str, headers: dict | None = None, **extra) -> web.HTTPException:
-    """A JSON error answer (raise it)."""
-    cls = {400: web.HTTPBadRequest, 401: web.HTTPUnauthorized, 403: web.HTTPForbidden,
-           404: web.HTTPNotFound, 409: web.HTTPConflict, 429: web.HTTPTooManyRequests,
-           501: web.HTTPNotImplemented}[status]
-    return cls(text=json.dumps({"error": message, **extra}), content_type="application/json",
-               headers=headers)
-
-
-def answer(data, status: int = 200) -> web.Response:
-    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, default=str))
-
-
-async def read_body(request: web.Request) -> dict:
-    if not request.can_read_body:
-        return {}
-    if request.content_length and request.content_length > MAX_BODY:
-        raise fail(400, f"request body over {MAX_BODY} bytes")
-    if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        return dict(await request.post())
-    raw = await request.read()
-    if not raw:
-        return {}
-    try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise fail(400, f"the request body is not JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise fail(400, "the request body must be a JSON object")
-    return body
 
 
 def wrap(panel, route: Route):
@@ -468,6 +430,22 @@ ROUTES: list[Route] = [
                 "on_change": {"type": "string"}}),
     Route("DELETE", "/api/v1/sync-sets/{name}", sync_remove, "operator", "Remove a sync set.",
           changes=True),
+    Route("GET", "/api/v1/dns/zones", dnsapi.zones_list, "operator",
+          "The manager's zones with serial and record count (the dns plugin's zone store).",
+          where="manager"),
+    Route("POST", "/api/v1/dns/zones", dnsapi.zones_add, "operator", "Create a zone.", changes=True,
+          body={"zone": {"type": "string"}, "ns": {"type": "array", "items": {"type": "string"}},
+                "email": {"type": "string"}}),
+    Route("DELETE", "/api/v1/dns/zones/{zone}", dnsapi.zones_remove, "operator", "Remove a zone.",
+          changes=True),
+    Route("GET", "/api/v1/dns/zones/{zone}/records", dnsapi.records_list, "operator", "A zone's records.",
+          where="manager"),
+    Route("POST", "/api/v1/dns/zones/{zone}/records", dnsapi.records_add, "operator",
+          "Add a record (the serial follows).", changes=True,
+          body={"name": {"type": "string"}, "type": {"type": "string"}, "value": {"type": "string"},
+                "ttl": {"type": "integer"}}),
+    Route("DELETE", "/api/v1/dns/zones/{zone}/records", dnsapi.records_remove, "operator",
+          "Remove records (?name=&type=[&value=]); the serial follows.", changes=True),
     Route("GET", "/metrics", metrics, "metrics", "Prometheus metrics of this host."),
     Route("GET", "/control/v1/status", control_status, "host",
           "A node's status, for the manager (mutual TLS).", where="node"),

@@ -75,7 +75,10 @@ panel_app.add_typer(token_app, name="token")
 def init_ca(ctx: typer.Context, config: ConfigOpt,
             force: Annotated[bool, typer.Option(
                 help="Replace an existing CA (every host must join again).")] = False) -> None:
-    """Create the cluster CA and the manager's certificate (clusterkit init does this)."""
+    """Create (or with --force replace) the cluster CA and the manager's certificate.
+
+    ``clusterkit init`` already does this for a new cluster.
+    """
     from clusterkit_panel import pki
 
     cluster, state = _manager(ctx, config)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+from clusterkit_panel.views import policy_members
+
 
 def _escape(value) -> str:
     return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
@@ -38,6 +40,7 @@ def _dict(value) -> dict:
 
 
 STATES = ("up", "down", "drain", "maintenance")
+CHECK_RESULT = {"passed": 1, "ok": 1, "up": 1, "failed": 0, "down": 0}  # else: no check yet
 
 
 def render(panel) -> str:
@@ -74,14 +77,14 @@ def render(panel) -> str:
             w.add("clusterkit_member_connect_failures_total", "counter", "Failed connects to a member.",
                   m.get("connect_failures"), **ml)
     for key, entry in _dict(status.get("members")).items():
-        for node, report in _dict(_dict(entry).get("nodes")).items():
+        for node, report in policy_members(entry).items():
             report = _dict(report)
             state = report.get("state")
             for s in STATES:
                 w.add("clusterkit_member_state", "gauge", "1 for the member's current state.",
                       int(state == s), policy=key, node=node, state=s)
             w.add("clusterkit_check_up", "gauge", "1 when the member's last health check passed.",
-                  int(report.get("last") in ("ok", "up", "pass", "passed")) if report.get("last") else None,
+                  CHECK_RESULT.get(report.get("last")),
                   policy=key, node=node, check=report.get("check", ""))
             latency = report.get("latency_ms")
             if isinstance(latency, (int, float)):

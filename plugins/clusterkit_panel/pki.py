@@ -212,6 +212,23 @@ def init_cluster_ca(cluster, force: bool = False) -> x509.Certificate:
     return ca
 
 
+def enroll_local(cluster, name: str) -> x509.Certificate:
+    """Give node ``name`` its certificate directly from the manager's CA, without a token.
+
+    Only for hosts that share the manager's machine and state dir (the demo,
+    tests); a real node joins with ``clusterkit join`` and its key never
+    leaves it.
+    """
+    host = cluster.host(name)
+    manager_state = cluster.host_state_dir(cluster.manager.name)
+    key, csr = make_csr(name)
+    cert = sign_host(manager_state, csr, name, host.ip)
+    store_host_cert(cluster.host_state_dir(name), key_pem(key), cert_pem(cert),
+                    open(Paths.of(manager_state).ca_cert, "rb").read())
+    record_own(manager_state, name, cert)
+    return cert
+
+
 def record_own(state_dir: str, name: str, cert: x509.Certificate) -> None:
     """Record a host's own new certificate as current; its older ones stop being valid."""
     from clusterkit_panel.store import Store

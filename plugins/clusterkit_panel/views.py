@@ -14,6 +14,8 @@ import time
 
 import aiohttp
 
+from clusterkit_panel.settings import named_actions
+
 
 def host_row(h) -> dict:
     return {"name": h.name, "role": h.role, "ip": h.ip, "transport": h.transport, "root": h.root,
@@ -38,10 +40,25 @@ def _dict(value) -> dict:
     return value if isinstance(value, dict) else {}
 
 
+def policy_members(entry) -> dict:
+    """``{node: report}`` of one policy in the membership section.
+
+    Read both as ``{node: report}`` and as ``{"service": ..., "nodes": {node: report}}``.
+    """
+    entry = _dict(entry)
+    if isinstance(entry.get("nodes"), dict):
+        return entry["nodes"]
+    return {node: report for node, report in entry.items() if isinstance(report, dict)}
+
+
 def member_reports(status: dict, node: str) -> dict:
     """``{policy_key: report}`` of one node from the membership section."""
-    return {pkey: entry["nodes"][node] for pkey, entry in _dict(status.get("members")).items()
-            if node in _dict(_dict(entry).get("nodes"))}
+    out = {}
+    for pkey, entry in _dict(status.get("members")).items():
+        report = policy_members(entry).get(node)
+        if report is not None:
+            out[pkey] = report
+    return out
 
 
 def dns_serials(status: dict | None) -> dict:
@@ -81,6 +98,7 @@ def manager_overview(panel) -> dict:
             "nodes": nodes, "policies": policies,
             "sync_sets": [sync_row(s) for s in cluster.sync_sets],
             "dns": dns_convergence(status, panel.node_status, [h.name for h in cluster.nodes]),
+            "actions": sorted(named_actions(cluster)),
             "jobs": panel.store.jobs(limit=20), "time": time.time()}
 
 
@@ -89,7 +107,7 @@ def live_policy(policy, status: dict) -> dict:
     row = policy_row(policy)
     stats = _dict(_dict(status.get("policies")).get(policy.key))
     engine_members = _dict(stats.get("members"))
-    health = _dict(_dict(_dict(status.get("members")).get(policy.key)).get("nodes"))
+    health = policy_members(_dict(status.get("members")).get(policy.key))
     members = {}
     for node, weight in row["members"].items():
         counters = _dict(engine_members.get(node))

@@ -32,6 +32,12 @@ PAGE = """<!doctype html>
 <div id="dns-block" hidden><h2>DNS</h2><table id="dns"></table></div>
 <h2>Remote actions</h2><table id="jobs"></table>
 <div id="forms" hidden>
+<h2>Run an action on a node</h2>
+<form id="action-form">
+<label>Node <select name="node" id="action-node"></select></label>
+<label>Action <select name="action" id="action-name"></select></label>
+<button type="submit">Queue</button>
+</form>
 <h2>Add a node</h2>
 <form id="node-form">
 <label>Name <input name="name" required></label>
@@ -52,6 +58,22 @@ PAGE = """<!doctype html>
 <label>Check <input name="check" placeholder="(the service's)"></label>
 <button type="submit">Add policy</button>
 </form>
+<div id="dns-forms" hidden>
+<h2>DNS zones</h2><table id="zones"></table>
+<form id="zone-form">
+<label>Zone <input name="zone" placeholder="example.com" required></label>
+<label>Name servers <input name="ns" placeholder="ns1.example.com. (comma-separated)"></label>
+<button type="submit">Add zone</button>
+</form>
+<form id="record-form">
+<label>Zone <input name="zone" required></label>
+<label>Name <input name="name" placeholder="www or @" required></label>
+<label>Type <input name="type" value="A" required></label>
+<label>Value <input name="value" required></label>
+<label>TTL <input name="ttl" type="number" min="0"></label>
+<button type="submit">Add record</button>
+</form>
+</div>
 <h2>Add a sync set</h2>
 <form id="sync-form">
 <label>Name <input name="name" required></label>
@@ -124,6 +146,25 @@ function renderManager(o) {
   renderSync(o.sync_sets, true);
   renderDns(o.dns);
   renderJobs(o.jobs);
+  fillSelect($("action-node"), o.nodes.map((n) => n.name));
+  fillSelect($("action-name"), o.actions);
+  renderZones();
+}
+
+async function renderZones() {
+  try {
+    const zones = await api("GET", "/api/v1/dns/zones");
+    $("dns-forms").hidden = false;
+    table($("zones"), [["zone", (z) => esc(z.zone)], ["serial", (z) => esc(z.serial ?? "-")],
+      ["records", (z) => esc(z.records ?? z.error)],
+      ["", (z) => button("Remove", {"data-remove-zone": z.zone})]], zones);
+  } catch (e) { $("dns-forms").hidden = true; }
+}
+
+function fillSelect(el, values) {
+  const keep = el.value;
+  const html = values.map((v) => "<option>" + esc(v) + "</option>").join("");
+  if (el.innerHTML !== html) { el.innerHTML = html; if (values.includes(keep)) el.value = keep; }
 }
 
 function renderSync(sets, editable) {
@@ -144,8 +185,11 @@ function renderJobs(jobs) {
 }
 
 function renderNode(o) {
-  $("banner").textContent = "Node " + o.host + " of cluster " + o.cluster + " — read-only panel";
-  const checks = (o.manager_view && o.manager_view.checks) || {};
+  const view = o.manager_view || {};
+  const rep = view.replication;
+  $("banner").textContent = "Node " + o.host + " of cluster " + o.cluster + " — read-only panel" +
+    (rep ? " — replication (as the manager sees it): " + rep.state + ", lag " + rep.lag + " s, " + rep.pending + " pending" : "");
+  const checks = view.checks || {};
   table($("nodes"), [["host", (h) => esc(h.name)], ["role", (h) => esc(h.role)], ["ip", (h) => esc(h.ip)]],
         o.definition.hosts);
   table($("policies"), [["policy", (p) => esc(p.key)], ["service", (p) => esc(p.service)],
@@ -214,6 +258,15 @@ document.addEventListener("DOMContentLoaded", () => {
     if (d.persistence) body.persistence = Number(d.persistence);
     if (d.check) body.check = {kind: d.check};
     act(async () => { await api("POST", "/api/v1/policies", body); ev.target.reset(); }); });
+  $("action-form").addEventListener("submit", (ev) => { ev.preventDefault();
+    const d = formData(ev.target);
+    act(() => api("POST", "/api/v1/nodes/" + encodeURIComponent(d.node) + "/actions/" + encodeURIComponent(d.action))); });
+  $("zone-form").addEventListener("submit", (ev) => { ev.preventDefault();
+    act(async () => { await api("POST", "/api/v1/dns/zones", formData(ev.target)); ev.target.reset(); }); });
+  $("record-form").addEventListener("submit", (ev) => { ev.preventDefault();
+    const d = formData(ev.target);
+    const zone = d.zone; delete d.zone;
+    act(async () => { await api("POST", "/api/v1/dns/zones/" + encodeURIComponent(zone) + "/records", d); }); });
   $("sync-form").addEventListener("submit", (ev) => { ev.preventDefault();
     act(async () => { await api("POST", "/api/v1/sync-sets", formData(ev.target)); ev.target.reset(); }); });
   document.body.addEventListener("click", (ev) => {
@@ -223,6 +276,8 @@ document.addEventListener("DOMContentLoaded", () => {
       act(() => api("DELETE", "/api/v1/nodes/" + encodeURIComponent(b.dataset.removeNode) + "?force=true"));
     if (b.dataset.removePolicy && confirm("Remove policy " + b.dataset.removePolicy + "?"))
       act(() => api("DELETE", "/api/v1/policies/" + b.dataset.removePolicy));
+    if (b.dataset.removeZone && confirm("Remove zone " + b.dataset.removeZone + "?"))
+      act(() => api("DELETE", "/api/v1/dns/zones/" + encodeURIComponent(b.dataset.removeZone)));
     if (b.dataset.removeSync && confirm("Remove sync set " + b.dataset.removeSync + "?"))
       act(() => api("DELETE", "/api/v1/sync-sets/" + encodeURIComponent(b.dataset.removeSync)));
   });

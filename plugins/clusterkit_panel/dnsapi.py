@@ -1,0 +1,87 @@
+"""DNS zones and records in the panel: the DNS plugin's zone store, as `clusterkit dns zone|record`.
+
+Imported lazily: without the dns plugin these routes answer 501.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from clusterkit_panel.responses import BODY, USER, answer, fail
+
+log = logging.getLogger("clusterkit.panel")
+
+
+def zone_store(panel):
+    """The DNS plugin's zone store on the manager (the library `clusterkit dns zone` uses)."""
+    if panel.runtime.pm.get_plugin("dns") is None:
+        raise fail(501, "DNS zones are not available: the dns plugin is not installed")
+    from clusterkit_dns.settings import settings_of
+    from clusterkit_dns.zonestore import ZoneStore
+
+    cluster = panel.runtime.cluster
+    return ZoneStore(cluster.manager.local_path(settings_of(cluster).zones_dir))
+
+
+async def _zone_call(panel, method: str, *args, **kwargs):
+    store = zone_store(panel)
+    from clusterkit_dns.zoneedit import ZoneEditError
+
+    try:
+        return await asyncio.to_thread(getattr(store, method), *args, **kwargs)
+    except ZoneEditError as exc:
+        raise fail(404 if "no zone" in str(exc).lower() else 400, str(exc)) from None
+
+
+async def zones_list(panel, request):
+    return answer(await _zone_call(panel, "zones"))
+
+
+async def zones_add(panel, request):
+    body = request[BODY]
+    zone, ns, email = body.get("zone"), body.get("ns"), body.get("email")
+    if not isinstance(zone, str) or not zone:
+        raise fail(400, "field 'zone' is required")
+    if isinstance(ns, str):
+        ns = [n.strip() for n in ns.split(",") if n.strip()]
+    if ns is not None and (not isinstance(ns, list) or not all(isinstance(n, str) for n in ns)):
+        raise fail(400, "field 'ns' must be a list of names")
+    result = await _zone_call(panel, "create", zone, ns=ns or None, email=email or None)
+    log.info("%s created zone %s", request[USER], zone)
+    return answer(result, 201)
+
+
+async def zones_remove(panel, request):
+    zone = request.match_info["zone"]
+    await _zone_call(panel, "delete", zone)
+    return answer({"removed": zone})
+
+
+async def records_list(panel, request):
+    return answer(await _zone_call(panel, "records", request.match_info["zone"]))
+
+
+async def records_add(panel, request):
+    body = request[BODY]
+    values = [body.get(k) for k in ("name", "type", "value")]
+    if not all(isinstance(v, str) and v for v in values):
+        raise fail(400, "fields 'name', 'type' and 'value' are required strings")
+    ttl = body.get("ttl")
+    if ttl in ("", None):
+        ttl = None
+    elif isinstance(ttl, str) and ttl.isdigit():
+        ttl = int(ttl)
+    elif not isinstance(ttl, int) or isinstance(ttl, bool):
+        raise fail(400, f"field 'ttl' must be seconds, not {ttl!r}")
+    result = await _zone_call(panel, "add_record", request.match_info["zone"], *values, ttl)
+    return answer(result, 201)
+
+
+async def records_remove(panel, request):
+    query = request.query
+    if not query.get("name") or not query.get("type"):
+        raise fail(400, "query parameters 'name' and 'type' are required ('value' narrows)")
+    result = await _zone_call(panel, "remove_record", request.match_info["zone"], query["name"],
+                              query["type"], query.get("value") or None)
+    return answer(result)
