@@ -39,7 +39,11 @@ def test_single_change_create_modify_chmod_arrive(tmp_path, cluster):
         os.chmod(src / "existing", 0o600)
         (src / "link").symlink_to("index.html")
         wait_identical(src, nodes(tmp_path), exclude=("*.tmp", "cache/"))
+        for i in range(20):  # same size, within one tick of the filesystem clock: same mtime
+            (src / "serial").write_text(f"serial {i:04d}")
+        wait_identical(src, nodes(tmp_path), exclude=("*.tmp", "cache/"))
         for node in nodes(tmp_path):
+            assert (node / "serial").read_text() == "serial 0019"
             assert (node / "index.html").read_text() == "hello again"
             assert os.stat(node / "existing").st_mode & 0o777 == 0o600
             assert os.readlink(node / "link") == "index.html"
@@ -213,3 +217,29 @@ def test_node_daemon_calls_on_change_after_a_batch_lands(tmp_path):
             time.sleep(0.05)
         assert marker.read_text().split() == ["data", str(target(tmp_path, "node1"))]
         assert node.query("status")["sync"]["batches_applied"] >= 1
+
+
+def test_periodic_full_sync_repairs_what_no_event_reported(tmp_path):
+    cluster = sync_cluster(tmp_path, nodes=1, options="options = { sync_full_interval = 0.5 }")
+    src = source(tmp_path)
+    (src / "page").write_text("right")
+    with Daemon(cluster):
+        wait_identical(src, nodes(tmp_path, 1))
+        (target(tmp_path, "node1") / "page").write_text("tampered on the node")
+        (target(tmp_path, "node1") / "stray").write_text("not on the manager")
+        wait_identical(src, nodes(tmp_path, 1), timeout=20)
+
+
+def test_sync_set_added_at_runtime_is_watched_and_sent(tmp_path, cluster):
+    src = source(tmp_path)
+    with Daemon(cluster):
+        wait_identical(src, nodes(tmp_path))
+        other = tmp_path / "manager" / "etc" / "panel"
+        other.mkdir(parents=True)
+        (other / "existing.conf").write_text("sent by the set's first full sync")
+        cluster.write_text(cluster.read_text() + '\n[[sync]]\nname = "panel"\npath = "/etc/panel"\n')
+        dsts = [tmp_path / n / "etc" / "panel" for n in ("node1", "node2")]
+        wait_identical(other, dsts, timeout=20)
+        time.sleep(0.3)
+        (other / "new.conf").write_text("sent by an event")
+        wait_identical(other, dsts, timeout=20)

@@ -39,7 +39,7 @@ def test_transfer_list_collapses_and_replaces_missing_paths(tmp_path):
              "gone/deeper/file",              # parents missing: the highest missing one is listed
              "fresh",                         # a fresh non-empty mkdir: its children carry it
              "fresh/child", "empty"]          # an empty fresh mkdir must be listed itself
-    assert transfer_list(str(root), paths) == ["empty", "fresh/child", "gone", "keep"]
+    assert transfer_list(str(root), paths) == ["empty", "fresh/child", "gone", "keep/"]
 
 
 def test_store_keeps_paths_marked_again_while_in_flight(tmp_path):

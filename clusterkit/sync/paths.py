@@ -57,11 +57,12 @@ def transfer_list(root: str, paths: list[str]) -> list[str]:
     listed entry are redundant and dropped. A directory entry without the
     trailing ``/`` (a fresh ``mkdir``: its content comes as entries of its
     own) is listed only while empty; otherwise those entries create it.
+    Entries sent whole keep their trailing ``/`` (rsync gets them without).
     """
-    chosen: set[str] = set()
+    chosen: dict[str, bool] = {}  # path -> sent whole
     for path in paths:
         whole = path.endswith("/")
-        path = path.strip("/")
+        path = path_in = path.strip("/")
         if not path:
             continue
         full = os.path.join(root, path)
@@ -77,8 +78,9 @@ def transfer_list(root: str, paths: list[str]) -> list[str]:
         else:
             if not whole and stat.S_ISDIR(mode) and _has_entries(full):
                 continue
-        chosen.add(path)
-    return sorted(p for p in chosen if not any(a in chosen for a in ancestors(p)))
+        chosen[path] = chosen.get(path, False) or (whole and path == path_in)
+    return sorted(p + "/" if whole else p for p, whole in chosen.items()
+                  if not any(a in chosen for a in ancestors(p)))
 
 
 def _has_entries(directory: str) -> bool:

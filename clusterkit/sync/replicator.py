@@ -35,7 +35,7 @@ log = logging.getLogger("clusterkit.sync")
 class Settings:
     """Tunables, from the ``[sync]``-free defaults or a host's ``options``."""
 
-    settle: float = 0.004
+    settle: float = 0.002
     max_wait: float = 0.1
     dir_threshold: int = 2000
     set_threshold: int = 100_000
@@ -234,38 +234,59 @@ class NodeWorker:
         full = FULL in sent
         if not full and kind.rename is not None:
             await self._renames(kind, sset)
-        job = rsync.Job(source=source, destination=kind.destination(self.node, sset.path),
-                        transport_args=list(kind.rsync_args(self.node)), exclude=sset.exclude,
-                        full=full, timeout=r.settings.timeout, contimeout=r.settings.contimeout)
+
+        def job(**kw) -> rsync.Job:
+            return rsync.Job(source=source, destination=kind.destination(self.node, sset.path),
+                             transport_args=list(kind.rsync_args(self.node)), exclude=sset.exclude,
+                             timeout=r.settings.timeout, contimeout=r.settings.contimeout, **kw)
+
         if full:
             self.progress = 0
-            job.progress = lambda pct: setattr(self, "progress", pct)
+            jobs = [job(full=True, delay_updates=False,
+                        progress=lambda pct: setattr(self, "progress", pct))]
         else:
-            job.paths = transfer_list(source, list(sent))
-        # whole directories can hold any number of files: like full syncs, they go without it
-        job.delay_updates = (not full and len(job.paths) <= r.settings.atomic_batch
-                             and not any(p.endswith("/") for p in sent))
+            listed = transfer_list(source, list(sent))
+            singles = [p for p in listed if not p.endswith("/")]
+            wholes = [p for p in listed if p.endswith("/")]
+            # Changed files are sent even when size and mtime match (two writes within one
+            # tick of the filesystem clock look identical to rsync's quick check); directories
+            # sent whole are compared as usual. One file is atomic by itself, and whole
+            # directories can hold any number of files: --delay-updates for the rest.
+            jobs = [job(paths=singles, ignore_times=True,
+                        delay_updates=1 < len(singles) <= r.settings.atomic_batch)] if singles else []
+            if wholes:
+                jobs.append(job(paths=wholes, delay_updates=False))
+        result = rsync.Result(0, "ok")
         try:
-            result = await rsync.run(job)
+            for one in jobs:
+                result = await rsync.run(one)
+                r.runs += 1
+                log.debug("%s: %s %s: %d items in %.3fs, exit %d", self.name, sset.name,
+                          "full" if full else f"{len(one.paths)} paths", result.files, result.seconds,
+                          result.code)
+                if result.outcome != "ok":
+                    break
         finally:
             self.progress = None
-        log.debug("%s: %s %s: %d items in %.3fs, exit %d", self.name, sset.name,
-                  "full" if full else f"{len(job.paths)} paths", result.files, result.seconds,
-                  result.code)
-        r.runs += 1
         return result
 
     async def _renames(self, kind, sset) -> None:
-        """Apply the batch's renames on the node, so rsync only compares what moved."""
+        """Apply the batch's renames on the node, so rsync only compares what moved.
+
+        Only while the node is healthy, and not past the first failure: a rename is
+        an optimisation (rsync sends what moved anyway), never worth a stall.
+        """
+        if self.failures:
+            return
         for name, src, dst in self.taken_renames:
             if name != sset.name:
                 continue
             try:
                 done = await kind.rename(self.node, os.path.join(sset.path, src),
                                          os.path.join(sset.path, dst))
-            except Exception as exc:  # the rsync that follows sends it anyway
+            except Exception as exc:
                 log.debug("%s: rename %s -> %s on the node failed: %s", self.name, src, dst, exc)
-                continue
+                return
             log.debug("%s: %s %s -> %s on the node", self.name, "renamed" if done else "did not rename",
                       src, dst)
 

@@ -35,7 +35,7 @@ BASE = ["-a", "--mkpath"]
 OK = 0
 PARTIAL = (23, 24)          # partial transfer / vanished files: requeue the batch's paths
 CONNECTION = (5, 10, 12, 30, 35, 255)  # daemon refused, socket, protocol stream, timeouts, ssh
-CONFIG = (1, 2, 3, 4, 6, 11, 13, 14)   # syntax, unsupported, bad paths, file I/O on the node...
+# anything else is an error of configuration or of the node (syntax, bad paths, file I/O...)
 
 
 @dataclass
@@ -76,6 +76,7 @@ class Job:
     progress: Callable[[int], None] | None = None
     lines: list[str] = field(default_factory=list)  # itemized output of a dry run
     delay_updates: bool = True
+    ignore_times: bool = False  # send listed files even when size and mtime match
 
     def argv(self) -> list[str]:
         argv = [RSYNC, *BASE, f"--timeout={self.timeout}", *self.transport_args]
@@ -90,6 +91,8 @@ class Job:
             argv += ["--out-format=%i %n"]
         if self.checksum:
             argv.append("--checksum")
+        if self.ignore_times:
+            argv.append("--ignore-times")
         if self.progress is not None:
             argv += ["--info=progress2", "--no-inc-recursive"]
         argv.append("--delete")

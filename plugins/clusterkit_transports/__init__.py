@@ -55,7 +55,10 @@ def _ssh_args(node) -> list[str]:
 
 
 async def _ssh_rename(node, src: str, dst: str) -> bool:
-    """``mv`` on the node over ssh, only when the source is there and the target is not."""
+    """``mv`` on the node over ssh, only when the source is there and the target is not.
+
+    Raises ConnectionError when the node cannot be reached (the caller stops renaming).
+    """
     a, b = shlex.quote(node.local_path(src)), shlex.quote(node.local_path(dst))
     script = f'[ -e {a} ] && [ ! -e {b} ] && [ -d "$(dirname {b})" ] && mv -T -- {a} {b}'
     user = node.options.get("user", "root")
@@ -64,11 +67,14 @@ async def _ssh_rename(node, src: str, dst: str) -> bool:
         *ssh, f"{user}@{node.ip}", script, stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     try:
-        return await asyncio.wait_for(proc.wait(), 15) == 0
+        code = await asyncio.wait_for(proc.wait(), 15)
     except asyncio.TimeoutError:
         proc.kill()
         await proc.wait()
-        return False
+        raise ConnectionError(f"ssh to {node.name} timed out") from None
+    if code == 255:
+        raise ConnectionError(f"ssh to {node.name} failed")
+    return code == 0
 
 
 def _ssh_setup(node, cluster) -> str:
