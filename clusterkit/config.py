@@ -14,7 +14,7 @@ import fcntl
 import ipaddress
 import os
 import re
-import tempfile
+import secrets
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -531,16 +531,21 @@ def edit_config(path: str | os.PathLike, pm, create: bool = False) -> Iterator[t
         write_atomic(path, text)
 
 
-def write_atomic(path: str | os.PathLike, text: str, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``text`` so readers see the old file or the new, never half."""
+def write_atomic(path: str | os.PathLike, data: str | bytes, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` so readers see the old file or the new, never half.
+
+    The temp file is created with ``mode`` from the start, so a secret written
+    with 0600 is never readable by others, not even for a moment.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, mode)
+        os.chmod(tmp, mode)  # the umask may have narrowed it
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

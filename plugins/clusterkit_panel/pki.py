@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from clusterkit.config import write_atomic
+
 CA_DAYS = 3650
 HOST_DAYS = 825
 
@@ -63,21 +65,9 @@ class Paths:
 
 
 def write_private(path: str, data: bytes, mode: int = 0o600) -> None:
-    """Write a file created with ``mode`` from the start (never briefly world-readable)."""
+    """Write a secret (0600 unless told) in a private directory, atomically."""
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, data, mode)
 
 
 def new_key() -> ec.EllipticCurvePrivateKey:
