@@ -22,35 +22,11 @@ from pathlib import Path
 
 from clusterkit.plugins import get_plugin_manager
 from clusterkit.runtime import Runtime, new_event_loop
+from support import common_port, free_port  # noqa: F401 (re-exported)
 
 # pyftpdlib adds a stderr handler unless logging looks configured; under
 # pytest that stream is closed after each test while node threads still log
 logging.getLogger("pyftpdlib").addHandler(logging.NullHandler())
-
-
-def free_port(ip: str) -> int:
-    with socket.socket() as s:
-        s.bind((ip, 0))
-        return s.getsockname()[1]
-
-
-def common_port(ips: list[str]) -> int:
-    """A port free on every one of ``ips`` (the members of a policy share one port)."""
-    for _ in range(50):
-        port = free_port(ips[0])
-        socks = []
-        try:
-            for ip in ips:
-                s = socket.socket()
-                socks.append(s)
-                s.bind((ip, port))
-            return port
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError(f"no port free on all of {ips}")
 
 
 def wait_port(ip: str, port: int, timeout: float = 10.0) -> None:

@@ -19,6 +19,7 @@ from clusterkit.config import parse_cluster, registry_of
 from clusterkit.plugins import get_plugin_manager
 from clusterkit.proxy import Engine
 from clusterkit.runtime import new_event_loop
+from support import common_port, free_port  # noqa: F401 (re-exported)
 
 
 def plugin_manager(*extra):
@@ -33,32 +34,6 @@ def plugin_manager(*extra):
                    clusterkit.proxy.plugin, *extra):
         pm.register(plugin)
     return pm
-
-
-def free_port(ip: str) -> int:
-    with socket.socket() as s:
-        s.bind((ip, 0))
-        return s.getsockname()[1]
-
-
-def common_port(ips: list[str]) -> int:
-    """A port free on every one of ``ips`` (members share the backend port)."""
-    for _ in range(50):
-        port = free_port(ips[0])
-        socks = []
-        try:
-            for ip in ips:
-                s = socket.socket()
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                s.bind((ip, port))
-                socks.append(s)
-            return port
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no common free port")
 
 
 def cluster_text(net: str, nodes: int, policies: str, state_dir: str) -> str:

@@ -18,19 +18,11 @@ from typer.testing import CliRunner
 from clusterkit.cli import get_app
 from conftest import write_cluster
 from dns_support import ServerThread, free_port, write_zones
+from support import wait_for
 
 PREFIX = "127.87.2"
 runner = CliRunner()
 
-
-def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

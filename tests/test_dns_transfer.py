@@ -29,6 +29,7 @@ import pytest
 from clusterkit_dns import zoneview
 from clusterkit_dns.zones import load_zone
 from dns_support import free_port, nsd_available, run_nsd, summary, write_zones
+from support import wait_for
 
 pytestmark = pytest.mark.skipif(not nsd_available(),
                                 reason="nsd is not installed (apt-get install nsd; CI installs it)")
@@ -46,15 +47,6 @@ QUERIES = [("example.com", "SOA"), ("example.com", "NS"), ("example.com", "MX"),
            ("x.wild.example.com", "TXT"), ("deleg.example.com", "NS"), ("inc2.example.com", "TXT"),
            ("www.example.org", "A"), ("back.example.org", "A"), ("example.org", "TXT")]
 
-
-def wait_for(predicate, timeout: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def soa_serial(addr: str, port: int, zone: str) -> int | None:

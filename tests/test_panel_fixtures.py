@@ -26,6 +26,7 @@ from clusterkit_panel.join import join as do_join, make_token
 from clusterkit_panel.store import Store
 from clusterkit.config import daemon_state_dir
 from conftest import write_cluster
+from support import wait_for  # noqa: F401 (the panel tests import it from here)
 
 PASSWORD = "correct horse battery"
 
@@ -211,13 +212,3 @@ class Client:
 
     def delete(self, path: str, **kw):
         return self.request("DELETE", path, **kw)
-
-
-def wait_for(predicate, timeout: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")

@@ -13,18 +13,10 @@ import pytest
 
 from clusterkit.control import socket_path
 from conftest import write_cluster
+from support import wait_for
 
 CLUSTERKIT = os.path.join(os.path.dirname(sys.executable), "clusterkit")
 
-
-def wait_for(predicate, timeout: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def status(cfg) -> dict | None:

@@ -1,0 +1,43 @@
+"""Small helpers every kind of test uses: waiting for a condition, finding free ports."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+
+def wait_for(predicate, timeout: float = 15.0, what: str = "condition", step: float = 0.05):
+    """Poll ``predicate`` until it returns a true value (returned), else fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def free_port(ip: str) -> int:
+    with socket.socket() as s:
+        s.bind((ip, 0))
+        return s.getsockname()[1]
+
+
+def common_port(ips: list[str]) -> int:
+    """A TCP port free on every one of ``ips`` (the members of a policy share one port)."""
+    for _ in range(50):
+        port = free_port(ips[0])
+        socks = []
+        try:
+            for ip in ips:
+                s = socket.socket()
+                socks.append(s)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind((ip, port))
+            return port
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no common free port on {ips}")
