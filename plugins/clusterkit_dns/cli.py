@@ -16,7 +16,8 @@ import typer
 from clusterkit.cli.common import JsonOpt, UsageError, emit, guard
 from clusterkit.logs import setup_logging
 
-app = typer.Typer(help="Authoritative DNS: serve zones, check zone files.", no_args_is_help=True)
+app = typer.Typer(help="Authoritative DNS: serve and check zones, edit zones and records, "
+                       "cluster convergence.", no_args_is_help=True)
 
 
 def parse_endpoint(value: str) -> tuple[str, int]:
