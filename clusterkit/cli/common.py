@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import sys
 from typing import Annotated, Any, Callable
 
 import typer
@@ -88,6 +87,3 @@ def parse_pairs(values: list[str], what: str, convert: Callable = str) -> dict:
                 raise UsageError(f"{what}: {item!r}: {raw!r} is not a valid value") from None
     return out
 
-
-def stderr(message: str) -> None:
-    print(message, file=sys.stderr)
