@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import threading
 import time
+
+from clusterkit.runtime import new_event_loop
 
 
 def wait_for(predicate, timeout: float = 15.0, what: str = "condition", step: float = 0.05):
@@ -41,3 +45,23 @@ def common_port(ips: list[str]) -> int:
             for s in socks:
                 s.close()
     raise RuntimeError(f"no common free port on {ips}")
+
+
+class LoopThread:
+    """The daemon's kind of event loop, running in a thread, so a test can stay synchronous.
+
+    ``call(coro)`` runs a coroutine on that loop and returns its result.
+    """
+
+    def __init__(self):
+        self.loop = new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def call(self, coro, timeout: float = 30.0):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from clusterkit.cli import get_app
 from conftest import write_cluster
 from dns_support import ServerThread, free_port, write_zones
-from support import wait_for
+from support import LoopThread, wait_for
 
 PREFIX = "127.87.2"
 runner = CliRunner()
@@ -106,22 +106,15 @@ def test_a_missing_zone_and_a_silent_host_are_reported(hosts, tmp_path):
 
 def test_an_extra_zone_is_found_through_the_local_control_sockets(tmp_path, pm):
     """Daemons of this machine tell which zones they serve: one deleted on the manager shows."""
-    import asyncio
-    import threading
-
-    from clusterkit.runtime import Runtime, new_event_loop
+    from clusterkit.runtime import Runtime
 
     port = free_port(f"{PREFIX}.1")
     cfg = write_cluster(tmp_path / "cluster.toml", PREFIX, nodes=2,
                         extra=f'\n[dns]\nport = {port}\nzones_dir = "/zones"\n')
     for name in ("manager", "node1", "node2"):
         write_zones(tmp_path / name / "zones")
-    loop = new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-
-    def call(coro):
-        return asyncio.run_coroutine_threadsafe(coro, loop).result(30)
+    looper = LoopThread()
+    call = looper.call
 
     runtimes = [Runtime(str(cfg), pm, name, watch_config=False)
                 for name in ("manager", "node1", "node2")]
@@ -152,9 +145,7 @@ def test_an_extra_zone_is_found_through_the_local_control_sockets(tmp_path, pm):
     finally:
         for rt in reversed(runtimes):
             call(rt.stop())
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
+        looper.close()
 
 
 async def _zones_of(runtime) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
@@ -78,6 +79,26 @@ def env(tmp_path):
     engine.stop()
     for b in e.backends.values():
         b.stop()
+
+
+@contextlib.contextmanager
+def blackhole(ip: str, port: int):
+    """A member whose connects never complete: a listener with a full backlog, never accepting."""
+    listener = socket.socket()
+    listener.bind((ip, port))
+    listener.listen(0)
+    fillers = []
+    try:
+        for _ in range(8):
+            f = socket.socket()
+            f.setblocking(False)
+            f.connect_ex((ip, port))
+            fillers.append(f)
+        yield
+    finally:
+        for f in fillers:
+            f.close()
+        listener.close()
 
 
 def test_wrr_proportions_over_many_connections(env):
@@ -225,23 +246,10 @@ def test_fallback_takes_the_connection_when_no_member_can(env):
 def test_unreachable_member_times_out_and_the_next_one_answers(env):
     env.start(nodes=(1,))
     # node2 ip answers nothing: a listening socket with a full backlog never completes connects
-    blackhole = socket.socket()
-    blackhole.bind((f"{NET}.12", env.backend_port))
-    blackhole.listen(0)
-    fillers = []
-    try:
-        for _ in range(8):
-            f = socket.socket()
-            f.setblocking(False)
-            f.connect_ex((f"{NET}.12", env.backend_port))
-            fillers.append(f)
+    with blackhole(f"{NET}.12", env.backend_port):
         env.policy("node1 = 1, node2 = 1", scheduler="rr", connect_timeout=0.3)
         assert env.count(4) == {"node1": 4}
         assert env.stats()["members"]["node2"]["connect_failures"] == 1  # then passed over
-    finally:
-        for f in fillers:
-            f.close()
-        blackhole.close()
 
 
 def test_connection_limits_per_listener_and_member(env):
@@ -281,16 +289,7 @@ def test_bytes_sent_while_connecting_arrive_whole_after_a_retry(env):
         sock.sendall(f"{server.name} {len(data)} {hashlib.sha256(data).hexdigest()}".encode())
 
     env.start(digest, nodes=(2,))
-    blackhole = socket.socket()  # node1: connects to it never complete
-    blackhole.bind((f"{NET}.11", env.backend_port))
-    blackhole.listen(0)
-    fillers = []
-    try:
-        for _ in range(8):
-            f = socket.socket()
-            f.setblocking(False)
-            f.connect_ex((f"{NET}.11", env.backend_port))
-            fillers.append(f)
+    with blackhole(f"{NET}.11", env.backend_port):  # node1: connects to it never complete
         env.policy("node1 = 1, node2 = 1", scheduler="rr", connect_timeout=0.5)
         payload = bytes(range(256)) * 4096 * 2  # 2 MiB: more than the proxy holds
         with socket.create_connection((VIP, env.vip_port), 5) as s:
@@ -299,23 +298,10 @@ def test_bytes_sent_while_connecting_arrive_whole_after_a_retry(env):
             answer = recv_all(s).decode()
         assert answer == f"node2 {len(payload)} {hashlib.sha256(payload).hexdigest()}"
         assert env.stats()["members"]["node1"]["connect_failures"] == 1
-    finally:
-        for f in fillers:
-            f.close()
-        blackhole.close()
 
 
 def test_a_client_leaving_during_the_connect_leaves_no_trace(env):
-    blackhole = socket.socket()
-    blackhole.bind((f"{NET}.11", env.backend_port))
-    blackhole.listen(0)
-    fillers = []
-    try:
-        for _ in range(8):
-            f = socket.socket()
-            f.setblocking(False)
-            f.connect_ex((f"{NET}.11", env.backend_port))
-            fillers.append(f)
+    with blackhole(f"{NET}.11", env.backend_port):
         env.policy("node1 = 1", connect_timeout=2.0)
         for _ in range(5):
             s = socket.create_connection((VIP, env.vip_port), 5)
@@ -326,10 +312,6 @@ def test_a_client_leaving_during_the_connect_leaves_no_trace(env):
         st = env.stats()
         assert st["total"] == 5 and st["members"]["node1"]["active"] == 0
         assert st["members"]["node1"]["connect_failures"] == 0  # abandoned, not failed
-    finally:
-        for f in fillers:
-            f.close()
-        blackhole.close()
 
 
 def test_a_member_that_resets_mid_stream_closes_the_client_cleanly(env):

@@ -7,14 +7,14 @@ import http.client
 import importlib.metadata
 import json
 import socket
-import threading
 
 import pytest
 
 from clusterkit.proxy import ProxyError
-from clusterkit.runtime import Runtime, new_event_loop
+from clusterkit.runtime import Runtime
 from proxy_support import (EngineThread, HTTPBackend, TCPBackend, cluster_text, common_port,
                            free_port, make_cluster, plugin_manager, wait_for)
+from support import LoopThread
 
 NET = "127.81.3"
 VIP = f"{NET}.100"
@@ -184,12 +184,8 @@ def test_end_to_end_through_the_runtime(tmp_path):
             conn.close()
 
     write("node1 = 1, node2 = 1")
-    loop = new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-
-    def call(coro):
-        return asyncio.run_coroutine_threadsafe(coro, loop).result(30)
+    looper = LoopThread()
+    call = looper.call
 
     async def make():
         return Runtime(str(path), plugin_manager(), watch_config=False, shutdown_timeout=2)
@@ -224,8 +220,6 @@ def test_end_to_end_through_the_runtime(tmp_path):
         assert result.exit_code == 0 and "connect_failures: 0" in result.output
     finally:
         call(runtime.stop())
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
+        looper.close()
         for b in backends:
             b.stop()

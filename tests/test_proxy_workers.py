@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import http.client
 import os
-import threading
 
 import pytest
 
-from clusterkit.runtime import Runtime, new_event_loop
+from clusterkit.runtime import Runtime
 from proxy_support import (HTTPBackend, cluster_text, common_port, free_port, plugin_manager,
                            wait_for)
+from support import LoopThread
 
 NET = "127.81.5"
 VIP = f"{NET}.100"
@@ -37,12 +36,8 @@ def cluster(tmp_path):
         path.write_text(text.replace('public_ips = ', 'options = { proxy_workers = 2 }\npublic_ips = '))
 
     write()
-    loop = new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-
-    def call(coro):
-        return asyncio.run_coroutine_threadsafe(coro, loop).result(30)
+    looper = LoopThread()
+    call = looper.call
 
     async def make():
         return Runtime(str(path), plugin_manager(), watch_config=False, shutdown_timeout=2)
@@ -61,9 +56,7 @@ def cluster(tmp_path):
         yield env
     finally:
         call(runtime.stop())
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
+        looper.close()
         for b in backends:
             b.stop()
 
