@@ -8,6 +8,7 @@ import socket
 import struct
 import time
 
+import dns.flags
 import dns.message
 import dns.query
 import dns.rcode
@@ -214,6 +215,30 @@ def test_reload_zones_is_idempotent_and_cheap(server):
         result = server.call(server.server.reload_zones())
         assert result["changed"] is False
     assert server.server.reloads == before
+
+
+def test_repeated_queries_keep_their_own_id_flags_and_case(server):
+    """The packet cache (wire.State.packets) keys on everything after the ID: a repeat gets
+    its own ID, a different RD bit or letter case is a different query, and the cached
+    answer counts in the status like any other."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(2)
+    before = server.server.status()["queries"].get("NOERROR", 0)
+    for qid, name, rd in ((1, "www.example.com", True), (2, "www.example.com", True),
+                          (3, "WwW.Example.COM", True), (4, "www.example.com", False),
+                          (5, "WwW.Example.COM", True)):
+        q = dns.message.make_query(name, "A", use_edns=False)
+        q.id = qid
+        if not rd:
+            q.flags &= ~dns.flags.RD
+        s.sendto(q.to_wire(), (server.addr, server.port))
+        m = dns.message.from_wire(s.recv(4096))
+        assert m.id == qid
+        assert bool(m.flags & dns.flags.RD) is rd and m.flags & dns.flags.AA
+        assert m.question[0].name.to_text() == name + "."  # as received, case kept
+        assert [r.to_text() for r in m.answer[1]] == ["192.0.2.1"]
+    s.close()
+    assert server.server.status()["queries"]["NOERROR"] == before + 5
 
 
 # -------------------------------------------------------------------- fuzz

@@ -47,6 +47,7 @@ _QUERY_COUNTS = b"\x00\x01\x00\x00\x00\x00"  # QD=1 AN=0 NS=0 (AR follows)
 _IN_CLASS = b"\x00\x01"
 _join = b"".join  # one allocation for the response, not one per piece
 CACHE_MAX = 50_000
+PACKETS_MAX = 16_384  # UDP responses remembered by query bytes (most ~100 bytes: ~3 MB at most)
 _PROBES = (dns.rdatatype.NULL, dns.rdatatype.HINFO)  # types standing for "any type absent here"
 
 
@@ -242,13 +243,22 @@ def compile_zone(zone: Zone, inner: tuple) -> tuple[dict, dict]:
 
 
 class State:
-    """Everything the hot path reads, swapped as one reference on reload."""
+    """Everything the hot path reads, swapped as one reference on reload.
 
-    __slots__ = ("zones", "exact", "default", "cache")
+    ``packets`` is a packet cache, as PowerDNS keeps one: a UDP query's bytes
+    after its ID map to the response's bytes after its ID and the rcode. The
+    template path's answer depends on nothing else, so a repeated query (the
+    usual case: resolvers ask the same few names) costs one dict lookup and
+    one concatenation. It dies with the state, so a reload can't serve stale
+    answers; it is emptied when full, so random names can't make it grow.
+    """
+
+    __slots__ = ("zones", "exact", "default", "cache", "packets")
 
     def __init__(self, zones: ZoneSet, exact: dict, default: dict):
         self.zones, self.exact, self.default = zones, exact, default
         self.cache: dict = {}
+        self.packets: dict = {}
 
 
 def build_state(zones: ZoneSet) -> State:
@@ -288,18 +298,25 @@ class Responder:
             if t is None and data[z + 1:z + 3] not in _SLOW_TYPES:
                 t = st.default.get(key[:-2])
             if t is not None:
+                out = None
                 if data[10:12] == b"\x00\x00":
                     if tcp or z + t.size <= UDP_PLAIN:
-                        self.rcodes[t.rcode] += 1
-                        return _join((data[:2], t.flags[data[2] & 1], t.counts, data[12:z + 5],
-                                      t.body))
+                        out = _join((data[:2], t.flags[data[2] & 1], t.counts, data[12:z + 5],
+                                     t.body))
                 elif data[10:12] == b"\x00\x01" and len(data) >= z + 16 \
                         and data[z + 5:z + 8] == _EDNS_IN and data[z + 11] == 0:
                     if tcp or z + t.size + 11 <= max(UDP_PLAIN, min(
                             EDNS_SIZE, (data[z + 8] << 8) | data[z + 9])):
-                        self.rcodes[t.rcode] += 1
-                        return _join((data[:2], t.flags[data[2] & 1], t.counts_opt,
-                                      data[12:z + 5], t.body, _OPT_RR[data[z + 12] >> 7]))
+                        out = _join((data[:2], t.flags[data[2] & 1], t.counts_opt,
+                                     data[12:z + 5], t.body, _OPT_RR[data[z + 12] >> 7]))
+                if out is not None:
+                    self.rcodes[t.rcode] += 1
+                    if not tcp:
+                        packets = st.packets
+                        if len(packets) >= PACKETS_MAX:
+                            packets.clear()
+                        packets[data[2:]] = (out[2:], t.rcode)
+                    return out
         return self.general(data, tcp)
 
     # --------------------------------------------------------------- general
