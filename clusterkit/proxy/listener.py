@@ -142,7 +142,7 @@ class Listener:
         if self.max_conn and self.active > self.max_conn:
             self.over_limit += 1
             client_ip = False  # go straight to the fallback
-        conn.connecting = self.loop.create_task(conn.connect(client_ip))
+        conn.connect(client_ip)
 
     def pick(self, client_ip, tried) -> Member | None:
         if client_ip is False:
@@ -251,7 +251,7 @@ class DataListener:
             reset(conn.transport)
             return
         self.close()
-        conn.connecting = self.loop.create_task(conn.connect(conn.client_addr[0]))
+        conn.connect(conn.client_addr[0])
 
     def pick(self, client_ip, tried) -> Member | None:
         return None if tried else self.target
