@@ -1,5 +1,6 @@
 """PROXY protocol headers for IPv6 and odd cases, and the engine factory's option check."""
 
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -44,3 +45,9 @@ def test_proxy_workers_option_is_checked(bad):
 def test_one_process_by_default():
     runtime = SimpleNamespace(host=SimpleNamespace(options={}), registry=None, config_path="x")
     assert clusterkit_lb_engine(runtime=runtime).workers is None
+
+
+def test_auto_means_one_process_per_usable_cpu():
+    runtime = SimpleNamespace(host=SimpleNamespace(options={"proxy_workers": "auto"}),
+                              registry=None, config_path="x")
+    assert clusterkit_lb_engine(runtime=runtime).processes == len(os.sched_getaffinity(0))

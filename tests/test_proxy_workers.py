@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import http.client
 import os
+import socket
+import time
 
 import pytest
 
@@ -131,3 +133,46 @@ def test_a_worker_that_dies_is_restarted_with_the_current_policies(cluster):
     os.kill(old, 9)
     wait_for(lambda: worker.proc.pid != old and key in worker.stats, timeout=20)
     assert {get(cluster.vports[0]) for _ in range(20)} == {"node1", "node2"}
+
+
+def test_connection_limits_hold_for_all_processes_together(tmp_path):
+    """member_max_conn = 2 on two members: at most 4 connections reach the nodes, however
+    the kernel spreads the 20 clients over the two processes (each takes half a limit)."""
+    net = "127.93.5"
+    ips = [f"{net}.11", f"{net}.12"]
+    port = common_port(ips)
+    vport = free_port(f"{net}.100")
+    nodes = [socket.create_server((ip, port)) for ip in ips]
+    policy = (f'[[policy]]\nvip = "{net}.100"\nport = {vport}\nservice = "http"\n'
+              f'scheduler = "rr"\nbackend_port = {port}\nmember_max_conn = 2\n'
+              f'members = {{ node1 = 1, node2 = 1 }}\n')
+    text = cluster_text(net, 2, policy, str(tmp_path / "state"))
+    path = tmp_path / "cluster.toml"
+    path.write_text(text.replace("public_ips = ", "options = { proxy_workers = 2 }\npublic_ips = "))
+    looper = LoopThread()
+
+    async def make():
+        return Runtime(str(path), plugin_manager(), watch_config=False, shutdown_timeout=1)
+
+    runtime = looper.call(make())
+    looper.call(runtime.start())
+    clients, accepted = [], []
+    try:
+        worker = runtime.engine.workers.workers[0]
+        wait_for(lambda: f"{net}.100:{vport}" in worker.stats, timeout=20)
+        for _ in range(20):
+            clients.append(socket.create_connection((f"{net}.100", vport), timeout=5))
+        time.sleep(1)  # every client has been accepted and its member connect tried
+        for node in nodes:
+            node.setblocking(False)
+            while True:
+                try:
+                    accepted.append(node.accept()[0])
+                except BlockingIOError:
+                    break
+        assert 2 <= len(accepted) <= 4
+    finally:
+        for s in clients + accepted + nodes:
+            s.close()
+        looper.call(runtime.stop())
+        looper.close()

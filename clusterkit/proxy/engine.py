@@ -13,7 +13,7 @@ import logging
 
 from clusterkit.proxy.listener import Listener, ProxyError
 from clusterkit.proxy.pool import STATES
-from clusterkit.proxy.workers import WorkerPool, merge_stats
+from clusterkit.proxy.workers import WorkerPool, merge_stats, shareable
 
 log = logging.getLogger("clusterkit.proxy")
 
@@ -27,11 +27,15 @@ class Engine:
     ``registry`` (the runtime's) gives each service's protocol handler;
     ``None`` relays every service as plain bytes. ``workers > 1`` adds
     ``SO_REUSEPORT`` worker processes (:mod:`clusterkit.proxy.workers`);
-    with 1, everything runs in this process.
+    with 1, everything runs in this process. ``processes`` is how many
+    processes serve each shared listener (a worker's engine is told; the
+    daemon's counts itself and its workers).
     """
 
-    def __init__(self, registry=None, reuse_port: bool = False, workers: int = 1):
+    def __init__(self, registry=None, reuse_port: bool = False, workers: int = 1,
+                 processes: int | None = None):
         self.registry = registry
+        self.processes = processes or workers
         self.reuse_port = reuse_port or workers > 1
         self.workers = WorkerPool(workers, registry) if workers > 1 else None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -43,6 +47,14 @@ class Engine:
         self.manager_ip = ""
         self._tick: asyncio.TimerHandle | None = None
         self._interval = TICK_MAX
+
+    def per_process(self, policy, limit: int) -> int:
+        """This process's share of a connection limit (0: none). The kernel spreads a
+        shared listener's connections evenly over the processes, so each takes its part
+        and the policy's limit holds for the whole manager."""
+        if not limit or self.processes == 1 or not shareable(policy, self.registry):
+            return limit
+        return -(-limit // self.processes)
 
     def handler_for(self, service: str):
         """The service kind's handler factory, or ``None`` for a plain relay."""

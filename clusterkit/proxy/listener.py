@@ -86,14 +86,14 @@ class Listener:
             member = self.pool.members.get(spec.node) or Member(spec.node, address)
             member.address = address
             member.weight = spec.weight
-            member.max_conn = policy.member_max_conn
+            member.max_conn = self.engine.per_process(policy, policy.member_max_conn)
             member.state, member.factor = self.engine.states.get((self.key, spec.node), ("up", 1.0))
             members.append(member)
         self.pool.set_members(members)
         self.fallback = self._fallback(policy, cluster)
         self.connect_timeout = policy.connect_timeout
         self.idle_timeout = policy.idle_timeout
-        self.max_conn = policy.max_conn
+        self.max_conn = self.engine.per_process(policy, policy.max_conn)
         self.proxy_protocol = policy.proxy_protocol
         self.handler_factory = self.engine.handler_for(policy.service)
         self.need_peer = bool(policy.persistence or policy.scheduler == "sh"

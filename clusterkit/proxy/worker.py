@@ -28,7 +28,7 @@ async def serve() -> None:
     reader = asyncio.StreamReader(limit=1 << 26)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     out = os.fdopen(sys.stdout.fileno(), "wb", buffering=0)
-    engine = Engine(reuse_port=True)
+    engine = Engine(reuse_port=True, processes=int(os.environ.get("CLUSTERKIT_PROXY_PROCESSES", 1)))
 
     def report() -> None:
         out.write(frame(("stats", engine.stats())))

@@ -17,7 +17,8 @@ and remains the only one the runtime talks to:
 Only policies without persistence and without a service handler are shared:
 pins and FTP data listeners live in one process's memory, so those policies
 stay in the engine's process. ``lc``/``wlc`` then see each process's own
-connections, and ``max_conn``/``member_max_conn`` apply per process.
+connections, and each process takes its share of ``max_conn`` and
+``member_max_conn`` (the limit divided by the processes, rounded up).
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ class Worker:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "clusterkit.proxy.worker",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            env={**os.environ, "CLUSTERKIT_PROXY_WORKER": str(self.number)})
+            env={**os.environ, "CLUSTERKIT_PROXY_WORKER": str(self.number),
+                 "CLUSTERKIT_PROXY_PROCESSES": str(len(self.pool.workers) + 1)})
         self.task = asyncio.ensure_future(self._listen())
 
     def send(self, message) -> None:
