@@ -17,8 +17,7 @@ from clusterkit import hookimpl
 from clusterkit.config import registry_of
 from clusterkit.proxy import Handler
 from clusterkit.registry import ServiceKind
-from proxy_support import (EngineThread, HTTPBackend, TCPBackend, common_port, free_port,
-                           make_cluster, plugin_manager, recv_all, wait_for)
+from proxy_support import HTTPBackend, one_member_proxy, plugin_manager, recv_all, wait_for
 
 NET = "127.81.2"
 VIP = f"{NET}.100"
@@ -27,31 +26,8 @@ NODE1 = f"{NET}.11"
 
 @pytest.fixture
 def proxy(tmp_path):
-    """``proxy(handle, **policy)`` starts node1's server and a one-member policy; returns its address."""
-    started = []
-    engine = EngineThread()
-
-    def make(handle=None, service="http", pm=None, backend=None, **options):
-        port = common_port([NODE1])
-        vport = free_port(VIP)
-        if backend is not None:
-            started.append(backend((NODE1, port)))
-        else:
-            started.append(TCPBackend((NODE1, port), handle, "node1"))
-        extra = "".join(f'{k} = {v!r}\n'.replace("'", '"') for k, v in options.items())
-        text = (f'[[policy]]\nvip = "{VIP}"\nport = {vport}\nservice = "{service}"\n'
-                f'backend_port = {port}\nmembers = {{ node1 = 1 }}\n{extra}')
-        engine.apply(make_cluster(tmp_path, NET, 1, text, pm))
-        make.key = f"{VIP}:{vport}"
-        make.backend = started[-1]
-        make.backend_port = port
-        return VIP, vport
-
-    make.engine = engine
-    yield make
-    engine.stop()
-    for server in started:
-        server.stop()
+    with one_member_proxy(tmp_path, NET) as make:
+        yield make
 
 
 def test_half_close_client_still_gets_the_whole_response(proxy):

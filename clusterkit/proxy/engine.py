@@ -158,7 +158,8 @@ class Engine:
     # ------------------------------------------------------------- upkeep
 
     def _schedule(self) -> None:
-        shortest = min((lst.idle_timeout for lst in self.listeners.values()), default=TICK_MAX * 4)
+        shortest = min((min(lst.client_timeout, lst.server_timeout)
+                        for lst in self.listeners.values()), default=TICK_MAX * 4)
         self._interval = max(TICK_MIN, min(TICK_MAX, shortest / 4))
         if self._tick is None:
             self._tick = self.loop.call_later(self._interval, self._upkeep)

@@ -16,6 +16,7 @@ import errno
 import logging
 import socket
 
+from clusterkit.proxy.idle import sweep_idle
 from clusterkit.proxy.pool import Member, Pool
 from clusterkit.proxy.relay import ClientSide, reset
 
@@ -92,7 +93,8 @@ class Listener:
         self.pool.set_members(members)
         self.fallback = self._fallback(policy, cluster)
         self.connect_timeout = policy.connect_timeout
-        self.idle_timeout = policy.idle_timeout
+        self.client_timeout = policy.client_timeout
+        self.server_timeout = policy.server_timeout
         self.max_conn = policy.max_conn
         self.proxy_protocol = policy.proxy_protocol
         self.handler_factory = self.engine.handler_for(policy.service)
@@ -163,9 +165,10 @@ class Listener:
     # --------------------------------------------------------------- upkeep
 
     def sweep(self, interval: float) -> None:
-        """Close connections idle (no byte either way) for ``idle_timeout``; expire pins."""
+        """Close connections idle on one side past its timeout; expire pins."""
         self.pool.expire_pins(self.loop.time())
-        self.idle_closed += sweep_idle(self.conns, interval, self.idle_timeout)
+        self.idle_closed += sweep_idle(self.conns, interval, self.client_timeout,
+                                       self.server_timeout)[0]
 
     def stats(self) -> dict:
         members = {m.node: m.stats() for m in self.pool.members.values()}
@@ -209,7 +212,6 @@ class DataListener:
         self.fallback = None
         self.refused = self.fallbacks = 0
         self.conns: set[ClientSide] = set()
-        self.idle_timeout = parent.idle_timeout
         self.retiring = True
         self.sock = self._bind(bind_ip, ports)
         self.address = self.sock.getsockname()[:2]
@@ -270,23 +272,8 @@ class DataListener:
             self.engine.retired.discard(self)
 
     def sweep(self, interval: float) -> None:
-        sweep_idle(self.conns, interval, self.idle_timeout)
+        client, server = self.parent.client_timeout, self.parent.server_timeout
+        if self.reverse:  # the accepted side is the node
+            client, server = server, client
+        sweep_idle(self.conns, interval, client, server)
 
-
-def sweep_idle(conns, interval: float, limit: float) -> int:
-    """Abort connections with no byte either way for ``limit`` seconds; return how many.
-
-    The relay only sets ``conn.seen`` on traffic (no timer per chunk); this
-    sweep, run every ``interval`` seconds, turns that into idle time.
-    """
-    closed = 0
-    for conn in list(conns):
-        if conn.seen:
-            conn.seen = False
-            conn.idle = 0.0
-        elif conn.connecting is None:
-            conn.idle += interval
-            if conn.idle >= limit:
-                closed += 1
-                conn.abort()
-    return closed
