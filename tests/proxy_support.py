@@ -55,8 +55,8 @@ def make_cluster(tmp_path: Path, net: str, nodes: int, policies: str, pm=None):
 class EngineThread:
     """An :class:`Engine` on a uvloop loop in a thread; ``call`` runs a coroutine there."""
 
-    def __init__(self, registry=None):
-        self.loop = new_event_loop()
+    def __init__(self, registry=None, loop=None):
+        self.loop = loop or new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.engine = Engine(registry=registry)
@@ -86,15 +86,17 @@ class EngineThread:
 
 
 @contextlib.contextmanager
-def one_member_proxy(tmp_path: Path, net: str):
+def one_member_proxy(tmp_path: Path, net: str, loop=None):
     """``proxy(handle, **policy)``: node1's server and a one-member policy on ``net``.
 
     ``handle(sock, server)`` serves each connection on node1 (or ``backend``
     makes the server); the keyword arguments are policy keys. Returns the
-    VIP address; ``proxy.key``, ``proxy.backend``, ``proxy.engine`` are set.
+    VIP address; ``proxy.key``, ``proxy.backend``, ``proxy.engine`` are set,
+    and ``proxy.reload(**policy)`` applies the same policy with other keys.
+    ``loop``: another event loop than the daemon's kind.
     """
     started = []
-    engine = EngineThread()
+    engine = EngineThread(loop=loop)
     vip, node1 = f"{net}.100", f"{net}.11"
 
     def make(handle=None, service="http", pm=None, backend=None, **options):
@@ -104,10 +106,15 @@ def one_member_proxy(tmp_path: Path, net: str):
             started.append(backend((node1, port)))
         else:
             started.append(TCPBackend((node1, port), handle, "node1"))
-        extra = "".join(f'{k} = {v!r}\n'.replace("'", '"') for k, v in options.items())
-        text = (f'[[policy]]\nvip = "{vip}"\nport = {vport}\nservice = "{service}"\n'
-                f'backend_port = {port}\nmembers = {{ node1 = 1 }}\n{extra}')
-        engine.apply(make_cluster(tmp_path, net, 1, text, pm))
+
+        def reload(**options):
+            extra = "".join(f'{k} = {v!r}\n'.replace("'", '"') for k, v in options.items())
+            text = (f'[[policy]]\nvip = "{vip}"\nport = {vport}\nservice = "{service}"\n'
+                    f'backend_port = {port}\nmembers = {{ node1 = 1 }}\n{extra}')
+            engine.apply(make_cluster(tmp_path, net, 1, text, pm))
+
+        reload(**options)
+        make.reload = reload
         make.key = f"{vip}:{vport}"
         make.backend = started[-1]
         make.backend_port = port
