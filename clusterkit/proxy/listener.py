@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
+import itertools
 import logging
+import random
 import socket
 
 from clusterkit.proxy.idle import sweep_idle
@@ -281,18 +284,25 @@ class Listener:
 class DataListener:
     """A one-shot listener for a handler's data connection, pinned to one node.
 
-    It accepts one connection from ``allowed_ip`` on ``bind_ip`` (a port from
-    ``ports``, else an ephemeral one) and relays it to ``target``. Passive
-    mode: the client connects on the public address, the target is the node.
-    Active mode (``reverse``): the node connects on the manager's cluster
-    address, the target is the client, reached from ``source`` (the public
-    address the client knows). Bytes count toward ``member`` in the
-    client's direction either way.
+    It accepts one connection from ``allowed_ip`` on ``bind_ip`` (a port of
+    ``ports`` from a random start, else an ephemeral one) and relays it to
+    ``target``. Passive mode: the client connects on the public address,
+    the target is the node. Active mode (``reverse``): the node connects on
+    the manager's address, the target is the client, reached from
+    ``source`` (the public address the client knows). Bytes count toward
+    ``member`` in the client's direction either way, and the policy's client
+    and server timeouts apply to the client's and the node's side. While
+    bytes move, ``keepalive`` is called at each idle sweep (the control
+    connection is not idle during a long transfer).
+
+    ``address`` is where it listens; :meth:`close` stops listening (a
+    connection already accepted runs to its end). It closes by itself after
+    its connection or ``timeout`` seconds.
     """
 
     def __init__(self, parent: Listener, member: Member, bind_ip: str, ports: range | None,
                  allowed_ip: str, target: tuple[str, int], timeout: float, reverse: bool = False,
-                 source: tuple[str, int] | None = None):
+                 source: tuple[str, int] | None = None, keepalive=None):
         self.parent = parent
         self.engine = parent.engine
         self.loop = parent.loop
@@ -300,8 +310,9 @@ class DataListener:
         self.member = member
         self.target = Member(member.node, target)
         self.target.source = source
-        self.allowed_ip = allowed_ip
+        self.allowed_ip = ipaddress.ip_address(allowed_ip)
         self.reverse = reverse
+        self.keepalive = keepalive
         self.connect_timeout = parent.connect_timeout
         self.proxy_protocol = ""
         self.handler_factory = None
@@ -309,8 +320,9 @@ class DataListener:
         self.refused = self.fallbacks = 0
         self.conns: set[ClientSide] = set()
         self.retiring = True
+        self.closed = False
         self.sock = self._bind(bind_ip, ports)
-        self.address = self.sock.getsockname()[:2]
+        self.address: tuple[str, int] = self.sock.getsockname()[:2]
         self.server = None
         self.engine.retired.add(self)
         self._task = self.loop.create_task(self._serve())
@@ -318,17 +330,26 @@ class DataListener:
 
     @staticmethod
     def _bind(ip: str, ports: range | None) -> socket.socket:
-        for port in ports or (0,):
+        """A random start spreads the ports over the range and makes them hard to guess."""
+        if ports:
+            first = random.randrange(len(ports))
+            candidates = itertools.chain(ports[first:], ports[:first])
+        else:
+            candidates = (0,)
+        for port in candidates:
             try:
                 return listen_socket(ip, port)
             except ProxyError:
                 continue
-        raise OSError(errno.EADDRINUSE, f"no free data port on {ip} in {ports}")
+        raise OSError(errno.EADDRINUSE, f"no free port on {ip} in {ports.start}-{ports.stop - 1}"
+                      if ports else f"cannot listen on {ip}")
 
     async def _serve(self) -> None:
         self.server = await self.loop.create_server(lambda: ClientSide(self), sock=self.sock)
 
     def close(self) -> None:
+        """Stop listening: the port is free again."""
+        self.closed = True
         self._expiry.cancel()
         if self.server is not None:
             self.server.close()
@@ -343,7 +364,7 @@ class DataListener:
     def accepted(self, conn: ClientSide) -> None:
         conn.client_addr = conn.transport.get_extra_info("peername")
         self.conns.add(conn)
-        if conn.client_addr[0] != self.allowed_ip or len(self.conns) > 1:
+        if self.closed or ipaddress.ip_address(conn.client_addr[0]) != self.allowed_ip:
             log.warning("%s: data connection from %s refused (expected %s)",
                         self.key, conn.client_addr[0], self.allowed_ip)
             reset(conn.transport)
@@ -364,12 +385,12 @@ class DataListener:
             self.member.bytes_in += sent
             self.member.bytes_out += received
             self.target.bytes_in = self.target.bytes_out = 0
-        if not self.conns:
+        if not self.conns and self.closed:
             self.engine.retired.discard(self)
 
     def sweep(self, interval: float) -> None:
         client, server = self.parent.client_timeout, self.parent.server_timeout
         if self.reverse:  # the accepted side is the node
             client, server = server, client
-        sweep_idle(self.conns, interval, client, server)
-
+        if sweep_idle(self.conns, interval, client, server)[1] and self.keepalive is not None:
+            self.keepalive()
