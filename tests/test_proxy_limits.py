@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from proxy_support import one_member_proxy, recv_all, wait_for
+from proxy_support import make_cluster, one_member_proxy, recv_all, wait_for
 
 NET = "127.92.2"
 
@@ -149,3 +149,20 @@ def test_a_burst_beyond_max_conn_is_served_whole_and_never_over_the_limit(proxy)
     assert most[0] <= 3
     stats = proxy.engine.stats()[proxy.key]
     assert stats["refused"] == 0 and stats["total"] == 50
+
+
+def test_removing_a_full_policy_resets_the_queue_and_lets_established_ones_finish(proxy,
+                                                                                   tmp_path):
+    address = proxy(echo_lines, max_conn=1)
+    with socket.create_connection(address, 5) as established:
+        assert served(established, b"1\n")
+        queued = socket.create_connection(address, 5)
+        with queued:
+            wait_for(lambda: accept_queue(*address) == 1)
+            proxy.engine.apply(make_cluster(tmp_path, NET, 1, ""))  # the policy is gone
+            queued.settimeout(5)
+            with pytest.raises(ConnectionResetError):
+                queued.recv(10)
+        assert served(established, b"2\n")
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(address, 5)

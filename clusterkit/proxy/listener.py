@@ -158,6 +158,8 @@ class Listener:
         """Accept through the loop's server, on a duplicate descriptor: closing
         that server pauses accepting and leaves ``self.sock`` listening."""
         try:
+            if self.retiring:  # retired before this resume ran: the socket is closed
+                return
             server = await self.loop.create_server(
                 lambda: ClientSide(self), sock=self.sock.dup(), backlog=BACKLOG)
         finally:
