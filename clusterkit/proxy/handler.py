@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
     from clusterkit.config import Policy
-    from clusterkit.proxy.listener import DataListener
+    from clusterkit.proxy.data import DataListener
     from clusterkit.proxy.relay import ClientSide
 
 
@@ -136,7 +136,7 @@ class Session:
         ephemeral port when ``None``). Announce its ``address`` (the public
         ip, port) to the client. Raises ``OSError`` when no port is free.
         """
-        from clusterkit.proxy.listener import DataListener
+        from clusterkit.proxy.data import DataListener
 
         conn = self._conn
         return DataListener(conn.listener, conn.member, self.local[0], ports,
@@ -154,7 +154,7 @@ class Session:
         connection's node address, is relayed to the client at
         ``client_port`` from the public address the client connected to.
         """
-        from clusterkit.proxy.listener import DataListener
+        from clusterkit.proxy.data import DataListener
 
         conn = self._conn
         return DataListener(conn.listener, conn.member, self.member_local[0], ports,
