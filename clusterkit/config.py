@@ -91,6 +91,8 @@ class Policy:
     member_max_conn: int = 0
     connect_timeout: float = 1.0
     idle_timeout: float = 300.0
+    client_timeout: float = 300.0  # idle_timeout unless set: per side, HAProxy's meanings
+    server_timeout: float = 300.0
     options: dict = field(default_factory=dict, hash=False)
 
     @property
@@ -380,6 +382,7 @@ def _parse_policy(data, key, hosts, manager, registry, report) -> Policy | None:
     fallback = t.text("fallback", "")
     if fallback and not _is_endpoint(fallback) and fallback not in hosts:
         report(f"{key}.fallback", f"{fallback!r} must be IP:PORT or a host name")
+    idle_timeout = t.number("idle_timeout", float, 300.0, 0.1)
     policy = Policy(
         vip=vip, port=port, service=service_name, scheduler=scheduler,
         persistence=persistence, members=tuple(members), backend_port=backend_port,
@@ -389,7 +392,9 @@ def _parse_policy(data, key, hosts, manager, registry, report) -> Policy | None:
         max_conn=t.number("max_conn", int, 0, 0),
         member_max_conn=t.number("member_max_conn", int, 0, 0),
         connect_timeout=t.number("connect_timeout", float, 1.0, 0.01, 60),
-        idle_timeout=t.number("idle_timeout", float, 300.0, 0.1),
+        idle_timeout=idle_timeout,
+        client_timeout=t.number("client_timeout", float, idle_timeout, 0.1),
+        server_timeout=t.number("server_timeout", float, idle_timeout, 0.1),
         options=t.table("options"),
     )
     if service is not None and service.check_options is not None:

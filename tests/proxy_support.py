@@ -8,6 +8,7 @@ real threaded servers as members, all on 127.81.0.0/16.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.server
 import socket
 import socketserver
@@ -54,8 +55,8 @@ def make_cluster(tmp_path: Path, net: str, nodes: int, policies: str, pm=None):
 class EngineThread:
     """An :class:`Engine` on a uvloop loop in a thread; ``call`` runs a coroutine there."""
 
-    def __init__(self, registry=None):
-        self.loop = new_event_loop()
+    def __init__(self, registry=None, loop=None):
+        self.loop = loop or new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.engine = Engine(registry=registry)
@@ -82,6 +83,50 @@ class EngineThread:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(5)
             self.loop.close()
+
+
+@contextlib.contextmanager
+def one_member_proxy(tmp_path: Path, net: str, loop=None):
+    """``proxy(handle, **policy)``: node1's server and a one-member policy on ``net``.
+
+    ``handle(sock, server)`` serves each connection on node1 (or ``backend``
+    makes the server); the keyword arguments are policy keys. Returns the
+    VIP address; ``proxy.key``, ``proxy.backend``, ``proxy.engine`` are set,
+    and ``proxy.reload(**policy)`` applies the same policy with other keys.
+    ``loop``: another event loop than the daemon's kind.
+    """
+    started = []
+    engine = EngineThread(loop=loop)
+    vip, node1 = f"{net}.100", f"{net}.11"
+
+    def make(handle=None, service="http", pm=None, backend=None, **options):
+        port = common_port([node1])
+        vport = free_port(vip)
+        if backend is not None:
+            started.append(backend((node1, port)))
+        else:
+            started.append(TCPBackend((node1, port), handle, "node1"))
+
+        def reload(**options):
+            extra = "".join(f'{k} = {v!r}\n'.replace("'", '"') for k, v in options.items())
+            text = (f'[[policy]]\nvip = "{vip}"\nport = {vport}\nservice = "{service}"\n'
+                    f'backend_port = {port}\nmembers = {{ node1 = 1 }}\n{extra}')
+            engine.apply(make_cluster(tmp_path, net, 1, text, pm))
+
+        reload(**options)
+        make.reload = reload
+        make.key = f"{vip}:{vport}"
+        make.backend = started[-1]
+        make.backend_port = port
+        return vip, vport
+
+    make.engine = engine
+    try:
+        yield make
+    finally:
+        engine.stop()
+        for server in started:
+            server.stop()
 
 
 def wait_for(predicate, timeout: float = 5.0, step: float = 0.01):

@@ -116,6 +116,22 @@ members = {web1 = -1}
     assert "policy[0].members.web1: weight -1 must be an integer 0..256" in found
 
 
+def test_idle_timeout_sets_both_sides_and_each_side_can_override_it(pm):
+    text = BASE + '''
+[[policy]]
+vip = "127.90.0.100"
+port = 80
+service = "http"
+members = {web1 = 1}
+idle_timeout = 30
+server_timeout = 90
+'''
+    policy = parse_cluster(text, "/etc/ck.toml", registry_of(pm)).policies[0]
+    assert (policy.client_timeout, policy.server_timeout) == (30, 90)
+    found = problems(pm, text + "client_timeout = 0\n")
+    assert "/etc/ck.toml:24: policy[0].client_timeout: 0.0 is out of range (>= 0.1)" in found
+
+
 def test_toml_syntax_error_names_the_line(pm):
     found = problems(pm, '[cluster]\nname = "x"\nbroken = \n')
     assert found[0].startswith("/etc/ck.toml:3: not valid TOML")

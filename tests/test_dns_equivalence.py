@@ -14,6 +14,7 @@ import struct
 import dns.flags
 import dns.message
 import dns.query
+import dns.rdataclass
 import pytest
 
 from dns_support import ZONES, ServerThread, free_port, nsd_available, run_nsd, summary, write_zones
@@ -141,13 +142,17 @@ todeleg.example.com CNAME
 """.strip().splitlines()
 
 
+IDENTITY, VERSION = "equivalence-host", "equivalence 1.0"
+CHAOS_CONF = f'  identity: "{IDENTITY}"\n  version: "{VERSION}"'
+
+
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
     base = tmp_path_factory.mktemp("dns-equivalence")
     zones = write_zones(base / "zones")
     nsd_port = free_port(NSD)
-    with run_nsd(base / "nsd", zones, list(ZONES), NSD, nsd_port):
-        with ServerThread(zones, OURS) as ours:
+    with run_nsd(base / "nsd", zones, list(ZONES), NSD, nsd_port, extra=CHAOS_CONF):
+        with ServerThread(zones, OURS, identity=IDENTITY, version=VERSION) as ours:
             yield {"nsd": (NSD, nsd_port), "ours": (OURS, ours.port)}
 
 
@@ -246,6 +251,21 @@ RAW = {
     "AXFR": _plain("example.com", "AXFR"),
     "IXFR": _plain("example.com", "IXFR"),
     "class CH": _plain("example.com", "A", rdclass="CH"),
+    "CH TXT version.bind": _plain("version.bind", "TXT", rdclass="CH"),
+    "CH TXT VERSION.Server": _plain("VERSION.Server", "TXT", rdclass="CH"),
+    "CH TXT id.server": _plain("id.server", "TXT", rdclass="CH"),
+    "CH ANY hostname.bind": _plain("hostname.bind", "ANY", rdclass="CH"),
+    "CH A version.bind": _plain("version.bind", "A", rdclass="CH"),
+    "CH TXT authors.bind": _plain("authors.bind", "TXT", rdclass="CH"),
+    "CH TXT version.bind with EDNS": dns.message.make_query("version.bind", "TXT", rdclass="CH",
+                                                            use_edns=0).to_wire(),
+    "class ANY A": _plain("www.example.com", "A", rdclass="ANY"),
+    "class ANY SOA": _plain("example.com", "SOA", rdclass="ANY"),
+    "class ANY out of zone": _plain("a.example.net", "A", rdclass="ANY"),
+    "class ANY NXDOMAIN": _plain("nx.example.com", "A", rdclass="ANY"),
+    "class ANY NODATA": _plain("mail.example.com", "MX", rdclass="ANY"),
+    "class ANY referral": _plain("host.deleg.example.com", "A", rdclass="ANY"),
+    "class ANY wildcard": _plain("x.wild.example.com", "TXT", rdclass="ANY"),
     "Z bit": _W[:3] + bytes([_W[3] | 0x40]) + _W[4:],
     "AA and TC in query": _W[:2] + bytes([_W[2] | 0x06]) + _W[3:],
 }
@@ -268,6 +288,17 @@ def test_malformed_and_special_same_as_nsd(servers, case, transport):
         a = dns.message.from_wire(nsd, ignore_trailing=True)
         b = dns.message.from_wire(ours, ignore_trailing=True)
         assert summary(a) == summary(b)
+
+
+def test_chaos_answers_are_byte_for_byte_nsd_s(servers):
+    """CH TXT id.server and version.bind: the same bytes as NSD (class CH, TTL 0, no AA)."""
+    for name in ("id.server", "version.bind"):
+        data = _plain(name, "TXT", rdclass="CH")
+        nsd, ours = both(servers, lambda a, p: _raw(a, p, data))
+        assert ours == nsd
+        (rrset,) = dns.message.from_wire(ours).answer
+        assert rrset.rdclass == dns.rdataclass.CH and rrset.ttl == 0
+    assert dns.message.from_wire(ours).answer[0][0].strings == (VERSION.encode(),)
 
 
 def test_responses_are_never_answered(servers):

@@ -241,6 +241,14 @@ def test_repeated_queries_keep_their_own_id_flags_and_case(server):
     assert server.server.status()["queries"]["NOERROR"] == before + 5
 
 
+def test_hidden_identity_and_version_are_refused(tmp_path):
+    with ServerThread(write_zones(tmp_path / "zones"), ADDR, identity="", version="") as s:
+        for name in ("id.server", "version.bind"):
+            q = dns.message.make_query(name, "TXT", rdclass="CH")
+            m = dns.query.udp(q, s.addr, port=s.port, timeout=2)
+            assert m.rcode() == dns.rcode.REFUSED and not m.answer
+
+
 # -------------------------------------------------------------------- fuzz
 
 

@@ -155,6 +155,16 @@ def test_a_new_pasv_replaces_the_unused_one_and_quit_releases_it(ftp):
     wait_for(lambda: released(daemon), timeout=DATA_TIMEOUT / 2)
 
 
+def test_a_pending_data_listener_closes_when_the_control_connection_drops(ftp):
+    """No QUIT, the client just goes: its passive port goes with it, not after data_timeout."""
+    public, _, daemon = ftp
+    client = Client(public)
+    _, port = ftplib.parse227(client.sendcmd("PASV"))
+    assert listening_ports(VIP, PASSIVE) == [port]
+    client.close()
+    wait_for(lambda: released(daemon), timeout=DATA_TIMEOUT / 2)
+
+
 @pytest.mark.parametrize("mode", ["pasv", "port"])
 def test_a_slow_transfer_keeps_its_control_connection_alive(ftp, mode):
     """The control connection says nothing for 3 s, its idle_timeout is 1 s: data counts."""

@@ -1,5 +1,6 @@
 """The relay through real sockets: half-close, back-pressure, idle timeout, PROXY
-protocol v1/v2 byte for byte, HTTPS passed through, the service handler interface."""
+protocol v1/v2 byte for byte, HTTPS passed through (service handlers:
+test_proxy_handler.py)."""
 
 from __future__ import annotations
 
@@ -8,50 +9,20 @@ import socket
 import ssl
 import struct
 import subprocess
-import threading
 import time
 
 import pytest
 
-from clusterkit import hookimpl
-from clusterkit.config import registry_of
-from clusterkit.proxy import Handler
-from clusterkit.registry import ServiceKind
-from proxy_support import (EngineThread, HTTPBackend, TCPBackend, common_port, free_port,
-                           make_cluster, plugin_manager, recv_all, wait_for)
+from proxy_support import HTTPBackend, one_member_proxy, recv_all, wait_for
 
 NET = "127.81.2"
 VIP = f"{NET}.100"
-NODE1 = f"{NET}.11"
 
 
 @pytest.fixture
 def proxy(tmp_path):
-    """``proxy(handle, **policy)`` starts node1's server and a one-member policy; returns its address."""
-    started = []
-    engine = EngineThread()
-
-    def make(handle=None, service="http", pm=None, backend=None, **options):
-        port = common_port([NODE1])
-        vport = free_port(VIP)
-        if backend is not None:
-            started.append(backend((NODE1, port)))
-        else:
-            started.append(TCPBackend((NODE1, port), handle, "node1"))
-        extra = "".join(f'{k} = {v!r}\n'.replace("'", '"') for k, v in options.items())
-        text = (f'[[policy]]\nvip = "{VIP}"\nport = {vport}\nservice = "{service}"\n'
-                f'backend_port = {port}\nmembers = {{ node1 = 1 }}\n{extra}')
-        engine.apply(make_cluster(tmp_path, NET, 1, text, pm))
-        make.key = f"{VIP}:{vport}"
-        make.backend = started[-1]
-        make.backend_port = port
-        return VIP, vport
-
-    make.engine = engine
-    yield make
-    engine.stop()
-    for server in started:
-        server.stop()
+    with one_member_proxy(tmp_path, NET) as make:
+        yield make
 
 
 def test_half_close_client_still_gets_the_whole_response(proxy):
@@ -209,98 +180,3 @@ def test_https_passes_through_to_a_real_tls_server(proxy, tmp_path):
     st = proxy.engine.stats()[proxy.key]
     assert st["persistence"] == 300  # https sticks clients to a node by default
     assert st["members"]["node1"]["bytes_out"] > 300000
-
-
-# ------------------------------------------------------------ handler interface
-
-
-class DataHandler(Handler):
-    """A toy FTP: the node says ``DATA <port>``; clients must see the public address."""
-
-    def from_client(self, data: bytes) -> bytes:
-        if data.startswith(b"port "):  # active mode: the node must connect to us instead
-            ip, port = self.session.open_active_listener(int(data[5:]), timeout=5)
-            return f"PORT {ip} {port}".encode()
-        return data.upper()
-
-    def from_server(self, data: bytes) -> bytes:
-        if data.startswith(b"DATA "):
-            ip, port = self.session.open_data_listener(int(data[5:]), timeout=5)
-            return f"DATA {ip} {port}\n".encode()
-        return data
-
-
-class DataPlugin:
-    @hookimpl
-    def clusterkit_register_services(self, register):
-        register(ServiceKind("toyftp", (2121,), handler=DataHandler))
-
-
-def test_handler_rewrites_and_pins_the_data_connection_to_the_node(proxy):
-    data_server = socket.socket()
-    data_server.bind((NODE1, 0))
-    data_server.listen(1)
-    data_port = data_server.getsockname()[1]
-
-    def control(sock, server):
-        server.received.append(sock.recv(100))
-        sock.sendall(f"DATA {data_port}".encode())
-        sock.recv(100)
-
-    def serve_data():
-        conn, _ = data_server.accept()
-        conn.sendall(b"file contents")
-        conn.close()
-
-    threading.Thread(target=serve_data, daemon=True).start()
-    pm = plugin_manager(DataPlugin())
-    proxy.engine.engine.registry = registry_of(pm)
-    address = proxy(control, service="toyftp", pm=pm)
-    try:
-        with socket.create_connection(address, 5, source_address=(f"{NET}.203", 0)) as s:
-            s.sendall(b"pasv")
-            reply = s.recv(100).decode().split()
-            assert reply[:2] == ["DATA", VIP]
-            target = (reply[1], int(reply[2]))
-            with pytest.raises(ConnectionResetError):  # not the control connection's client
-                with socket.create_connection(target, 5, source_address=(f"{NET}.204", 0)) as x:
-                    x.settimeout(5)
-                    x.recv(10)
-            with socket.create_connection(target, 5, source_address=(f"{NET}.203", 0)) as d:
-                assert recv_all(d) == b"file contents"
-        assert proxy.backend.received == [b"PASV"]
-    finally:
-        data_server.close()
-
-
-def test_handler_active_mode_relays_the_nodes_data_connection_to_the_client(proxy):
-    client_data = socket.socket()
-    client_data.bind((f"{NET}.205", 0))
-    client_data.listen(1)
-    client_port = client_data.getsockname()[1]
-
-    def control(sock, server):
-        _, ip, port = sock.recv(100).decode().split()
-        server.received.append((ip, int(port)))
-        with socket.create_connection((ip, int(port)), 5, source_address=(NODE1, 0)) as d:
-            d.sendall(b"uploaded by the node")
-        sock.sendall(b"226 done")
-        sock.recv(100)
-
-    pm = plugin_manager(DataPlugin())
-    proxy.engine.engine.registry = registry_of(pm)
-    address = proxy(control, service="toyftp", pm=pm)
-    try:
-        with socket.create_connection(address, 5, source_address=(f"{NET}.205", 0)) as s:
-            s.sendall(f"port {client_port}".encode())
-            conn, peer = client_data.accept()
-            with conn:
-                assert recv_all(conn) == b"uploaded by the node"
-            assert peer[0] == VIP  # from the public address the client knows
-            assert s.recv(100) == b"226 done"
-        assert proxy.backend.received[0][0] == f"{NET}.1"  # the node was told the manager's ip
-        key = proxy.key
-        wait_for(lambda: proxy.engine.stats()[key]["members"]["node1"]["bytes_out"]
-                 >= len(b"uploaded by the node") + len(b"226 done"))
-    finally:
-        client_data.close()

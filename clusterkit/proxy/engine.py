@@ -44,7 +44,6 @@ class Engine:
         self.states: dict[tuple[str, str], tuple[str, float]] = {}
         self.failed: dict[str, str] = {}   # policy key -> why its listener is not open
         self.applied = False
-        self.manager_ip = ""
         self._tick: asyncio.TimerHandle | None = None
         self._interval = TICK_MAX
 
@@ -73,7 +72,6 @@ class Engine:
         blocks a reload of the others.
         """
         self.loop = asyncio.get_running_loop()
-        self.manager_ip = cluster.manager.ip
         wanted = {p.key: p for p in cluster.policies}
         for key in [k for k in self.listeners if k not in wanted]:
             listener = self.listeners.pop(key)
@@ -170,7 +168,8 @@ class Engine:
     # ------------------------------------------------------------- upkeep
 
     def _schedule(self) -> None:
-        shortest = min((lst.idle_timeout for lst in self.listeners.values()), default=TICK_MAX * 4)
+        shortest = min((min(lst.client_timeout, lst.server_timeout)
+                        for lst in self.listeners.values()), default=TICK_MAX * 4)
         self._interval = max(TICK_MIN, min(TICK_MAX, shortest / 4))
         if self._tick is None:
             self._tick = self.loop.call_later(self._interval, self._upkeep)

@@ -20,10 +20,12 @@ For FTP passive mode: on a ``227`` reply from the node, the handler calls
 public address and relays the one data connection (only from the control
 connection's client address) to *the same node* at ``node_port`` — the data
 connection is pinned to the control connection's node by construction —
-and rewrites the reply to the returned public address and port. Active mode
-(``PORT``/``EPRT``) is the mirror image: ``session.open_active_listener(client_port)``
-listens on the manager's cluster address for the node's data connection and
-relays it to the client.
+and rewrites the reply to the returned listener's public ``address``. Active
+mode (``PORT``/``EPRT``) is the mirror image: ``session.open_active_listener(client_port)``
+listens on the manager's address as the node sees it for the node's data
+connection and relays it to the client. Either listener can be closed early
+(a newer PASV, the session's end); while its connection moves bytes, the
+session's own connection counts as active for the idle timeouts.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
+    from clusterkit.config import Policy
+    from clusterkit.proxy.data import DataListener
     from clusterkit.proxy.relay import ClientSide
 
 
@@ -81,6 +85,11 @@ class Session:
         return self._conn.listener.key
 
     @property
+    def policy(self) -> "Policy":
+        """The policy as configured now (a reload replaces it): options, timeouts."""
+        return self._conn.listener.policy
+
+    @property
     def node(self) -> str | None:
         """The node of the member serving this connection (``None`` before ``connected``)."""
         member = self._conn.member
@@ -90,6 +99,21 @@ class Session:
     def member_address(self) -> tuple[str, int] | None:
         member = self._conn.member
         return member.address if member is not None else None
+
+    @property
+    def member_local(self) -> tuple[str, int] | None:
+        """The manager's (ip, port) on the connection to the member: the address
+        the node sees as its peer and can connect back to (``None`` before ``connected``)."""
+        server = self._conn.server
+        return server.transport.get_extra_info("sockname")[:2] if server is not None else None
+
+    def touch(self) -> None:
+        """Count this connection as active in both directions for the current idle
+        sweep: it may say nothing while work it started goes on elsewhere."""
+        conn = self._conn
+        conn.seen = True
+        if conn.server is not None:
+            conn.server.seen = True
 
     def send_to_client(self, data: bytes) -> None:
         self._conn.transport.write(data)
@@ -102,38 +126,38 @@ class Session:
         self._conn.close()
 
     def open_data_listener(self, node_port: int, ports: range | None = None,
-                           timeout: float = 30.0) -> tuple[str, int]:
+                           timeout: float = 30.0) -> "DataListener":
         """Passive mode: listen on the public address for one data connection to this node.
 
         The listener takes one connection, only from this session's client
         address, relays it to this connection's node at ``node_port``, and
-        closes after that connection or ``timeout`` seconds. ``ports`` is the
-        passive port range to pick from (an ephemeral port when ``None``).
-        Returns the public (ip, port) to announce to the client.
-        Raises ``OSError`` when no port in the range is free.
+        stops listening after that connection, ``timeout`` seconds or its
+        ``close()``. ``ports`` is the passive port range to pick from (an
+        ephemeral port when ``None``). Announce its ``address`` (the public
+        ip, port) to the client. Raises ``OSError`` when no port is free.
         """
-        from clusterkit.proxy.listener import DataListener
+        from clusterkit.proxy.data import DataListener
 
         conn = self._conn
-        data = DataListener(conn.listener, conn.member, self.local[0], ports,
+        return DataListener(conn.listener, conn.member, self.local[0], ports,
                             allowed_ip=self.client[0], target=(conn.member.address[0], node_port),
-                            timeout=timeout)
-        return data.address
+                            timeout=timeout, keepalive=self.touch)
 
     def open_active_listener(self, client_port: int, ports: range | None = None,
-                             timeout: float = 30.0) -> tuple[str, int]:
-        """Active mode: listen on the manager's cluster address for this node's data connection.
+                             timeout: float = 30.0) -> "DataListener":
+        """Active mode: listen on :attr:`member_local`'s ip for this node's data connection.
 
         For ``PORT``/``EPRT``: the handler rewrites the command sent to the
-        node to the returned (ip, port); the node's connection, accepted only
-        from this connection's node address, is relayed to the client at
+        node to the listener's ``address`` (the address the node already
+        talks to: FTP servers refuse a PORT naming another host than their
+        control peer). The node's connection, accepted only from this
+        connection's node address, is relayed to the client at
         ``client_port`` from the public address the client connected to.
         """
-        from clusterkit.proxy.listener import DataListener
+        from clusterkit.proxy.data import DataListener
 
         conn = self._conn
-        data = DataListener(conn.listener, conn.member, conn.listener.engine.manager_ip, ports,
+        return DataListener(conn.listener, conn.member, self.member_local[0], ports,
                             allowed_ip=conn.member.address[0],
                             target=(self.client[0], client_port), timeout=timeout, reverse=True,
-                            source=(self.local[0], 0))
-        return data.address
+                            source=(self.local[0], 0), keepalive=self.touch)

@@ -5,8 +5,12 @@ the engine on every reload, so members keep their state and counters and
 established connections never notice. A removed policy's listener *retires*:
 it stops accepting and lives until its last connection ends.
 
-:class:`DataListener` is the one-shot listener a service handler opens for
-a data connection pinned to the node of its control connection (FTP).
+At ``max_conn`` a listener stops accepting (HAProxy's ``maxconn``): new
+connections wait in the kernel's accept queue, and each slot that frees
+takes the oldest of them. The loop's own server (its C accept path) runs
+on a duplicate of the listening socket, so closing it pauses accepting
+while the socket, and its queue, stay; while paused, freed slots are filled
+by accepting one connection at a time from that queue.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ import errno
 import logging
 import socket
 
+from clusterkit.proxy.idle import sweep_idle
 from clusterkit.proxy.pool import Member, Pool
-from clusterkit.proxy.relay import ClientSide, reset
+from clusterkit.proxy.relay import ClientSide
 
 log = logging.getLogger("clusterkit.proxy")
 
@@ -69,7 +74,13 @@ class Listener:
         self.key = policy.key
         self.pool = Pool(policy.scheduler, policy.persistence)
         self.conns: set[ClientSide] = set()
+        self.sock: socket.socket | None = None  # listening; the server accepts on a duplicate
         self.server: asyncio.AbstractServer | None = None
+        self.paused = False  # at max_conn: no server, connections wait in the kernel's queue
+        self._resuming: asyncio.Task | None = None
+        # accepted beyond max_conn (the loop accepts in bursts): client ip to connect with
+        self.waiting: dict[ClientSide, str | None] = {}
+        self.adopting: set[ClientSide] = set()  # taken from the queue, transport being made
         self.retiring = False
         self.fallback: Member | None = None
         self.active = self.total = self.refused = self.fallbacks = 0
@@ -92,12 +103,15 @@ class Listener:
         self.pool.set_members(members)
         self.fallback = self._fallback(policy, cluster)
         self.connect_timeout = policy.connect_timeout
-        self.idle_timeout = policy.idle_timeout
+        self.client_timeout = policy.client_timeout
+        self.server_timeout = policy.server_timeout
         self.max_conn = self.engine.per_process(policy, policy.max_conn)
         self.proxy_protocol = policy.proxy_protocol
         self.handler_factory = self.engine.handler_for(policy.service)
         self.need_peer = bool(policy.persistence or policy.scheduler == "sh"
                               or policy.proxy_protocol or self.handler_factory)
+        if self.sock is not None and (self.waiting or self.paused):
+            self._fill()  # max_conn may have grown
 
     def _fallback(self, policy, cluster) -> Member | None:
         """``policy.fallback``; without one, the manager as a weight-0 member (a backup)."""
@@ -119,15 +133,89 @@ class Listener:
         return self.pool.members.get(self.fallback.node) is not self.fallback
 
     async def start(self, reuse_port: bool = False) -> None:
-        sock = listen_socket(self.policy.vip, self.policy.port, reuse_port)
-        self.server = await self.loop.create_server(
-            lambda: ClientSide(self), sock=sock, backlog=BACKLOG)
+        self.sock = listen_socket(self.policy.vip, self.policy.port, reuse_port)
+        await self._serve()
 
     def retire(self) -> None:
-        """Stop accepting; established connections run to their end."""
+        """Stop accepting; established connections run to their end (those still
+        in the kernel's queue are reset when the socket closes)."""
         self.retiring = True
         if self.server is not None:
             self.server.close()
+            self.server = None
+        if self.sock is not None:
+            self.sock.close()
+
+    # ------------------------------------------------ accepting, max_conn
+
+    async def _serve(self) -> None:
+        """Accept through the loop's server, on a duplicate descriptor: closing
+        that server pauses accepting and leaves ``self.sock`` listening."""
+        try:
+            if self.retiring:  # retired before this resume ran: the socket is closed
+                return
+            server = await self.loop.create_server(
+                lambda: ClientSide(self), sock=self.sock.dup(), backlog=BACKLOG)
+        finally:
+            self._resuming = None
+        if self.paused or self.retiring:  # full again, or retired, while it started
+            server.close()
+        else:
+            self.server = server
+
+    def _pause(self) -> None:
+        self.paused = True
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+
+    def _resume(self) -> None:
+        self.paused = False
+        if self._resuming is None and self.server is None:
+            self._resuming = self.loop.create_task(self._serve())
+
+    def _room(self) -> int | float:
+        """Free slots: ``max_conn`` less the connections relayed or being adopted."""
+        if not self.max_conn:
+            return float("inf")
+        return self.max_conn - (self.active - len(self.waiting)) - len(self.adopting)
+
+    def _fill(self) -> None:
+        """Slots are free: connections waiting here take them first, then the
+        kernel's queue, one accept per slot; an empty queue resumes accepting."""
+        while self.waiting and self._room() > 0:
+            conn = next(iter(self.waiting))
+            client_ip = self.waiting.pop(conn)
+            conn.transport.resume_reading()
+            conn.connect(client_ip)
+        if not self.paused or self.retiring:
+            return
+        room = self._room()
+        while room > 0:
+            try:
+                sock, _ = self.sock.accept()
+            except BlockingIOError:
+                break
+            except OSError as exc:  # EMFILE and the like: the loop's server will retry
+                log.warning("%s: accept failed: %s", self.key, exc)
+                break
+            conn = ClientSide(self)
+            self.adopting.add(conn)
+            self.over_limit += 1
+            self.loop.create_task(self._adopt(conn, sock))
+            room -= 1
+        else:
+            return  # every slot is taken: stay paused
+        self._resume()
+
+    async def _adopt(self, conn: ClientSide, sock: socket.socket) -> None:
+        try:
+            await self.loop.connect_accepted_socket(lambda: conn, sock)
+        except OSError as exc:
+            log.warning("%s: accepted connection lost: %s", self.key, exc)
+            sock.close()
+            self.adopting.discard(conn)
+            self._fill()
 
     # ------------------------------------------------- called by the relay
 
@@ -139,14 +227,19 @@ class Listener:
         if self.need_peer:
             conn.client_addr = conn.transport.get_extra_info("peername")
             client_ip = conn.client_addr[0]
-        if self.max_conn and self.active > self.max_conn:
-            self.over_limit += 1
-            client_ip = False  # go straight to the fallback
+        if self.max_conn:
+            self.adopting.discard(conn)
+            used = self.active - len(self.waiting)
+            if used >= self.max_conn:
+                self._pause()
+                if used > self.max_conn:  # accepted in the burst that took the last slot
+                    self.over_limit += 1
+                    self.waiting[conn] = client_ip
+                    conn.transport.pause_reading()
+                    return
         conn.connect(client_ip)
 
     def pick(self, client_ip, tried) -> Member | None:
-        if client_ip is False:
-            return None
         return self.pool.pick(client_ip, self.loop.time(), tried)
 
     def finished(self, conn: ClientSide) -> None:
@@ -157,15 +250,20 @@ class Listener:
             member.active -= 1
             if self.pool.persistence and conn.client_addr is not None:
                 self.pool.refresh_pin(conn.client_addr[0], member, self.loop.time())
+        if self.waiting and conn in self.waiting:  # left before it had a slot
+            del self.waiting[conn]
+        elif self.waiting or self.paused:
+            self._fill()
         if self.retiring and not self.conns:
             self.engine.retired.discard(self)
 
     # --------------------------------------------------------------- upkeep
 
     def sweep(self, interval: float) -> None:
-        """Close connections idle (no byte either way) for ``idle_timeout``; expire pins."""
+        """Close connections idle on one side past its timeout; expire pins."""
         self.pool.expire_pins(self.loop.time())
-        self.idle_closed += sweep_idle(self.conns, interval, self.idle_timeout)
+        self.idle_closed += sweep_idle(self.conns, interval, self.client_timeout,
+                                       self.server_timeout)[0]
 
     def stats(self) -> dict:
         members = {m.node: m.stats() for m in self.pool.members.values()}
@@ -177,116 +275,3 @@ class Listener:
                 "active": self.active, "total": self.total, "refused": self.refused,
                 "fallback": self.fallbacks, "over_limit": self.over_limit,
                 "idle_closed": self.idle_closed, "members": members}
-
-
-class DataListener:
-    """A one-shot listener for a handler's data connection, pinned to one node.
-
-    It accepts one connection from ``allowed_ip`` on ``bind_ip`` (a port from
-    ``ports``, else an ephemeral one) and relays it to ``target``. Passive
-    mode: the client connects on the public address, the target is the node.
-    Active mode (``reverse``): the node connects on the manager's cluster
-    address, the target is the client, reached from ``source`` (the public
-    address the client knows). Bytes count toward ``member`` in the
-    client's direction either way.
-    """
-
-    def __init__(self, parent: Listener, member: Member, bind_ip: str, ports: range | None,
-                 allowed_ip: str, target: tuple[str, int], timeout: float, reverse: bool = False,
-                 source: tuple[str, int] | None = None):
-        self.parent = parent
-        self.engine = parent.engine
-        self.loop = parent.loop
-        self.key = f"{parent.key} data"
-        self.member = member
-        self.target = Member(member.node, target)
-        self.target.source = source
-        self.allowed_ip = allowed_ip
-        self.reverse = reverse
-        self.connect_timeout = parent.connect_timeout
-        self.proxy_protocol = ""
-        self.handler_factory = None
-        self.fallback = None
-        self.refused = self.fallbacks = 0
-        self.conns: set[ClientSide] = set()
-        self.idle_timeout = parent.idle_timeout
-        self.retiring = True
-        self.sock = self._bind(bind_ip, ports)
-        self.address = self.sock.getsockname()[:2]
-        self.server = None
-        self.engine.retired.add(self)
-        self._task = self.loop.create_task(self._serve())
-        self._expiry = self.loop.call_later(timeout, self.close)
-
-    @staticmethod
-    def _bind(ip: str, ports: range | None) -> socket.socket:
-        for port in ports or (0,):
-            try:
-                return listen_socket(ip, port)
-            except ProxyError:
-                continue
-        raise OSError(errno.EADDRINUSE, f"no free data port on {ip} in {ports}")
-
-    async def _serve(self) -> None:
-        self.server = await self.loop.create_server(lambda: ClientSide(self), sock=self.sock)
-
-    def close(self) -> None:
-        self._expiry.cancel()
-        if self.server is not None:
-            self.server.close()
-        else:
-            self._task.cancel()
-            self.sock.close()
-        if not self.conns:
-            self.engine.retired.discard(self)
-
-    retire = close
-
-    def accepted(self, conn: ClientSide) -> None:
-        conn.client_addr = conn.transport.get_extra_info("peername")
-        self.conns.add(conn)
-        if conn.client_addr[0] != self.allowed_ip or len(self.conns) > 1:
-            log.warning("%s: data connection from %s refused (expected %s)",
-                        self.key, conn.client_addr[0], self.allowed_ip)
-            reset(conn.transport)
-            return
-        self.close()
-        conn.connect(conn.client_addr[0])
-
-    def pick(self, client_ip, tried) -> Member | None:
-        return None if tried else self.target
-
-    def finished(self, conn: ClientSide) -> None:
-        self.conns.discard(conn)
-        if conn.member is not None:
-            conn.member.active -= 1
-            sent, received = self.target.bytes_in, self.target.bytes_out
-            if self.reverse:
-                sent, received = received, sent
-            self.member.bytes_in += sent
-            self.member.bytes_out += received
-            self.target.bytes_in = self.target.bytes_out = 0
-        if not self.conns:
-            self.engine.retired.discard(self)
-
-    def sweep(self, interval: float) -> None:
-        sweep_idle(self.conns, interval, self.idle_timeout)
-
-
-def sweep_idle(conns, interval: float, limit: float) -> int:
-    """Abort connections with no byte either way for ``limit`` seconds; return how many.
-
-    The relay only sets ``conn.seen`` on traffic (no timer per chunk); this
-    sweep, run every ``interval`` seconds, turns that into idle time.
-    """
-    closed = 0
-    for conn in list(conns):
-        if conn.seen:
-            conn.seen = False
-            conn.idle = 0.0
-        elif conn.connecting is None:
-            conn.idle += interval
-            if conn.idle >= limit:
-                closed += 1
-                conn.abort()
-    return closed

@@ -11,7 +11,9 @@ socket to the member) forwards to it. Each direction runs on its own:
   until ``resume_writing`` — a slow reader holds at most one buffer;
 * half-close: an EOF from one side becomes ``write_eof`` on the other and
   the reverse direction keeps flowing; both EOFs close the connection;
-* either side closing or failing closes the other once its buffer is sent.
+* either side closing or failing closes the other once its buffer is sent;
+* idle time is kept per side (:mod:`clusterkit.proxy.idle`): each side only
+  raises its ``seen`` flag when it sends, a periodic sweep does the rest.
 
 Data the client sends while the member connection is being made is held
 (a little, then the client is paused) and sent right after the PROXY
@@ -40,7 +42,7 @@ HOLD_LIMIT = 256 * 1024  # client bytes held while connecting before we stop rea
 class ServerSide(asyncio.Protocol):
     """The member connection: forwards to the client side, which holds the state."""
 
-    __slots__ = ("conn", "member", "transport", "timed_out", "blocked")
+    __slots__ = ("conn", "member", "transport", "timed_out", "blocked", "seen", "idle", "queued")
 
     def __init__(self, conn: "ClientSide", member):
         self.conn = conn
@@ -48,6 +50,9 @@ class ServerSide(asyncio.Protocol):
         self.transport = None
         self.timed_out = False
         self.blocked = False  # our writes to the member are above the high-water mark
+        self.seen = False     # the member sent bytes since the last idle sweep
+        self.idle = 0.0       # seconds the member side has been silent
+        self.queued = 0       # bytes of ours it had not taken at the last idle sweep
 
     def __call__(self) -> "ServerSide":
         """Its own protocol factory for ``create_connection`` (no closure per connect)."""
@@ -58,8 +63,8 @@ class ServerSide(asyncio.Protocol):
         self.conn._start(self)
 
     def data_received(self, data: bytes) -> None:
+        self.seen = True
         conn = self.conn
-        conn.seen = True
         conn.member.bytes_out += len(data)
         if conn.handler is not None:
             data = conn.handled(conn.handler.from_server, data)
@@ -101,7 +106,7 @@ class ClientSide(asyncio.Protocol):
     __slots__ = ("listener", "transport", "server", "member", "held", "held_size",
                  "client_eof", "server_eof", "client_lost", "server_lost", "connecting",
                  "waiting", "attempt", "timer", "client_ip", "tried", "timeouts",
-                 "client_addr", "local_addr", "handler", "seen", "idle", "done")
+                 "client_addr", "local_addr", "handler", "seen", "idle", "queued", "done")
 
     def __init__(self, listener):
         self.listener = listener
@@ -119,8 +124,9 @@ class ClientSide(asyncio.Protocol):
         self.client_addr = None
         self.local_addr = None
         self.handler = None
-        self.seen = False
-        self.idle = 0.0
+        self.seen = False     # the client sent bytes since the last idle sweep
+        self.idle = 0.0       # seconds the client side has been silent
+        self.queued = 0       # bytes of ours it had not taken at the last idle sweep
         self.done = False
 
     # -------------------------------------------------------- client events
@@ -190,11 +196,10 @@ class ClientSide(asyncio.Protocol):
     # (its creation, a scheduled step, a context copy) was about 6 us of the
     # 40-50 us of Python a short connection costs.
 
-    def connect(self, client_ip: str | None | bool) -> None:
+    def connect(self, client_ip: str | None) -> None:
         """Try members until one takes the connection; else the fallback; else reset.
 
-        ``client_ip`` feeds the scheduler (``None`` when it needs none,
-        ``False`` to go straight to the fallback).
+        ``client_ip`` feeds the scheduler (``None`` when it needs none).
         """
         self.client_ip = client_ip
         self.tried = ()

@@ -49,7 +49,9 @@ async def _start(runtime) -> None:
     settings = settings_of(runtime.cluster)
     if not settings.enabled:
         return
-    server = DnsServer(runtime.local_path(settings.zones_dir), settings.addresses(runtime.host))
+    server = DnsServer(runtime.local_path(settings.zones_dir), settings.addresses(runtime.host),
+                       identity=runtime.host.name if settings.identity is None else settings.identity,
+                       version=settings.version)
     await server.start()
     runtime.components[COMPONENT] = server
     runtime.add_control("dns-reload", lambda: _reload_zones(runtime))
@@ -74,7 +76,8 @@ async def clusterkit_reload(runtime, old, new):
     """Listen addresses change in place; a new zones directory or enabling/disabling restarts."""
     before, after = settings_of(old), settings_of(new)
     server = runtime.components.get(COMPONENT)
-    if server is None or not after.enabled or before.zones_dir != after.zones_dir:
+    if server is None or not after.enabled or before.zones_dir != after.zones_dir \
+            or (before.identity, before.version) != (after.identity, after.version):
         await clusterkit_stop(runtime)
         await _start(runtime)
         return

@@ -43,6 +43,11 @@ def serve(
         "--listen", help="ADDR:PORT to serve on, UDP and TCP (repeat for several).")],
     tcp_idle: Annotated[float, typer.Option(help="Seconds before an idle TCP connection is closed.")] = 10.0,
     tcp_max: Annotated[int, typer.Option(help="Most concurrent TCP connections.")] = 512,
+    identity: Annotated[Optional[str], typer.Option(
+        help="What CH TXT id.server answers (default: the host name; \"\" refuses).")] = None,
+    server_version: Annotated[Optional[str], typer.Option(
+        help="What CH TXT version.server answers (default: clusterkit's version; \"\" refuses).")]
+    = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Serve the zones of a directory until SIGTERM/SIGINT (no cluster needed).
@@ -63,7 +68,8 @@ def serve(
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        server = DnsServer(zones, endpoints, tcp_idle=tcp_idle, tcp_max=tcp_max)
+        server = DnsServer(zones, endpoints, tcp_idle=tcp_idle, tcp_max=tcp_max,
+                           identity=identity, version=server_version)
         await server.start()
         try:
             await stop.wait()

@@ -14,6 +14,7 @@ import os
 import socket
 import time
 
+from clusterkit import __version__
 from clusterkit_dns.engine import ZoneSet
 from clusterkit_dns.watch import ZoneWatcher
 from clusterkit_dns.wire import Responder, build_state
@@ -150,14 +151,16 @@ class DnsServer:
     """Serve the zones of ``zones_dir`` on every ``(address, port)`` of ``listen``, UDP and TCP."""
 
     def __init__(self, zones_dir: str, listen: list[tuple[str, int]], *, tcp_idle: float = TCP_IDLE,
-                 tcp_max: int = TCP_MAX, watch: bool = True, rescan: float = RESCAN):
+                 tcp_max: int = TCP_MAX, watch: bool = True, rescan: float = RESCAN,
+                 identity: str | None = None, version: str | None = None):
         self.zones_dir = os.path.abspath(zones_dir)
         self.listen = list(listen)
         self.tcp_idle = tcp_idle
         self.tcp_max = tcp_max
         self.watch = watch
         self.rescan_interval = rescan
-        self.responder = Responder()
+        self.responder = Responder(socket.gethostname() if identity is None else identity,
+                                   f"clusterkit {__version__}" if version is None else version)
         self.zones: dict = {}          # origin -> Zone currently served
         self.errors: dict[str, str] = {}  # path -> why the file is not (or no longer) current
         self.connections: set[TcpProtocol] = set()

@@ -8,17 +8,24 @@ from dataclasses import dataclass, field
 from clusterkit_dns import mgmtconfig
 
 DEFAULT_ZONES_DIR = "/var/lib/clusterkit/zones"
-KEYS = ("enabled", "port", "zones_dir", "listen") + mgmtconfig.KEYS
+KEYS = ("enabled", "port", "zones_dir", "listen", "identity", "version") + mgmtconfig.KEYS
 
 
 @dataclass(frozen=True)
 class DnsSettings:
-    """``listen`` empty means: the host's ip, plus the manager's public_ips on the manager."""
+    """``listen`` empty means: the host's ip, plus the manager's public_ips on the manager.
+
+    ``identity`` and ``version`` are what ``CH TXT id.server`` and
+    ``version.server`` answer (``None``: the host's name, clusterkit's
+    version; ``""``: refused).
+    """
 
     enabled: bool = True
     port: int = 53
     zones_dir: str = DEFAULT_ZONES_DIR
     listen: tuple[str, ...] = ()
+    identity: str | None = None
+    version: str | None = None
     management: mgmtconfig.Management = field(default_factory=mgmtconfig.Management)
 
     def addresses(self, host) -> list[tuple[str, int]]:
@@ -59,8 +66,16 @@ def parse_settings(table, report) -> DnsSettings:
             good.append(str(ipaddress.ip_address(ip)))
         except (ValueError, TypeError):
             report(f"listen[{i}]", f"{ip!r} is not an IP address")
+    texts = {}
+    for key in ("identity", "version"):
+        value = table.get(key)
+        if value is not None and (not isinstance(value, str) or len(value.encode()) > 255):
+            report(key, f"must be a string of at most 255 bytes (\"\" refuses the query), "
+                        f"not {value!r}")
+            value = None
+        texts[key] = value
     return DnsSettings(enabled=enabled, port=port, zones_dir=zones_dir, listen=tuple(good),
-                       management=mgmtconfig.parse_management(table, report))
+                       management=mgmtconfig.parse_management(table, report), **texts)
 
 
 def settings_of(cluster) -> DnsSettings:

@@ -28,7 +28,7 @@ from clusterkit_dns.zones import Zone
 
 log = logging.getLogger("clusterkit.dns")
 
-IN = dns.rdataclass.IN
+IN, CH, ANY_CLASS = dns.rdataclass.IN, dns.rdataclass.CH, dns.rdataclass.ANY
 OPT, DS, ANY = dns.rdatatype.OPT, dns.rdatatype.DS, dns.rdatatype.ANY
 AXFR, IXFR = dns.rdatatype.AXFR, dns.rdatatype.IXFR
 FORMERR, SERVFAIL, NOTIMP, REFUSED = (dns.rcode.FORMERR, dns.rcode.SERVFAIL,
@@ -275,10 +275,23 @@ def build_state(zones: ZoneSet) -> State:
     return State(zones, exact, default)
 
 
-class Responder:
-    """Turns query bytes into response bytes for one server; counts answers by rcode."""
+# RFC 4892 and the BIND names every server answers (NSD's set): CH TXT -> what it reports.
+_CHAOS_NAMES = {b"\x07version\x06server\x00": "version", b"\x07version\x04bind\x00": "version",
+                b"\x02id\x06server\x00": "identity", b"\x08hostname\x04bind\x00": "identity"}
+_TXT, _CH_ANSWER = dns.rdatatype.TXT, struct.pack("!HHHI", 0xC00C, dns.rdatatype.TXT, CH, 0)
 
-    def __init__(self):
+
+class Responder:
+    """Turns query bytes into response bytes for one server; counts answers by rcode.
+
+    ``identity`` and ``version`` answer ``CH TXT id.server``/``hostname.bind``
+    and ``version.server``/``version.bind`` as NSD does (TTL 0, not
+    authoritative); an empty string refuses the query, like NSD's
+    ``hide-identity``/``hide-version``.
+    """
+
+    def __init__(self, identity: str = "", version: str = ""):
+        self.identity, self.version = identity, version
         self.state = State(ZoneSet({}), {}, {})
         self.rcodes = [0] * 24
         self.dropped = 0
@@ -361,6 +374,10 @@ class Responder:
             opt = _OPT_RR[do]
             if not tcp:
                 limit = max(UDP_PLAIN, min(EDNS_SIZE, payload))
+        if q.qclass == CH:
+            return self._chaos(q, opt)
+        if q.qclass == ANY_CLASS:
+            return self._class_any(q, opt, limit)
         if q.qclass != IN:
             return self._simple(q, REFUSED, opt)
         if q.qtype in (AXFR, IXFR):  # no zone transfers (yet): NSD's answers without provide-xfr
@@ -382,6 +399,28 @@ class Responder:
             if tc:
                 flags = bytes((flags[0] | 0x02, flags[1]))
         return q.id + flags + counts + q.question + body + opt
+
+    def _class_any(self, q: Query, opt: bytes, limit: int) -> bytes:
+        """QCLASS * (RFC 1035 §3.2.5): the IN data, as NSD gives it: not authoritative, and
+        no authority or additional records except a referral's."""
+        answer = resolve(self.state.zones, q.qname, q.qtype)
+        answer.aa = False
+        if not answer.referral:
+            answer.authority, answer.additional = [], []
+        body, (an, ns, ar), tc = render(answer, q.qname, q.qtype, limit - len(opt))
+        self.rcodes[answer.rcode] += 1
+        return (q.id + bytes((0x80 | q.rd | (0x02 if tc else 0), answer.rcode))
+                + struct.pack("!HHHH", 1, an, ns, ar + (1 if opt else 0)) + q.question + body + opt)
+
+    def _chaos(self, q: Query, opt: bytes) -> bytes:
+        what = _CHAOS_NAMES.get(q.key[:-2]) if q.qtype in (_TXT, ANY) else None
+        text = getattr(self, what).encode()[:255] if what else b""
+        if not text:
+            return self._simple(q, REFUSED, opt)
+        self.rcodes[0] += 1
+        rdata = bytes((len(text),)) + text
+        return (q.id + bytes((0x80 | q.rd, 0)) + struct.pack("!HHHH", 1, 1, 0, 1 if opt else 0)
+                + q.question + _CH_ANSWER + struct.pack("!H", len(rdata)) + rdata + opt)
 
     def _simple(self, q: Query, rcode: int, opt: bytes) -> bytes:
         self.rcodes[rcode] += 1

@@ -31,7 +31,7 @@ def clusterkit_status(runtime):
     report = {}
     for key, listener in listeners.items():
         if listener.policy.service == "ftp":
-            pins = PortRangePins.existing(listener)
+            pins = PortRangePins.existing(key)
             report[key] = pins.stats() if pins is not None else \
                 {"clients": 0, "listening_ports": 0, "data_connections": 0}
     return {"ftps": report} if report else None

@@ -1,20 +1,19 @@
-"""A byte pipe between two sockets: the FTP data connections.
+"""A byte pipe between two sockets: the FTPS port-range data connections.
 
-Passive (client → manager → node), active (node → manager → client) and
-FTPS port-range connections (client → manager → node, same port) are joined
-here. Same rules as the proxy's relay: each direction on its own,
-back-pressure by pausing the other side's reads, half-close carried with
-``write_eof``, either side lost closes both. :class:`Pipes` keeps a
-session's pipes and closes those where nothing moves.
+Passive and active data connections of a session go through the proxy's
+own data listeners; FTPS port-range connections (client → manager → node,
+same port) are joined here. Same rules as the proxy's relay: each direction
+on its own, back-pressure by pausing the other side's reads, half-close
+carried with ``write_eof``, either side lost closes both. :class:`Pipes`
+keeps a policy's pipes and closes those where nothing moves.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
-import struct
-import termios
 from typing import Callable
+
+from clusterkit.proxy.idle import unsent
 
 
 class End(asyncio.Protocol):
@@ -74,21 +73,10 @@ class End(asyncio.Protocol):
             peer.transport.resume_reading()
 
     def pending(self) -> int:
-        """Bytes written and not yet taken by the peer: our buffer plus the kernel's.
-
-        The kernel's send queue (``TIOCOUTQ``) can hold megabytes; a slow
-        reader draining it is progress a user-space count would not see.
-        """
+        """Bytes written and not yet taken by the peer (ours and the kernel's)."""
         if self.transport is None or self.lost:
             return 0
-        size = self.transport.get_write_buffer_size()
-        sock = self.transport.get_extra_info("socket")
-        try:
-            size += struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ,
-                                                   b"\0\0\0\0"))[0]
-        except (OSError, ValueError, AttributeError):
-            pass
-        return size
+        return unsent(self.transport)
 
     def abort(self) -> None:
         if self.transport is not None and not self.lost:
@@ -131,15 +119,13 @@ class Pipes:
 
     While any end exists, a timer compares the bytes read and the bytes still
     queued (ours and the kernel's) with the previous tick: a change is
-    progress (``on_progress`` is called: the FTP session keeps its control
-    connection alive); no change for ``idle_timeout`` seconds closes every
-    end, so a peer that stops reading cannot hold anything forever.
+    progress; no change for ``idle_timeout`` seconds closes every end, so a
+    peer that stops reading cannot hold anything forever.
     """
 
-    def __init__(self, idle_timeout: float, on_progress: Callable[[], None] | None = None):
+    def __init__(self, idle_timeout: float):
         self.ends: set[End] = set()
         self.idle_timeout = idle_timeout
-        self.on_progress = on_progress
         self._timer: asyncio.TimerHandle | None = None
         self._last: tuple[int, int] = (-1, -1)
         self._moved = 0.0
@@ -170,8 +156,6 @@ class Pipes:
         now = (sum(e.received for e in self.ends), sum(e.pending() for e in self.ends))
         if now != self._last:
             self._last, self._moved = now, loop.time()
-            if self.on_progress is not None:
-                self.on_progress()
         elif loop.time() - self._moved >= self.idle_timeout:
             self.abort()
         period = max(0.05, min(1.0, self.idle_timeout / 4))
