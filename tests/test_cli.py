@@ -118,6 +118,19 @@ def test_missing_file_and_default_path_from_environment(ck, tmp_path, monkeypatc
     assert result.exit_code == 2 and missing in result.output
 
 
+def test_init_runs_one_balancer_process_per_cpu_unless_told(ck, cfg, tmp_path):
+    import tomllib
+
+    with open(cfg, "rb") as f:
+        assert tomllib.load(f)["manager"]["options"] == {"proxy_workers": "auto"}
+    other = str(tmp_path / "two.toml")
+    args = ("init", "-c", other, "--name", "x", "--manager", "m", "--manager-ip", "127.0.0.1")
+    assert ck(*args, "--proxy-workers", "many").exit_code == 2
+    assert ck(*args, "--proxy-workers", "2").exit_code == 0
+    with open(other, "rb") as f:
+        assert tomllib.load(f)["manager"]["options"] == {"proxy_workers": 2}
+
+
 def test_init_refuses_to_overwrite(ck, cfg):
     result = ck("init", "-c", cfg, "--name", "x", "--manager", "m", "--manager-ip", "127.0.0.1")
     assert result.exit_code == 2 and "already exists" in result.output

@@ -26,10 +26,14 @@ def init(ctx: typer.Context, config: ConfigOpt,
              help="A public IP the manager balances (repeat for several).")] = None,
          state_dir: Annotated[str, typer.Option(help="Where daemons keep state.")] = "/var/lib/clusterkit",
          root: Annotated[str, typer.Option(help="Directory standing for the manager's / (tests, demo).")] = "/",
+         proxy_workers: Annotated[str, typer.Option(
+             help="Balancer processes on the manager: \"auto\" (one per CPU) or a number.")] = "auto",
          force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False) -> None:
     """Create a new cluster definition with its manager."""
     if os.path.exists(config) and not force:
         raise UsageError(f"{config} already exists (use --force to overwrite)")
+    if proxy_workers != "auto" and not (proxy_workers.isdigit() and 1 <= int(proxy_workers) <= 64):
+        raise UsageError(f"--proxy-workers {proxy_workers!r}: \"auto\" or a number 1..64")
     if force and os.path.exists(config):
         os.unlink(config)
     with edit_config(config, plugin_manager(ctx), create=True) as doc:
@@ -38,6 +42,8 @@ def init(ctx: typer.Context, config: ConfigOpt,
         mgr = {"name": manager, "ip": manager_ip, "public_ips": list(public_ip or [])}
         if root != "/":
             mgr["root"] = os.path.abspath(root)
+        mgr["options"] = {"proxy_workers": int(proxy_workers) if proxy_workers.isdigit()
+                          else proxy_workers}
         doc["manager"] = mgr
     typer.echo(f"created {config}: cluster {name!r}, manager {manager} ({manager_ip})")
     pm = plugin_manager(ctx)
