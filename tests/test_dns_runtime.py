@@ -12,6 +12,7 @@ import time
 import dns.asyncquery
 import dns.message
 import dns.query
+import dns.rdatatype
 import dns.rcode
 import pytest
 from typer.testing import CliRunner
@@ -190,6 +191,25 @@ def test_cli_check(tmp_path):
     result = cli("dns", "check", str(directory / "broken.test.zone"))
     assert result.exit_code == 2
     assert f"{directory}/broken.test.zone:4:" in result.output
+
+
+def test_an_rrset_with_mixed_ttls_loads_with_a_warning_naming_file_and_line(tmp_path):
+    """NSD warns and loads; so do we, and the RRset is served with its smallest TTL
+    (RFC 2181 §5.2). A record from an $INCLUDE file is named by that file."""
+    (tmp_path / "more.txt").write_text("x 50 A 192.0.2.9\nx 60 A 192.0.2.10\n")
+    zone = tmp_path / "mixed.test.zone"
+    zone.write_text("$TTL 1h\n@ SOA ns h 1 2 3 4 5\n@ NS ns\nns A 192.0.2.1\n"
+                    "m 100 A 192.0.2.7\nm 200 A 192.0.2.8\n$INCLUDE more.txt\n")
+    result = cli("dns", "check", str(zone))
+    assert result.exit_code == 0, result.output
+    assert (f"warning: {zone}:6: m.mixed.test. TTL 200 does not match the TTL 100 of the A "
+            f"RRset") in result.output
+    assert f"warning: {tmp_path}/more.txt:2: x.mixed.test. TTL 60" in result.output
+    from clusterkit_dns.zones import load_zone
+
+    loaded = load_zone(str(zone))
+    assert loaded.nodes[(b"m", b"mixed", b"test", b"")][dns.rdatatype.A][1].ttl == 100
+    assert len(loaded.warnings) == 2
 
 
 def test_cli_serve_until_sigterm(tmp_path):

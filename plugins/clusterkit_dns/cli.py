@@ -107,6 +107,8 @@ def check(
     except ZoneError as exc:
         raise UsageError(str(exc)) from None
     report = {"zone": str(zone.origin), "file": file, "serial": zone.serial,
-              "records": zone.records, "names": len(zone.nodes), "delegations": len(zone.cuts)}
-    emit(report, as_json, lambda r: f"{r['zone']} ok: serial {r['serial']}, {r['records']} records, "
-                                    f"{r['names']} names, {r['delegations']} delegations")
+              "records": zone.records, "names": len(zone.nodes), "delegations": len(zone.cuts),
+              "warnings": list(zone.warnings)}
+    emit(report, as_json, lambda r: "".join(f"warning: {w}\n" for w in r["warnings"])
+         + f"{r['zone']} ok: serial {r['serial']}, {r['records']} records, "
+           f"{r['names']} names, {r['delegations']} delegations")

@@ -328,6 +328,8 @@ class DnsServer:
                 continue
             try:
                 zones[origin] = load_zone(path, origin, self.zones_dir)
+                for warning in zones[origin].warnings:
+                    log.warning("dns: %s", warning)
                 changed = True
             except ZoneError as exc:
                 errors[path] = str(exc)

@@ -54,6 +54,7 @@ class Zone:
     ns: tuple | None
     negative_soa: tuple  # the SOA with TTL = min(TTL, MINIMUM) (RFC 2308)
     records: int
+    warnings: tuple = ()  # "path:line: what": served, but not as written (see _Collector)
     compiled: dict = field(default_factory=dict)  # cache of compiled responses, see wire.py
 
     @property
@@ -114,6 +115,10 @@ class _Reader(dns.zonefile.Reader):
 
     def _rr_line(self):
         start = self.tok.line_number
+        where = self.tok.filename  # an $INCLUDE file has its own name and lines
+        if not os.path.isabs(where) and getattr(_include_base, "dir", None):
+            where = os.path.join(_include_base.dir, where)
+        self.txn.where = f"{where}:{start}"
         try:
             return super()._rr_line()
         except dns.exception.DNSException as exc:  # bad rdata, CNAME and other data...
@@ -130,10 +135,15 @@ class _Collector:
     It stands in for dnspython's zone transaction, which keeps versions we do
     not need and was 40% of a load, and makes NSD's checks: a CNAME with other
     data, two CNAMEs (or SOAs) at a name (dnspython would keep the last one).
+    Records of one RRset with different TTLs load with a warning, as in NSD;
+    the RRset is served with the smallest TTL (RFC 2181 §5.2: one TTL per
+    RRset, and the smallest is what a resolver must use).
     """
 
     def __init__(self, origin: dns.name.Name):
         self.origin = origin
+        self.where = ""  # file:line of the record being added (set by the reader)
+        self.warnings: list[str] = []
         self.manager = self
         self.nodes: dict = {}   # key -> (owner Name, {(rdtype, covers): Rdataset})
         self._labels: dict = {}  # one bytes object per distinct label (most repeat)
@@ -170,6 +180,11 @@ class _Collector:
         elif dns.rdatatype.is_singleton(rd.rdtype) and rd not in rdataset:
             raise dns.exception.SyntaxError(
                 f"multiple {dns.rdatatype.to_text(rd.rdtype)} records at the same name")
+        elif ttl != rdataset.ttl:
+            self.warnings.append(
+                f"{self.where}: {name} TTL {ttl} does not match the TTL "
+                f"{rdataset.ttl} of the {dns.rdatatype.to_text(rd.rdtype)} RRset "
+                f"(served with the smallest)")
         rdataset.add(rd, ttl)
 
 
@@ -271,4 +286,4 @@ def build_zone(origin: dns.name.Name, path: str, signature, parsed: _Collector) 
     negative = (soa[0], negative)
     return Zone(origin=origin, key=okey, path=path, signature=signature, nodes=nodes,
                 names=frozenset(names), cuts=frozenset(cuts), soa=soa, ns=apex[NS],
-                negative_soa=negative, records=records)
+                negative_soa=negative, records=records, warnings=tuple(parsed.warnings))
