@@ -16,6 +16,7 @@ import time
 
 from clusterkit import __version__
 from clusterkit_dns.engine import ZoneSet
+from clusterkit_dns.pacing import Pacer
 from clusterkit_dns.watch import ZoneWatcher
 from clusterkit_dns.wire import Responder, build_state
 from clusterkit_dns.zones import SUFFIX, Zone, ZoneError, file_signature, load_zone, zone_origin
@@ -283,9 +284,10 @@ class DnsServer:
         logged with file and line, and its previous version keeps serving.
         """
         async with self._lock:
-            zones, errors, changed = await asyncio.to_thread(self._scan)
+            pace = Pacer()  # the loader thread rests so that queries keep being answered
+            zones, errors, changed = await asyncio.to_thread(self._scan, pace)
             if changed:
-                state = await asyncio.to_thread(build_state, ZoneSet(zones))
+                state = await asyncio.to_thread(build_state, ZoneSet(zones), pace)
                 self.responder.install(state)
                 self.zones = zones
                 self.reloads += 1
@@ -296,7 +298,7 @@ class DnsServer:
             self.errors = errors
             return {"zones": len(zones), "changed": changed, "errors": list(errors.values())}
 
-    def _scan(self) -> tuple[dict, dict, bool]:
+    def _scan(self, pace) -> tuple[dict, dict, bool]:
         """(zones, errors, changed): the directory read again, only changed files parsed."""
         try:
             names = sorted(os.listdir(self.zones_dir))
@@ -327,7 +329,7 @@ class DnsServer:
                     zones[origin] = current
                 continue
             try:
-                zones[origin] = load_zone(path, origin, self.zones_dir)
+                zones[origin] = load_zone(path, origin, self.zones_dir, pace)
                 for warning in zones[origin].warnings:
                     log.warning("dns: %s", warning)
                 changed = True

@@ -24,6 +24,7 @@ import dns.rdataclass
 import dns.rdatatype
 
 from clusterkit_dns.engine import Answer, ZoneSet, resolve
+from clusterkit_dns.pacing import unpaced
 from clusterkit_dns.zones import Zone
 
 log = logging.getLogger("clusterkit.dns")
@@ -208,7 +209,7 @@ def compile_answer(answer: Answer, qname: dns.name.Name, qtype: int) -> Template
     return Template(answer, body, counts)
 
 
-def compile_zone(zone: Zone, inner: tuple) -> tuple[dict, dict]:
+def compile_zone(zone: Zone, inner: tuple, pace=unpaced) -> tuple[dict, dict]:
     """Templates for every (name, type) of ``zone``, and each name's default (NODATA/referral).
 
     Names inside a more specific served zone (``inner``, keys) are left to it.
@@ -229,6 +230,7 @@ def compile_zone(zone: Zone, inner: tuple) -> tuple[dict, dict]:
         return same.setdefault((t.flags, t.counts, t.body), t)
 
     for key in zone.names:
+        pace()
         if inner and any(key[len(key) - len(o):] == o for o in inner if len(o) <= len(key)):
             continue
         name = dns.name.Name(key)
@@ -261,15 +263,16 @@ class State:
         self.packets: dict = {}
 
 
-def build_state(zones: ZoneSet) -> State:
-    """Compile (or reuse) each zone's templates and merge them: run it off the event loop."""
+def build_state(zones: ZoneSet, pace=unpaced) -> State:
+    """Compile (or reuse) each zone's templates and merge them: run it off the event loop,
+    with a :class:`~clusterkit_dns.pacing.Pacer`."""
     exact: dict = {}
     default: dict = {}
     origins = list(zones.zones)
     for origin, zone in zones.zones.items():
         inner = tuple(sorted(o for o in origins if len(o) > len(origin)
                              and o[len(o) - len(origin):] == origin))
-        e, d = compile_zone(zone, inner)
+        e, d = compile_zone(zone, inner, pace)
         exact.update(e)
         default.update(d)
     return State(zones, exact, default)

@@ -24,6 +24,8 @@ import dns.tokenizer
 import dns.rdatatype
 import dns.zonefile
 
+from clusterkit_dns.pacing import unpaced
+
 SUFFIX = ".zone"
 NO_TTL_DEFAULT = 3600  # NSD's TTL for records without one in a file without $TTL
 SOA, NS, CNAME = dns.rdatatype.SOA, dns.rdatatype.NS, dns.rdatatype.CNAME
@@ -140,8 +142,9 @@ class _Collector:
     RRset, and the smallest is what a resolver must use).
     """
 
-    def __init__(self, origin: dns.name.Name):
+    def __init__(self, origin: dns.name.Name, pace=unpaced):
         self.origin = origin
+        self.pace = pace
         self.where = ""  # file:line of the record being added (set by the reader)
         self.warnings: list[str] = []
         self.manager = self
@@ -161,6 +164,7 @@ class _Collector:
         pass
 
     def add(self, name: dns.name.Name, ttl: int, rd) -> None:
+        self.pace()
         labels = self._labels
         key = tuple(labels.setdefault(low, low) for low in (label.lower() for label in name.labels))
         entry = self.nodes.get(key)
@@ -188,8 +192,8 @@ class _Collector:
         rdataset.add(rd, ttl)
 
 
-def _parse(f, origin: dns.name.Name, path: str) -> _Collector:
-    records = _Collector(origin)
+def _parse(f, origin: dns.name.Name, path: str, pace) -> _Collector:
+    records = _Collector(origin, pace)
     _Reader(dns.tokenizer.Tokenizer(f, path), records).read()
     return records
 
@@ -202,8 +206,11 @@ def file_signature(path: str) -> tuple | None:
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
-def load_zone(path: str, origin: dns.name.Name | None = None, zones_dir: str | None = None) -> Zone:
-    """Parse ``path`` into a :class:`Zone`; :class:`ZoneError` with file and line on failure."""
+def load_zone(path: str, origin: dns.name.Name | None = None, zones_dir: str | None = None,
+              pace=unpaced) -> Zone:
+    """Parse ``path`` into a :class:`Zone`; :class:`ZoneError` with file and line on failure.
+
+    ``pace`` is called once per record (see :mod:`clusterkit_dns.pacing`)."""
     origin = origin or zone_origin(path)
     if origin is None:
         raise ZoneError(path, f"cannot tell the zone name from the file name (expected NAME{SUFFIX})")
@@ -212,7 +219,7 @@ def load_zone(path: str, origin: dns.name.Name | None = None, zones_dir: str | N
     _include_base.dir = zones_dir
     try:
         with open(path, encoding="utf-8") as f:
-            parsed = _parse(f, origin, path)
+            parsed = _parse(f, origin, path, pace)
     except dns.exception.SyntaxError as exc:
         raise _located(str(exc), path, zones_dir, exc.__context__) from None
     except UnicodeDecodeError as exc:
