@@ -165,6 +165,20 @@ def test_a_pending_data_listener_closes_when_the_control_connection_drops(ftp):
     wait_for(lambda: released(daemon), timeout=DATA_TIMEOUT / 2)
 
 
+def test_abor_frees_a_pending_passive_port_and_the_session_goes_on(ftp):
+    public, nodes, daemon = ftp
+    for node in nodes.values():  # whichever node the control connection lands on
+        (node.root / "after.txt").write_bytes(b"after ABOR")
+    with Client(public) as client:
+        _, port = ftplib.parse227(client.sendcmd("PASV"))
+        assert listening_ports(VIP, PASSIVE) == [port]
+        client.sendcmd("ABOR")  # no transfer under way: the node says 225 or 226
+        wait_for(lambda: released(daemon), timeout=DATA_TIMEOUT / 2)
+        got = bytearray()
+        client.retrbinary("RETR after.txt", got.extend)
+        assert bytes(got) == b"after ABOR"
+
+
 @pytest.mark.parametrize("mode", ["pasv", "port"])
 def test_a_slow_transfer_keeps_its_control_connection_alive(ftp, mode):
     """The control connection says nothing for 3 s, its idle_timeout is 1 s: data counts."""

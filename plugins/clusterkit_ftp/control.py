@@ -58,6 +58,9 @@ class DataPorts(Protocol):
     def tls_started(self) -> None:
         """``AUTH`` succeeded: the control channel is encrypted from here on."""
 
+    def aborted(self) -> None:
+        """``ABOR`` or ``REIN``: a data listener not yet connected will not be used."""
+
 
 class LineSplitter:
     """Bytes in, complete lines out; the partial line is kept for the next chunk.
@@ -258,6 +261,8 @@ class FtpControl:
             return b"EPRT " + format_eprt(local_ip, local_port) + eol, b""
         if verb in (b"LPRT", b"LPSV"):
             return b"", b"502 " + verb + b" is not supported here; use PASV, EPSV, PORT or EPRT." + eol
+        if verb in (b"ABOR", b"REIN"):
+            self.ports.aborted()
         self._pending.append(verb)
         return line, b""
 

@@ -15,7 +15,7 @@ direction:
   the VIP on a port of ``ftps_passive_ports`` goes to its node, same port.
 
 A listener closes after its one connection, after ``data_timeout``, when the
-next PASV/PORT replaces it, or with the control connection: ports always
+next PASV/PORT replaces it, on ``ABOR``/``REIN``, or with the control connection: ports always
 return to the range, and one client can hold at most one passive port.
 While data moves, the proxy keeps the control connection from idling out.
 """
@@ -89,6 +89,13 @@ class FtpHandler(Handler):
         if self.active_data is not None:
             self.active_data.close()
             self.active_data = None
+
+    def aborted(self) -> None:
+        """A listener that took its connection is closed already; this frees the others."""
+        for pending in (self.passive_data, self.active_data):
+            if pending is not None:
+                pending.close()
+        self.passive_data = self.active_data = None
 
     def tls_started(self) -> None:
         self.pinned = PortRangePins.of(self.session.policy, self.options)
