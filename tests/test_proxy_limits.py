@@ -62,6 +62,7 @@ def test_a_full_listener_leaves_connections_in_the_kernels_queue_until_a_slot_fr
             waiting[-1].sendall(b"%d\n" % i)
             wait_for(lambda: accept_queue(*address) == i - 2)
         assert backend.connections == 2
+        assert proxy.engine.stats()[proxy.key]["full"] is True
         waiting[0].setblocking(False)
         with pytest.raises(BlockingIOError):  # not relayed: nothing came back
             waiting[0].recv(100)
@@ -83,6 +84,7 @@ def test_a_full_listener_leaves_connections_in_the_kernels_queue_until_a_slot_fr
         assert served(waiting[2], b"5\n") and served(waiting[3], b"6\n")
         stats = proxy.engine.stats()[proxy.key]
         assert stats["over_limit"] == 4 and stats["refused"] == 0 and stats["active"] == 4
+        assert stats["full"] is False  # no limit any more: accepting again
     finally:
         for s in (first, second, *waiting):
             s.close()

@@ -272,6 +272,6 @@ class Listener:
         p = self.policy
         return {"service": p.service, "scheduler": p.scheduler, "persistence": p.persistence,
                 "proxy_protocol": p.proxy_protocol or "none", "listening": not self.retiring,
-                "active": self.active, "total": self.total, "refused": self.refused,
+                "full": self.paused, "active": self.active, "total": self.total, "refused": self.refused,
                 "fallback": self.fallbacks, "over_limit": self.over_limit,
                 "idle_closed": self.idle_closed, "members": members}
