@@ -343,6 +343,13 @@ def _parse_host(data, key: str, role: str, registry, report) -> Host:
     if not root.startswith("/"):
         report(f"{key}.root", f"{root!r} must be an absolute path")
     options = t.table("options")
+    if role == "manager" and "proxy_workers" in options:
+        from clusterkit.proxy.workers import process_count  # the balancer's own check
+
+        try:
+            process_count(options["proxy_workers"])
+        except ValueError as exc:
+            report(f"{key}.options.proxy_workers", str(exc))
     t.finish()
     return Host(name=name, ip=ip, role=role, transport=transport, root=root,
                 public_ips=public_ips, options=options)

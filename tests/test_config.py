@@ -132,6 +132,19 @@ server_timeout = 90
     assert "/etc/ck.toml:24: policy[0].client_timeout: 0.0 is out of range (>= 0.1)" in found
 
 
+@pytest.mark.parametrize("value, good", [('"auto"', True), ("4", True), ('"lots"', False),
+                                         ("0", False), ("true", False)])
+def test_proxy_workers_is_checked_with_the_definition(pm, value, good):
+    text = BASE.replace('public_ips = ["127.90.0.100"]',
+                        f'public_ips = ["127.90.0.100"]\noptions = {{ proxy_workers = {value} }}')
+    if good:
+        parse_cluster(text, "/etc/ck.toml", registry_of(pm))
+    else:
+        (problem,) = problems(pm, text)
+        assert problem.startswith("/etc/ck.toml:8: manager.options.proxy_workers: ")
+        assert problem.endswith(' must be "auto" or an integer 1..64')
+
+
 def test_toml_syntax_error_names_the_line(pm):
     found = problems(pm, '[cluster]\nname = "x"\nbroken = \n')
     assert found[0].startswith("/etc/ck.toml:3: not valid TOML")

@@ -38,6 +38,16 @@ REPORT_EVERY = 0.5
 RESTART_DELAY = 1.0
 
 
+def process_count(value) -> int:
+    """``proxy_workers``: ``"auto"`` (one per CPU this process may run on) or 1..64;
+    ``ValueError`` saying what is wrong."""
+    if value == "auto":
+        return min(64, len(os.sched_getaffinity(0)))
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 64:
+        raise ValueError(f"{value!r} must be \"auto\" or an integer 1..64")
+    return value
+
+
 def shareable(policy, registry) -> bool:
     """Whether a policy can be served by several processes at once."""
     kind = registry.services.get(policy.service) if registry is not None else None
