@@ -104,6 +104,12 @@ class Runtime:
         task.add_done_callback(self._task_done)
         return task
 
+    async def stop_component(self, name: str) -> None:
+        """Forget ``components[name]`` and await its ``stop()``, if there is one."""
+        component = self.components.pop(name, None)
+        if component is not None:
+            await component.stop()
+
     def add_control(self, name: str, handler: Callable[..., Any]) -> None:
         """Offer a command on the control socket (``clusterkit ...`` talks to it)."""
         self.control.add(name, handler)

@@ -13,14 +13,13 @@ import http.server
 import socket
 import socketserver
 import threading
-import time
 from pathlib import Path
 
 from clusterkit.config import parse_cluster, registry_of
 from clusterkit.plugins import get_plugin_manager
 from clusterkit.proxy import Engine
 from clusterkit.runtime import new_event_loop
-from support import common_port, free_port  # noqa: F401 (re-exported)
+from support import common_port, free_port, wait_for  # noqa: F401 (re-exported)
 
 
 def plugin_manager(*extra):
@@ -129,21 +128,23 @@ def one_member_proxy(tmp_path: Path, net: str, loop=None):
             server.stop()
 
 
-def wait_for(predicate, timeout: float = 5.0, step: float = 0.01):
-    """Poll ``predicate`` until true; fail the test when it never is."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"condition not met within {timeout}s")
-
-
 # ------------------------------------------------------------------ backends
 
 
-class TCPBackend(socketserver.ThreadingTCPServer):
+class InThread:
+    """A socketserver serving from its own thread until ``stop()``."""
+
+    def serve_in_thread(self) -> None:
+        self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+class TCPBackend(InThread, socketserver.ThreadingTCPServer):
     """A threaded TCP server calling ``handle(sock, server)`` per connection."""
 
     daemon_threads = True
@@ -163,16 +164,10 @@ class TCPBackend(socketserver.ThreadingTCPServer):
                 handle(inner.request, self)
 
         super().__init__(address, Handler)
-        self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
+        self.serve_in_thread()
 
 
-class HTTPBackend(http.server.ThreadingHTTPServer):
+class HTTPBackend(InThread, http.server.ThreadingHTTPServer):
     """An HTTP/1.1 server answering ``GET /...`` with its name (keep-alive capable)."""
 
     daemon_threads = True
@@ -204,13 +199,7 @@ class HTTPBackend(http.server.ThreadingHTTPServer):
         super().__init__(address, Handler)
         if ssl_context is not None:
             self.socket = ssl_context.wrap_socket(self.socket, server_side=True)
-        self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
+        self.serve_in_thread()
 
 
 def recv_all(sock: socket.socket) -> bytes:

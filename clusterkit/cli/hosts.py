@@ -11,6 +11,7 @@ import typer
 from clusterkit.cli.common import (ConfigOpt, JsonOpt, UsageError, emit, guard, parse_pairs,
                                    plugin_manager, table)
 from clusterkit.config import edit_config, load_cluster
+from clusterkit.proxy.workers import process_count
 from clusterkit.runtime import PluginError, registry_of
 
 node_app = typer.Typer(help="The cluster's nodes: add, remove, list, drain, maintenance.",
@@ -32,8 +33,11 @@ def init(ctx: typer.Context, config: ConfigOpt,
     """Create a new cluster definition with its manager."""
     if os.path.exists(config) and not force:
         raise UsageError(f"{config} already exists (use --force to overwrite)")
-    if proxy_workers != "auto" and not (proxy_workers.isdigit() and 1 <= int(proxy_workers) <= 64):
-        raise UsageError(f"--proxy-workers {proxy_workers!r}: \"auto\" or a number 1..64")
+    workers = int(proxy_workers) if proxy_workers.isdigit() else proxy_workers
+    try:
+        process_count(workers)  # the check the definition gets
+    except ValueError as exc:
+        raise UsageError(f"--proxy-workers: {exc}") from None
     if force and os.path.exists(config):
         os.unlink(config)
     with edit_config(config, plugin_manager(ctx), create=True) as doc:
@@ -42,8 +46,7 @@ def init(ctx: typer.Context, config: ConfigOpt,
         mgr = {"name": manager, "ip": manager_ip, "public_ips": list(public_ip or [])}
         if root != "/":
             mgr["root"] = os.path.abspath(root)
-        mgr["options"] = {"proxy_workers": int(proxy_workers) if proxy_workers.isdigit()
-                          else proxy_workers}
+        mgr["options"] = {"proxy_workers": workers}
         doc["manager"] = mgr
     typer.echo(f"created {config}: cluster {name!r}, manager {manager} ({manager_ip})")
     pm = plugin_manager(ctx)

@@ -41,9 +41,7 @@ async def clusterkit_reload(runtime, old, new):
 
 @hookimpl
 async def clusterkit_stop(runtime):
-    component = runtime.components.pop(NAME, None)
-    if component is not None:
-        await component.stop()
+    await runtime.stop_component(NAME)
 
 
 @hookimpl

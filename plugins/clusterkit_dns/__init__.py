@@ -66,9 +66,7 @@ async def _reload_zones(runtime) -> dict:
 
 @hookimpl
 async def clusterkit_stop(runtime):
-    server = runtime.components.pop(COMPONENT, None)
-    if server is not None:
-        await server.stop()
+    await runtime.stop_component(COMPONENT)
 
 
 @hookimpl

@@ -92,16 +92,14 @@ async def clusterkit_reload(runtime, old, new):
         current.configure()
         return
     if current is not None:
-        await runtime.components.pop(COMPONENT).stop()
+        await runtime.stop_component(COMPONENT)
     if server is not None:
         runtime.components[COMPONENT] = Management(runtime, server)
 
 
 @hookimpl(tryfirst=True)
 async def clusterkit_stop(runtime):
-    current = runtime.components.pop(COMPONENT, None)
-    if current is not None:
-        await current.stop()
+    await runtime.stop_component(COMPONENT)
 
 
 @hookimpl

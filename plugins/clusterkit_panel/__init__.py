@@ -61,7 +61,7 @@ async def clusterkit_reload(runtime, old, new):
     panel = runtime.components.get(COMPONENT)
     enabled = panel_settings(new).enabled
     if panel is not None and not enabled:
-        await runtime.components.pop(COMPONENT).stop()
+        await runtime.stop_component(COMPONENT)
     elif panel is not None:
         await panel.reload(old, new)
     elif enabled:
@@ -70,9 +70,7 @@ async def clusterkit_reload(runtime, old, new):
 
 @hookimpl
 async def clusterkit_stop(runtime):
-    panel = runtime.components.pop(COMPONENT, None)
-    if panel is not None:
-        await panel.stop()
+    await runtime.stop_component(COMPONENT)
 
 
 @hookimpl
