@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
+
+from support import wait_for
 
 from clusterkit.sync import rsync
 from clusterkit.sync.applier import in_flight
@@ -106,46 +109,32 @@ def test_rsync_run_reports_partial_lists_correctly(tmp_path):
     assert not any(name.startswith(".") for name in os.listdir(dst / "x"))
 
 
-def test_a_watch_that_cannot_be_added_is_reported(tmp_path, monkeypatch):
-    """inotify limits (ENOSPC) on a new directory: reported, not swallowed as watchdog does."""
-    import asyncio
-    import errno
+def test_the_watch_audit_finds_directories_no_inotify_watch_covers(tmp_path):
+    """What ``fs.inotify.max_user_watches`` leaves unwatched is read from the kernel's fdinfo."""
+    from watchdog.events import FileSystemEventHandler
+    from watchdog.observers import Observer
 
-    from watchdog.observers.inotify_c import InotifyFD
+    from clusterkit.sync.watchcheck import unwatched_dirs
 
-    from clusterkit.sync.watcher import Watcher
-
-    real = InotifyFD.add_callback
-
-    def limited(self, path, *args):
-        if path.endswith(b"/unwatchable"):
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(self, path, *args)
-
-    monkeypatch.setattr(InotifyFD, "add_callback", limited)
-
-    async def scenario():
-        loop = asyncio.get_running_loop()
-        missed, changes = loop.create_future(), []
-        watcher = Watcher(loop, changes.extend, lambda s: None,
-                          lambda s, rel: missed.done() or missed.set_result((s, rel)))
-        watcher.watch("www", str(tmp_path))
-        watcher.start()
-        try:
-            await asyncio.sleep(0.2)
-            (tmp_path / "unwatchable").mkdir()
-            (tmp_path / "gone").mkdir()
-            (tmp_path / "gone").rmdir()  # vanished directories are not "missed"
-            found = await asyncio.wait_for(missed, 5)
-            # the mkdir event travels on its own path to the loop: give it its moment
-            for _ in range(250):
-                if ("www", "unwatchable", False, None) in changes:
-                    break
-                await asyncio.sleep(0.02)
-            return found, changes
-        finally:
-            watcher.stop()
-
-    (sset, rel), changes = asyncio.run(scenario())
-    assert (sset, rel) == ("www", "unwatchable")
-    assert ("www", "unwatchable", False, None) in changes  # the mkdir itself was seen
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "c").mkdir()
+    old = time.time() - 60
+    for d in ("a/b", "a", "c", ""):
+        os.utime(tmp_path / d, (old, old))
+    root_only = Observer()
+    root_only.schedule(FileSystemEventHandler(), str(tmp_path), recursive=False)
+    root_only.start()
+    try:
+        wait_for(lambda: "." not in unwatched_dirs(str(tmp_path), settle=0), what="the root's watch")
+        assert unwatched_dirs(str(tmp_path), settle=0) == ["a", "a/b", "c"]
+    finally:
+        root_only.stop()
+        root_only.join()
+    whole = Observer()
+    whole.schedule(FileSystemEventHandler(), str(tmp_path), recursive=True)
+    whole.start()
+    try:
+        wait_for(lambda: unwatched_dirs(str(tmp_path), settle=0) == [], what="every watch")
+    finally:
+        whole.stop()
+        whole.join()

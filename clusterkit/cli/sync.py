@@ -91,8 +91,17 @@ def render_status(report: dict) -> str:
                           "last_error"])]
     lines.append(f"sets: {', '.join(report['sets']) or '(none)'}; events {report['events']}, "
                  f"rsync runs {report['rsync_runs']}, inotify overflows {report['overflows']}")
-    if report.get("unwatched"):
-        lines.append(f"UNWATCHED (covered by scans): {', '.join(report['unwatched'])}")
+    for name, w in sorted(report.get("watch", {}).items()):
+        if w["state"] in ("deaf", "partial"):
+            where = f" (e.g. {', '.join(w['unwatched'][:3])})" if w.get("unwatched") else ""
+            lines.append(f"WATCHER FAILING on set {name} since {_ago(w['since'], now)}: "
+                         f"{w['reason']}{where}; the set is scanned until it works again")
+        elif w["state"] == "unproven":
+            lines.append(f"watcher of set {name} not proved yet{': ' + w['reason'] if w['reason'] else ''}")
+    missed = report.get("missed_changes") or {}
+    if missed:
+        lines.append("changes the watcher missed (found by full syncs): "
+                     + ", ".join(f"{s} {n}" for s, n in sorted(missed.items())))
     return "\n".join(lines)
 
 

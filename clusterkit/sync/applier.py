@@ -7,6 +7,8 @@ until ``quiet`` seconds pass without one (or ``max_wait``), then
 ``clusterkit_applied(runtime, sync_set, paths)`` is called and the set's
 ``on_change`` command runs (``CLUSTERKIT_SYNC_SET`` and ``CLUSTERKIT_SYNC_PATHS``
 in its environment). A failing command is logged; it never stops the node.
+The node's watch proves itself as the manager's does (:mod:`clusterkit.sync.watchcheck`);
+a failing one is reported, since without it ``on_change`` would not run.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import logging
 import os
 import re
 
+from clusterkit.sync.replicator import Settings
+from clusterkit.sync.watchcheck import WatchGuard
 from clusterkit.sync.watcher import Change, Watcher
 
 log = logging.getLogger("clusterkit.sync.node")
@@ -37,6 +41,8 @@ class Applier:
         self.max_wait = max_wait
         self.sets: dict = {}
         self.watcher: Watcher | None = None
+        self.guard: WatchGuard | None = None
+        self._guard_task: asyncio.Task | None = None
         self.changes: dict[str, set[str]] = {}
         self.unknown: set[str] = set()  # sets whose change list was lost (overflow)
         self.applied = 0
@@ -51,17 +57,24 @@ class Applier:
     def _watch(self, sync_sets) -> None:
         self.sets = {s.name: s for s in sync_sets}
         self.watcher = Watcher(asyncio.get_running_loop(), self.changed, self.overflowed,
-                               lambda sset, rel: self.overflowed(sset), ignore=in_flight)
+                               ignore=in_flight)
         for s in sync_sets:
             self.watcher.watch(s.name, self.runtime.local_path(s.path))
         self.watcher.start()
+        st = Settings.from_options(self.runtime.host.options)
+        self.guard = WatchGuard(self.watcher, quiet=st.watch_quiet, timeout=st.watch_timeout,
+                                audit_interval=st.watch_audit)
+        self._guard_task = self.runtime.spawn(self.guard.run(), "sync-watchcheck")
 
     async def reload(self, old, new) -> None:
         if old.sync_sets != new.sync_sets:
-            await asyncio.to_thread(self.watcher.stop)
+            await self.stop()
             self._watch(new.sync_sets)
 
     async def stop(self) -> None:
+        if self._guard_task is not None:
+            self._guard_task.cancel()
+            await asyncio.gather(self._guard_task, return_exceptions=True)
         if self.watcher is not None:
             await asyncio.to_thread(self.watcher.stop)
 
@@ -126,4 +139,5 @@ class Applier:
 
     def status(self) -> dict:
         return {"sets": sorted(self.sets), "batches_applied": self.applied,
-                "on_change_failures": self.command_failures}
+                "on_change_failures": self.command_failures,
+                "watch": self.guard.report() if self.guard else {}}

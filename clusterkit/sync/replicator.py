@@ -8,7 +8,11 @@ pending entries of one directory pass ``dir_threshold`` they become that
 directory, recursively; past ``set_threshold`` for a set, a full sync of it.
 
 A full sync of every set is queued for every node at start, for a node that
-joins, for a set after an inotify overflow, and every ``full_interval``.
+joins, for a set after an inotify overflow, and every ``full_interval``; a set
+whose watcher fails its self-check (:mod:`clusterkit.sync.watchcheck`) is
+scanned every few seconds until it works again. A periodic or covering full
+sync that sends changes no event announced says so ("the watcher missed N
+changes") in the log, ``status`` and ``/metrics``.
 One node's trouble (down, slow, misconfigured) only ever backs off that
 node's worker, with jitter; the daemon never dies of it.
 """
@@ -26,7 +30,8 @@ from dataclasses import dataclass
 from clusterkit.sync import rsync
 from clusterkit.sync.paths import ancestors, excluded, transfer_list
 from clusterkit.sync.store import FULL, DirtyStore
-from clusterkit.sync.watcher import Change, Watcher
+from clusterkit.sync.watchcheck import WatchGuard
+from clusterkit.sync.watcher import PROBE_EXCLUDE, Change, Watcher
 
 log = logging.getLogger("clusterkit.sync")
 
@@ -45,6 +50,10 @@ class Settings:
     backoff_min: float = 0.5
     backoff_max: float = 60.0
     atomic_batch: int = 1000   # batches up to this many paths appear at once (--delay-updates)
+    watch_quiet: float = 30.0  # a set quiet this long has its watch probed (watchcheck)
+    watch_timeout: float = 2.0  # a probe's event must arrive within this
+    watch_audit: float = 300.0  # the kernel's watch list is compared with the tree this often
+    watch_scan_min: float = 2.0  # a failing watch's set is scanned this often at the most
 
     @classmethod
     def from_options(cls, options: dict) -> "Settings":
@@ -58,6 +67,7 @@ class Settings:
 
 
 Key = tuple[str, str]  # (set name, path)
+AUDITED = ("periodic", "watcher failing")  # full syncs that only find what the watcher missed
 
 
 class NodeWorker:
@@ -82,6 +92,8 @@ class NodeWorker:
         self.renames: list[tuple[str, str, str]] = []  # (set, src, dst) to apply on the node first
         self.task: asyncio.Task | None = None
         self.taken_renames: list[tuple[str, str, str]] = []
+        self.full_reason: dict[str, str] = {}  # set -> why its pending full sync was queued
+        self.audited: set[str] = set()  # sets of the batch in flight whose full sync audits
 
     # ----------------------------------------------------------- queueing
 
@@ -133,6 +145,7 @@ class NodeWorker:
             batch.setdefault(sset, {})[path] = seq
         self.inflight.update(self.pending)
         self.taken_renames, self.renames = self.renames, []
+        self.audited = {s for s in batch if FULL in batch[s] and self.full_reason.pop(s, "") in AUDITED}
         self.pending.clear()
         self.per_dir.clear()
         self.per_set.clear()
@@ -208,6 +221,8 @@ class NodeWorker:
             result = await self._rsync(sset, sent)
             if result.outcome == "ok":
                 self.vanished = 0
+                if sset_name in self.audited:
+                    self._missed(sset_name, sent, result)
                 self.r.store.done(self.name, sset_name, sent)
                 self.landed(sset_name, sent)
                 self.r.store.record(self.name, True, files=result.files)
@@ -227,6 +242,24 @@ class NodeWorker:
                     len(sent))
         return all_ok
 
+    def _missed(self, sset: str, sent: dict[str, int], result: rsync.Result) -> None:
+        """Count what a periodic or covering full sync sent that no event had announced."""
+        announced = set(sent) | {p for s, p in list(self.pending) + list(self.inflight) if s == sset}
+        missed = 0
+        for item in result.items:
+            code, _, name = item.partition(b" ")
+            if not code[:1] in (b">", b"c"):
+                continue  # attributes only, or a deletion (a node's own drift as much as a miss)
+            rel = os.fsdecode(name)
+            if rel.rstrip("/") in announced or rel in announced or any(
+                    a + "/" in announced for a in ancestors(rel.rstrip("/"))):
+                continue
+            missed += 1
+        if missed:
+            self.r.missed_changes[sset] += missed
+            log.warning("the watcher missed %d changes in %s (found by a full sync to %s)",
+                        missed, sset, self.name)
+
     async def _rsync(self, sset, sent: dict[str, int]) -> rsync.Result:
         r = self.r
         kind = r.registry.transports[self.node.transport]
@@ -237,7 +270,8 @@ class NodeWorker:
 
         def job(**kw) -> rsync.Job:
             return rsync.Job(source=source, destination=kind.destination(self.node, sset.path),
-                             transport_args=list(kind.rsync_args(self.node)), exclude=sset.exclude,
+                             transport_args=list(kind.rsync_args(self.node)),
+                             exclude=(*sset.exclude, PROBE_EXCLUDE),
                              timeout=r.settings.timeout, contimeout=r.settings.contimeout, **kw)
 
         if full:
@@ -261,6 +295,8 @@ class NodeWorker:
             for one in jobs:
                 result = await rsync.run(one)
                 r.runs += 1
+                if full and result.outcome == "ok":
+                    r.full_seconds[sset.name] = max(result.seconds, r.full_seconds[sset.name] * 0.5)
                 log.debug("%s: %s %s: %d items in %.3fs, exit %d", self.name, sset.name,
                           "full" if full else f"{len(one.paths)} paths", result.files, result.seconds,
                           result.code)
@@ -321,9 +357,12 @@ class Replicator:
         self.sets: dict = {}
         self.workers: dict[str, NodeWorker] = {}
         self.watcher: Watcher | None = None
+        self.guard: WatchGuard | None = None
+        self._guard_task: asyncio.Task | None = None
         self.runs = 0
         self.overflows = 0
-        self.missed: set[tuple[str, str]] = set()
+        self.missed_changes: Counter = Counter()  # set -> changes full syncs found unannounced
+        self.full_seconds: Counter = Counter()  # set -> how long its last full sync took
 
     # ------------------------------------------------------------ lifecycle
 
@@ -335,8 +374,7 @@ class Replicator:
         self.runtime.spawn(self._periodic(), "sync-periodic")
 
     async def stop(self) -> None:
-        if self.watcher is not None:
-            await asyncio.to_thread(self.watcher.stop)
+        await self._unwatch()
         for worker in self.workers.values():
             if worker.task:
                 worker.task.cancel()
@@ -348,8 +386,7 @@ class Replicator:
         self.settings = Settings.from_options(self.runtime.host.options)
         if old.sync_sets != new.sync_sets:
             gone = {s.name for s in old.sync_sets} - {s.name for s in new.sync_sets}
-            if self.watcher is not None:
-                await asyncio.to_thread(self.watcher.stop)
+            await self._unwatch()
             self._watch(new.sync_sets)
             for worker in self.workers.values():
                 for name in gone:
@@ -373,11 +410,23 @@ class Replicator:
 
     def _watch(self, sync_sets) -> None:
         self.sets = {s.name: s for s in sync_sets}
-        self.watcher = Watcher(asyncio.get_running_loop(), self.changed, self.overflowed,
-                               self.missed_watch)
+        self.watcher = Watcher(asyncio.get_running_loop(), self.changed, self.overflowed)
         for s in sync_sets:
             self.watcher.watch(s.name, self.runtime.local_path(s.path))
         self.watcher.start()
+        st = self.settings
+        self.guard = WatchGuard(
+            self.watcher, cover=lambda name: self.full_sync(sets=[name], reason="watcher failing"),
+            cover_interval=lambda name: max(st.watch_scan_min, 5 * self.full_seconds[name]),
+            quiet=st.watch_quiet, timeout=st.watch_timeout, audit_interval=st.watch_audit)
+        self._guard_task = self.runtime.spawn(self.guard.run(), "sync-watchcheck")
+
+    async def _unwatch(self) -> None:
+        if self._guard_task is not None:
+            self._guard_task.cancel()
+            await asyncio.gather(self._guard_task, return_exceptions=True)
+        if self.watcher is not None:
+            await asyncio.to_thread(self.watcher.stop)
 
     def _add_worker(self, node) -> None:
         worker = NodeWorker(self, node)
@@ -388,9 +437,8 @@ class Replicator:
 
     async def _periodic(self) -> None:
         while True:
-            await asyncio.sleep(min(self.settings.full_interval, 60.0) if self.missed
-                                else self.settings.full_interval)
-            self.full_sync(reason="periodic" if not self.missed else "unwatched directories")
+            await asyncio.sleep(self.settings.full_interval)
+            self.full_sync(reason="periodic")
 
     # -------------------------------------------------------------- intake
 
@@ -440,6 +488,11 @@ class Replicator:
             log.info("full sync of %s to %s: %s", ", ".join(targets) or "no set",
                      ", ".join(names) or "no node", reason)
         per_node = {n: [(s, FULL) for s in targets] for n in names if n in self.workers}
+        for n in per_node:
+            reasons = self.workers[n].full_reason
+            for s in targets:  # one full sync for two reasons: it audits only if both do
+                known = reasons.get(s)
+                reasons[s] = reason if known is None or known == reason else "mixed"
         self._record(per_node)
         return self.store.seq
 
@@ -447,10 +500,6 @@ class Replicator:
         self.overflows += 1
         log.warning("inotify queue overflow on sync set %s: events were lost, full sync", sset)
         self.full_sync(sets=[sset], reason="inotify overflow")
-
-    def missed_watch(self, sset: str, rel: str) -> None:
-        self.missed.add((sset, rel))
-        self._record({w: [(sset, rel + "/")] for w in self.workers})
 
     # -------------------------------------------------------------- reports
 
@@ -460,10 +509,11 @@ class Replicator:
                             "exclude": list(s.exclude), "owner": s.owner}
                      for name, s in self.sets.items()},
             "nodes": {name: w.status() for name, w in self.workers.items()},
-            "events": self.watcher.events if self.watcher else 0,
+            "events": sum(self.watcher.events.values()) if self.watcher else 0,
             "rsync_runs": self.runs,
             "overflows": self.overflows,
-            "unwatched": sorted(f"{s}:{p}" for s, p in self.missed),
+            "watch": self.guard.report() if self.guard else {},
+            "missed_changes": dict(self.missed_changes),
         }
 
     def progress(self, seq: int, nodes: list[str] | None = None) -> dict:

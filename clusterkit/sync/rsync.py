@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 RSYNC = "rsync"
-BASE = ["-a", "--mkpath"]
+BASE = ["-a", "--mkpath", "-8"]  # -8: names in itemized output as bytes, not escaped
 
 # rsync exit codes (rsync(1) "EXIT VALUES")
 OK = 0
@@ -47,6 +47,7 @@ class Result:
     stderr: str = ""
     files: int = 0
     seconds: float = 0.0
+    items: list[bytes] = field(default_factory=list)  # itemized lines: b"%i %n" (names as bytes)
 
 
 def classify(code: int) -> str:
@@ -159,7 +160,8 @@ async def run(job: Job) -> Result:
     if job.dry_run:
         job.lines = [line.decode("utf-8", "replace") for line in lines]
     return Result(proc.returncode, classify(proc.returncode),
-                  err.decode("utf-8", "replace").strip()[-2000:], len(lines), loop.time() - started)
+                  err.decode("utf-8", "replace").strip()[-2000:], len(lines), loop.time() - started,
+                  lines)
 
 
 def _in_thread(loop: asyncio.AbstractEventLoop, fn) -> asyncio.Future:

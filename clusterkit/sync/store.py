@@ -4,7 +4,8 @@ Every change is written here for every node *before* anything is sent, so a
 daemon restart or a node that is down for hours loses nothing. A row is
 ``(node, set, path, seq)``: ``path`` is relative to the set's root; ``""``
 means "the whole set" (a full sync), a trailing ``/`` means "this directory,
-recursively". ``seq`` grows with every mark: a batch removes only the rows it
+recursively". Paths are stored as the file system's bytes (a BLOB): a name
+that is not UTF-8 is as good as any other (``os.fsencode``/``os.fsdecode``). ``seq`` grows with every mark: a batch removes only the rows it
 saw (``seq <= sent``), so a path changed again while in flight stays dirty.
 
 WAL mode with ``synchronous=NORMAL``: a commit survives the process being
@@ -41,6 +42,8 @@ class DirtyStore:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        # Rows of older versions hold paths as TEXT: make them the BLOBs every query binds.
+        self.db.execute("UPDATE dirty SET path = CAST(path AS BLOB) WHERE typeof(path) = 'text'")
         row = self.db.execute("SELECT MAX(seq) FROM dirty").fetchone()
         self.seq = row[0] or 0
 
@@ -58,7 +61,7 @@ class DirtyStore:
             self.db.executemany(
                 "INSERT INTO dirty (node, sset, path, seq, since) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (node, sset, path) DO UPDATE SET seq = excluded.seq",
-                [(node, sset, path, self.seq, now)
+                [(node, sset, os.fsencode(path), self.seq, now)
                  for node, entries in rows.items() for sset, path in entries])
         return self.seq
 
@@ -69,9 +72,9 @@ class DirtyStore:
         with self.db:
             self.db.execute("BEGIN")
             self.db.execute("INSERT INTO dirty VALUES (?, ?, ?, ?, ?) ON CONFLICT (node, sset, path) "
-                            "DO UPDATE SET seq = excluded.seq", (node, sset, add, self.seq, now))
+                            "DO UPDATE SET seq = excluded.seq", (node, sset, os.fsencode(add), self.seq, now))
             self.db.executemany("DELETE FROM dirty WHERE node = ? AND sset = ? AND path = ?",
-                                [(node, sset, p) for p in drop if p != add])
+                                [(node, sset, os.fsencode(p)) for p in drop if p != add])
         return self.seq
 
     def done(self, node: str, sset: str, sent: dict[str, int]) -> None:
@@ -80,7 +83,7 @@ class DirtyStore:
             self.db.execute("BEGIN")
             self.db.executemany(
                 "DELETE FROM dirty WHERE node = ? AND sset = ? AND path = ? AND seq <= ?",
-                [(node, sset, path, seq) for path, seq in sent.items()])
+                [(node, sset, os.fsencode(path), seq) for path, seq in sent.items()])
 
     def forget(self, node: str, sset: str | None = None) -> None:
         """A node or a set left the cluster."""
@@ -106,7 +109,7 @@ class DirtyStore:
 
     def pending(self, node: str) -> dict[tuple[str, str], tuple[int, float]]:
         """``{(set, path): (seq, since)}`` for one node."""
-        return {(s, p): (q, t) for s, p, q, t in self.db.execute(
+        return {(s, os.fsdecode(p)): (q, t) for s, p, q, t in self.db.execute(
             "SELECT sset, path, seq, since FROM dirty WHERE node = ?", (node,))}
 
     def state(self, node: str) -> dict:

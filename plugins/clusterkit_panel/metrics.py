@@ -98,6 +98,22 @@ def render(panel) -> str:
               sync.get("pending"), node=node)
         w.add("clusterkit_replication_runs_total", "counter", "rsync batches sent to the node.",
               sync.get("runs"), node=node)
+    sync = _dict(status.get("sync"))
+    w.add("clusterkit_sync_watcher_events_total", "counter",
+          "File events the watcher delivered (all sets).", sync.get("events"))
+    for name, watch in _dict(sync.get("watch")).items():
+        watch = _dict(watch)
+        w.add("clusterkit_sync_watch_ok", "gauge",
+              "1 while the set's file watch is proved to deliver events (0: deaf, partial or "
+              "not proved yet).", int(watch.get("state") == "ok"), set=name,
+              state=watch.get("state", ""))
+        w.add("clusterkit_sync_watch_failures_total", "counter",
+              "Times the set's file watch was found deaf or partial.", watch.get("failures"),
+              set=name)
+    for name, count in _dict(sync.get("missed_changes")).items():
+        w.add("clusterkit_sync_missed_changes_total", "counter",
+              "Changes a periodic or covering full sync sent that no file event announced.",
+              count, set=name)
     dns = _dict(status.get("dns"))
     for rcode, count in _dict(dns.get("queries")).items():
         w.add("clusterkit_dns_queries_total", "counter", "DNS answers by response code.", count,
