@@ -40,19 +40,85 @@ async def gather_results(results: list) -> list:
 
 
 class PluginError(Exception):
-    """A plugin failed in a lifecycle hook; the message names it."""
+    """A plugin failed in a lifecycle hook; the message names it (``plugin``: its name)."""
+
+    plugin: str | None = None
 
 
-async def call_each(caller, **kwargs) -> None:
-    """Call every implementation of a hook in pluggy's order, awaiting each; failures name the plugin."""
-    for impl in reversed(caller.get_hookimpls()):  # pluggy runs the last registered first
+async def call_each(pm, name: str, *, keep_going: bool = False, timeout: float | None = None,
+                    reverse: bool = False, **kwargs) -> list[PluginError]:
+    """Call the lifecycle hook ``name`` through pluggy; await each async result in pluggy's order.
+
+    Async implementations run one after the other (pluggy only creates their
+    coroutines), each within ``timeout``. A failure names its plugin.
+    ``keep_going=False`` raises the first as :class:`PluginError`;
+    ``keep_going=True`` (stopping) returns them all and lets every other plugin
+    run: one that raises before returning its coroutine is left out and the
+    hook is called again without it. ``reverse`` awaits the results last first
+    (stopping undoes starting).
+    """
+    caller = getattr(pm.hook, name)
+    impls = caller.get_hookimpls()
+    errors: list[PluginError] = []
+    while True:
         try:
-            result = impl.function(**{k: kwargs[k] for k in impl.argnames})
-            if inspect.isawaitable(result):
-                await result
+            pending = list(caller(**kwargs))
+            break
         except Exception as exc:
-            raise PluginError(f"plugin {impl.plugin_name!r} failed in {caller.name}: "
-                              f"{type(exc).__name__}: {exc}") from exc
+            plugin = _raised_in(exc, impls)
+            error = _plugin_error(plugin, name, exc)
+            if not keep_going or plugin is None:
+                raise error from exc
+            errors.append(error)
+            caller = pm.subset_hook_caller(name, remove_plugins=[
+                pm.get_plugin(p) for p in {e.plugin for e in errors}])
+    if reverse:
+        pending.reverse()
+    while pending:
+        result = pending.pop(0)
+        if not inspect.isawaitable(result):
+            continue
+        plugin = _owner(getattr(result, "cr_frame", None), impls)
+        try:
+            await asyncio.wait_for(result, timeout)
+        except Exception as exc:
+            if isinstance(exc, asyncio.TimeoutError):
+                exc = TimeoutError(f"did not finish within {timeout:g}s")
+            error = _plugin_error(plugin, name, exc)
+            if not keep_going:
+                for left in pending:  # never awaited: close them quietly
+                    getattr(left, "close", lambda: None)()
+                raise error from exc
+            errors.append(error)
+    return errors
+
+
+def _owner(frame, impls) -> str | None:
+    """The plugin whose implementation runs in ``frame`` (a method's: by its ``self`` too)."""
+    if frame is None:
+        return None
+    for impl in impls:
+        if getattr(impl.function, "__code__", None) is frame.f_code and (
+                getattr(impl.function, "__self__", None) in (None, frame.f_locals.get("self"))):
+            return impl.plugin_name
+    return None
+
+
+def _raised_in(exc: BaseException, impls) -> str | None:
+    """The plugin whose implementation the traceback of ``exc`` passes through."""
+    tb = exc.__traceback__
+    found = None
+    while tb is not None:
+        found = _owner(tb.tb_frame, impls) or found
+        tb = tb.tb_next
+    return found
+
+
+def _plugin_error(plugin: str | None, hook: str, exc: Exception) -> PluginError:
+    who = f"plugin {plugin!r}" if plugin else "a plugin"
+    error = PluginError(f"{who} failed in {hook}: {type(exc).__name__}: {exc}")
+    error.plugin = plugin
+    return error
 
 
 class Runtime:
@@ -145,7 +211,7 @@ class Runtime:
             self.engine = self.hook.clusterkit_lb_engine(runtime=self)
             if self.engine is not None:
                 await self.engine.apply(self.cluster)
-        await call_each(self.hook.clusterkit_start, runtime=self)
+        await call_each(self.pm, "clusterkit_start", runtime=self)
         log.info("%s %s is up", self.host.role, self.host.name)
 
     async def stop(self) -> None:
@@ -153,13 +219,9 @@ class Runtime:
         log.info("stopping %s", self.host.name)
         if self.engine is not None:
             await self._bounded(self.engine.close(self.shutdown_timeout), "load balancer")
-        for impl in self.hook.clusterkit_stop.get_hookimpls():  # the reverse of start order
-            try:
-                result = impl.function(runtime=self)
-            except Exception:
-                log.exception("plugin %s failed while stopping", impl.plugin_name)
-                continue
-            await self._bounded(result, impl.plugin_name)
+        for error in await call_each(self.pm, "clusterkit_stop", keep_going=True, reverse=True,
+                                     timeout=self.shutdown_timeout, runtime=self):
+            log.error("while stopping: %s", error)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -183,7 +245,7 @@ class Runtime:
             if self.engine is not None:
                 await self.engine.apply(new)
             try:
-                await call_each(self.hook.clusterkit_reload, runtime=self, old=old, new=new)
+                await call_each(self.pm, "clusterkit_reload", runtime=self, old=old, new=new)
             except PluginError as exc:
                 log.error("reload: %s", exc)
                 return {"reloaded": True, "changed": True, "error": str(exc)}

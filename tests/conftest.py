@@ -15,6 +15,32 @@ from netns import Net, unavailable_reason  # noqa: E402
 from clusterkit.plugins import get_plugin_manager  # noqa: E402
 
 
+SYSTEM_PATHS = ("/var/lib/clusterkit", "/var/lib/clusterkit-panel", "/srv/www", "/etc/clusterkit")
+
+
+def _newest(path: str) -> float | None:
+    """The newest mtime in a tree, None when it does not exist."""
+    if not os.path.exists(path):
+        return None
+    newest = os.lstat(path).st_mtime
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            try:
+                newest = max(newest, os.lstat(os.path.join(root, name)).st_mtime)
+            except OSError:
+                pass
+    return newest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def writes_stay_in_temporary_directories():
+    """Tests write only under their tmp_path: the system's clusterkit paths stay as they were."""
+    before = {p: _newest(p) for p in SYSTEM_PATHS}
+    yield
+    changed = [p for p in SYSTEM_PATHS if _newest(p) != before[p]]
+    assert not changed, f"the test run wrote to {changed}: tests must write under tmp_path only"
+
+
 @pytest.fixture
 def pm():
     """The real plugin manager: built-ins through their entry points."""

@@ -27,7 +27,8 @@ def ck():
 def cfg(ck, tmp_path):
     path = str(tmp_path / "cluster.toml")
     result = ck("init", "-c", path, "--name", "prod", "--manager", "mgr", "--manager-ip",
-                "127.91.0.1", "--public-ip", "127.91.0.100", "--state-dir", str(tmp_path / "st"))
+                "127.91.0.1", "--public-ip", "127.91.0.100", "--state-dir", str(tmp_path / "st"),
+                "--root", str(tmp_path / "root"))
     assert result.exit_code == 0, result.output
     return path
 
@@ -124,7 +125,8 @@ def test_init_runs_one_balancer_process_per_cpu_unless_told(ck, cfg, tmp_path):
     with open(cfg, "rb") as f:
         assert tomllib.load(f)["manager"]["options"] == {"proxy_workers": "auto"}
     other = str(tmp_path / "two.toml")
-    args = ("init", "-c", other, "--name", "x", "--manager", "m", "--manager-ip", "127.0.0.1")
+    args = ("init", "-c", other, "--name", "x", "--manager", "m", "--manager-ip", "127.0.0.1",
+            "--state-dir", str(tmp_path / "st2"), "--root", str(tmp_path / "root2"))
     assert ck(*args, "--proxy-workers", "many").exit_code == 2
     assert ck(*args, "--proxy-workers", "2").exit_code == 0
     with open(other, "rb") as f:

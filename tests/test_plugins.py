@@ -63,7 +63,8 @@ def test_third_party_plugin_adds_a_command_and_a_service(tmp_path):
 
     cfg = tmp_path / "c.toml"
     assert cli("init", "-c", str(cfg), "--name", "t", "--manager", "m", "--manager-ip",
-               "127.91.1.1", site=site).returncode == 0
+               "127.91.1.1", "--state-dir", str(tmp_path / "st"), "--root", str(tmp_path / "root"),
+               site=site).returncode == 0
     add = ["policy", "add", "-c", str(cfg), "--vip", "127.91.1.1", "--port", "70",
            "--service", "gopher", "--members", "m=1"]
     refused = cli(*add)
@@ -118,3 +119,41 @@ def test_unknown_hook_implementation_is_refused():
     pm.register(Typo(), name="typo")
     with pytest.raises(Exception, match="clusterkit_regster_services"):
         pm.check_pending()
+
+
+def test_lifecycle_hooks_run_through_pluggy_in_order_and_one_failure_skips_no_other():
+    """Stopping: async results awaited last first, a failing plugin named, the others still run;
+    one that raises before returning a coroutine is left out and the rest called again."""
+    import asyncio
+
+    from clusterkit.runtime import PluginError, call_each
+
+    ran = []
+
+    def plugin(name, fail=None):
+        class P:
+            @hookimpl
+            async def clusterkit_stop(self, runtime):
+                ran.append(name)
+                if fail == "async":
+                    raise OSError(f"{name} broke")
+
+        class Sync:
+            @hookimpl
+            def clusterkit_stop(self, runtime):
+                raise ValueError("raised at once")
+
+        return Sync() if fail == "sync" else P()
+
+    pm = get_plugin_manager(load_entrypoints=False)
+    for name, fail in (("first", None), ("eager", "sync"), ("broken", "async"), ("last", None)):
+        pm.register(plugin(name, fail), name=name)
+    errors = asyncio.run(call_each(pm, "clusterkit_stop", keep_going=True, reverse=True, runtime=None))
+    assert ran == ["first", "broken", "last"]  # registered first, so pluggy calls it last
+    assert sorted(str(e) for e in errors) == [
+        "plugin 'broken' failed in clusterkit_stop: OSError: broken broke",
+        "plugin 'eager' failed in clusterkit_stop: ValueError: raised at once"]
+    ran.clear()
+    with pytest.raises(PluginError, match="plugin 'eager' failed in clusterkit_stop"):
+        asyncio.run(call_each(pm, "clusterkit_stop", runtime=None))
+    assert ran == []

@@ -180,3 +180,53 @@ def test_https_passes_through_to_a_real_tls_server(proxy, tmp_path):
     st = proxy.engine.stats()[proxy.key]
     assert st["persistence"] == 300  # https sticks clients to a node by default
     assert st["members"]["node1"]["bytes_out"] > 300000
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_the_loops_connect_follows_the_future_protocol_the_relay_steps_by_hand(loop_kind):
+    """relay.py steps ``loop.create_connection`` without a Task: a yielded future carries
+    ``_asyncio_future_blocking``, cleared by the stepper, and completes through its done
+    callbacks. If a Python or uvloop release changes that, this fails, not the balancer."""
+    import asyncio
+
+    loop = asyncio.new_event_loop() if loop_kind == "asyncio" else __import__("uvloop").new_event_loop()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    refused = socket.socket()
+    refused.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+    outcomes = []
+
+    def step(coro, done):
+        try:
+            waiting = coro.send(None)
+        except StopIteration as stop:
+            done.set_result(stop.value)
+            return
+        except OSError as exc:
+            done.set_result(exc)
+            return
+        if waiting is None:
+            loop.call_soon(step, coro, done)
+            return
+        assert waiting._asyncio_future_blocking is True
+        waiting._asyncio_future_blocking = False
+        waiting.add_done_callback(lambda _f: step(coro, done))
+
+    async def connect(port):
+        done = loop.create_future()
+        step(loop.create_connection(asyncio.Protocol, "127.0.0.1", port), done)
+        outcomes.append(await done)
+
+    try:
+        loop.run_until_complete(connect(listener.getsockname()[1]))
+        loop.run_until_complete(connect(refused.getsockname()[1]))
+    finally:
+        transport = outcomes[0][0] if outcomes and isinstance(outcomes[0], tuple) else None
+        if transport is not None:
+            transport.close()
+        loop.run_until_complete(asyncio.sleep(0))
+        loop.close()
+        listener.close()
+        refused.close()
+    assert isinstance(outcomes[0], tuple) and isinstance(outcomes[1], ConnectionRefusedError)

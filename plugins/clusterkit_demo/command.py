@@ -75,14 +75,17 @@ async def wait_until(predicate, timeout: float, step: float = 0.02):
         await asyncio.sleep(step)
 
 
-async def show_balancing(manager: Runtime) -> None:
+async def show_balancing(manager: Runtime, problems: list[str]) -> None:
     say(f"BALANCING: 30 requests to http://{PUBLIC_IP}:{WEB_PORT}/ (the public IP) ...")
     answers = Counter([await http_get(PUBLIC_IP, WEB_PORT) for _ in range(30)])
     for body, count in sorted(answers.items()):
         say(f"  {count:2d} x {body!r}")
+    silent = [name for name in NODES if f"hello from {name}" not in answers]
+    if silent:
+        problems.append(f"balancing: no answer from {', '.join(silent)}")
 
 
-async def show_failover(manager: Runtime, backends: dict) -> None:
+async def show_failover(manager: Runtime, backends: dict, problems: list[str]) -> None:
     say("FAILOVER: node2's web server stops while a client keeps sending requests ...")
     backends["node2"].close()
     await backends["node2"].wait_closed()
@@ -103,12 +106,17 @@ async def show_failover(manager: Runtime, backends: dict) -> None:
         f"{sent} requests sent meanwhile, {failed} failed")
     answers = Counter([await http_get(PUBLIC_IP, WEB_PORT) for _ in range(12)])
     say(f"  now answering: {dict(answers)}")
+    if failed or "hello from node2" in answers:
+        problems.append(f"failover: {failed} of {sent} requests failed while node2 went down, "
+                        f"node2 {node2_state()}")
     backends["node2"] = await start_backend(NODES["node2"], WEB_PORT, "node2")
     await wait_until(lambda: node2_state() == "up", 10)
     say(f"  node2's web server is back: state {node2_state()}")
+    if node2_state() != "up":
+        problems.append(f"failover: node2 did not come back (state {node2_state()})")
 
 
-async def show_replication(manager: Runtime) -> None:
+async def show_replication(manager: Runtime, problems: list[str]) -> None:
     cluster = manager.cluster
     say("REPLICATION: a file written on the manager appears on every node ...")
     source = manager.local_path("/srv/www/index.html")
@@ -120,9 +128,15 @@ async def show_replication(manager: Runtime) -> None:
     arrived = await wait_until(lambda: all(os.path.exists(t) for t in targets), 10, 0.002)
     elapsed = (time.monotonic() - started) * 1000
     say(f"  {'on all 3 nodes' if arrived else 'NOT on every node'} after {elapsed:.0f} ms")
+    if not arrived:
+        problems.append(f"replication: the file did not reach every node in {elapsed:.0f} ms")
+    watch = manager.status().get("sync", {}).get("watch", {})
+    failing = {name: w["reason"] for name, w in watch.items() if w["state"] in ("deaf", "partial")}
+    if failing:
+        problems.append(f"replication: the file watcher is failing: {failing}")
 
 
-async def show_dns(hosts: list[Runtime]) -> None:
+async def show_dns(hosts: list[Runtime], problems: list[str]) -> None:
     import dns.asyncquery
     import dns.message
 
@@ -146,6 +160,8 @@ async def show_dns(hosts: list[Runtime]) -> None:
     first = await wait_until(everyone_answers, 10, 0.05) or await answers()
     for name, value in first.items():
         say(f"  {name}: {value}")
+        if value != "127.80.0.100":
+            problems.append(f"dns: {name} answered {value!r}")
     say("  the zone is changed on the manager (serial 2, www -> 127.80.0.200) ...")
     started = time.monotonic()
     zone = hosts[0].local_path(f"/srv/zones/{ZONE}.zone")
@@ -157,11 +173,15 @@ async def show_dns(hosts: list[Runtime]) -> None:
         return all(v == "127.80.0.200" for v in (await answers()).values())
 
     ok = await wait_until(converged, 10, 0.05)
-    say(f"  {'every host answers the new address' if ok else 'NOT converged'} after "
-        f"{(time.monotonic() - started) * 1000:.0f} ms")
+    elapsed = (time.monotonic() - started) * 1000
+    say(f"  {'every host answers the new address' if ok else 'NOT converged'} after {elapsed:.0f} ms")
+    if not ok:
+        problems.append(f"dns: the hosts did not converge on the changed zone in {elapsed:.0f} ms")
 
 
-async def run_demo(pm, base: str, duration: float) -> None:
+async def run_demo(pm, base: str, duration: float) -> list[str]:
+    """Run the show; returns what failed (nothing, when every capability worked)."""
+    problems: list[str] = []
     path = write_definition(base, pm)
     say(f"cluster definition: {path}")
     backends = {name: await start_backend(ip, WEB_PORT, name) for name, ip in NODES.items()}
@@ -180,13 +200,13 @@ async def run_demo(pm, base: str, duration: float) -> None:
             started.append(runtime)
             say(f"{runtime.host.role} {runtime.host.name} up on {runtime.host.ip}")
         if manager.engine is not None and manager.cluster.policies:
-            await show_balancing(manager)
+            await show_balancing(manager, problems)
             if "membership" in manager.components:
-                await show_failover(manager, backends)
+                await show_failover(manager, backends, problems)
         if "sync" in manager.components:
-            await show_replication(manager)
+            await show_replication(manager, problems)
         if "dns" in manager.components:
-            await show_dns(hosts)
+            await show_dns(hosts, problems)
         if "panel" in manager.components:
             from clusterkit_panel.settings import panel_settings
 
@@ -202,6 +222,7 @@ async def run_demo(pm, base: str, duration: float) -> None:
         for server in backends.values():
             server.close()
     say("all hosts stopped cleanly")
+    return problems
 
 
 def enroll_everyone(path: str, pm) -> None:
@@ -226,11 +247,19 @@ def say(text: str) -> None:
 def demo(ctx: typer.Context,
          duration: Annotated[float, typer.Option(
              help="Seconds to keep the cluster up after the show.")] = 5.0) -> None:
-    """Run an embedded cluster on loopback (manager + 3 nodes) and show what it does."""
+    """Run an embedded cluster on loopback (manager + 3 nodes) and show what it does.
+
+    Exits 1, naming what failed, when any capability it shows does not work:
+    the README's first command is itself a check of the machine.
+    """
     pm = plugin_manager(ctx)
     loop = new_event_loop()
     try:
         with tempfile.TemporaryDirectory(prefix="clusterkit-demo-") as base:
-            loop.run_until_complete(run_demo(pm, base, duration))
+            problems = loop.run_until_complete(run_demo(pm, base, duration))
     finally:
         loop.close()
+    if problems:
+        for problem in problems:
+            typer.echo(f"[demo] FAILED: {problem}", err=True)
+        raise typer.Exit(1)
