@@ -243,3 +243,23 @@ def test_sync_set_added_at_runtime_is_watched_and_sent(tmp_path, cluster):
         time.sleep(0.3)
         (other / "new.conf").write_text("sent by an event")
         wait_identical(other, dsts, timeout=20)
+
+
+def test_names_that_are_not_utf8_replicate_with_their_batch(tmp_path, cluster):
+    """File names are bytes: one non-UTF-8 name must not drop the batch it came in."""
+    src = source(tmp_path)
+    with Daemon(cluster) as daemon:
+        for i in range(10):
+            (src / f"normal-{i}.txt").write_text("x")
+        with open(os.fsencode(src) + b"/bad-\xff.txt", "wb") as f:
+            f.write(b"latin-1 name")
+        os.mkdir(os.fsencode(src) + b"/dir-\xe9")
+        with open(os.fsencode(src) + b"/dir-\xe9/inner", "wb") as f:
+            f.write(b"inside")
+        wait_identical(src, nodes(tmp_path))
+        for node in nodes(tmp_path):
+            assert open(os.fsencode(node) + b"/bad-\xff.txt", "rb").read() == b"latin-1 name"
+        os.unlink(os.fsencode(src) + b"/bad-\xff.txt")
+        wait_identical(src, nodes(tmp_path))
+        status = wait_settled(daemon)
+        assert all(n["last_error"] is None for n in status["nodes"].values()), status["nodes"]
