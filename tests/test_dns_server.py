@@ -434,6 +434,20 @@ def test_pipelined_queries_then_eof_are_all_answered(tmp_path):
             assert c.recv(10) == b""
 
 
+def test_queries_then_eof_with_answers_never_read_free_the_connection(tmp_path):
+    zones = write_zones(tmp_path / "zones", {"flood.test": FLOOD_ZONE}, {})
+    with ServerThread(zones, ADDR, tcp_idle=1) as s:
+        c = socket.socket()
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        c.connect((s.addr, s.port))
+        with c:
+            c.sendall(framed(query("big.flood.test", "TXT")) * 1000)
+            c.shutdown(socket.SHUT_WR)
+            wait_for(lambda: status_of(s)["tcp_unsent"] > 0, timeout=3)
+            # never read: after tcp_idle the answers are dropped and the slot is free
+            wait_for(lambda: status_of(s)["tcp_connections"] == 0, timeout=5)
+
+
 def test_one_address_cannot_take_every_tcp_slot(tmp_path):
     with ServerThread(write_zones(tmp_path / "zones"), ADDR, tcp_max=64, tcp_per_client=3) as s:
         def connect(source):

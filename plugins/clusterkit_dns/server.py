@@ -215,13 +215,15 @@ class TcpProtocol(asyncio.Protocol):
             self._arm(timeout)
 
     def _idle(self) -> None:
-        """Idle too long: answers the client never took are dropped, not waited for."""
+        """Idle too long: answers the client never took are dropped, not waited for
+        (also after a close that is still waiting for them to drain)."""
         transport = self.transport
-        if transport is not None and not transport.is_closing():
-            if transport.get_write_buffer_size():
-                transport.abort()
-            else:
-                transport.close()
+        if transport is None:
+            return
+        if transport.get_write_buffer_size():
+            transport.abort()
+        elif not transport.is_closing():
+            transport.close()
 
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
