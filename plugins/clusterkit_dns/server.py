@@ -250,6 +250,7 @@ class DnsServer:
         self.errors: dict[str, str] = {}  # path -> why the file is not (or no longer) current
         self.connections: set[TcpProtocol] = set()
         self.per_client: dict[str, int] = {}  # client address -> its open TCP connections
+        self._capped: set[str] = set()        # addresses at the cap, already logged
         self.transfers = None  # a clusterkit_dns.xfr.Transfers when secondaries are configured
         self.refused_connections = 0
         self.refused_per_client = 0
@@ -351,7 +352,8 @@ class DnsServer:
         if held >= self.tcp_per_client:
             self.refused_connections += 1
             self.refused_per_client += 1
-            if held == self.tcp_per_client:  # once per flood, not per connection
+            if ip not in self._capped:  # once while it stays at the cap, not per connection
+                self._capped.add(ip)
                 log.warning("dns: %s holds %d TCP connections: more are refused", ip, held)
             return False
         was_busy = self.busy()
@@ -373,6 +375,8 @@ class DnsServer:
                 self.per_client[ip] = left
             else:
                 self.per_client.pop(ip, None)
+            if left < self.tcp_per_client:
+                self._capped.discard(ip)
 
     def busy(self) -> bool:
         """More than half of ``tcp_max`` connections are open."""
