@@ -369,3 +369,162 @@ def test_zones_dir_change_moves_the_server(tmp_path):
     with ServerThread(second, ADDR, port=port) as s:
         assert answer_of(s, "www.other.test") == (0, ["192.0.2.99"])
         assert answer_of(s, "www.example.com")[0] == dns.rcode.REFUSED
+
+
+# ------------------------------------------------------ TCP under attack
+
+TXT_10K = " ".join('"' + chr(97 + i % 26) * 250 + '"' for i in range(40))  # 10 kB of TXT
+FLOOD_ZONE = f"$TTL 60\n@ SOA ns h 1 1 1 1 1\n@ NS ns\nns A 192.0.2.1\nbig TXT {TXT_10K}\n"
+
+
+def status_of(s) -> dict:
+    async def read():
+        return s.server.status()
+    return s.call(read())
+
+
+def test_pipelined_queries_never_read_hold_a_bounded_buffer(tmp_path):
+    """2,000 queries for a 10 kB TXT, answers never read: the server stops reading the
+    connection once its unsent answers pass the bound, instead of queueing 20 MB."""
+    from clusterkit_dns.server import TCP_CHUNK, TCP_UNSENT
+
+    bound = TCP_UNSENT + TCP_CHUNK + 65537  # the bound, a gathered write, one answer
+    zones = write_zones(tmp_path / "zones", {"flood.test": FLOOD_ZONE}, {})
+    with ServerThread(zones, ADDR, tcp_idle=30) as s:
+        flood = socket.socket()
+        flood.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # takes little itself
+        flood.settimeout(5)
+        flood.connect((s.addr, s.port))
+        try:
+            flood.sendall(framed(query("big.flood.test", "TXT")) * 2000)
+            seen, last = [], None
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:  # until nothing more is answered
+                st = status_of(s)
+                seen.append(st["tcp_unsent_max"])
+                answered = st["queries"].get("NOERROR", 0)
+                if answered == last and len(seen) > 5:
+                    break
+                last = answered
+                time.sleep(0.2)
+            assert 0 < max(seen) <= bound, max(seen)
+            assert 0 < answered < 2000  # the rest waits, unread, for the client to read
+            # meanwhile a fresh client is answered, big answer and all
+            m = dns.query.tcp(dns.message.make_query("big.flood.test", "TXT"), s.addr,
+                              port=s.port, timeout=3)
+            assert len(b"".join(m.answer[0][0].strings)) == 10000
+            assert status_of(s)["tcp_unsent_max"] <= bound
+        finally:
+            flood.close()
+        wait_for(lambda: status_of(s)["tcp_connections"] == 0, timeout=5)
+        assert status_of(s)["tcp_unsent"] == 0
+
+
+def test_pipelined_queries_then_eof_are_all_answered(tmp_path):
+    """Back-pressure holds queries back; a client that sends them all and half-closes
+    still gets every answer, in order, then the close."""
+    zones = write_zones(tmp_path / "zones", {"flood.test": FLOOD_ZONE}, {})
+    with ServerThread(zones, ADDR, tcp_idle=30) as s:
+        with socket.create_connection((s.addr, s.port), timeout=10) as c:
+            c.sendall(b"".join(framed(query("big.flood.test", "TXT", qid=i)) for i in range(300)))
+            c.shutdown(socket.SHUT_WR)
+            time.sleep(0.5)  # the server blocks on its buffer before we read
+            replies = read_messages(c, 300)
+            assert [m.id for m in replies] == list(range(300))
+            assert c.recv(10) == b""
+
+
+def test_queries_then_eof_with_answers_never_read_free_the_connection(tmp_path):
+    zones = write_zones(tmp_path / "zones", {"flood.test": FLOOD_ZONE}, {})
+    with ServerThread(zones, ADDR, tcp_idle=1) as s:
+        c = socket.socket()
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        c.connect((s.addr, s.port))
+        with c:
+            c.sendall(framed(query("big.flood.test", "TXT")) * 1000)
+            c.shutdown(socket.SHUT_WR)
+            wait_for(lambda: status_of(s)["tcp_unsent"] > 0, timeout=3)
+            # never read: after tcp_idle the answers are dropped and the slot is free
+            wait_for(lambda: status_of(s)["tcp_connections"] == 0, timeout=5)
+
+
+def test_one_address_cannot_take_every_tcp_slot(tmp_path):
+    with ServerThread(write_zones(tmp_path / "zones"), ADDR, tcp_max=64, tcp_per_client=3) as s:
+        def connect(source):
+            c = socket.create_connection((s.addr, s.port), timeout=3, source_address=(source, 0))
+            c.sendall(framed(query("www.example.com")))
+            try:
+                return c, read_messages(c, 1)
+            except ConnectionResetError:
+                return c, []
+
+        held = [connect("127.83.2.50") for _ in range(3)]
+        try:
+            assert all(answers for _, answers in held)
+            extra, answers = connect("127.83.2.50")  # the fourth from that address
+            extra.close()
+            assert answers == [] and status_of(s)["tcp_refused_per_client"] == 1
+            other, answers = connect("127.83.2.51")  # another address is not affected
+            other.close()
+            assert answers
+            held.pop()[0].close()  # a slot of its own freed: the address gets it back
+            wait_for(lambda: status_of(s)["tcp_connections"] == 2, timeout=3)
+            again, answers = connect("127.83.2.50")
+            again.close()
+            assert answers
+        finally:
+            for c, _ in held:
+                c.close()
+
+
+def test_idle_timeout_shortens_when_more_than_half_the_slots_are_taken(tmp_path):
+    """tcp_idle 30 s, tcp_max 8: four idle connections stay; a fifth makes the server
+    busy, and then every idle connection goes within the busy timeout (2 s)."""
+    with ServerThread(write_zones(tmp_path / "zones"), ADDR, tcp_idle=30, tcp_max=8) as s:
+        conns = [socket.create_connection((s.addr, s.port), timeout=10) for _ in range(4)]
+        try:
+            time.sleep(2.5)
+            assert status_of(s)["tcp_connections"] == 4  # not busy: 30 s apply
+            conns.append(socket.create_connection((s.addr, s.port), timeout=10))
+            wait_for(lambda: status_of(s)["tcp_connections"] == 0, timeout=6)
+            for c in conns:
+                assert c.recv(10) == b""
+        finally:
+            for c in conns:
+                c.close()
+
+
+def test_bytes_dribbled_without_a_whole_query_do_not_keep_a_connection(server):
+    """A slow-loris client sends a byte of a query every 0.3 s: only answered queries
+    count as activity, so tcp_idle (1 s) still closes it."""
+    message = framed(query("www.example.com"))
+    with socket.create_connection((server.addr, server.port), timeout=5) as c:
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        c.settimeout(0.3)
+        start = time.monotonic()
+        closed = False
+        for byte in message[:-1]:
+            try:
+                c.sendall(bytes([byte]))
+                closed = c.recv(10) == b""
+            except TimeoutError:
+                continue
+            except (ConnectionResetError, BrokenPipeError):
+                closed = True
+            if closed:
+                break
+        assert closed and time.monotonic() - start < 4
+
+
+def test_tcp_per_client_setting_is_checked():
+    from clusterkit_dns.settings import parse_settings
+
+    problems = []
+    assert parse_settings({"tcp_per_client": 4}, lambda *p: problems.append(p)).tcp_per_client == 4
+    assert parse_settings({}, lambda *p: problems.append(p)).tcp_per_client == 16
+    assert problems == []
+    for bad in (0, True, 2.5, "8"):
+        problems.clear()
+        assert parse_settings({"tcp_per_client": bad},
+                              lambda *p: problems.append(p)).tcp_per_client == 16
+        assert problems == [("tcp_per_client", f"{bad!r} must be a whole number in 1..65535")]

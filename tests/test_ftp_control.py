@@ -6,9 +6,10 @@ import random
 
 import pytest
 
-from clusterkit_ftp.control import (MAX_LINE, FtpControl, LineSplitter, format_eprt, format_port,
-                                    parse_eprt_arg, parse_epsv, parse_pasv, parse_port_arg,
-                                    rewrite_epsv, rewrite_pasv, same_ip)
+from clusterkit_ftp.control import (MAX_LINE, FtpControl, LineSplitter, PassiveQuotaExceeded,
+                                    command_verb, format_eprt, format_port, parse_eprt_arg,
+                                    parse_epsv, parse_pasv, parse_port_arg, rewrite_epsv,
+                                    rewrite_pasv, same_ip)
 
 CLIENT = "198.51.100.7"
 
@@ -16,16 +17,23 @@ CLIENT = "198.51.100.7"
 class Ports:
     """Records what the channel asked for; answers with fixed manager addresses."""
 
-    def __init__(self, fail: bool = False):
+    def __init__(self, fail: bool = False, quota: int = 100):
         self.fail = fail
+        self.quota = quota  # passive listeners this client may still open
         self.passive_calls: list[int] = []
         self.active_calls: list[tuple[str, int]] = []
         self.refused = 0
         self.tls = 0
+        self.aborts = 0
+
+    def passive_allowed(self):
+        return len(self.passive_calls) < self.quota
 
     def passive(self, node_port):
         if self.fail:
             raise OSError("range exhausted")
+        if not self.passive_allowed():
+            raise PassiveQuotaExceeded("over the quota")
         self.passive_calls.append(node_port)
         return "203.0.113.10", 50000 + len(self.passive_calls)
 
@@ -40,6 +48,9 @@ class Ports:
 
     def tls_started(self):
         self.tls += 1
+
+    def aborted(self):
+        self.aborts += 1
 
 
 def channel(**kw) -> tuple[FtpControl, Ports]:
@@ -126,6 +137,7 @@ def test_port_and_eprt_arguments():
     for bad in (b"|2|198.51.100.7|6275|", b"|1|2001:db8::7|1|", b"|3|1.2.3.4|5|",
                 b"|1|1.2.3.4|0|", b"|1|1.2.3.4|x|", b"|1|nohost|21|", b"|1|1.2.3.4|21"):
         assert parse_eprt_arg(bad) is None, bad
+    assert parse_eprt_arg(b"|2|::ffff:198.51.100.7|6275|") == ("::ffff:c633:6407", 6275)
     assert format_eprt("10.0.0.1", 40001) == b"|1|10.0.0.1|40001|"
     assert format_eprt("fd00::1", 40001) == b"|2|fd00::1|40001|"
     assert same_ip("::ffff:198.51.100.7", "198.51.100.7") and not same_ip("1.2.3.4", "1.2.3.5")
@@ -222,11 +234,61 @@ def test_port_for_someone_else_or_a_privileged_port_is_refused_here():
     assert ctl.tls
 
 
-def test_malformed_port_goes_to_the_node_which_answers_it():
+# Every form a lenient server (pyftpdlib's int(), a C strtol, a server that drops
+# Telnet commands or skips blanks) could read as an address, and the balancer cannot
+# parse exactly. None of them may reach the node: it would connect where they say.
+LENIENT_PORTS = [
+    b"PORT 127,0,0,+99,156,64", b"PORT 127,0,0,9_9,156,64", b"PORT 127,0,0,-0,156,64",
+    "PORT １２７,0,0,1,156,64".encode(), b"PORT  198,51,100,7,156,64",
+    b"PORT 198,51,100,7,156,64 ", b" PORT 198,51,100,7,156,64", b"PORT\t198,51,100,7,156,64",
+    b"PORT 198, 51,100,7,156,64", b"PORT 198,51,100,7,156,64,1", b"PORT 198,51,100,7,156",
+    b"PORT 198,51,100,256,156,64", b"PORT 198,51,100,7,156,300", b"PORT 0198,51,100,7,156,64",
+    b"PORT 198.51.100.7,156,64", b"PORT", b"PORT ", b"PORT 0x7f,0,0,1,156,64",
+    b"\xff\xf1PORT 127,0,0,1,0,21", b"P\xff\xf1ORT 127,0,0,1,0,21", b"\x00PORT 1,2,3,4,5,6",
+    b"EPRT |1|127.0.0.1|+99|", b"EPRT |1|127.0.0.1|9_9|", b"EPRT |1| 198.51.100.7|40000|",
+    b"EPRT |1|198.51.100.7 |40000|", b"EPRT  |1|198.51.100.7|40000|",
+    b"EPRT |1|198.51.100.7|40000| ", b"EPRT |1|198.051.100.7|40000|",
+    b"EPRT |1|198.51.100.7|70000|", b"EPRT |1|198.51.100.7|40000", b"EPRT |1|198.51.100.7|",
+    b"EPRT |1|198.51.100.7|40000|1|", "EPRT |1|198.51.100.7|４００００|".encode(),
+    b"EPRT 1131198.51.100.71400001", b"EPRT .1.198.51.100.7.40000.",
+    b"EPRT |2|fe80::1%eth0|40000|", b"EPRT |2|198.51.100.7|40000|",
+    b"EPRT |1|::ffff:198.51.100.7|40000|", b"EPRT \xff\xf1|1|127.0.0.1|21|",
+]
+
+
+@pytest.mark.parametrize("command", LENIENT_PORTS)
+def test_a_port_or_eprt_not_exactly_formed_is_refused_here_and_never_forwarded(command):
     ctl, ports = greeted()
-    assert ctl.from_client(b"PORT garbage\r\n") == (b"PORT garbage\r\n", b"")
-    assert ctl.from_server(b"501 bad\r\n") == b"501 bad\r\n"
-    assert ports.active_calls == [] and ports.refused == 0
+    to_server, to_client = ctl.from_client(command + b"\r\n")
+    assert to_server == b"" and to_client.startswith(b"501 ") and to_client.endswith(b"\r\n")
+    assert ports.active_calls == []
+    # nothing awaits a reply from the node: the next one is AUTH's
+    ctl.from_client(b"AUTH TLS\r\n")
+    ctl.from_server(b"234 go\r\n")
+    assert ctl.tls
+
+
+def test_eprt_of_an_unknown_network_protocol_gets_522_here():
+    ctl, ports = greeted()
+    assert ctl.from_client(b"EPRT |3|198.51.100.7|40000|\r\n") == \
+        (b"", b"522 Network protocol not supported, use (1,2).\r\n")
+    assert ports.active_calls == []
+
+
+def test_verbs_are_found_as_a_lenient_server_finds_them():
+    assert command_verb(b"port 1,2") == b"PORT"
+    assert command_verb(b"  \tEpRt |1|") == b"EPRT"
+    assert command_verb(b"\xff\xf4\xff\xf2ABOR") == b"ABOR"
+    assert command_verb(b"P\xff\xfb\x01ORT x") == b"PORT"
+    assert command_verb(b"\xff\xffPORT") == b""  # IAC IAC is a data byte 0xff
+    assert command_verb(b"1PORT") == b""
+
+
+def test_a_bare_cr_inside_a_client_line_is_refused():
+    ctl, ports = greeted()
+    assert ctl.from_client(b"NOOP\rPORT 127,0,0,1,0,21\r\n") == \
+        (b"", b"500 Command line with a bare CR refused.\r\n")
+    assert ports.active_calls == []
 
 
 def test_active_listener_failure_gives_425():
@@ -286,18 +348,38 @@ def test_pipelined_commands_pair_with_their_replies():
     assert ports.refused == 1 and ctl.tls
 
 
-def test_overlong_command_is_answered_by_the_node_and_pairing_holds():
+@pytest.mark.parametrize("step", [1000, 1 << 20])
+def test_an_overlong_command_is_refused_here_and_pairing_holds(step):
+    """Not forwarded: ``PORT 127,0,0,1,0,21`` and 8 KiB of blanks is a PORT to int()."""
     ctl, _ = greeted()
-    big = b"SITE " + b"x" * (MAX_LINE + 10) + b"\r\n"
-    sent = b""
-    for i in range(0, len(big), 1000):
-        sent += ctl.from_client(big[i:i + 1000])[0]
-    assert sent == big
+    big = b"PORT 127,0,0,1,0,21" + b" " * (MAX_LINE + 10) + b"\r\n"
+    sent, answered = b"", b""
+    for i in range(0, len(big), step):
+        to_server, to_client = ctl.from_client(big[i:i + step])
+        sent, answered = sent + to_server, answered + to_client
+    assert sent == b"" and answered == b"500 Command line too long.\r\n"
     ctl.from_client(b"AUTH TLS\r\n")
-    ctl.from_server(b"500 too long\r\n")
-    assert not ctl.tls
     ctl.from_server(b"234 go\r\n")
     assert ctl.tls
+
+
+def test_pasv_and_epsv_over_the_address_quota_get_425_here():
+    ctl, ports = greeted(quota=1)
+    ctl.from_client(b"PASV\r\n")
+    assert b"203,0,113,10" in ctl.from_server(b"227 (10,0,0,11,1,1)\r\n")
+    for command in (b"PASV\r\n", b"epsv\r\n", b"EPSV 1\r\n"):
+        to_server, to_client = ctl.from_client(command)
+        assert to_server == b"" and to_client.startswith(b"425 ")
+    assert ctl.from_client(b"EPSV ALL\r\n") == (b"EPSV ALL\r\n", b"")  # asks for no port
+    ctl.from_server(b"200 ok\r\n")
+
+
+def test_a_227_over_the_quota_is_answered_425():
+    """Two sessions of one address passed the command's check at once: the reply decides."""
+    ctl, ports = greeted()
+    ctl.from_client(b"PASV\r\n")
+    ports.quota = 0
+    assert ctl.from_server(b"227 (10,0,0,11,1,1)\r\n").startswith(b"425 Too many")
 
 
 @pytest.mark.parametrize("seed", range(5))

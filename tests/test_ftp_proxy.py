@@ -79,7 +79,8 @@ def ftp(tmp_path_factory):
                   f'backend_port = {port}\nscheduler = "rr"\npersistence = 0\n'
                   f'members = {{node1 = 1, node2 = 1}}\n'
                   f'options = {{passive_ports = "{PASSIVE.start}-{PASSIVE.stop - 1}", '
-                  f'data_timeout = {DATA_TIMEOUT}}}\n\n'
+                  # 50 parallel sessions from one address, as many users behind a NAT
+                  f'data_timeout = {DATA_TIMEOUT}, passive_per_client = 50}}\n\n'
                   # idle connections close after a second here
                   f'[[policy]]\nvip = "{VIP}"\nport = {slow}\nservice = "ftp"\n'
                   f'backend_port = {port}\nidle_timeout = 1\nmembers = {{node1 = 1}}\n'

@@ -66,7 +66,7 @@ def test_ranges_and_defaults():
     assert parse_range(" 2000 - 2000 ") == range(2000, 2001)
     assert problems({}) == []
     assert problems({"passive_ports": "40000-40099", "ftps_passive_ports": "40100-40199",
-                     "data_timeout": 5}) == []
+                     "data_timeout": 5, "passive_per_client": 2}) == []
 
 
 @pytest.mark.parametrize("raw, key, words", [
@@ -78,6 +78,8 @@ def test_ranges_and_defaults():
     ({"data_timeout": 0}, "data_timeout", "0.1..3600"),
     ({"data_timeout": True}, "data_timeout", "0.1..3600"),
     ({"pasv_ports": "50000-50999"}, "pasv_ports", "unknown option"),
+    ({"passive_per_client": 0}, "passive_per_client", "1..65535"),
+    ({"passive_per_client": 2.5}, "passive_per_client", "whole number"),
 ])
 def test_bad_options_are_reported_by_key(raw, key, words):
     found = problems(raw)

@@ -168,3 +168,62 @@ def test_removing_a_full_policy_resets_the_queue_and_lets_established_ones_finis
         assert served(established, b"2\n")
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(address, 5)
+
+
+def greet_then_echo(sock, server):
+    """A server that speaks first (SMTP, POP3, IMAP, FTP), then echoes lines."""
+    sock.sendall(b"220 hello\n")
+    echo_lines(sock, server)
+
+
+def closed_by_peer(sock: socket.socket) -> bool:
+    sock.settimeout(10)
+    try:
+        return sock.recv(100) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_a_full_listener_frees_the_slots_of_clients_that_say_nothing(proxy):
+    """Two clients take both slots and never send: while the listener is full, each
+    is closed first_data_timeout after it was connected, and the waiting client is
+    served. The same silence with room to spare is left alone (client_timeout)."""
+    address = proxy(echo_lines, max_conn=2)
+    proxy.engine.sync(setattr, proxy.engine.engine, "first_data_timeout", 1.0)
+    silent = [socket.create_connection(address, 5) for _ in range(2)]
+    try:
+        wait_for(lambda: proxy.backend.connections == 2)
+        with socket.create_connection(address, 5) as waiting:  # in the kernel's queue
+            waiting.sendall(b"3\n")
+            waiting.settimeout(10)  # client_timeout is 300 s: only the new rule lets it in
+            assert waiting.recv(100) == b"3\n"
+        assert all(closed_by_peer(s) for s in silent)
+        assert proxy.engine.stats()[proxy.key]["silent_closed"] == 2
+    finally:
+        for s in silent:
+            s.close()
+
+
+def test_silence_with_room_to_spare_is_left_to_the_client_timeout(proxy):
+    address = proxy(echo_lines, max_conn=2)
+    proxy.engine.sync(setattr, proxy.engine.engine, "first_data_timeout", 0.5)
+    with socket.create_connection(address, 5) as silent:
+        time.sleep(2.5)
+        assert served(silent, b"still here\n")
+    assert proxy.engine.stats()[proxy.key]["silent_closed"] == 0
+
+
+def test_a_client_silent_after_the_servers_greeting_keeps_its_slot(proxy):
+    """Where the server speaks first, the client waits legitimately: its greeting
+    ends the quiet, and the full listener leaves the connection to client_timeout."""
+    address = proxy(greet_then_echo, max_conn=1)
+    proxy.engine.sync(setattr, proxy.engine.engine, "first_data_timeout", 0.5)
+    with socket.create_connection(address, 5) as greeted:
+        greeted.settimeout(10)
+        assert greeted.recv(100) == b"220 hello\n"
+        with socket.create_connection(address, 5) as waiting:
+            wait_for(lambda: accept_queue(*address) == 1)
+            time.sleep(2.5)
+            assert served(greeted, b"after a while\n")
+            assert accept_queue(*address) == 1  # still waiting for the slot
+        assert proxy.engine.stats()[proxy.key]["silent_closed"] == 0

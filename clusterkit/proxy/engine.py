@@ -19,6 +19,7 @@ log = logging.getLogger("clusterkit.proxy")
 
 TICK_MAX = 1.0    # seconds between idle sweeps, at most
 TICK_MIN = 0.05
+FIRST_DATA_TIMEOUT = 5.0  # a full listener closes connections where nothing was said by then
 
 
 class Engine:
@@ -29,12 +30,15 @@ class Engine:
     ``SO_REUSEPORT`` worker processes (:mod:`clusterkit.proxy.workers`);
     with 1, everything runs in this process. ``processes`` is how many
     processes serve each shared listener (a worker's engine is told; the
-    daemon's counts itself and its workers).
+    daemon's counts itself and its workers). ``first_data_timeout``: while a
+    listener is full, a connection on which neither side has said anything
+    this many seconds after it was made is closed (see :mod:`clusterkit.proxy.idle`).
     """
 
     def __init__(self, registry=None, reuse_port: bool = False, workers: int = 1,
-                 processes: int | None = None):
+                 processes: int | None = None, first_data_timeout: float = FIRST_DATA_TIMEOUT):
         self.registry = registry
+        self.first_data_timeout = first_data_timeout
         self.processes = processes or workers
         self.reuse_port = reuse_port or workers > 1
         self.workers = WorkerPool(workers, registry) if workers > 1 else None

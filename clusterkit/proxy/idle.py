@@ -14,6 +14,16 @@ Nothing here runs per chunk: the relay raises a side's ``seen`` flag when
 it sends, and :func:`sweep_idle`, run every ``interval`` seconds by the
 engine, turns the flags into idle time. The kernel's queue is asked only
 for a side that has been quiet since the last sweep with bytes outstanding.
+
+A full listener (at ``max_conn``) also runs :func:`close_silent`: a
+connection on which nothing at all has been said — no byte from the client,
+none from the member — ``first_data_timeout`` seconds after its member
+connection was made holds a slot that clients waiting in the kernel's queue
+could use. Where the client speaks first (HTTP, TLS) that is a client that
+never sent its request, as HAProxy's ``timeout http-request`` bounds in http
+mode; where the server speaks first (SMTP, POP3, IMAP, FTP) the node's
+greeting ends the quiet at once, so a client legitimately waiting after it
+is left to ``client_timeout``, as HAProxy's ``timeout client`` does.
 """
 
 from __future__ import annotations
@@ -74,6 +84,7 @@ def sweep_idle(conns, interval: float, client_timeout: float,
         conn.seen = server.seen = False
         if client_active or server_active:
             moved += 1
+            conn.quiet = False
         if client_active or not _expected(conn, server, conn.client_eof):
             conn.idle = 0.0
         else:
@@ -86,3 +97,15 @@ def sweep_idle(conns, interval: float, client_timeout: float,
             closed += 1
             conn.abort()
     return closed, moved
+
+
+def close_silent(conns, timeout: float) -> int:
+    """Abort the connections still quiet ``timeout`` seconds after their member connection
+    was made (run after :func:`sweep_idle`, which ends the quiet); return how many."""
+    closed = 0
+    for conn in list(conns):
+        if conn.quiet and conn.server is not None and conn.connecting is None \
+                and conn.idle >= timeout:
+            closed += 1
+            conn.abort()
+    return closed

@@ -7,7 +7,9 @@ it stops accepting and lives until its last connection ends.
 
 At ``max_conn`` a listener stops accepting (HAProxy's ``maxconn``): new
 connections wait in the kernel's accept queue, and each slot that frees
-takes the oldest of them. The loop's own server (its C accept path) runs
+takes the oldest of them. While it is full, connections on which nothing
+has been said for ``first_data_timeout`` give their slot up
+(:func:`~clusterkit.proxy.idle.close_silent`). The loop's own server (its C accept path) runs
 on a duplicate of the listening socket, so closing it pauses accepting
 while the socket, and its queue, stay; while paused, freed slots are filled
 by accepting one connection at a time from that queue.
@@ -20,7 +22,7 @@ import errno
 import logging
 import socket
 
-from clusterkit.proxy.idle import sweep_idle
+from clusterkit.proxy.idle import close_silent, sweep_idle
 from clusterkit.proxy.pool import Member, Pool
 from clusterkit.proxy.relay import ClientSide
 
@@ -84,7 +86,7 @@ class Listener:
         self.retiring = False
         self.fallback: Member | None = None
         self.active = self.total = self.refused = self.fallbacks = 0
-        self.over_limit = self.idle_closed = 0
+        self.over_limit = self.idle_closed = self.silent_closed = 0
         self.update(policy, cluster)
 
     def update(self, policy, cluster) -> None:
@@ -264,6 +266,8 @@ class Listener:
         self.pool.expire_pins(self.loop.time())
         self.idle_closed += sweep_idle(self.conns, interval, self.client_timeout,
                                        self.server_timeout)[0]
+        if self.paused and not self.retiring:  # full: silent connections give their slot up
+            self.silent_closed += close_silent(self.conns, self.engine.first_data_timeout)
 
     def stats(self) -> dict:
         members = {m.node: m.stats() for m in self.pool.members.values()}
@@ -274,4 +278,5 @@ class Listener:
                 "proxy_protocol": p.proxy_protocol or "none", "listening": not self.retiring,
                 "full": self.paused, "active": self.active, "total": self.total, "refused": self.refused,
                 "fallback": self.fallbacks, "over_limit": self.over_limit,
-                "idle_closed": self.idle_closed, "members": members}
+                "idle_closed": self.idle_closed, "silent_closed": self.silent_closed,
+                "members": members}

@@ -106,7 +106,8 @@ class ClientSide(asyncio.Protocol):
     __slots__ = ("listener", "transport", "server", "member", "held", "held_size",
                  "client_eof", "server_eof", "client_lost", "server_lost", "connecting",
                  "waiting", "attempt", "timer", "client_ip", "tried", "timeouts",
-                 "client_addr", "local_addr", "handler", "seen", "idle", "queued", "done")
+                 "client_addr", "local_addr", "handler", "seen", "idle", "queued", "done",
+                 "quiet")
 
     def __init__(self, listener):
         self.listener = listener
@@ -128,6 +129,7 @@ class ClientSide(asyncio.Protocol):
         self.idle = 0.0       # seconds the client side has been silent
         self.queued = 0       # bytes of ours it had not taken at the last idle sweep
         self.done = False
+        self.quiet = True     # neither side has sent a byte yet (set by the idle sweep)
 
     # -------------------------------------------------------- client events
 

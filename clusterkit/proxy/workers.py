@@ -172,7 +172,8 @@ class WorkerPool:
         return [w.proc.pid for w in self.workers if w.proc is not None]
 
 
-COUNTERS = ("active", "total", "refused", "fallback", "over_limit", "idle_closed")
+COUNTERS = ("active", "total", "refused", "fallback", "over_limit", "idle_closed",
+            "silent_closed")
 MEMBER_COUNTERS = ("active", "total", "bytes_in", "bytes_out", "connect_failures")
 
 

@@ -51,7 +51,7 @@ async def _start(runtime) -> None:
         return
     server = DnsServer(runtime.local_path(settings.zones_dir), settings.addresses(runtime.host),
                        identity=runtime.host.name if settings.identity is None else settings.identity,
-                       version=settings.version)
+                       version=settings.version, tcp_per_client=settings.tcp_per_client)
     await server.start()
     runtime.components[COMPONENT] = server
     runtime.add_control("dns-reload", lambda: _reload_zones(runtime))
@@ -79,6 +79,7 @@ async def clusterkit_reload(runtime, old, new):
         await clusterkit_stop(runtime)
         await _start(runtime)
         return
+    server.tcp_per_client = after.tcp_per_client  # connections already open stay
     await server.rebind(after.addresses(runtime.host))
 
 

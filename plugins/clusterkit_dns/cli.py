@@ -43,6 +43,8 @@ def serve(
         "--listen", help="ADDR:PORT to serve on, UDP and TCP (repeat for several).")],
     tcp_idle: Annotated[float, typer.Option(help="Seconds before an idle TCP connection is closed.")] = 10.0,
     tcp_max: Annotated[int, typer.Option(help="Most concurrent TCP connections.")] = 512,
+    tcp_per_client: Annotated[int, typer.Option(
+        min=1, help="Most concurrent TCP connections from one address.")] = 16,
     identity: Annotated[Optional[str], typer.Option(
         help="What CH TXT id.server answers (default: the host name; \"\" refuses).")] = None,
     server_version: Annotated[Optional[str], typer.Option(
@@ -69,7 +71,8 @@ def serve(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         server = DnsServer(zones, endpoints, tcp_idle=tcp_idle, tcp_max=tcp_max,
-                           identity=identity, version=server_version)
+                           tcp_per_client=tcp_per_client, identity=identity,
+                           version=server_version)
         await server.start()
         try:
             await stop.wait()

@@ -17,6 +17,7 @@ import time
 from clusterkit import __version__
 from clusterkit_dns.engine import ZoneSet
 from clusterkit_dns.pacing import Pacer
+from clusterkit_dns.settings import TCP_PER_CLIENT  # connections from one address
 from clusterkit_dns.watch import ZoneWatcher
 from clusterkit_dns.wire import Responder, build_state
 from clusterkit_dns.zones import SUFFIX, Zone, ZoneError, file_signature, load_zone, zone_origin
@@ -24,7 +25,10 @@ from clusterkit_dns.zones import SUFFIX, Zone, ZoneError, file_signature, load_z
 log = logging.getLogger("clusterkit.dns")
 
 TCP_IDLE = 10.0      # seconds a TCP connection may sit idle (RFC 7766 §6.2.3 suggests seconds)
+TCP_IDLE_BUSY = 2.0  # the idle timeout while more than half of TCP_MAX are open (NSD does alike)
 TCP_MAX = 512        # concurrent TCP connections per server; more are closed at once
+TCP_UNSENT = 64 * 1024  # answer bytes queued on a connection before it is no longer read
+TCP_CHUNK = 16 * 1024   # answers gathered into one write
 UDP_RCVBUF = 1 << 21  # absorb bursts (dnsperf keeps 100 queries in flight)
 UDP_MAX_QUERY = 4096  # a bigger UDP query is cut short, found malformed: FORMERR
 BATCH = 64           # datagrams handled per wake-up before other work gets its turn
@@ -84,7 +88,17 @@ class UdpListener:
 
 
 class TcpProtocol(asyncio.Protocol):
-    """RFC 7766: length-prefixed messages, pipelined, split anywhere, answered in order."""
+    """RFC 7766: length-prefixed messages, pipelined, split anywhere, answered in order.
+
+    Bounded per connection: queries are answered only while the answers not
+    yet taken by the client stay under :data:`TCP_UNSENT` (the transport's
+    high-water mark: ``pause_writing`` says when it is passed). Past it the
+    connection is not read until ``resume_writing``, so a client that
+    pipelines queries and never reads holds one buffer of answers and one
+    read of queries, not the answers to everything it sent. Only a
+    complete query answered (or a transfer moving) counts as activity for
+    the idle timeout: bytes dribbled in, or answers left unread, do not.
+    """
 
     def __init__(self, server: "DnsServer"):
         self.server = server
@@ -92,56 +106,124 @@ class TcpProtocol(asyncio.Protocol):
         self.buffer = bytearray()
         self.transport = None
         self.timer = None
+        self.deadline = 0.0
+        self.peer: str | None = None  # counted in the server's per-address table
+        self.blocked = False          # unsent answers above TCP_UNSENT
+        self.reading = True
+        self.eof = False              # the client is done sending: close once all is answered
 
     def connection_made(self, transport) -> None:
         self.transport = transport
-        if len(self.server.connections) >= self.server.tcp_max:
-            self.server.refused_connections += 1
+        if not self.server.admit(self, transport):
             transport.abort()
             return
-        self.server.connections.add(self)
+        transport.set_write_buffer_limits(high=TCP_UNSENT)
         self._arm()
 
     def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        self._answer()
+
+    def eof_received(self) -> bool | None:
+        self.eof = True
+        return True if self._holds_query() else None  # None: the transport closes
+
+    def _answer(self) -> None:
+        """Answer the complete queries held, in order, until the unsent answers pass the
+        bound; while queries wait for that, the connection is not read."""
         buf = self.buffer
-        buf += data
-        out = []
-        while len(buf) >= 2:
-            size = (buf[0] << 8) | buf[1]
-            if len(buf) < size + 2:
-                break
-            message = bytes(buf[2:size + 2])
-            del buf[:size + 2]
-            transfers = self.server.transfers  # AXFR/IXFR go to xfr.py (dns management)
-            try:
-                if transfers is not None and transfers.wants(message):
-                    out += transfers.answer(message, self)
+        answered = False
+        while not self.blocked and self.transport is not None and not self.transport.is_closing():
+            out: list[bytes] = []
+            pending = 0
+            while pending < TCP_CHUNK and len(buf) >= 2:
+                size = (buf[0] << 8) | buf[1]
+                if len(buf) < size + 2:
+                    break
+                message = bytes(buf[2:size + 2])
+                del buf[:size + 2]
+                answered = True
+                transfers = self.server.transfers  # AXFR/IXFR go to xfr.py (dns management)
+                try:
+                    if transfers is not None and transfers.wants(message):
+                        replies = transfers.answer(message, self)
+                    else:
+                        reply = self.handle(message, True)
+                        replies = () if reply is None else \
+                            (len(reply).to_bytes(2, "big") + reply,)
+                except Exception:  # one bad message must not cost the connection's others
+                    log.exception("dns: internal error on a TCP message")
                     continue
-                reply = self.handle(message, True)
-            except Exception:  # one bad message must not cost the connection's others
-                log.exception("dns: internal error on a TCP message")
-                continue
-            if reply is not None:
-                out.append(len(reply).to_bytes(2, "big") + reply)
-        if out:
-            self.transport.write(b"".join(out))
-        self._arm()
+                for framed in replies:
+                    out.append(framed)
+                    pending += len(framed)
+            if not out:
+                break
+            self.transport.write(b"".join(out))  # may call pause_writing: blocked
+        if answered:
+            self._arm()
+        if self.eof and not self._holds_query():
+            self.close()  # after the answers queued
+        else:
+            self._read(not (self.blocked and self._holds_query()))
+
+    def _holds_query(self) -> bool:
+        buf = self.buffer
+        return len(buf) >= 2 and len(buf) >= ((buf[0] << 8) | buf[1]) + 2
+
+    def _read(self, wanted: bool) -> None:
+        transport = self.transport
+        if wanted == self.reading or transport is None or transport.is_closing():
+            return
+        self.reading = wanted
+        if wanted:
+            transport.resume_reading()
+        else:
+            transport.pause_reading()
 
     def pause_writing(self) -> None:  # a client that does not read stops being read
-        self.transport.pause_reading()
+        self.blocked = True
+        self._read(False)
 
     def resume_writing(self) -> None:
-        self.transport.resume_reading()
+        self.blocked = False
+        self._answer()
 
     def connection_lost(self, exc) -> None:
-        self.server.connections.discard(self)
+        self.server.release(self)
         if self.timer is not None:
             self.timer.cancel()
 
-    def _arm(self) -> None:
+    def unsent(self) -> int:
+        """Answer bytes queued here and not yet taken by the kernel."""
+        transport = self.transport
+        return transport.get_write_buffer_size() if transport is not None else 0
+
+    def _arm(self, timeout: float | None = None) -> None:
+        """Activity: the idle clock starts again (shorter while the server is busy)."""
         if self.timer is not None:
             self.timer.cancel()
-        self.timer = asyncio.get_running_loop().call_later(self.server.tcp_idle, self.close)
+        loop = asyncio.get_running_loop()
+        timeout = self.server.idle_timeout() if timeout is None else timeout
+        self.deadline = loop.time() + timeout
+        self.timer = loop.call_later(timeout, self._idle)
+
+    def shorten(self, timeout: float) -> None:
+        """The server got busy: this connection's idle time ends within ``timeout``."""
+        if self.timer is not None and \
+                self.deadline > asyncio.get_running_loop().time() + timeout:
+            self._arm(timeout)
+
+    def _idle(self) -> None:
+        """Idle too long: answers the client never took are dropped, not waited for
+        (also after a close that is still waiting for them to drain)."""
+        transport = self.transport
+        if transport is None:
+            return
+        if transport.get_write_buffer_size():
+            transport.abort()
+        elif not transport.is_closing():
+            transport.close()
 
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -152,12 +234,14 @@ class DnsServer:
     """Serve the zones of ``zones_dir`` on every ``(address, port)`` of ``listen``, UDP and TCP."""
 
     def __init__(self, zones_dir: str, listen: list[tuple[str, int]], *, tcp_idle: float = TCP_IDLE,
-                 tcp_max: int = TCP_MAX, watch: bool = True, rescan: float = RESCAN,
+                 tcp_max: int = TCP_MAX, tcp_per_client: int = TCP_PER_CLIENT,
+                 watch: bool = True, rescan: float = RESCAN,
                  identity: str | None = None, version: str | None = None):
         self.zones_dir = os.path.abspath(zones_dir)
         self.listen = list(listen)
         self.tcp_idle = tcp_idle
         self.tcp_max = tcp_max
+        self.tcp_per_client = tcp_per_client
         self.watch = watch
         self.rescan_interval = rescan
         self.responder = Responder(socket.gethostname() if identity is None else identity,
@@ -165,8 +249,11 @@ class DnsServer:
         self.zones: dict = {}          # origin -> Zone currently served
         self.errors: dict[str, str] = {}  # path -> why the file is not (or no longer) current
         self.connections: set[TcpProtocol] = set()
+        self.per_client: dict[str, int] = {}  # client address -> its open TCP connections
+        self._capped: set[str] = set()        # addresses at the cap, already logged
         self.transfers = None  # a clusterkit_dns.xfr.Transfers when secondaries are configured
         self.refused_connections = 0
+        self.refused_per_client = 0
         self.reloads = 0
         self.last_reload = 0.0
         self._udp: list = []
@@ -251,6 +338,52 @@ class DnsServer:
         if self._udp or self._tcp:
             await asyncio.sleep(0.01)  # transports close on the next loop turns: free the ports
         self._udp, self._tcp = [], []
+
+    # ------------------------------------------------------ TCP connections
+
+    def admit(self, conn: TcpProtocol, transport) -> bool:
+        """Room for one more TCP connection, overall and from its address? Counts it if so."""
+        peer = transport.get_extra_info("peername")
+        ip = peer[0] if peer else ""
+        if len(self.connections) >= self.tcp_max:
+            self.refused_connections += 1
+            return False
+        held = self.per_client.get(ip, 0)
+        if held >= self.tcp_per_client:
+            self.refused_connections += 1
+            self.refused_per_client += 1
+            if ip not in self._capped:  # once while it stays at the cap, not per connection
+                self._capped.add(ip)
+                log.warning("dns: %s holds %d TCP connections: more are refused", ip, held)
+            return False
+        was_busy = self.busy()
+        self.connections.add(conn)
+        self.per_client[ip] = held + 1
+        conn.peer = ip
+        if not was_busy and self.busy():  # from now on idle connections go sooner
+            timeout = self.idle_timeout()
+            for other in self.connections:
+                other.shorten(timeout)
+        return True
+
+    def release(self, conn: TcpProtocol) -> None:
+        self.connections.discard(conn)
+        ip, conn.peer = conn.peer, None
+        if ip is not None:
+            left = self.per_client.get(ip, 1) - 1
+            if left > 0:
+                self.per_client[ip] = left
+            else:
+                self.per_client.pop(ip, None)
+            if left < self.tcp_per_client:
+                self._capped.discard(ip)
+
+    def busy(self) -> bool:
+        """More than half of ``tcp_max`` connections are open."""
+        return len(self.connections) > self.tcp_max // 2
+
+    def idle_timeout(self) -> float:
+        return min(self.tcp_idle, TCP_IDLE_BUSY) if self.busy() else self.tcp_idle
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -361,6 +494,7 @@ class DnsServer:
     def status(self) -> dict:
         names = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP",
                  5: "REFUSED", 16: "BADVERS"}
+        unsent = [conn.unsent() for conn in self.connections]
         return {
             "listen": [f"{a}:{p}" for a, p in self.addresses],
             "zones_dir": self.zones_dir,
@@ -372,6 +506,10 @@ class DnsServer:
             "send_errors": self.responder.send_errors,
             "tcp_connections": len(self.connections),
             "tcp_refused": self.refused_connections,
+            "tcp_refused_per_client": self.refused_per_client,
+            # answer bytes queued for clients that have not taken them (bounded per connection)
+            "tcp_unsent": sum(unsent),
+            "tcp_unsent_max": max(unsent, default=0),
             "reloads": self.reloads,
             "last_reload": round(self.last_reload, 3),
         }

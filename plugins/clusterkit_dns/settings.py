@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 from clusterkit_dns import mgmtconfig
 
 DEFAULT_ZONES_DIR = "/var/lib/clusterkit/zones"
-KEYS = ("enabled", "port", "zones_dir", "listen", "identity", "version") + mgmtconfig.KEYS
+KEYS = ("enabled", "port", "zones_dir", "listen", "identity", "version",
+        "tcp_per_client") + mgmtconfig.KEYS
+TCP_PER_CLIENT = 16
 
 
 @dataclass(frozen=True)
@@ -17,7 +19,8 @@ class DnsSettings:
 
     ``identity`` and ``version`` are what ``CH TXT id.server`` and
     ``version.server`` answer (``None``: the host's name, clusterkit's
-    version; ``""``: refused).
+    version; ``""``: refused). ``tcp_per_client``: concurrent TCP connections
+    one address may hold (NSD bounds them overall with tcp-count).
     """
 
     enabled: bool = True
@@ -26,6 +29,7 @@ class DnsSettings:
     listen: tuple[str, ...] = ()
     identity: str | None = None
     version: str | None = None
+    tcp_per_client: int = TCP_PER_CLIENT
     management: mgmtconfig.Management = field(default_factory=mgmtconfig.Management)
 
     def addresses(self, host) -> list[tuple[str, int]]:
@@ -74,7 +78,13 @@ def parse_settings(table, report) -> DnsSettings:
                         f"not {value!r}")
             value = None
         texts[key] = value
+    per_client = table.get("tcp_per_client", TCP_PER_CLIENT)
+    if isinstance(per_client, bool) or not isinstance(per_client, int) \
+            or not 1 <= per_client <= 65535:
+        report("tcp_per_client", f"{per_client!r} must be a whole number in 1..65535")
+        per_client = TCP_PER_CLIENT
     return DnsSettings(enabled=enabled, port=port, zones_dir=zones_dir, listen=tuple(good),
+                       tcp_per_client=per_client,
                        management=mgmtconfig.parse_management(table, report), **texts)
 
 

@@ -10,11 +10,23 @@ replies, unknown commands, odd line endings) except:
 * ``PORT``/``EPRT`` commands: the client's data address becomes one the
   manager listens on for the node's data connection (which the manager then
   carries on to the client); a client may only name its own address and an
-  unprivileged port (no FTP bounce through the cluster);
+  unprivileged port (no FTP bounce through the cluster, RFC 2577);
 * ``LPRT``/``LPSV``: refused here with ``502`` (their addresses would need a
   rewrite nobody uses);
+* ``PASV``/``EPSV`` over the client address's passive quota: ``425`` here;
 * a ``234`` reply to ``AUTH``: the channel turns to TLS, every later byte
   passes untouched and :meth:`DataPorts.tls_started` is called.
+
+Commands are recognised the way the most lenient server would read them
+(Telnet IAC sequences dropped, leading blanks skipped, any case), but a
+``PORT``/``EPRT`` is only accepted in its exact form: ``PORT`` SP six fields
+of 1-3 ASCII digits, each <= 255; ``EPRT`` SP as in RFC 2428. Anything else
+that a server could take for one (``+99``, ``9_9``, full-width digits,
+spaces, a tab, missing or extra fields) is answered ``501`` here and never
+forwarded: the node's own parser (Python's ``int()`` in pyftpdlib) would
+accept it and connect where the client said. A client line with a bare CR
+inside (some servers end a command there) or longer than :data:`MAX_LINE`
+is not forwarded either: ``500``.
 
 The I/O — opening listeners — is behind :class:`DataPorts`, which the
 proxy handler implements and the unit tests replace with a plain object.
@@ -27,23 +39,41 @@ import re
 from collections import deque
 from typing import Protocol
 
-#: a control line longer than this is passed through unparsed (no legitimate
-#: PASV/PORT line is near it), so a peer cannot make us buffer without bound
+#: a control line longer than this is not parsed (no legitimate line is near
+#: it): the node's is passed on, the client's refused; nothing buffers more
 MAX_LINE = 8192
 MAX_PENDING = 1024
 
 _PASV = re.compile(rb"(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3})")
 _EPSV = re.compile(rb"\(([\x21-\x7e])\1\1(\d{1,5})\1\)")
+# the strict forms of the arguments the balancer acts on (ASCII digits only)
+_PORT_ARG = re.compile(rb"([0-9]{1,3}),([0-9]{1,3}),([0-9]{1,3}),([0-9]{1,3}),([0-9]{1,3}),"
+                       rb"([0-9]{1,3})")
+_EPRT_AF = re.compile(rb"([\x21-\x7e])([0-9]+)\1")
+# EPRT delimiters that could be part of an address or a port (RFC 2428: "unless it
+# coincides with a character needed to encode the network address")
+_NOT_DELIMITERS = b"0123456789abcdefABCDEF.:%"
+# a verb as a lenient server finds it: after blanks and control characters
+_VERB = re.compile(rb"[\x00-\x20]*([A-Za-z]+)")
+# Telnet commands (IAC ...) some servers drop from a line before reading it
+_TELNET = re.compile(rb"\xff(?:[\xfb-\xfe][\x00-\xff]?|[\x00-\xfe]|\xff)")
+
+
+class PassiveQuotaExceeded(OSError):
+    """The client's address already holds as many passive listeners as it may."""
 
 
 class DataPorts(Protocol):
     """What the control channel asks of the I/O side."""
 
+    def passive_allowed(self) -> bool:
+        """Whether one more passive listener is within the client address's quota."""
+
     def passive(self, node_port: int) -> tuple[str, int]:
         """Listen for the client's data connection, relayed to the node's ``node_port``.
 
         Returns the public (ip, port) to announce; raises ``OSError`` when no
-        port is free.
+        port is free (:class:`PassiveQuotaExceeded` when over the quota).
         """
 
     def active(self, client_ip: str, client_port: int) -> tuple[str, int]:
@@ -141,11 +171,12 @@ def rewrite_epsv(line: bytes, port: int) -> bytes:
 
 
 def parse_port_arg(arg: bytes) -> tuple[str, int] | None:
-    """``h1,h2,h3,h4,p1,p2`` (RFC 959) → (ip, port), or None when malformed."""
-    parts = arg.strip().split(b",")
-    if len(parts) != 6 or not all(p.strip().isdigit() for p in parts):
+    """``h1,h2,h3,h4,p1,p2`` (RFC 959) → (ip, port), or None unless exactly that:
+    six fields of 1-3 ASCII digits, each <= 255, nothing before or after."""
+    m = _PORT_ARG.fullmatch(arg)
+    if not m:
         return None
-    numbers = [int(p) for p in parts]
+    numbers = [int(x) for x in m.groups()]
     if any(n > 255 for n in numbers):
         return None
     return ".".join(map(str, numbers[:4])), numbers[4] * 256 + numbers[5]
@@ -156,25 +187,55 @@ def format_port(ip: str, port: int) -> bytes:
 
 
 def parse_eprt_arg(arg: bytes) -> tuple[str, int] | None:
-    """``<d>af<d>addr<d>port<d>`` (RFC 2428) → (ip, port), or None when malformed."""
-    arg = arg.strip()
-    if len(arg) < 7:
+    """``<d>af<d>addr<d>port<d>`` (RFC 2428) → (ip, port), or None unless exactly that.
+
+    ``d`` is one printable ASCII character that cannot be part of an address
+    or a port; ``af`` is 1 (a dotted quad, no leading zeros) or 2 (IPv6, no
+    zone); the port is 1-5 ASCII digits in 1..65535; nothing before or after.
+    """
+    if len(arg) < 7 or not 0x21 <= arg[0] <= 0x7e or arg[0] in _NOT_DELIMITERS:
         return None
-    d = arg[:1]
-    if not 0x21 <= d[0] <= 0x7e:
-        return None
-    fields = arg.split(d)
+    fields = arg.split(arg[:1])
     if len(fields) != 5 or fields[0] or fields[4]:
         return None
-    af, addr, port = fields[1], fields[2].decode("ascii", "replace"), fields[3]
-    try:
-        ip = ipaddress.ip_address(addr)
+    af, addr, port = fields[1:4]
+    if af not in (b"1", b"2") or not addr.isascii() or not re.fullmatch(rb"[0-9]{1,5}", port):
+        return None
+    try:  # strict: IPv4Address refuses leading zeros, octal, short forms
+        ip = (ipaddress.IPv4Address if af == b"1" else ipaddress.IPv6Address)(addr.decode())
     except ValueError:
         return None
-    if af not in (b"1", b"2") or (af == b"1") != (ip.version == 4) or not port.isdigit():
+    if getattr(ip, "scope_id", None):
         return None
     port_n = int(port)
     return (str(ip), port_n) if 0 < port_n < 65536 else None
+
+
+def eprt_family_unsupported(arg: bytes) -> bool:
+    """An EPRT naming a network protocol other than 1 or 2 (RFC 2428: answer ``522``)."""
+    m = _EPRT_AF.match(arg)
+    return bool(m) and m.group(1) not in _NOT_DELIMITERS and m.group(2) not in (b"1", b"2")
+
+
+def command_verb(line: bytes) -> bytes:
+    """The verb of a client line as the most lenient server would read it, upper-cased.
+
+    Telnet IAC sequences are dropped and leading blanks and control
+    characters skipped; ``b""`` when the line starts with no letters.
+    """
+    if b"\xff" in line:
+        line = _TELNET.sub(lambda m: b"\xff" if m.group() == b"\xff\xff" else b"", line)
+    m = _VERB.match(line)
+    return m.group(1).upper() if m else b""
+
+
+def exact_argument(text: bytes, verb: bytes) -> bytes | None:
+    """The argument of ``text`` (a line without its end) when it is exactly
+    ``verb`` SP argument (any case, nothing before); else None."""
+    n = len(verb)
+    if text[:n].upper() != verb or text[n:n + 1] != b" ":
+        return None
+    return text[n + 1:]
 
 
 def format_eprt(ip: str, port: int) -> bytes:
@@ -194,6 +255,8 @@ def same_ip(a: str, b: str) -> bool:
 
 
 # ------------------------------------------------------------------ the channel
+
+TOO_MANY_PASSIVE = b"425 Too many passive data connections pending from your address."
 
 
 class FtpControl:
@@ -223,11 +286,11 @@ class FtpControl:
             return data, b""
         to_server: list[bytes] = []
         to_client: list[bytes] = []
+        limit = self._client.limit
         for chunk, is_line in self._client.feed(data):
-            if not is_line:
-                to_server.append(chunk)
-                if chunk.endswith(b"\n"):  # an over-long command: the node answers it
-                    self._pending.append(b"")
+            if not is_line or len(chunk) > limit:  # over-long: dropped, answered at its end
+                if chunk.endswith(b"\n"):
+                    to_client.append(b"500 Command line too long." + line_ending(chunk))
                 continue
             forward, answer = self._command(chunk)
             if forward:
@@ -237,15 +300,21 @@ class FtpControl:
         return b"".join(to_server), b"".join(to_client)
 
     def _command(self, line: bytes) -> tuple[bytes, bytes]:
-        text = line.rstrip(b"\r\n")
-        verb, _, arg = text.partition(b" ")
-        verb = verb.upper()
         eol = line_ending(line)
+        text = line[:-len(eol)]
+        if b"\r" in text:
+            return b"", b"500 Command line with a bare CR refused." + eol
+        verb = command_verb(text)
         if verb in (b"PORT", b"EPRT"):
-            address = parse_port_arg(arg) if verb == b"PORT" else parse_eprt_arg(arg)
-            if address is None:  # malformed: the node answers 501 itself
-                self._pending.append(b"")
-                return line, b""
+            arg = exact_argument(text, verb)
+            parse = parse_port_arg if verb == b"PORT" else parse_eprt_arg
+            address = parse(arg) if arg is not None else None
+            if address is None:  # never forwarded: a lenient server might read it
+                if verb == b"EPRT" and arg is not None and eprt_family_unsupported(arg):
+                    return b"", b"522 Network protocol not supported, use (1,2)." + eol
+                return b"", (b"501 Syntax error in the " + verb + b" argument (" + verb
+                             + (b" h1,h2,h3,h4,p1,p2" if verb == b"PORT" else b" |af|addr|port|")
+                             + b" expected)." + eol)
             ip, port = address
             if not same_ip(ip, self.client_ip) or port < 1024:
                 return b"", (b"501 Rejected data connection to " + ip.encode() + b":"
@@ -261,6 +330,9 @@ class FtpControl:
             return b"EPRT " + format_eprt(local_ip, local_port) + eol, b""
         if verb in (b"LPRT", b"LPSV"):
             return b"", b"502 " + verb + b" is not supported here; use PASV, EPSV, PORT or EPRT." + eol
+        if verb in (b"PASV", b"EPSV") and (exact_argument(text, verb) or b"").upper() != b"ALL" \
+                and not self.ports.passive_allowed():
+            return b"", TOO_MANY_PASSIVE + eol
         if verb in (b"ABOR", b"REIN"):
             self.ports.aborted()
         self._pending.append(verb)
@@ -312,6 +384,8 @@ class FtpControl:
             if address is not None:
                 try:
                     ip, port = self.ports.passive(address[1])
+                except PassiveQuotaExceeded:
+                    return TOO_MANY_PASSIVE + eol
                 except OSError:
                     return b"425 No free passive port on the load balancer." + eol
                 if ":" in ip:
@@ -322,6 +396,8 @@ class FtpControl:
             if node_port is not None:
                 try:
                     _, port = self.ports.passive(node_port)
+                except PassiveQuotaExceeded:
+                    return TOO_MANY_PASSIVE + eol
                 except OSError:
                     return b"425 No free passive port on the load balancer." + eol
                 return rewrite_epsv(line, port)

@@ -16,8 +16,11 @@ direction:
 
 A listener closes after its one connection, after ``data_timeout``, when the
 next PASV/PORT replaces it, on ``ABOR``/``REIN``, or with the control connection: ports always
-return to the range, and one client can hold at most one passive port.
-While data moves, the proxy keeps the control connection from idling out.
+return to the range, and one session holds at most one passive port. One
+client *address* holds at most ``passive_per_client`` over all its sessions
+(:class:`PassiveQuota`): more PASV/EPSV get ``425``, so a few addresses
+cannot take the whole range. While data moves, the proxy keeps the control
+connection from idling out.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import socket
 
 from clusterkit.proxy.handler import Handler
 
-from clusterkit_ftp.control import FtpControl
+from clusterkit_ftp.control import FtpControl, PassiveQuotaExceeded
 from clusterkit_ftp.options import FtpOptions, ftp_options
 from clusterkit_ftp.pipe import End, Pipes, connect_to, join
 
@@ -45,6 +48,7 @@ class FtpHandler(Handler):
         self.passive_data = None  # the session's pending DataListener of each kind
         self.active_data = None
         self.pinned: PortRangePins | None = None
+        self.quota = PassiveQuota.of(session.policy_key)
 
     # ------------------------------------------------------------- the relay
 
@@ -60,23 +64,33 @@ class FtpHandler(Handler):
     def closed(self) -> None:
         """Pending listeners close now; a transfer under way may finish (its
         tail can still be draining to the client after the 226 and a QUIT)."""
-        for pending in (self.passive_data, self.active_data):
-            if pending is not None:
-                pending.close()
-        self.passive_data = self.active_data = None
+        self.aborted()
         if self.pinned is not None:
             self.pinned.unpin(self.session.client[0], self.session.member_address[0])
             self.pinned = None
 
     # ------------------------------------------------------------ DataPorts
 
+    def passive_allowed(self) -> bool:
+        """The session's own pending listener does not count: a new PASV replaces it."""
+        held = self.quota.held(self.session.client[0], besides=self.passive_data)
+        return held < self.options.passive_per_client
+
     def passive(self, node_port: int) -> tuple[str, int]:
-        if self.passive_data is not None:
-            self.passive_data.close()  # a new PASV replaces an unused one
-            self.passive_data = None
+        self._close_passive()  # a new PASV replaces an unused one
+        if not self.passive_allowed():  # checked at the command too, but sessions race
+            raise PassiveQuotaExceeded(f"{self.session.client[0]} holds "
+                                       f"{self.options.passive_per_client} passive ports")
         self.passive_data = self.session.open_data_listener(
             node_port, self.options.passive_ports, self.options.data_timeout)
+        self.quota.add(self.session.client[0], self.passive_data)
         return self.passive_data.address
+
+    def _close_passive(self) -> None:
+        if self.passive_data is not None:
+            self.passive_data.close()
+            self.quota.discard(self.session.client[0], self.passive_data)
+            self.passive_data = None
 
     def active(self, client_ip: str, client_port: int) -> tuple[str, int]:
         """``client_ip`` is the client's own (FtpControl checked it): the session's."""
@@ -92,14 +106,53 @@ class FtpHandler(Handler):
 
     def aborted(self) -> None:
         """A listener that took its connection is closed already; this frees the others."""
-        for pending in (self.passive_data, self.active_data):
-            if pending is not None:
-                pending.close()
-        self.passive_data = self.active_data = None
+        self._close_passive()
+        self.active_refused()
 
     def tls_started(self) -> None:
         self.pinned = PortRangePins.of(self.session.policy, self.options)
         self.pinned.pin(self.session.client[0], self.session.member_address[0])
+
+
+class PassiveQuota:
+    """The passive listeners each client address holds open, for one policy.
+
+    A listener counts from its PASV/EPSV reply until it closes (its data
+    connection arrived, ``data_timeout``, replaced, the session's end);
+    closed ones are forgotten when next counted.
+    """
+
+    _by_policy: dict[str, "PassiveQuota"] = {}  # policy key -> its quota
+
+    @classmethod
+    def of(cls, key: str) -> "PassiveQuota":
+        quota = cls._by_policy.get(key)
+        if quota is None:
+            quota = cls._by_policy[key] = cls()
+        return quota
+
+    def __init__(self):
+        self.listeners: dict[str, set] = {}  # client ip -> its open passive DataListeners
+
+    def held(self, ip: str, besides=None) -> int:
+        listeners = self.listeners.get(ip)
+        if not listeners:
+            return 0
+        listeners.difference_update([lst for lst in listeners if lst.closed])
+        if not listeners:
+            del self.listeners[ip]
+            return 0
+        return len(listeners) - (besides in listeners)
+
+    def add(self, ip: str, listener) -> None:
+        self.listeners.setdefault(ip, set()).add(listener)
+
+    def discard(self, ip: str, listener) -> None:
+        listeners = self.listeners.get(ip)
+        if listeners is not None:
+            listeners.discard(listener)
+            if not listeners:
+                del self.listeners[ip]
 
 
 class PortRangePins:

@@ -6,7 +6,8 @@ vip = "203.0.113.10"
 port = 21
 service = "ftp"
 members = {web1 = 1, web2 = 1}
-options = {passive_ports = "50000-50999", ftps_passive_ports = "51000-51999", data_timeout = 30}
+options = {passive_ports = "50000-50999", ftps_passive_ports = "51000-51999", data_timeout = 30,
+           passive_per_client = 8}
 ```
 
 :func:`check_options` runs when the definition is loaded (``clusterkit config
@@ -23,7 +24,8 @@ from typing import Callable
 DEFAULT_PASSIVE = range(50000, 51000)
 DEFAULT_FTPS_PASSIVE = range(51000, 52000)
 DEFAULT_DATA_TIMEOUT = 30.0
-KNOWN = ("passive_ports", "ftps_passive_ports", "data_timeout")
+DEFAULT_PASSIVE_PER_CLIENT = 8
+KNOWN = ("passive_ports", "ftps_passive_ports", "data_timeout", "passive_per_client")
 
 
 @dataclass(frozen=True)
@@ -32,11 +34,16 @@ class FtpOptions:
     ``ftps_passive_ports``: the range forwarded as-is to the node of an FTPS
     client (the nodes must announce the VIP and this range themselves).
     ``data_timeout``: seconds a data listener waits for its connection.
+    ``passive_per_client``: passive listeners one client address may hold at
+    once, over all its sessions (a listener is held from the PASV reply until
+    its data connection arrives: milliseconds for a real client), so that one
+    address cannot take the whole ``passive_ports`` range.
     """
 
     passive_ports: range = DEFAULT_PASSIVE
     ftps_passive_ports: range = DEFAULT_FTPS_PASSIVE
     data_timeout: float = DEFAULT_DATA_TIMEOUT
+    passive_per_client: int = DEFAULT_PASSIVE_PER_CLIENT
 
 
 def parse_range(text) -> range:
@@ -72,7 +79,12 @@ def parse(raw: dict, report: Callable[[str, str], None]) -> FtpOptions:
             or not 0.1 <= timeout <= 3600:
         report("data_timeout", f"{timeout!r} must be a number of seconds in 0.1..3600")
         timeout = DEFAULT_DATA_TIMEOUT
-    return FtpOptions(passive, ftps, float(timeout))
+    per_client = raw.get("passive_per_client", DEFAULT_PASSIVE_PER_CLIENT)
+    if isinstance(per_client, bool) or not isinstance(per_client, int) \
+            or not 1 <= per_client <= 65535:
+        report("passive_per_client", f"{per_client!r} must be a whole number in 1..65535")
+        per_client = DEFAULT_PASSIVE_PER_CLIENT
+    return FtpOptions(passive, ftps, float(timeout), per_client)
 
 
 def check_options(raw: dict, report: Callable[[str, str], None]) -> None:
