@@ -64,10 +64,12 @@ def read(path: str, origin: dns.name.Name, zones_dir: str, add) -> None:
 
     ``$INCLUDE`` paths are relative to ``zones_dir``. Raises :class:`MasterFileError`.
     """
-    _Reader(origin, zones_dir, add).read_file(path, origin, None, origin)
+    _Reading(origin, zones_dir, add).read_file(path, origin, None, origin)
 
 
-class _Reader:
+class _Reading:
+    """One read of a zone: the zone, where includes start, the files open."""
+
     def __init__(self, origin: dns.name.Name, zones_dir: str, add):
         self.zone = origin
         self.zones_dir = zones_dir
@@ -141,14 +143,15 @@ class _Reader:
         return _name(args[0], origin), default_ttl
 
     def _include_path(self, name: str) -> str:
-        if not name or "\0" in name:
-            raise RecordError("$INCLUDE needs a file name")
+        if not name or "\0" in name or len(name) > 4096:
+            raise RecordError(f"$INCLUDE needs a file name, not {name[:120]!r}")
         if len(self.reading) > MAX_INCLUDE_DEPTH:
             raise RecordError(f"$INCLUDE nested more than {MAX_INCLUDE_DEPTH} deep")
         path = os.path.normpath(os.path.join(self.zones_dir, name))
         real = os.path.realpath(path)
         if os.path.commonpath([real, self.zones_real]) != self.zones_real:
-            raise RecordError(f"$INCLUDE {name} is outside the zones directory {self.zones_dir}")
+            raise RecordError(f"$INCLUDE {name[:120]} is outside the zones directory "
+                              f"{self.zones_dir}")
         if real in self.reading:
             raise RecordError(f"$INCLUDE loop: {path} is already being read")
         return path
@@ -229,7 +232,7 @@ def _scan(text: str, tokens: list, depth: int, path: str, number: int) -> int:
 
 def _name(text: str, origin: dns.name.Name) -> dns.name.Name:
     if text[0] == '"':
-        raise RecordError(f"a name cannot be a quoted string: {text}")
+        raise RecordError(f"a name cannot be a quoted string: {text[:40]}")
     try:
         if text.isascii() and "\\" not in text and text[-1] != "." and text != "@":
             # what from_text does with such text, without its loop over the characters
@@ -296,7 +299,7 @@ def _rdata(rdtype: int, text: str, origin: dns.name.Name) -> dns.rdata.Rdata:
     try:
         return dns.rdata.from_text(IN, rdtype, text, origin=origin, relativize=False)
     except dns.exception.DNSException as exc:
-        detail, kind = str(exc), dns.rdatatype.to_text(rdtype)
+        detail, kind = str(exc)[:200], dns.rdatatype.to_text(rdtype)
         if detail in ("", "Text input is malformed."):
             raise RecordError(f"malformed {kind} record") from None
         raise RecordError(f"bad {kind} record: {detail}") from None
@@ -310,7 +313,7 @@ def _unquote(text: str) -> str:
     def unescape(match) -> str:
         code = match.group(1)
         if code is None or len(code) == 3 and int(code) > 255:
-            raise RecordError(f"bad escape in {text}")
+            raise RecordError(f"bad escape in {text[:120]}")
         return chr(int(code)) if len(code) == 3 else code
 
     return _ESCAPE.sub(unescape, text)
