@@ -68,6 +68,17 @@ def test_origin_relative_to_the_current_origin(tmp_path):
         ("x.deeper.sub.z.test.", 3600, "A", "192.0.2.2", "z.test.zone", 7)]
 
 
+def test_the_same_data_under_another_origin_names_another_target(tmp_path):
+    """Parsed record data is reused for repeats, never across origins."""
+    body = ("a MX 10 mail\nb MX 10 mail\n$ORIGIN sub\nc MX 10 mail\n"
+            "$INCLUDE inc.txt other\nd MX 10 mail\n")
+    got = records(tmp_path, body, {"inc.txt": "e MX 10 mail\n"})
+    assert [(owner, data) for owner, _, _, data, _, _ in got] == [
+        ("a.z.test.", "10 mail.z.test."), ("b.z.test.", "10 mail.z.test."),
+        ("c.sub.z.test.", "10 mail.sub.z.test."), ("e.other.sub.z.test.", "10 mail.other.sub.z.test."),
+        ("d.sub.z.test.", "10 mail.sub.z.test.")]
+
+
 def test_ttl_directive_is_the_default_from_where_it_stands(tmp_path):
     assert records(tmp_path, "a A 192.0.2.1\n$TTL 60\nb A 192.0.2.2\nc 7 A 192.0.2.3\n") == [
         ("a.z.test.", 3600, "A", "192.0.2.1", "z.test.zone", 4),
