@@ -94,12 +94,14 @@ async def call_each(pm, name: str, *, keep_going: bool = False, timeout: float |
 
 
 def _owner(frame, impls) -> str | None:
-    """The plugin whose implementation runs in ``frame`` (a method's: by its ``self`` too)."""
+    """The plugin whose code runs in ``frame``: a module plugin's globals, or a plugin object's
+    method (its ``self``)."""
     if frame is None:
         return None
     for impl in impls:
-        if getattr(impl.function, "__code__", None) is frame.f_code and (
-                getattr(impl.function, "__self__", None) in (None, frame.f_locals.get("self"))):
+        plugin = impl.plugin
+        if frame.f_locals.get("self") is plugin or (
+                inspect.ismodule(plugin) and frame.f_globals is vars(plugin)):
             return impl.plugin_name
     return None
 
