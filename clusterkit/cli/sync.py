@@ -171,12 +171,21 @@ def sync_now(config: ConfigOpt,
              node: Annotated[Optional[str], typer.Argument(
                  help="Only this node (default: every node).")] = None,
              wait: Annotated[bool, typer.Option(help="Wait for the full sync, showing progress.")] = True,
-             timeout: Annotated[float, typer.Option(help="Give up waiting after this many seconds.")] = 3600.0,
+             timeout: Annotated[float, typer.Option(
+                 help="Give up waiting after this many seconds.", min=0, max=7 * 86400)] = 3600.0,
+             allow_delete: Annotated[bool, typer.Option(
+                 help="Let this full sync delete more than the mass-delete guard allows "
+                      "(most of a node's copy).")] = False,
              as_json: JsonOpt = False) -> None:
-    """Full sync now (to one node or all), with a progress display; exit 1 if it did not finish."""
+    """Full sync now (to one node or all), with a progress display; exit 1 if it did not finish.
+
+    A full sync that would delete more than 1000 files and more than half of a
+    node's copy is refused (the node's files stay) unless --allow-delete.
+    """
     state_dir = daemon_state_dir(config)
     try:
-        started = request(state_dir, "sync_now", nodes=[node] if node else None)
+        started = request(state_dir, "sync_now", nodes=[node] if node else None,
+                          allow_delete=allow_delete)
     except ControlError as exc:
         if str(exc).startswith("no node named"):
             raise UsageError(str(exc)) from None
@@ -194,11 +203,13 @@ def sync_now(config: ConfigOpt,
             sys.stderr.flush()
         if all(p["done"] for p in progress.values()):
             break
-        if time.monotonic() > deadline:
+        if time.monotonic() > deadline or all(p["done"] or p.get("refused")
+                                              for p in progress.values()):
             if tty:
                 sys.stderr.write("\n")
             emit(progress, as_json, lambda p: "\n".join(
-                f"{n}: {'done' if s['done'] else 'NOT DONE'} {s['last_error'] or ''}" for n, s in p.items()))
+                f"{n}: {'done' if s['done'] else 'REFUSED' if s.get('refused') else 'NOT DONE'} "
+                f"{s['last_error'] or ''}" for n, s in p.items()))
             raise typer.Exit(EXIT_FAILURE)
         time.sleep(0.2)
     if tty:

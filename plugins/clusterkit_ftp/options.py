@@ -20,6 +20,8 @@ import functools
 from dataclasses import dataclass
 from typing import Callable
 
+from clusterkit.config import read_number
+
 DEFAULT_PASSIVE = range(50000, 51000)
 DEFAULT_FTPS_PASSIVE = range(51000, 52000)
 DEFAULT_DATA_TIMEOUT = 30.0
@@ -67,12 +69,8 @@ def parse(raw: dict, report: Callable[[str, str], None]) -> FtpOptions:
     if passive.start < ftps.stop and ftps.start < passive.stop:
         report("ftps_passive_ports", f"{ftps.start}-{ftps.stop - 1} overlaps passive_ports "
                                      f"{passive.start}-{passive.stop - 1}")
-    timeout = raw.get("data_timeout", DEFAULT_DATA_TIMEOUT)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
-            or not 0.1 <= timeout <= 3600:
-        report("data_timeout", f"{timeout!r} must be a number of seconds in 0.1..3600")
-        timeout = DEFAULT_DATA_TIMEOUT
-    return FtpOptions(passive, ftps, float(timeout))
+    timeout = read_number(raw, "data_timeout", float, DEFAULT_DATA_TIMEOUT, 0.1, 3600, report)
+    return FtpOptions(passive, ftps, timeout)
 
 
 def check_options(raw: dict, report: Callable[[str, str], None]) -> None:
