@@ -8,7 +8,7 @@ from typing import Annotated, Any, Callable
 
 import typer
 
-from clusterkit.config import ConfigError, default_path
+from clusterkit.config import ConfigError, default_path, name_problem
 from clusterkit.control import ControlError
 from clusterkit.runtime import PluginError
 
@@ -16,6 +16,17 @@ ConfigOpt = Annotated[str, typer.Option(
     "--config", "-c", envvar="CLUSTERKIT_CONFIG", show_envvar=True,
     help="The cluster definition (TOML).", default_factory=default_path)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+
+def valid_name(value: str | None) -> str | None:
+    """Typer callback: a host or set name on the command line obeys the definition's rule."""
+    if value is not None and name_problem(value):
+        raise typer.BadParameter(name_problem(value))
+    return value
+
+
+NameArg = Annotated[str, typer.Argument(help="The name (letters, digits, _.-).", callback=valid_name)]
 
 EXIT_FAILURE = 1  # a runtime failure
 EXIT_USAGE = 2    # a usage or configuration error

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from clusterkit.cli.common import ConfigOpt, JsonOpt, emit, guard, plugin_manager
+from clusterkit.cli.common import ConfigOpt, JsonOpt, emit, guard, plugin_manager, valid_name
 from clusterkit.config import daemon_state_dir, load_cluster
 from clusterkit.control import request
 from clusterkit.logs import setup_logging
@@ -20,7 +20,7 @@ class LogFormat(str, enum.Enum):
 
 
 AsOpt = Annotated[Optional[str], typer.Option(
-    "--as", help="The host this daemon is (default: the manager).")]
+    "--as", help="The host this daemon is (default: the manager).", callback=valid_name)]
 
 
 @guard

@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 import tomlkit
 import typer
 
-from clusterkit.cli.common import (ConfigOpt, JsonOpt, UsageError, emit, guard, parse_pairs,
-                                   plugin_manager, table)
+from clusterkit.cli.common import (ConfigOpt, JsonOpt, NameArg, UsageError, emit, guard,
+                                   parse_pairs, plugin_manager, table, valid_name)
 from clusterkit.config import edit_config, load_cluster
 from clusterkit.proxy.workers import process_count
 from clusterkit.runtime import PluginError, registry_of
@@ -21,7 +21,7 @@ node_app = typer.Typer(help="The cluster's nodes: add, remove, list, drain, main
 @guard
 def init(ctx: typer.Context, config: ConfigOpt,
          name: Annotated[str, typer.Option(help="The cluster's name.")],
-         manager: Annotated[str, typer.Option(help="The manager host's name.")],
+         manager: Annotated[str, typer.Option(help="The manager host's name.", callback=valid_name)],
          manager_ip: Annotated[str, typer.Option(help="The manager's cluster IP.")],
          public_ip: Annotated[Optional[list[str]], typer.Option(
              help="A public IP the manager balances (repeat for several).")] = None,
@@ -59,7 +59,7 @@ def init(ctx: typer.Context, config: ConfigOpt,
 
 @node_app.command("add")
 @guard
-def node_add(ctx: typer.Context, name: str, config: ConfigOpt,
+def node_add(ctx: typer.Context, name: NameArg, config: ConfigOpt,
              ip: Annotated[str, typer.Option(help="The node's cluster IP.")],
              transport: Annotated[str, typer.Option(help="How files reach it: local, ssh, rsyncd.")] = "local",
              root: Annotated[Optional[str], typer.Option(
@@ -85,7 +85,7 @@ def node_add(ctx: typer.Context, name: str, config: ConfigOpt,
 
 @node_app.command("remove")
 @guard
-def node_remove(ctx: typer.Context, name: str, config: ConfigOpt,
+def node_remove(ctx: typer.Context, name: NameArg, config: ConfigOpt,
                 force: Annotated[bool, typer.Option(help="Also remove it from every policy.")] = False) -> None:
     """Remove a node; refused while a policy names it unless --force."""
     with edit_config(config, plugin_manager(ctx)) as doc:

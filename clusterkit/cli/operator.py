@@ -13,13 +13,15 @@ from typing import Annotated
 
 import typer
 
-from clusterkit.cli.common import ConfigOpt, JsonOpt, UsageError, emit, guard, plugin_manager
+from clusterkit.cli.common import (ConfigOpt, JsonOpt, UsageError, emit, guard, plugin_manager,
+                                   valid_name)
 from clusterkit.cli.hosts import node_app
 from clusterkit.config import load_cluster
 from clusterkit.control import ControlError, request
 from clusterkit.membership import OperatorStates
 
-NameArg = Annotated[str, typer.Argument(help="The node (or the manager, when it is a member).")]
+NameArg = Annotated[str, typer.Argument(help="The node (or the manager, when it is a member).",
+                                        callback=valid_name)]
 
 MEANING = {
     "drain": "draining: weight 0, no new connections, established ones finish, checks go on",

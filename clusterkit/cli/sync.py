@@ -11,8 +11,8 @@ from typing import Annotated, Optional
 import tomlkit
 import typer
 
-from clusterkit.cli.common import (EXIT_FAILURE, ConfigOpt, JsonOpt, UsageError, emit, guard,
-                                   plugin_manager, table)
+from clusterkit.cli.common import (EXIT_FAILURE, ConfigOpt, JsonOpt, NameArg, UsageError, emit,
+                                   guard, plugin_manager, table, valid_name)
 from clusterkit.config import daemon_state_dir, edit_config, load_cluster, registry_of, write_atomic
 from clusterkit.control import ControlError, request
 
@@ -21,7 +21,7 @@ sync_app = typer.Typer(help="Replicated directories (sync sets).", no_args_is_he
 
 @sync_app.command("add")
 @guard
-def sync_add(ctx: typer.Context, name: str, config: ConfigOpt,
+def sync_add(ctx: typer.Context, name: NameArg, config: ConfigOpt,
              path: Annotated[str, typer.Option(help="Absolute directory path, the same on every host.")],
              exclude: Annotated[Optional[list[str]], typer.Option(
                  help="rsync pattern never sent nor deleted on nodes (repeat).")] = None,
@@ -43,7 +43,7 @@ def sync_add(ctx: typer.Context, name: str, config: ConfigOpt,
 
 @sync_app.command("remove")
 @guard
-def sync_remove(ctx: typer.Context, name: str, config: ConfigOpt) -> None:
+def sync_remove(ctx: typer.Context, name: NameArg, config: ConfigOpt) -> None:
     """Remove a sync set (files already on nodes stay)."""
     with edit_config(config, plugin_manager(ctx)) as doc:
         sets = doc.get("sync", [])
@@ -104,7 +104,7 @@ def _ago(stamp: float | None, now: float) -> str:
 @guard
 def sync_verify(ctx: typer.Context, config: ConfigOpt,
                 node: Annotated[Optional[str], typer.Argument(
-                    help="Only this node (default: every node).")] = None,
+                    help="Only this node (default: every node).", callback=valid_name)] = None,
                 as_json: JsonOpt = False) -> None:
     """Compare every node's copy with the manager's by checksum; list differences, exit 1 if any.
 
@@ -169,7 +169,7 @@ def _render_verify(results: list[dict]) -> str:
 @guard
 def sync_now(config: ConfigOpt,
              node: Annotated[Optional[str], typer.Argument(
-                 help="Only this node (default: every node).")] = None,
+                 help="Only this node (default: every node).", callback=valid_name)] = None,
              wait: Annotated[bool, typer.Option(help="Wait for the full sync, showing progress.")] = True,
              timeout: Annotated[float, typer.Option(
                  help="Give up waiting after this many seconds.", min=0, max=7 * 86400)] = 3600.0,
@@ -226,7 +226,8 @@ def _bar(name: str, p: dict, width: int = 20) -> str:
 
 @sync_app.command("rsyncd-conf")
 @guard
-def sync_rsyncd_conf(ctx: typer.Context, node: Annotated[str, typer.Argument(help="The node.")],
+def sync_rsyncd_conf(ctx: typer.Context, node: Annotated[str, typer.Argument(
+                         help="The node.", callback=valid_name)],
                      config: ConfigOpt,
                      output: Annotated[str, typer.Option(
                          help="Directory to write rsyncd.conf and rsyncd.secrets into.")] = ".",
