@@ -664,6 +664,17 @@ def _dotted(name: str) -> str:
 def read_definition(path: str | os.PathLike) -> str:
     """The definition's text; unreadable or undecodable is a :class:`ConfigError` with the line."""
     path = str(path)
+    data = _read_bounded(path)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ConfigError(path, [Problem("", f"not UTF-8: byte 0x{data[exc.start]:02x} at column "
+                                             f"{column} (TOML files are UTF-8)", line)]) from None
+
+
+def _read_bounded(path: str) -> bytes:
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_DEFINITION + 1)
@@ -674,13 +685,7 @@ def read_definition(path: str | os.PathLike) -> str:
     if len(data) > MAX_DEFINITION:
         raise ConfigError(path, [Problem("", f"is larger than {MAX_DEFINITION >> 20} MiB: "
                                              "not a cluster definition")])
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise ConfigError(path, [Problem("", f"not UTF-8: byte 0x{data[exc.start]:02x} at column "
-                                             f"{column} (TOML files are UTF-8)", line)]) from None
+    return data
 
 
 def load_cluster(path: str | os.PathLike, pm) -> Cluster:
@@ -740,8 +745,8 @@ def daemon_state_dir(path: str | os.PathLike, host: str | None = None) -> str:
     is broken (that is when operators need them), so only ``cluster.state_dir``
     and the host names are read here, without full validation.
     """
-    try:
-        raw = tomllib.loads(read_definition(path))
+    try:  # a bad byte elsewhere (that is when a reload was refused) must not hide the daemon
+        raw = tomllib.loads(_read_bounded(str(path)).decode("utf-8", "replace"))
         state_dir = raw.get("cluster", {}).get("state_dir", "/var/lib/clusterkit")
         names = [raw["manager"]["name"]] + [n.get("name") for n in raw.get("node", [])]
     except (tomllib.TOMLDecodeError, ValueError, RecursionError, KeyError, TypeError,
@@ -790,6 +795,17 @@ def edit_config(path: str | os.PathLike, pm, create: bool = False) -> Iterator[t
         text = tomlkit.dumps(doc)
         build_cluster(text, str(path), pm)
         write_atomic(path, text, DEFINITION_MODE)
+
+
+def private_dir(path: str | os.PathLike) -> None:
+    """Make ``path`` a directory only its owner can enter, whoever created it first.
+
+    (``os.makedirs(..., mode=0o700)`` gives the mode only to the last component,
+    and nothing to a directory that exists: a plugin making ``state/host/pki``
+    first leaves ``state/host`` with the umask's 0755.)
+    """
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    os.chmod(path, 0o700)
 
 
 def write_atomic(path: str | os.PathLike, data: str | bytes, mode: int = 0o644) -> None:

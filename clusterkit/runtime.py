@@ -19,7 +19,7 @@ import signal
 import time
 from typing import Any, Awaitable, Callable
 
-from clusterkit.config import Cluster, ConfigError, Host, load_cluster, registry_of
+from clusterkit.config import Cluster, ConfigError, Host, load_cluster, private_dir, registry_of
 from clusterkit.control import ControlServer, socket_path
 
 log = logging.getLogger("clusterkit.runtime")
@@ -136,8 +136,7 @@ class Runtime:
                 loop.remove_signal_handler(sig)
 
     async def start(self) -> None:
-        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
-        os.chmod(self.state_dir, 0o700)  # another writer may have made it first, with the umask's mode
+        private_dir(self.state_dir)
         self.add_control("status", self.status)
         self.add_control("reload", self.reload)
         await self.control.start()

@@ -19,14 +19,12 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output."
 
 
 
-def valid_name(value: str | None) -> str | None:
-    """Typer callback: a host or set name on the command line obeys the definition's rule."""
+def valid_name(value: str | None, what: str = "NAME") -> str | None:
+    """A host or set name from the command line, held to the definition's rule (UsageError)."""
     if value is not None and name_problem(value):
-        raise typer.BadParameter(name_problem(value))
+        raise UsageError(f"{what}: {name_problem(value)}")
     return value
 
-
-NameArg = Annotated[str, typer.Argument(help="The name (letters, digits, _.-).", callback=valid_name)]
 
 EXIT_FAILURE = 1  # a runtime failure
 EXIT_USAGE = 2    # a usage or configuration error

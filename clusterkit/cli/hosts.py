@@ -8,9 +8,9 @@ from typing import Annotated, Optional
 import tomlkit
 import typer
 
-from clusterkit.cli.common import (ConfigOpt, JsonOpt, NameArg, UsageError, emit, guard,
+from clusterkit.cli.common import (ConfigOpt, JsonOpt, UsageError, emit, guard,
                                    parse_pairs, plugin_manager, table, valid_name)
-from clusterkit.config import edit_config, load_cluster
+from clusterkit.config import edit_config, load_cluster, private_dir
 from clusterkit.proxy.workers import process_count
 from clusterkit.runtime import PluginError, registry_of
 
@@ -21,7 +21,7 @@ node_app = typer.Typer(help="The cluster's nodes: add, remove, list, drain, main
 @guard
 def init(ctx: typer.Context, config: ConfigOpt,
          name: Annotated[str, typer.Option(help="The cluster's name.")],
-         manager: Annotated[str, typer.Option(help="The manager host's name.", callback=valid_name)],
+         manager: Annotated[str, typer.Option(help="The manager host's name.")],
          manager_ip: Annotated[str, typer.Option(help="The manager's cluster IP.")],
          public_ip: Annotated[Optional[list[str]], typer.Option(
              help="A public IP the manager balances (repeat for several).")] = None,
@@ -31,6 +31,7 @@ def init(ctx: typer.Context, config: ConfigOpt,
              help="Balancer processes on the manager: \"auto\" (one per CPU) or a number.")] = "auto",
          force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False) -> None:
     """Create a new cluster definition with its manager."""
+    valid_name(manager, "--manager")
     if os.path.exists(config) and not force:
         raise UsageError(f"{config} already exists (use --force to overwrite)")
     workers = int(proxy_workers) if proxy_workers.isdigit() else proxy_workers
@@ -50,8 +51,10 @@ def init(ctx: typer.Context, config: ConfigOpt,
         doc["manager"] = mgr
     typer.echo(f"created {config}: cluster {name!r}, manager {manager} ({manager_ip})")
     pm = plugin_manager(ctx)
+    cluster = load_cluster(config, pm)
+    private_dir(cluster.host_state_dir(manager))  # before plugins put their files there
     try:
-        pm.hook.clusterkit_init(cluster=load_cluster(config, pm))
+        pm.hook.clusterkit_init(cluster=cluster)
     except Exception as exc:
         raise PluginError(f"the definition is written, but preparing the cluster failed: "
                           f"{type(exc).__name__}: {exc}") from exc
@@ -59,7 +62,7 @@ def init(ctx: typer.Context, config: ConfigOpt,
 
 @node_app.command("add")
 @guard
-def node_add(ctx: typer.Context, name: NameArg, config: ConfigOpt,
+def node_add(ctx: typer.Context, name: str, config: ConfigOpt,
              ip: Annotated[str, typer.Option(help="The node's cluster IP.")],
              transport: Annotated[str, typer.Option(help="How files reach it: local, ssh, rsyncd.")] = "local",
              root: Annotated[Optional[str], typer.Option(
@@ -67,6 +70,7 @@ def node_add(ctx: typer.Context, name: NameArg, config: ConfigOpt,
              option: Annotated[Optional[list[str]], typer.Option(
                  help="Transport option KEY=VALUE (user, port, key, module...).")] = None) -> None:
     """Add a node to the cluster."""
+    valid_name(name)
     entry = {"name": name, "ip": ip, "transport": transport}
     if root:
         entry["root"] = os.path.abspath(root)
@@ -85,9 +89,10 @@ def node_add(ctx: typer.Context, name: NameArg, config: ConfigOpt,
 
 @node_app.command("remove")
 @guard
-def node_remove(ctx: typer.Context, name: NameArg, config: ConfigOpt,
+def node_remove(ctx: typer.Context, name: str, config: ConfigOpt,
                 force: Annotated[bool, typer.Option(help="Also remove it from every policy.")] = False) -> None:
     """Remove a node; refused while a policy names it unless --force."""
+    valid_name(name)
     with edit_config(config, plugin_manager(ctx)) as doc:
         nodes = doc.get("node", [])
         index = next((i for i, n in enumerate(nodes) if n.get("name") == name), None)

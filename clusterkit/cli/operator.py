@@ -20,8 +20,7 @@ from clusterkit.config import load_cluster
 from clusterkit.control import ControlError, request
 from clusterkit.membership import OperatorStates
 
-NameArg = Annotated[str, typer.Argument(help="The node (or the manager, when it is a member).",
-                                        callback=valid_name)]
+NameArg = Annotated[str, typer.Argument(help="The node (or the manager, when it is a member).")]
 
 MEANING = {
     "drain": "draining: weight 0, no new connections, established ones finish, checks go on",
@@ -63,6 +62,7 @@ def enable(ctx: typer.Context, name: NameArg, config: ConfigOpt, as_json: JsonOp
 
 
 def _operate(ctx: typer.Context, config: str, name: str, action: str, as_json: bool) -> None:
+    valid_name(name)
     cluster = load_cluster(config, plugin_manager(ctx))
     if name not in cluster.hosts:
         raise UsageError(f"no host named {name!r} in {config} (hosts: {', '.join(cluster.hosts)})")

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import tomlkit
 import typer
 
-from clusterkit.cli.common import (EXIT_FAILURE, ConfigOpt, JsonOpt, NameArg, UsageError, emit,
+from clusterkit.cli.common import (EXIT_FAILURE, ConfigOpt, JsonOpt, UsageError, emit,
                                    guard, plugin_manager, table, valid_name)
 from clusterkit.config import daemon_state_dir, edit_config, load_cluster, registry_of, write_atomic
 from clusterkit.control import ControlError, request
@@ -21,13 +21,14 @@ sync_app = typer.Typer(help="Replicated directories (sync sets).", no_args_is_he
 
 @sync_app.command("add")
 @guard
-def sync_add(ctx: typer.Context, name: NameArg, config: ConfigOpt,
+def sync_add(ctx: typer.Context, name: str, config: ConfigOpt,
              path: Annotated[str, typer.Option(help="Absolute directory path, the same on every host.")],
              exclude: Annotated[Optional[list[str]], typer.Option(
                  help="rsync pattern never sent nor deleted on nodes (repeat).")] = None,
              on_change: Annotated[str, typer.Option(
                  help="Command a node runs after a batch of this set lands.")] = "") -> None:
     """Add a sync set."""
+    valid_name(name)
     entry = {"name": name, "path": path}
     if exclude:
         entry["exclude"] = list(exclude)
@@ -43,8 +44,9 @@ def sync_add(ctx: typer.Context, name: NameArg, config: ConfigOpt,
 
 @sync_app.command("remove")
 @guard
-def sync_remove(ctx: typer.Context, name: NameArg, config: ConfigOpt) -> None:
+def sync_remove(ctx: typer.Context, name: str, config: ConfigOpt) -> None:
     """Remove a sync set (files already on nodes stay)."""
+    valid_name(name)
     with edit_config(config, plugin_manager(ctx)) as doc:
         sets = doc.get("sync", [])
         index = next((i for i, s in enumerate(sets) if s.get("name") == name), None)
@@ -104,7 +106,7 @@ def _ago(stamp: float | None, now: float) -> str:
 @guard
 def sync_verify(ctx: typer.Context, config: ConfigOpt,
                 node: Annotated[Optional[str], typer.Argument(
-                    help="Only this node (default: every node).", callback=valid_name)] = None,
+                    help="Only this node (default: every node).")] = None,
                 as_json: JsonOpt = False) -> None:
     """Compare every node's copy with the manager's by checksum; list differences, exit 1 if any.
 
@@ -113,6 +115,7 @@ def sync_verify(ctx: typer.Context, config: ConfigOpt,
     """
     from clusterkit.sync import rsync
 
+    valid_name(node, "NODE")
     pm = plugin_manager(ctx)
     cluster = load_cluster(config, pm)
     nodes = [cluster.host(node)] if node else cluster.nodes
@@ -169,7 +172,7 @@ def _render_verify(results: list[dict]) -> str:
 @guard
 def sync_now(config: ConfigOpt,
              node: Annotated[Optional[str], typer.Argument(
-                 help="Only this node (default: every node).", callback=valid_name)] = None,
+                 help="Only this node (default: every node).")] = None,
              wait: Annotated[bool, typer.Option(help="Wait for the full sync, showing progress.")] = True,
              timeout: Annotated[float, typer.Option(
                  help="Give up waiting after this many seconds.", min=0, max=7 * 86400)] = 3600.0,
@@ -182,6 +185,7 @@ def sync_now(config: ConfigOpt,
     A full sync that would delete more than 1000 files and more than half of a
     node's copy is refused (the node's files stay) unless --allow-delete.
     """
+    valid_name(node, "NODE")
     state_dir = daemon_state_dir(config)
     try:
         started = request(state_dir, "sync_now", nodes=[node] if node else None,
@@ -227,7 +231,7 @@ def _bar(name: str, p: dict, width: int = 20) -> str:
 @sync_app.command("rsyncd-conf")
 @guard
 def sync_rsyncd_conf(ctx: typer.Context, node: Annotated[str, typer.Argument(
-                         help="The node.", callback=valid_name)],
+                         help="The node.")],
                      config: ConfigOpt,
                      output: Annotated[str, typer.Option(
                          help="Directory to write rsyncd.conf and rsyncd.secrets into.")] = ".",
@@ -237,6 +241,7 @@ def sync_rsyncd_conf(ctx: typer.Context, node: Annotated[str, typer.Argument(
     """Write a node's rsyncd.conf + secrets (for the operator), and the manager's password file."""
     from clusterkit_transports import rsyncd_config
 
+    valid_name(node, "NODE")
     cluster = load_cluster(config, plugin_manager(ctx))
     host = cluster.host(node)
     if host.role != "node":
