@@ -717,7 +717,7 @@ def definition_warnings(path: str | os.PathLike) -> list[str]:
     except (OSError, ConfigError, ValueError, RecursionError):
         return []
     secrets_at = _secret_keys(raw, "")
-    if not secrets_at or not mode & (stat.S_IRWXG | stat.S_IRWXO):
+    if not secrets_at or not mode & (stat.S_IRGRP | stat.S_IROTH):
         return []
     return [f"{path}: is readable by others (mode {stat.S_IMODE(mode):04o}) and holds secrets "
             f"({', '.join(secrets_at[:3])}): chmod 600 {path}"]
