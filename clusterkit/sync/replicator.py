@@ -57,12 +57,13 @@ class Settings:
         """
         values = {}
         for key, value in options.items():
-            name = key[len("sync_"):]
             if not key.startswith("sync_"):
                 continue
+            name = key[len("sync_"):]
             try:
                 if name not in RANGES:
-                    raise ValueError(f"unknown sync option (known: {', '.join('sync_' + n for n in RANGES)})")
+                    raise ValueError("unknown sync option (known: "
+                                     f"{', '.join('sync_' + n for n in RANGES)})")
                 values[name] = check_number(value, type(getattr(cls, name)), *RANGES[name])
             except ValueError as exc:
                 if report is None:
