@@ -19,7 +19,7 @@ import signal
 import time
 from typing import Any, Awaitable, Callable
 
-from clusterkit.config import Cluster, ConfigError, Host, load_cluster, registry_of
+from clusterkit.config import Cluster, ConfigError, Host, load_cluster, private_dir, registry_of
 from clusterkit.control import ControlServer, socket_path
 
 log = logging.getLogger("clusterkit.runtime")
@@ -204,7 +204,7 @@ class Runtime:
                 loop.remove_signal_handler(sig)
 
     async def start(self) -> None:
-        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        private_dir(self.state_dir)
         self.add_control("status", self.status)
         self.add_control("reload", self.reload)
         await self.control.start()
@@ -240,6 +240,9 @@ class Runtime:
             except ConfigError as exc:
                 log.error("reload refused, keeping the running definition:\n%s", exc)
                 return {"reloaded": False, "error": str(exc)}
+            except Exception as exc:  # a plugin's hook failing on the new file: the same refusal
+                log.exception("reload refused, keeping the running definition")
+                return {"reloaded": False, "error": f"{type(exc).__name__}: {exc}"}
             old, self.cluster = self.cluster, new
             self.host = new.host(self.host.name)
             if old == new:
@@ -292,11 +295,19 @@ class Runtime:
             return 0
 
     async def _watch_config(self) -> None:
-        """Reload when the definition file changes (CLI edits replace it atomically)."""
+        """Reload when the definition file changes (CLI edits replace it atomically).
+
+        Nothing one reload attempt does may end the watch: its failure is
+        logged, the last good definition keeps running, the next edit is read.
+        """
         while True:
             await asyncio.sleep(1.0)
             if self._mtime() != self._config_mtime:
-                await self.reload()
+                try:
+                    await self.reload()
+                except Exception:
+                    log.exception("reload of %s failed; watching for the next change",
+                                  self.config_path)
 
 
 def run_daemon(config_path: str, pm, host_name: str | None = None) -> None:

@@ -159,3 +159,73 @@ def test_init_prepares_the_cluster_through_plugins(ck, cfg, tmp_path):
     again = ck("init", "-c", cfg, "--force", "--name", "prod", "--manager", "mgr",
                "--manager-ip", "127.91.0.1", "--state-dir", str(tmp_path / "st"))
     assert again.exit_code == 0 and "keeping the cluster CA" in again.output
+
+
+# ------------------------------------------------------- hostile input
+
+@pytest.mark.parametrize("args", [
+    ("node", "add", "a\nb", "--ip", "127.91.0.5"),
+    ("node", "add", "n" * 5000, "--ip", "127.91.0.5"),
+    ("sync", "add", "../x", "--path", "/srv/x"),
+    ("sync", "remove", "a\nb"),
+    ("node", "drain", "../mgr"),
+    ("sync", "now", "a/b"),
+])
+def test_names_on_the_command_line_follow_the_definitions_rule(ck, cfg, args):
+    before = open(cfg).read()
+    result = ck(*args, "-c", cfg)
+    assert result.exit_code == 2, result.output
+    assert "is not a valid name (1 to 63 letters, digits and _.- starting with a letter or digit)\n" \
+        in result.output
+    assert open(cfg).read() == before
+
+
+@pytest.mark.parametrize("option, value", [("--inter", "nan"), ("--timeout", "inf"),
+                                           ("--slowstart", "-1"), ("--fall", "1000")])
+def test_a_policy_with_a_number_out_of_its_range_is_not_written(ck, cfg, option, value):
+    before = open(cfg).read()
+    result = ck("policy", "add", "-c", cfg, "--vip", "127.91.0.100", "--port", "80",
+                "--service", "http", "--members", "mgr=1", option, value)
+    assert result.exit_code == 2, result.output
+    assert f"{cfg}:" in result.output and f"policy[0].check.{option[2:]}: " in result.output
+    assert open(cfg).read() == before
+
+
+def test_a_dangerous_sync_path_is_not_written(ck, cfg):
+    result = ck("sync", "add", "root", "--path", "/", "-c", cfg)
+    assert result.exit_code == 2
+    assert "sync[0].path: '/' is a system directory" in result.output
+
+
+def test_a_definition_that_is_not_utf8_exits_2_with_its_line(ck, cfg):
+    with open(cfg, "ab") as f:
+        f.write(b"\n# \xff\n")
+    lines = open(cfg, "rb").read().count(b"\n")
+    for args in (("config", "check"), ("node", "add", "n", "--ip", "127.91.0.5")):
+        result = ck(*args, "-c", cfg)
+        assert result.exit_code == 2, (args, result.output)
+        assert f"error: {cfg}:{lines}: not UTF-8: byte 0xff at column 3" in result.output, args
+    result = ck("status", "-c", cfg)  # finds the daemon's state all the same
+    assert result.exit_code == 1 and "no daemon is running" in result.output
+
+
+def test_the_definition_and_the_managers_state_are_owner_only(ck, cfg, tmp_path):
+    import os
+
+    assert oct(os.stat(cfg).st_mode & 0o777) == "0o600"
+    assert oct(os.stat(tmp_path / "st" / "mgr").st_mode & 0o777) == "0o700"
+    assert ck("node", "add", "web1", "--ip", "127.91.0.11", "-c", cfg).exit_code == 0
+    assert oct(os.stat(cfg).st_mode & 0o777) == "0o600", "an edit keeps it owner-only"
+
+
+def test_config_check_warns_when_others_may_read_a_secret(ck, cfg):
+    import os
+
+    with open(cfg, "a") as f:
+        f.write('\n[dns.tsig."xfr.example.com"]\nsecret = "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"\n')
+    assert "warning" not in ck("config", "check", "-c", cfg).output
+    os.chmod(cfg, 0o644)
+    result = ck("config", "check", "-c", cfg)
+    assert result.exit_code == 0, result.output
+    assert (f"warning: {cfg}: is readable by others (mode 0644) and holds secrets "
+            f'(dns.tsig.xfr.example.com.secret): chmod 600 {cfg}') in result.output

@@ -79,7 +79,7 @@ def test_ranges_and_defaults():
     ({"data_timeout": True}, "data_timeout", "0.1..3600"),
     ({"pasv_ports": "50000-50999"}, "pasv_ports", "unknown option"),
     ({"passive_per_client": 0}, "passive_per_client", "1..65535"),
-    ({"passive_per_client": 2.5}, "passive_per_client", "whole number"),
+    ({"passive_per_client": 2.5}, "passive_per_client", "must be an integer in 1..65535"),
 ])
 def test_bad_options_are_reported_by_key(raw, key, words):
     found = problems(raw)

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Callable
 
 import typer
 
-from clusterkit.config import ConfigError, default_path
+from clusterkit.config import ConfigError, default_path, name_problem
 from clusterkit.control import ControlError
 from clusterkit.runtime import PluginError
 
@@ -16,6 +16,15 @@ ConfigOpt = Annotated[str, typer.Option(
     "--config", "-c", envvar="CLUSTERKIT_CONFIG", show_envvar=True,
     help="The cluster definition (TOML).", default_factory=default_path)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+
+def valid_name(value: str | None, what: str = "NAME") -> str | None:
+    """A host or set name from the command line, held to the definition's rule (UsageError)."""
+    if value is not None and name_problem(value):
+        raise UsageError(f"{what}: {name_problem(value)}")
+    return value
+
 
 EXIT_FAILURE = 1  # a runtime failure
 EXIT_USAGE = 2    # a usage or configuration error

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from clusterkit.cli.common import ConfigOpt, guard, plugin_manager
-from clusterkit.config import load_cluster
+from clusterkit.config import definition_warnings, load_cluster
 
 config_app = typer.Typer(help="The cluster definition file.", no_args_is_help=True)
 
@@ -13,8 +13,13 @@ config_app = typer.Typer(help="The cluster definition file.", no_args_is_help=Tr
 @config_app.command("check")
 @guard
 def check(ctx: typer.Context, config: ConfigOpt) -> None:
-    """Validate the definition: every problem with its key and line; exit 2 if any."""
+    """Validate the definition: every problem with its key and line; exit 2 if any.
+
+    Warns (exit 0) when the file holds secrets and others may read it.
+    """
     cluster = load_cluster(config, plugin_manager(ctx))
+    for warning in definition_warnings(config):
+        typer.echo(f"warning: {warning}", err=True)
     typer.echo(f"{config}: OK: cluster {cluster.name!r}, {len(cluster.nodes)} nodes, "
                f"{len(cluster.policies)} policies, {len(cluster.sync_sets)} sync sets")
 

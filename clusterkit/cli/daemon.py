@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from clusterkit.cli.common import ConfigOpt, JsonOpt, emit, guard, plugin_manager
+from clusterkit.cli.common import ConfigOpt, JsonOpt, emit, guard, plugin_manager, valid_name
 from clusterkit.config import daemon_state_dir, load_cluster
 from clusterkit.control import request
 from clusterkit.logs import setup_logging
@@ -33,6 +33,7 @@ def run(ctx: typer.Context, config: ConfigOpt, as_: AsOpt = None,
     established connections; a broken file is refused and the running
     definition kept.
     """
+    valid_name(as_, "--as")
     setup_logging(log_format.value, verbose)
     pm = plugin_manager(ctx)
     if as_:
@@ -43,6 +44,7 @@ def run(ctx: typer.Context, config: ConfigOpt, as_: AsOpt = None,
 @guard
 def status(config: ConfigOpt, as_: AsOpt = None, as_json: JsonOpt = False) -> None:
     """Ask a running daemon for its state (exit 1 when it is not running)."""
+    valid_name(as_, "--as")
     report = request(daemon_state_dir(config, as_), "status")
     emit(report, as_json, render_status)
 

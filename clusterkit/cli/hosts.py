@@ -8,9 +8,9 @@ from typing import Annotated, Optional
 import tomlkit
 import typer
 
-from clusterkit.cli.common import (ConfigOpt, JsonOpt, UsageError, emit, guard, parse_pairs,
-                                   plugin_manager, table)
-from clusterkit.config import edit_config, load_cluster
+from clusterkit.cli.common import (ConfigOpt, JsonOpt, UsageError, emit, guard,
+                                   parse_pairs, plugin_manager, table, valid_name)
+from clusterkit.config import edit_config, load_cluster, private_dir
 from clusterkit.proxy.workers import process_count
 from clusterkit.runtime import PluginError, registry_of
 
@@ -31,6 +31,7 @@ def init(ctx: typer.Context, config: ConfigOpt,
              help="Balancer processes on the manager: \"auto\" (one per CPU) or a number.")] = "auto",
          force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False) -> None:
     """Create a new cluster definition with its manager."""
+    valid_name(manager, "--manager")
     if os.path.exists(config) and not force:
         raise UsageError(f"{config} already exists (use --force to overwrite)")
     workers = int(proxy_workers) if proxy_workers.isdigit() else proxy_workers
@@ -50,8 +51,10 @@ def init(ctx: typer.Context, config: ConfigOpt,
         doc["manager"] = mgr
     typer.echo(f"created {config}: cluster {name!r}, manager {manager} ({manager_ip})")
     pm = plugin_manager(ctx)
+    cluster = load_cluster(config, pm)
+    private_dir(cluster.host_state_dir(manager))  # before plugins put their files there
     try:
-        pm.hook.clusterkit_init(cluster=load_cluster(config, pm))
+        pm.hook.clusterkit_init(cluster=cluster)
     except Exception as exc:
         raise PluginError(f"the definition is written, but preparing the cluster failed: "
                           f"{type(exc).__name__}: {exc}") from exc
@@ -67,6 +70,7 @@ def node_add(ctx: typer.Context, name: str, config: ConfigOpt,
              option: Annotated[Optional[list[str]], typer.Option(
                  help="Transport option KEY=VALUE (user, port, key, module...).")] = None) -> None:
     """Add a node to the cluster."""
+    valid_name(name)
     entry = {"name": name, "ip": ip, "transport": transport}
     if root:
         entry["root"] = os.path.abspath(root)
@@ -88,6 +92,7 @@ def node_add(ctx: typer.Context, name: str, config: ConfigOpt,
 def node_remove(ctx: typer.Context, name: str, config: ConfigOpt,
                 force: Annotated[bool, typer.Option(help="Also remove it from every policy.")] = False) -> None:
     """Remove a node; refused while a policy names it unless --force."""
+    valid_name(name)
     with edit_config(config, plugin_manager(ctx)) as doc:
         nodes = doc.get("node", [])
         index = next((i for i, n in enumerate(nodes) if n.get("name") == name), None)

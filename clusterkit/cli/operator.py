@@ -13,7 +13,8 @@ from typing import Annotated
 
 import typer
 
-from clusterkit.cli.common import ConfigOpt, JsonOpt, UsageError, emit, guard, plugin_manager
+from clusterkit.cli.common import (ConfigOpt, JsonOpt, UsageError, emit, guard, plugin_manager,
+                                   valid_name)
 from clusterkit.cli.hosts import node_app
 from clusterkit.config import load_cluster
 from clusterkit.control import ControlError, request
@@ -61,6 +62,7 @@ def enable(ctx: typer.Context, name: NameArg, config: ConfigOpt, as_json: JsonOp
 
 
 def _operate(ctx: typer.Context, config: str, name: str, action: str, as_json: bool) -> None:
+    valid_name(name)
     cluster = load_cluster(config, plugin_manager(ctx))
     if name not in cluster.hosts:
         raise UsageError(f"no host named {name!r} in {config} (hosts: {', '.join(cluster.hosts)})")

@@ -11,8 +11,8 @@ from typing import Annotated, Optional
 import tomlkit
 import typer
 
-from clusterkit.cli.common import (EXIT_FAILURE, ConfigOpt, JsonOpt, UsageError, emit, guard,
-                                   plugin_manager, table)
+from clusterkit.cli.common import (EXIT_FAILURE, ConfigOpt, JsonOpt, UsageError, emit,
+                                   guard, plugin_manager, table, valid_name)
 from clusterkit.config import daemon_state_dir, edit_config, load_cluster, registry_of, write_atomic
 from clusterkit.control import ControlError, request
 
@@ -28,6 +28,7 @@ def sync_add(ctx: typer.Context, name: str, config: ConfigOpt,
              on_change: Annotated[str, typer.Option(
                  help="Command a node runs after a batch of this set lands.")] = "") -> None:
     """Add a sync set."""
+    valid_name(name)
     entry = {"name": name, "path": path}
     if exclude:
         entry["exclude"] = list(exclude)
@@ -45,6 +46,7 @@ def sync_add(ctx: typer.Context, name: str, config: ConfigOpt,
 @guard
 def sync_remove(ctx: typer.Context, name: str, config: ConfigOpt) -> None:
     """Remove a sync set (files already on nodes stay)."""
+    valid_name(name)
     with edit_config(config, plugin_manager(ctx)) as doc:
         sets = doc.get("sync", [])
         index = next((i for i, s in enumerate(sets) if s.get("name") == name), None)
@@ -122,6 +124,7 @@ def sync_verify(ctx: typer.Context, config: ConfigOpt,
     """
     from clusterkit.sync import rsync
 
+    valid_name(node, "NODE")
     pm = plugin_manager(ctx)
     cluster = load_cluster(config, pm)
     nodes = [cluster.host(node)] if node else cluster.nodes
@@ -180,12 +183,22 @@ def sync_now(config: ConfigOpt,
              node: Annotated[Optional[str], typer.Argument(
                  help="Only this node (default: every node).")] = None,
              wait: Annotated[bool, typer.Option(help="Wait for the full sync, showing progress.")] = True,
-             timeout: Annotated[float, typer.Option(help="Give up waiting after this many seconds.")] = 3600.0,
+             timeout: Annotated[float, typer.Option(
+                 help="Give up waiting after this many seconds.", min=0, max=7 * 86400)] = 3600.0,
+             allow_delete: Annotated[bool, typer.Option(
+                 help="Let this full sync delete more than the mass-delete guard allows "
+                      "(most of a node's copy).")] = False,
              as_json: JsonOpt = False) -> None:
-    """Full sync now (to one node or all), with a progress display; exit 1 if it did not finish."""
+    """Full sync now (to one node or all), with a progress display; exit 1 if it did not finish.
+
+    A full sync that would delete more than 1000 files and more than half of a
+    node's copy is refused (the node's files stay) unless --allow-delete.
+    """
+    valid_name(node, "NODE")
     state_dir = daemon_state_dir(config)
     try:
-        started = request(state_dir, "sync_now", nodes=[node] if node else None)
+        started = request(state_dir, "sync_now", nodes=[node] if node else None,
+                          allow_delete=allow_delete)
     except ControlError as exc:
         if str(exc).startswith("no node named"):
             raise UsageError(str(exc)) from None
@@ -203,11 +216,13 @@ def sync_now(config: ConfigOpt,
             sys.stderr.flush()
         if all(p["done"] for p in progress.values()):
             break
-        if time.monotonic() > deadline:
+        if time.monotonic() > deadline or all(p["done"] or p.get("refused")
+                                              for p in progress.values()):
             if tty:
                 sys.stderr.write("\n")
             emit(progress, as_json, lambda p: "\n".join(
-                f"{n}: {'done' if s['done'] else 'NOT DONE'} {s['last_error'] or ''}" for n, s in p.items()))
+                f"{n}: {'done' if s['done'] else 'REFUSED' if s.get('refused') else 'NOT DONE'} "
+                f"{s['last_error'] or ''}" for n, s in p.items()))
             raise typer.Exit(EXIT_FAILURE)
         time.sleep(0.2)
     if tty:
@@ -224,7 +239,8 @@ def _bar(name: str, p: dict, width: int = 20) -> str:
 
 @sync_app.command("rsyncd-conf")
 @guard
-def sync_rsyncd_conf(ctx: typer.Context, node: Annotated[str, typer.Argument(help="The node.")],
+def sync_rsyncd_conf(ctx: typer.Context, node: Annotated[str, typer.Argument(
+                         help="The node.")],
                      config: ConfigOpt,
                      output: Annotated[str, typer.Option(
                          help="Directory to write rsyncd.conf and rsyncd.secrets into.")] = ".",
@@ -234,6 +250,7 @@ def sync_rsyncd_conf(ctx: typer.Context, node: Annotated[str, typer.Argument(hel
     """Write a node's rsyncd.conf + secrets (for the operator), and the manager's password file."""
     from clusterkit_transports import rsyncd_config
 
+    valid_name(node, "NODE")
     cluster = load_cluster(config, plugin_manager(ctx))
     host = cluster.host(node)
     if host.role != "node":

@@ -16,7 +16,8 @@ async def clusterkit_start(runtime):
         runtime.components[NAME] = replicator
         await replicator.start()
         runtime.add_control("sync_status", replicator.status)
-        runtime.add_control("sync_now", lambda nodes=None: _now(replicator, nodes))
+        runtime.add_control("sync_now", lambda nodes=None, allow_delete=False:
+                            _now(replicator, nodes, allow_delete))
         runtime.add_control("sync_progress", replicator.progress)
     else:
         applier = Applier(runtime)
@@ -24,11 +25,13 @@ async def clusterkit_start(runtime):
         await applier.start()
 
 
-def _now(replicator: Replicator, nodes: list[str] | None) -> dict:
+def _now(replicator: Replicator, nodes: list[str] | None, allow_delete: bool) -> dict:
     unknown = [n for n in nodes or () if n not in replicator.workers]
     if unknown:
         raise ValueError(f"no node named {', '.join(unknown)} (nodes: {', '.join(replicator.workers)})")
-    seq = replicator.full_sync(nodes=nodes or None, reason="requested (clusterkit sync now)")
+    seq = replicator.full_sync(nodes=nodes or None, allow_delete=allow_delete is True,
+                               reason="requested (clusterkit sync now"
+                                      f"{' --allow-delete' if allow_delete is True else ''})")
     return {"seq": seq, "nodes": nodes or list(replicator.workers)}
 
 

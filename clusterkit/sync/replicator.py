@@ -27,6 +27,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
+from clusterkit.config import check_number
 from clusterkit.sync import rsync
 from clusterkit.sync.paths import ancestors, excluded, transfer_list
 from clusterkit.sync.store import FULL, DirtyStore
@@ -38,7 +39,7 @@ log = logging.getLogger("clusterkit.sync")
 
 @dataclass(frozen=True)
 class Settings:
-    """Tunables, from the ``[sync]``-free defaults or a host's ``options``."""
+    """Tunables, from the ``[sync]``-free defaults or a host's ``sync_*`` options."""
 
     settle: float = 0.002
     max_wait: float = 0.1
@@ -54,16 +55,37 @@ class Settings:
     watch_timeout: float = 2.0  # a probe's event must arrive within this
     watch_audit: float = 300.0  # the kernel's watch list is compared with the tree this often
     watch_scan_min: float = 2.0  # a failing watch's set is scanned this often at the most
+    mass_delete: int = rsync.MASS_DELETE  # a full sync deleting more (and most of a node) is refused
 
     @classmethod
-    def from_options(cls, options: dict) -> "Settings":
-        known = {k: v for k, v in options.items() if k.startswith("sync_")}
+    def from_options(cls, options: dict, report=None) -> "Settings":
+        """The ``sync_*`` options, each a finite number within :data:`RANGES`.
+
+        The definition's validation passes ``report(key, message)``; the
+        replicator reads options already validated (a bad one raises).
+        """
         values = {}
-        for key, value in known.items():
+        for key, value in options.items():
+            if not key.startswith("sync_"):
+                continue
             name = key[len("sync_"):]
-            if name in cls.__dataclass_fields__:
-                values[name] = type(getattr(cls, name))(value)
+            try:
+                if name not in RANGES:
+                    raise ValueError("unknown sync option (known: "
+                                     f"{', '.join('sync_' + n for n in RANGES)})")
+                values[name] = check_number(value, type(getattr(cls, name)), *RANGES[name])
+            except ValueError as exc:
+                if report is None:
+                    raise
+                report(key, str(exc))
         return cls(**values)
+
+
+RANGES = {"settle": (0, 10), "max_wait": (0, 60), "dir_threshold": (1, 10**8),
+          "set_threshold": (1, 10**9), "full_interval": (0.1, 7 * 86400), "timeout": (1, 86400),
+          "contimeout": (1, 3600), "backoff_min": (0.01, 3600), "backoff_max": (0.01, 86400),
+          "atomic_batch": (0, 10**6), "mass_delete": (0, 10**9), "watch_quiet": (0.1, 86400),
+          "watch_timeout": (0.05, 60), "watch_audit": (1, 86400), "watch_scan_min": (0.1, 3600)}
 
 
 Key = tuple[str, str]  # (set name, path)
@@ -94,6 +116,8 @@ class NodeWorker:
         self.taken_renames: list[tuple[str, str, str]] = []
         self.full_reason: dict[str, str] = {}  # set -> why its pending full sync was queued
         self.audited: set[str] = set()  # sets of the batch in flight whose full sync audits
+        self.allow_delete: set[str] = set()    # sets whose next full sync may delete en masse
+        self.refused: dict[str, int] = {}      # set -> seq of a full sync the guard refused
 
     # ----------------------------------------------------------- queueing
 
@@ -225,7 +249,16 @@ class NodeWorker:
                     self._missed(sset_name, sent, result)
                 self.r.store.done(self.name, sset_name, sent)
                 self.landed(sset_name, sent)
+                self.refused.pop(sset_name, None)
                 self.r.store.record(self.name, True, files=result.files)
+                continue
+            if result.outcome == "refused":  # files were sent, deletions held: an operator decides
+                self.r.store.done(self.name, sset_name, sent)
+                for path in sent:
+                    self.inflight.pop((sset_name, path), None)
+                self.refused[sset_name] = sent.get(FULL, 0)
+                self.r.store.record(self.name, False, f"set {sset_name}: {result.stderr}")
+                log.error("%s: set %s: %s", self.name, sset_name, result.stderr)
                 continue
             self.requeue(sset_name, sent)
             if result.code == 24:
@@ -291,9 +324,14 @@ class NodeWorker:
             if wholes:
                 jobs.append(job(paths=wholes, delay_updates=False))
         result = rsync.Result(0, "ok")
+        allowed = sset.name in self.allow_delete
         try:
             for one in jobs:
-                result = await rsync.run(one)
+                result = await (rsync.run_full(one, r.settings.mass_delete,
+                                               allowed or sset.allow_mass_delete)
+                                if one.full else rsync.run(one))
+                if one.full and allowed and result.outcome == "ok":
+                    self.allow_delete.discard(sset.name)
                 r.runs += 1
                 if full and result.outcome == "ok":
                     r.full_seconds[sset.name] = max(result.seconds, r.full_seconds[sset.name] * 0.5)
@@ -343,6 +381,7 @@ class NodeWorker:
             "retry_at": self.retry_at or None,
             "progress": self.progress,
             "runs": stored["runs"] or 0,
+            "refused": sorted(self.refused),
         }
 
 
@@ -480,10 +519,17 @@ class Replicator:
                 worker.escalate(sset, path)
 
     def full_sync(self, nodes: list[str] | None = None, sets: list[str] | None = None,
-                  reason: str = "") -> int:
-        """Queue a full sync; returns its seq (``sync now`` waits for it)."""
+                  reason: str = "", allow_delete: bool = False) -> int:
+        """Queue a full sync; returns its seq (``sync now`` waits for it).
+
+        ``allow_delete`` lets it delete more than the mass-delete guard allows.
+        """
         names = nodes if nodes is not None else list(self.workers)
         targets = sets if sets is not None else list(self.sets)
+        if allow_delete:
+            for name in names:
+                if name in self.workers:
+                    self.workers[name].allow_delete.update(targets)
         if reason:
             log.info("full sync of %s to %s: %s", ", ".join(targets) or "no set",
                      ", ".join(names) or "no node", reason)
@@ -525,7 +571,8 @@ class Replicator:
             done = all(w.full_done.get(s, 0) >= seq for s in self.sets)
             out[name] = {"done": done, "progress": 100 if done else w.progress,
                          "state": w.state, "last_error": self.store.state(name)["last_error"],
-                         "retry_at": w.retry_at or None}
+                         "retry_at": w.retry_at or None,
+                         "refused": sorted(s for s, q in w.refused.items() if q >= seq)}
         return out
 
 

@@ -15,11 +15,21 @@ its files are in, so a small batch (a zone and its include, a config and its
 template) appears at once; bulk batches and full syncs go without it (it
 costs a third more time there, and a bulk upload has no such consistency).
 ``--timeout``/``--contimeout`` are always set: a dead node costs seconds.
+
+A full sync never deletes most of a node's copy by surprise (a set pointed at
+the wrong tree, a manager with an empty disk): :func:`run_full` first runs with
+``--max-delete=0``, which transfers everything, deletes nothing and counts
+what it would delete (exit 25). Nothing to delete, the common case, costs
+nothing more. Otherwise, unless the deletions are more than ``mass_delete``
+files *and* more than half of the node's files, a second run deletes exactly
+that many (``--max-delete=N``); past that the sync is refused until an
+operator allows it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import re
 import subprocess
@@ -35,6 +45,8 @@ BASE = ["-a", "--mkpath", "-8"]  # -8: names in itemized output as bytes, not es
 OK = 0
 PARTIAL = (23, 24)          # partial transfer / vanished files: requeue the batch's paths
 CONNECTION = (5, 10, 12, 30, 35, 255)  # daemon refused, socket, protocol stream, timeouts, ssh
+MAX_DELETE = 25             # --max-delete stopped deletions
+MASS_DELETE = 1000          # files a full sync may delete without asking, however small the node
 # anything else is an error of configuration or of the node (syntax, bad paths, file I/O...)
 
 
@@ -48,6 +60,8 @@ class Result:
     files: int = 0
     seconds: float = 0.0
     items: list[bytes] = field(default_factory=list)  # itemized lines: b"%i %n" (names as bytes)
+    stats: dict[str, int] = field(default_factory=dict)  # --stats: "files", "created files"...
+    skipped_deletes: int = 0  # deletions --max-delete held back
 
 
 def classify(code: int) -> str:
@@ -78,6 +92,7 @@ class Job:
     lines: list[str] = field(default_factory=list)  # itemized output of a dry run
     delay_updates: bool = True
     ignore_times: bool = False  # send listed files even when size and mtime match
+    max_delete: int | None = None  # --max-delete (and --stats, to size the node's copy)
 
     def argv(self) -> list[str]:
         argv = [RSYNC, *BASE, f"--timeout={self.timeout}", *self.transport_args]
@@ -97,6 +112,8 @@ class Job:
         if self.progress is not None:
             argv += ["--info=progress2", "--no-inc-recursive"]
         argv.append("--delete")
+        if self.max_delete is not None:
+            argv += [f"--max-delete={self.max_delete}", "--stats"]
         if not self.full:
             argv += ["-r", "--files-from=-", "--from0", "--delete-missing-args"]
         return argv + [self.source.rstrip("/") + "/", self.destination.rstrip("/") + "/"]
@@ -109,6 +126,35 @@ class Job:
 
 _PROGRESS = re.compile(rb"\s(\d{1,3})%\s")
 _ITEM = (b">", b"<", b"c", b"*", b"h", b".")
+_STAT = re.compile(rb"Number of ([a-z ]+): ([\d,]+)")
+_SKIPPED = re.compile(r"Deletions stopped due to --max-delete limit \((\d+) skipped\)")
+
+
+async def run_full(job: Job, mass_delete: int = MASS_DELETE, allow: bool = False) -> Result:
+    """A full sync (``job.full``) that refuses to delete most of a node's copy.
+
+    Outcome ``refused`` when the node holds more than ``mass_delete`` files the
+    manager does not and they are more than half of the node's files; with
+    ``allow`` it deletes them anyway.
+    """
+    if allow:
+        return await run(job)
+    first = await run(dataclasses.replace(job, max_delete=0))
+    if first.code != MAX_DELETE or first.skipped_deletes <= 0:
+        return first
+    wanted = first.skipped_deletes
+    node_files = first.stats.get("files", 0) - first.stats.get("created files", 0) + wanted
+    if wanted > mass_delete and 2 * wanted > node_files:
+        return Result(MAX_DELETE, "refused",
+                      f"full sync refused: it would delete {wanted} of the node's {node_files} "
+                      f"files (more than {mass_delete} and more than half); if that is intended: "
+                      "clusterkit sync now --allow-delete, or allow_mass_delete = true in the "
+                      "[[sync]] table", first.files, first.seconds, items=first.items,
+                      stats=first.stats, skipped_deletes=wanted)
+    second = await run(dataclasses.replace(job, max_delete=wanted, progress=None))
+    second.seconds += first.seconds
+    second.items = first.items + second.items
+    return second
 
 
 async def run(job: Job) -> Result:
@@ -142,7 +188,7 @@ async def run(job: Job) -> Result:
                 match = _PROGRESS.search(line)
                 if match:
                     loop.call_soon_threadsafe(progress, int(match.group(1)))
-                elif line.startswith(_ITEM):
+                elif line.startswith(_ITEM) or line.startswith(b"Number of "):
                     out.append(line)
         proc.wait()
         stderr.seek(0)
@@ -159,9 +205,12 @@ async def run(job: Job) -> Result:
     lines = [line for line in out.split(b"\n") if line.startswith(_ITEM)]
     if job.dry_run:
         job.lines = [line.decode("utf-8", "replace") for line in lines]
-    return Result(proc.returncode, classify(proc.returncode),
-                  err.decode("utf-8", "replace").strip()[-2000:], len(lines), loop.time() - started,
-                  lines)
+    stderr_text = err.decode("utf-8", "replace").strip()
+    skipped = _SKIPPED.search(stderr_text)
+    return Result(proc.returncode, classify(proc.returncode), stderr_text[-2000:], len(lines),
+                  loop.time() - started, items=lines,
+                  stats={m[1].decode(): int(m[2].replace(b",", b"")) for m in _STAT.finditer(out)},
+                  skipped_deletes=int(skipped.group(1)) if skipped else 0)
 
 
 def _in_thread(loop: asyncio.AbstractEventLoop, fn) -> asyncio.Future:

@@ -38,7 +38,13 @@ class DirtyStore:
     def __init__(self, path: str):
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         self.path = path
+        # Owner-only before SQLite opens it: its -wal and -shm files take the database's mode.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        os.chmod(path, 0o600)
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        for journal in (f"{path}-wal", f"{path}-shm"):  # left by an older version, maybe 0644
+            if os.path.exists(journal):
+                os.chmod(journal, 0o600)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)

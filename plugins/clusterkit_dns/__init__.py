@@ -28,7 +28,7 @@ def clusterkit_sync_sets(cluster):
     settings = settings_of(cluster)
     if not settings.enabled:
         return []
-    return [SyncSet(name=SYNC_SET, path=settings.zones_dir, owner="dns")]
+    return [SyncSet(name=SYNC_SET, path=settings.zones_dir, owner="dns", key="dns.zones_dir")]
 
 
 @hookimpl

@@ -35,6 +35,8 @@ import dns.name
 import dns.exception
 import dns.tsig
 
+from clusterkit.config import read_number
+
 KEYS = ("tsig", "secondary", "health_name")
 ALGORITHMS = {"hmac-sha256": dns.tsig.HMAC_SHA256, "hmac-sha384": dns.tsig.HMAC_SHA384,
               "hmac-sha512": dns.tsig.HMAC_SHA512}
@@ -271,10 +273,7 @@ def _parse_health_name(entry, key, report) -> HealthName | None:
     if not isinstance(policy, str) or _endpoint(policy) is None or _endpoint(policy) == (policy, 53):
         report(f"{key}.policy", f"must be a policy's VIP:PORT, not {policy!r}")
         policy = ""
-    ttl = entry.get("ttl", 30)
-    if isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 <= ttl <= 86400:
-        report(f"{key}.ttl", f"{ttl!r} must be seconds, 0..86400 (short: clients re-ask soon)")
-        ttl = 30
+    ttl = read_number(entry, "ttl", int, 30, 0, 86400, report, f"{key}.ttl")
     addresses = entry.get("addresses", {})
     pairs = []
     if not isinstance(addresses, dict):

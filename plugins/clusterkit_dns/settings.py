@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from clusterkit.config import read_number
 from clusterkit_dns import mgmtconfig
 
 DEFAULT_ZONES_DIR = "/var/lib/clusterkit/zones"
@@ -50,10 +51,7 @@ def parse_settings(table, report) -> DnsSettings:
     if not isinstance(enabled, bool):
         report("enabled", f"must be true or false, not {enabled!r}")
         enabled = True
-    port = table.get("port", 53)
-    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        report("port", f"{port!r} is not a port number (1..65535)")
-        port = 53
+    port = read_number(table, "port", int, 53, 1, 65535, report)
     zones_dir = table.get("zones_dir", DEFAULT_ZONES_DIR)
     if not isinstance(zones_dir, str) or not zones_dir.startswith("/"):
         report("zones_dir", f"{zones_dir!r} must be an absolute path")

@@ -21,6 +21,8 @@ import functools
 from dataclasses import dataclass
 from typing import Callable
 
+from clusterkit.config import read_number
+
 DEFAULT_PASSIVE = range(50000, 51000)
 DEFAULT_FTPS_PASSIVE = range(51000, 52000)
 DEFAULT_DATA_TIMEOUT = 30.0
@@ -74,17 +76,10 @@ def parse(raw: dict, report: Callable[[str, str], None]) -> FtpOptions:
     if passive.start < ftps.stop and ftps.start < passive.stop:
         report("ftps_passive_ports", f"{ftps.start}-{ftps.stop - 1} overlaps passive_ports "
                                      f"{passive.start}-{passive.stop - 1}")
-    timeout = raw.get("data_timeout", DEFAULT_DATA_TIMEOUT)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
-            or not 0.1 <= timeout <= 3600:
-        report("data_timeout", f"{timeout!r} must be a number of seconds in 0.1..3600")
-        timeout = DEFAULT_DATA_TIMEOUT
-    per_client = raw.get("passive_per_client", DEFAULT_PASSIVE_PER_CLIENT)
-    if isinstance(per_client, bool) or not isinstance(per_client, int) \
-            or not 1 <= per_client <= 65535:
-        report("passive_per_client", f"{per_client!r} must be a whole number in 1..65535")
-        per_client = DEFAULT_PASSIVE_PER_CLIENT
-    return FtpOptions(passive, ftps, float(timeout), per_client)
+    timeout = read_number(raw, "data_timeout", float, DEFAULT_DATA_TIMEOUT, 0.1, 3600, report)
+    per_client = read_number(raw, "passive_per_client", int, DEFAULT_PASSIVE_PER_CLIENT, 1, 65535,
+                             report)
+    return FtpOptions(passive, ftps, timeout, per_client)
 
 
 def check_options(raw: dict, report: Callable[[str, str], None]) -> None:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
-import re
 from dataclasses import dataclass, field
 
+from clusterkit.config import name_problem, read_number
+
 DEFAULT_DATA_DIR = "/var/lib/clusterkit-panel"
-ACTION_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 
 
 @dataclass(frozen=True)
@@ -61,14 +61,12 @@ def parse_panel(table, report) -> PanelSettings:
             report(key, f"unknown key (known: {', '.join(sorted(spec))}, actions)")
             continue
         kind, low, high = spec[key]
-        value = float(raw) if kind is float and isinstance(raw, int) and not isinstance(raw, bool) else raw
-        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        if low is not None:
+            values[key] = read_number(table, key, kind, getattr(defaults, key), low, high, report)
+        elif not isinstance(raw, kind):
             report(key, f"must be {kind.__name__}, not {raw!r}")
-            continue
-        if low is not None and not low <= value <= high:
-            report(key, f"{value} is out of range ({low}..{high})")
-            continue
-        values[key] = value
+        else:
+            values[key] = raw
     if values.get("listen"):
         try:
             ipaddress.ip_address(values["listen"])
@@ -83,8 +81,8 @@ def parse_panel(table, report) -> PanelSettings:
         report("actions", "must be a table of NAME = \"command\"")
         actions = {}
     for name, command in actions.items():
-        if not re.fullmatch(ACTION_NAME, name):
-            report(f"actions.{name}", f"{name!r} is not a valid action name")
+        if name_problem(name):
+            report(f"actions.{name}", name_problem(name))
         elif not isinstance(command, str) or not command.strip():
             report(f"actions.{name}", f"must be a non-empty command string, not {command!r}")
     values["actions"] = {k: v for k, v in actions.items() if isinstance(v, str)}

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-from clusterkit.config import SyncSet
+from clusterkit.config import SyncSet, name_problem, read_number, sync_path_problem
 
 DATA_SET = "panel-data"
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 KEYS = ("name", "path", "post_sync", "exclude", "timeout")
 
 
@@ -38,10 +36,13 @@ def parse_panelsync(value, report) -> tuple[PanelSyncEntry, ...]:
             report(f"{key}.{unknown}", f"unknown key (known: {', '.join(KEYS)})")
         name, path = item.get("name"), item.get("path")
         post_sync, exclude = item.get("post_sync", ""), item.get("exclude", [])
-        timeout = item.get("timeout", 60.0)
-        ok = True
-        if not isinstance(name, str) or not NAME.fullmatch(name):
-            report(f"{key}.name", f"is required: a name of letters, digits and _.- (got {name!r})")
+        timeout = read_number(item, "timeout", float, None, 0.001, 3600, report, f"{key}.timeout")
+        ok = timeout is not None or "timeout" not in item
+        if name is None:
+            report(f"{key}.name", "is required")
+            ok = False
+        elif name_problem(name):
+            report(f"{key}.name", name_problem(name))
             ok = False
         elif name == DATA_SET or any(e.name == name for e in entries):
             report(f"{key}.name", f"{name!r} is taken ({DATA_SET!r} is the panel's own data)")
@@ -49,17 +50,17 @@ def parse_panelsync(value, report) -> tuple[PanelSyncEntry, ...]:
         if not isinstance(path, str) or not path.startswith("/"):
             report(f"{key}.path", f"is required: an absolute directory path (got {path!r})")
             ok = False
+        elif sync_path_problem(path):
+            report(f"{key}.path", sync_path_problem(path))
+            ok = False
         if not isinstance(post_sync, str):
             report(f"{key}.post_sync", f"must be a command string, not {post_sync!r}")
             ok = False
         if not isinstance(exclude, list) or not all(isinstance(x, str) for x in exclude):
             report(f"{key}.exclude", "must be a list of rsync patterns")
             ok = False
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 3600:
-            report(f"{key}.timeout", f"{timeout!r} must be seconds in (0, 3600]")
-            ok = False
         if ok:
-            entries.append(PanelSyncEntry(name, path, post_sync, tuple(exclude), float(timeout)))
+            entries.append(PanelSyncEntry(name, path, post_sync, tuple(exclude), timeout or 60.0))
     return tuple(entries)
 
 
@@ -72,7 +73,9 @@ def sync_sets(cluster) -> list[SyncSet]:
     sets = []
     panel = cluster.sections.get("panel")
     if panel is not None and getattr(panel, "enabled", False):
-        sets.append(SyncSet(name=DATA_SET, path=panel.data_dir, owner="panelsync"))
-    sets += [SyncSet(name=e.name, path=e.path, exclude=e.exclude, owner="panelsync")
-             for e in entries(cluster)]
+        sets.append(SyncSet(name=DATA_SET, path=panel.data_dir, owner="panelsync",
+                            key="panel.data_dir"))
+    sets += [SyncSet(name=e.name, path=e.path, exclude=e.exclude, owner="panelsync",
+                     key=f"panelsync[{i}].path")  # every entry is there: a bad one fails the load
+             for i, e in enumerate(entries(cluster))]
     return sets
