@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
 import threading
 import time
 
 import pytest
 
+from support import wait_for
 from sync_support import (Daemon, differences, source, sync_cluster, target, wait_identical,
                           wait_settled, write_tree)
 
@@ -263,3 +265,39 @@ def test_names_that_are_not_utf8_replicate_with_their_batch(tmp_path, cluster):
         wait_identical(src, nodes(tmp_path))
         status = wait_settled(daemon)
         assert all(n["last_error"] is None for n in status["nodes"].values()), status["nodes"]
+
+
+def test_hard_links_and_sparse_files_keep_their_shape(tmp_path, cluster):
+    src = source(tmp_path)
+    with Daemon(cluster):
+        with open(src / "sparse", "wb") as f:
+            f.truncate(64 * 1024 * 1024)  # 64 MiB of hole
+            f.write(b"end")
+        (src / "original").write_text("one inode")
+        os.link(src / "original", src / "link")
+        wait_identical(src, nodes(tmp_path))
+        for node in nodes(tmp_path):
+            assert os.stat(node / "sparse").st_blocks * 512 < 1024 * 1024, "holes stay holes"
+        # a full sync (here: the manager restarted) sends the tree with its links
+    with Daemon(cluster):
+        wait_identical(src, nodes(tmp_path))
+        for node in nodes(tmp_path):
+            assert os.stat(node / "link").st_ino == os.stat(node / "original").st_ino
+
+
+def test_a_full_disk_on_the_node_is_said_plainly(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs as the node's disk needs root")
+    cluster = sync_cluster(tmp_path, nodes=1, options="options = { sync_backoff_max = 1.0 }")
+    node_set = target(tmp_path, "node1")
+    node_set.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(node_set)], check=True)
+    try:
+        with Daemon(cluster) as daemon:
+            (source(tmp_path) / "big").write_bytes(os.urandom(1024 * 1024))
+            status = wait_for(lambda: (s := daemon.query("sync_status"))["nodes"]["node1"]["last_error"]
+                              and s, timeout=20, what="the error reported")
+            error = status["nodes"]["node1"]["last_error"]
+            assert "the node's disk is full (ENOSPC)" in error, error
+    finally:
+        subprocess.run(["umount", "-l", str(node_set)], check=False)

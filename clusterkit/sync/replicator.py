@@ -590,7 +590,12 @@ def _distinct_dirs(entries: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 def _last_line(text: str) -> str:
-    """The line that says what went wrong (rsync ends with a generic "rsync error: ... code N")."""
+    """The line that says what went wrong (rsync ends with a generic "rsync error: ... code N").
+
+    A full disk on the node often ends as a broken pipe on our side: said plainly."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
+    full = next((line for line in lines if "No space left on device" in line), None)
+    if full is not None:
+        return f"the node's disk is full (ENOSPC): {full}"
     useful = [line for line in lines if not line.startswith("rsync error:")]
     return (useful or lines or ["(no message)"])[-1]

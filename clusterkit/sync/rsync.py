@@ -39,7 +39,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 RSYNC = "rsync"
-BASE = ["-a", "--mkpath", "-8"]  # -8: names in itemized output as bytes, not escaped
+# -8: names in itemized output as bytes, not escaped; -H: hard links stay links (within a
+# batch's list, or the whole tree for a full sync); --sparse: holes stay holes on the node
+BASE = ["-a", "--mkpath", "-8", "-H", "--sparse"]
 
 # rsync exit codes (rsync(1) "EXIT VALUES")
 OK = 0
