@@ -16,12 +16,19 @@ async def clusterkit_start(runtime):
         runtime.components[NAME] = replicator
         await replicator.start()
         runtime.add_control("sync_status", replicator.status)
-        runtime.add_control("sync_now", lambda nodes=None: _now(replicator, nodes))
+        runtime.add_control("sync_now", _now_command(replicator))
         runtime.add_control("sync_progress", replicator.progress)
     else:
         applier = Applier(runtime)
         runtime.components[NAME] = applier
         await applier.start()
+
+
+def _now_command(replicator: Replicator):
+    def sync_now(nodes: list[str] | None = None) -> dict:  # typed: the control socket checks it
+        return _now(replicator, nodes)
+
+    return sync_now
 
 
 def _now(replicator: Replicator, nodes: list[str] | None) -> dict:
