@@ -306,6 +306,7 @@ def test_slow_handshakes_and_slow_request_heads_are_closed(cluster):
 def test_connections_past_the_per_address_cap_are_closed_at_once(cluster):
     ip, port = cluster.ips["manager"], cluster.https_port
     source = ("127.86.8.206", 0)
+    refused = cluster.hosts["manager"].status()["panel"]["connections_refused"]
     held = []
     try:
         for _ in range(PER_ADDRESS):
@@ -318,6 +319,7 @@ def test_connections_past_the_per_address_cap_are_closed_at_once(cluster):
                 assert extra.recv(1) == b""
             except ConnectionResetError:
                 pass
+        assert cluster.hosts["manager"].status()["panel"]["connections_refused"] == refused + 1
         other = cluster.client(source="127.86.8.207")  # another address is not affected
         assert other.get("/healthz")[0] == 200
     finally:
