@@ -81,6 +81,8 @@ policy = "127.87.6.1:80"
     ('[[dns.health_name]]\nzone = "example.com"\nname = "www"\npolicy = "1.2.3.4:80"\n'
      'addresses = { node1 = "nope" }', "dns.health_name[0].addresses.node1: 'nope'"),
     ('secondary = "x"', "dns.secondary: must be an array of tables"),
+    ('[[dns.health_name]]\nzone = "\\\\047etc\\\\047x.example"\nname = "www"\npolicy = "1.2.3.4:80"',
+     "dns.health_name[0].zone: zone name"),  # \047 is '/' once unescaped: it names a file
 ])
 def test_mistakes_are_named(tmp_path, pm, table, message):
     with pytest.raises(ConfigError) as info:

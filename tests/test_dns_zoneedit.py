@@ -361,3 +361,62 @@ def test_cli_status_refuses_when_dns_is_disabled(tmp_path, pm):
                         extra='\n[dns]\nenabled = false\n')
     result = runner.invoke(get_app(pm), ["dns", "status", "-c", str(cfg)])
     assert result.exit_code == 2 and "enabled = false" in result.output
+
+
+# ------------------------------------------- zone names that would escape the directory
+
+
+def _escaped(path: str) -> str:
+    """A zone name that dnspython unescapes into ``path`` (``\\047`` is '/', ``\\.`` a dot)."""
+    return path.replace(".", "\\.").replace("/", "\\047")
+
+
+def _hostile_names() -> list[str]:
+    """Names whose labels become paths: the store's directory is tmp/zones, the victim tmp/outside."""
+    return [_escaped("../outside/pwned"),          # one label '../outside/pwned'
+            _escaped("../outside/victim"),
+            "sub\\047dir.example",                # a '/' inside a label: a subdirectory
+            "\\.\\..example", "x.\\.\\.",     # '..' as a label
+            "a\\000b.example", "sp\\032ace.example"]
+
+
+@pytest.mark.parametrize("call", ["create", "delete", "records", "add_record", "remove_record", "bump"])
+def test_zone_names_that_unescape_to_paths_are_refused(store, tmp_path, call):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim.zone").write_text("precious\n")
+    args = {"create": (), "delete": (), "records": (), "bump": (),
+            "add_record": ("www", "A", "192.0.2.1"), "remove_record": ("www", "A")}[call]
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    for name in _hostile_names():
+        with pytest.raises(ZoneEditError, match="may hold only letters, digits"):
+            getattr(store, call)(name, *args)
+    assert (outside / "victim.zone").read_text() == "precious\n"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before, "no file created or removed"
+
+
+def test_zone_file_is_the_one_way_to_a_path_and_stays_in_the_directory(tmp_path):
+    from clusterkit_dns.zoneedit import zone_file
+
+    assert zone_file(str(tmp_path), "Example.COM.") == str(tmp_path / "example.com.zone")
+    assert zone_file(str(tmp_path), dns.name.from_text("a-b_c.example")) == \
+        str(tmp_path / "a-b_c.example.zone")
+    for name in ("", ".", "a..b", "\\047etc\\047passwd",  # absolute: os.path.join took it whole
+                 dns.name.from_text("\\047etc\\047passwd")):
+        with pytest.raises(ZoneEditError):
+            zone_file(str(tmp_path), name)
+
+
+def test_cli_refuses_zone_names_that_unescape_to_paths(cli, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim.zone").write_text("precious\n")
+    for args in (("dns", "zone", "add", _escaped("../outside/pwned")),
+                 ("dns", "zone", "remove", _escaped("../outside/victim")),
+                 ("dns", "zone", "add", "sub\\047dir.example"),
+                 ("dns", "record", "add", _escaped("../outside/victim"), "www", "A", "192.0.2.1")):
+        result = _run(cli, *args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "may hold only letters, digits" in result.output and "Traceback" not in result.output
+    assert sorted(p.name for p in outside.iterdir()) == ["victim.zone"]
+    assert (outside / "victim.zone").read_text() == "precious\n"

@@ -141,18 +141,20 @@ def test_secrets_on_disk_are_owner_only(cluster):
 
 
 def test_nodes_add_list_remove(cluster, admin):
-    status, body = admin.post("/api/v1/nodes", {"name": "node3", "ip": "127.86.1.13",
+    status, body = admin.post("/api/v1/nodes", {"name": "node3", "ip": "127.86.1.13", "transport": "local",
                                                 "root": str(cluster.tmp / "node3")})
     assert status == 201, body
     names = [h["name"] for h in admin.get("/api/v1/nodes")[1]]
     assert names == ["manager", "node1", "node2", "node3"]
     assert "node3" in cluster.hosts["manager"].cluster.hosts, "the manager reloaded the definition"
-    assert admin.post("/api/v1/nodes", {"name": "node3", "ip": "127.86.1.14"})[0] == 409
-    status, body = admin.post("/api/v1/nodes", {"name": "node4", "ip": "127.86.1.13"})
+    ssh = {"transport": "ssh"}
+    assert admin.post("/api/v1/nodes", {"name": "node3", "ip": "127.86.1.14", **ssh})[0] == 409
+    status, body = admin.post("/api/v1/nodes", {"name": "node4", "ip": "127.86.1.13", **ssh})
     assert status == 400 and any("already the ip of 'node3'" in p for p in body["problems"])
-    assert admin.post("/api/v1/nodes", {"name": "node4", "ip": "127.86.1.14", "colour": "red"})[0] == 400
-    assert admin.post("/api/v1/nodes", {"name": "node4"})[0] == 400
-    assert admin.post("/api/v1/nodes", {"name": "node4", "ip": ["x"]})[0] == 400
+    assert admin.post("/api/v1/nodes", {"name": "node4", "ip": "127.86.1.14", "colour": "red",
+                                        **ssh})[0] == 400
+    assert admin.post("/api/v1/nodes", {"name": "node4", **ssh})[0] == 400
+    assert admin.post("/api/v1/nodes", {"name": "node4", "ip": ["x"], **ssh})[0] == 400
     status, body = admin.delete("/api/v1/nodes/node3")
     assert status == 200 and body["removed"] == "node3"
     assert admin.delete("/api/v1/nodes/node3")[0] == 404

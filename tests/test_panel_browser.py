@@ -78,6 +78,7 @@ def test_login_add_a_node_and_a_policy_and_see_a_node_go_down(cluster, page):
     form = page.locator("#node-form")
     form.locator("[name=name]").fill("node3")
     form.locator("[name=ip]").fill("127.86.6.13")
+    form.locator("[name=root]").fill(str(cluster.tmp / "node3"))
     form.locator("button").click()
     sync_api.expect(nodes).to_contain_text("node3")
     assert "node3" in cluster.hosts["manager"].cluster.hosts

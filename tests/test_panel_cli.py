@@ -93,6 +93,26 @@ def test_node_token_needs_the_ca_and_a_defined_node(ck, cfg):
     assert "clusterkit join https://127.86.4.1:2443 --token ck1." in text and "--as node1" in text
 
 
+@pytest.mark.parametrize("ttl", ["0", "-5", "59", "2592001", "nan", "inf", "1e9", "3600.5"])
+def test_node_token_ttl_must_be_sane_seconds(ck, cfg, ttl):
+    """--ttl 0 used to give a one-hour token, and --ttl -5 one born expired."""
+    ck("panel", "init-ca", "-c", cfg)
+    result = ck("node", "token", "node1", "--ttl", ttl, "-c", cfg)
+    assert result.exit_code == 2, result.output
+    assert "--ttl" in result.output and "ck1." not in result.output
+
+
+def test_node_token_ttl_sets_the_expiry(ck, cfg):
+    import datetime
+
+    ck("panel", "init-ca", "-c", cfg)
+    data = json.loads(ck("node", "token", "node1", "--ttl", "60", "--json", "-c", cfg).output)
+    expires = datetime.datetime.strptime(data["expires"], "%Y-%m-%d %H:%M:%SZ").replace(
+        tzinfo=datetime.timezone.utc)
+    left = (expires - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+    assert 0 < left <= 60
+
+
 def test_join_on_the_command_line(ck, tmp_path):
     cluster = PanelCluster(tmp_path, "127.86.4")
     try:

@@ -104,7 +104,7 @@ def test_a_removed_nodes_certificate_is_refused_even_after_the_name_returns(clus
     revoked = json.load(open(os.path.join(cluster.panel("manager").accounts.dir, "revoked.json")))
     assert old_serial in revoked["serials"]
     assert admin.post("/api/v1/nodes", {"name": "node2", "ip": cluster.ips["node2"],
-                                        "root": str(cluster.tmp / "node2")})[0] == 201
+                                        "transport": "local", "root": str(cluster.tmp / "node2")})[0] == 201
     status, body = cluster.client("manager", old_context).post("/control/v1/hello", {})
     assert status == 403 and "revoked" in body["error"]
     cluster.join("node2")  # a fresh token, a fresh certificate

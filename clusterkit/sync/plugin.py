@@ -16,13 +16,19 @@ async def clusterkit_start(runtime):
         runtime.components[NAME] = replicator
         await replicator.start()
         runtime.add_control("sync_status", replicator.status)
-        runtime.add_control("sync_now", lambda nodes=None, allow_delete=False:
-                            _now(replicator, nodes, allow_delete))
+        runtime.add_control("sync_now", _now_command(replicator))
         runtime.add_control("sync_progress", replicator.progress)
     else:
         applier = Applier(runtime)
         runtime.components[NAME] = applier
         await applier.start()
+
+
+def _now_command(replicator: Replicator):
+    def sync_now(nodes: list[str] | None = None, allow_delete: bool = False) -> dict:
+        return _now(replicator, nodes, allow_delete)  # typed: the control socket checks it
+
+    return sync_now
 
 
 def _now(replicator: Replicator, nodes: list[str] | None, allow_delete: bool) -> dict:

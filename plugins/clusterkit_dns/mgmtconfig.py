@@ -266,6 +266,14 @@ def _parse_health_name(entry, key, report) -> HealthName | None:
         return None
     _unknown(entry, ("zone", "name", "policy", "ttl", "addresses"), key, report)
     zone = _name(entry.get("zone"), f"{key}.zone", report)
+    if zone:
+        from clusterkit_dns.zoneedit import ZoneEditError, zone_name  # only with health names
+
+        try:
+            zone_name(zone)  # it is written as DIR/<zone>.zone: checked as a file name too
+        except ZoneEditError as exc:
+            report(f"{key}.zone", str(exc))
+            zone = ""
     name = _name(entry.get("name"), f"{key}.name", report, dns.name.from_text(zone) if zone else None)
     if zone and name and not dns.name.from_text(name).is_subdomain(dns.name.from_text(zone)):
         report(f"{key}.name", f"{name} is not inside zone {zone}")

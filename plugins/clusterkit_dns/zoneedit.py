@@ -17,6 +17,8 @@ the server uses before it replaces the file (:mod:`clusterkit_dns.zonestore`).
 from __future__ import annotations
 
 import datetime
+import os
+import re
 from dataclasses import dataclass, field
 
 import dns.exception
@@ -27,6 +29,7 @@ import dns.rdatatype
 import dns.ttl
 
 from clusterkit_dns.serial import next_serial
+from clusterkit_dns.zones import SUFFIX
 
 IN = dns.rdataclass.IN
 SOA = dns.rdatatype.SOA
@@ -36,6 +39,50 @@ _SPECIAL = _SPACE + ';()"'
 
 class ZoneEditError(ValueError):
     """An edit that cannot be made; the message names the zone, record or value."""
+
+
+# ------------------------------------------------------------- zone names
+
+_LABEL = re.compile(rb"[A-Za-z0-9_-]{1,63}")
+
+
+def zone_name(text: str) -> dns.name.Name:
+    """A zone name from a request, the command line or the definition, checked as a file name.
+
+    A zone name becomes ``DIR/<zone>.zone``. The check is made on the labels
+    *after* DNS unescaping (``\\047`` is ``/``, ``\\.`` a dot inside a label):
+    each must be letters, digits, ``-`` or ``_``, so no label can be ``/``,
+    NUL, ``..`` or anything a file name would read differently.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise ZoneEditError("a zone name is required (e.g. example.com)")
+    try:
+        name = dns.name.from_text(text.strip())
+    except dns.exception.DNSException as exc:
+        raise ZoneEditError(f"{text!r} is not a valid zone name: {exc}") from None
+    if name == dns.name.root:
+        raise ZoneEditError(f"{text!r} is not a zone this server can hold (the root)")
+    for label in name.labels[:-1]:
+        if not _LABEL.fullmatch(label):
+            shown = label.decode("ascii", "backslashreplace")
+            raise ZoneEditError(f"zone name {text!r}: the label {shown!r} may hold only letters, "
+                                "digits, '-' and '_' (it names a file)")
+    return name
+
+
+def zone_file(zones_dir: str, zone: str | dns.name.Name) -> str:
+    """The file of ``zone`` in ``zones_dir``: the one way a zone name becomes a path.
+
+    The name is checked by :func:`zone_name` (also when it is already a
+    ``dns.name.Name``), and the result must lie directly in the directory.
+    """
+    origin = zone_name(zone.to_text()) if isinstance(zone, dns.name.Name) else zone_name(zone)
+    directory = os.path.abspath(zones_dir)
+    path = os.path.abspath(os.path.join(
+        directory, origin.to_text(omit_final_dot=True).lower() + SUFFIX))
+    if os.path.dirname(path) != directory:
+        raise ZoneEditError(f"zone {origin} would be a file outside {directory}")
+    return path
 
 
 @dataclass

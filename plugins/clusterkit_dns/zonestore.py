@@ -25,8 +25,8 @@ import dns.rdatatype
 from clusterkit.config import write_atomic
 from clusterkit_dns import zoneview
 from clusterkit_dns.serial import next_serial
-from clusterkit_dns.zoneedit import IN, SOA, ZoneEditError, ZoneText
-from clusterkit_dns.zones import SUFFIX, Zone, ZoneError, load_zone, zone_origin
+from clusterkit_dns.zoneedit import IN, SOA, ZoneEditError, ZoneText, zone_file, zone_name
+from clusterkit_dns.zones import Zone, ZoneError, load_zone, zone_origin
 
 TEXT_TYPES = (dns.rdatatype.TXT, dns.rdatatype.SPF)
 
@@ -41,17 +41,6 @@ $TTL 3600
         300 )      ; minimum: negative-answer TTL
 {ns_records}
 """
-
-
-def zone_name(text: str) -> dns.name.Name:
-    """A zone name from the command line (``example.com`` or ``example.com.``), checked."""
-    try:
-        name = dns.name.from_text(text.strip())
-    except dns.exception.DNSException as exc:
-        raise ZoneEditError(f"{text!r} is not a valid zone name: {exc}") from None
-    if name == dns.name.root or "/" in text:
-        raise ZoneEditError(f"{text!r} is not a zone this server can hold")
-    return name
 
 
 def email_to_rname(email: str, origin: dns.name.Name) -> str:
@@ -75,8 +64,7 @@ class ZoneStore:
         self.zones_dir = os.path.abspath(zones_dir)
 
     def path(self, zone: str | dns.name.Name) -> str:
-        origin = zone if isinstance(zone, dns.name.Name) else zone_name(zone)
-        return os.path.join(self.zones_dir, origin.to_text(omit_final_dot=True).lower() + SUFFIX)
+        return zone_file(self.zones_dir, zone)
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:

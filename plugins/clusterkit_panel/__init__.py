@@ -86,4 +86,5 @@ def clusterkit_status(runtime):
                            for name, seen in panel.node_status.items()}
         report["jobs"] = panel.store.job_counts()
     report["http_redirect"] = settings.http_port or None
+    report["connections_refused"] = sum(site.refused for site in panel.sites)  # over the cap
     return {"panel": report}

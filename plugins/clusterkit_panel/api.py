@@ -14,18 +14,19 @@ import logging
 import secrets
 from dataclasses import dataclass, field
 from typing import Callable
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from clusterkit.config import ConfigError
 from clusterkit_panel import dnsapi, edits, pki, views
+from clusterkit_panel.ratelimit import Attempt, RateLimited
 from clusterkit_panel.responses import BODY, MAX_BODY, PANEL, USER, answer, fail, read_body
 from clusterkit_panel.server import CHANGING, HOST, SESSION_COOKIE
 from clusterkit_panel.settings import named_actions
 from clusterkit_panel.store import TokenRefused
 
 log = logging.getLogger("clusterkit.panel")
+MAX_PASSWORD = 1024  # scrypt's cost grows with the password: no megabyte passwords
 
 @dataclass(frozen=True)
 class Route:
@@ -82,6 +83,9 @@ async def security_headers(request: web.Request, handler) -> web.StreamResponse:
         response = await handler(request)
     except web.HTTPException as exc:
         response = exc
+    except Exception:  # a bug: logged here, and the client reads no Python internals
+        log.exception("panel: %s %s failed", request.method, request.path)
+        response = fail(500, "internal error (the panel's log on this host has the details)")
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("X-Frame-Options", "DENY")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
@@ -105,13 +109,18 @@ def build_app(panel) -> web.Application:
 
 
 def build_redirect_app(panel) -> web.Application:
-    """Port 2080: nothing but a redirect to the HTTPS panel (no secret ever travels in clear)."""
+    """Port 2080: nothing but a redirect to the HTTPS panel (no secret ever travels in clear).
+
+    The target is this host's configured address, never the request's Host
+    header (an open redirect, and a way to put text into our headers).
+    """
 
     async def redirect(request: web.Request) -> web.StreamResponse:
-        host = urlsplit(f"//{request.host}").hostname or panel.settings.address(panel.runtime.host)
+        host = panel.settings.address(panel.runtime.host)
         if ":" in host:
             host = f"[{host}]"
-        raise web.HTTPPermanentRedirect(f"https://{host}:{panel.settings.https_port}{request.rel_url}")
+        raise web.HTTPPermanentRedirect(f"https://{host}:{panel.settings.https_port}"
+                                        f"{request.rel_url.raw_path_qs}")
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", redirect)
@@ -144,20 +153,17 @@ async def join(panel, request):
     node, token, csr = body.get("node"), body.get("token"), body.get("csr")
     if not all(isinstance(v, str) and v for v in (node, token, csr)):
         raise fail(400, "node, token and csr are required strings")
-    ip = request.remote or "?"
-    if panel.login_blocked(ip):
-        raise fail(429, "too many failed attempts from this address; wait")
+    attempt = _reserve(panel, request, "failed joins")
     cluster = panel.runtime.cluster
     host = cluster.hosts.get(node)
     if host is None or host.role != "node":
-        panel.login_failed(ip)
         raise fail(404, f"no node named {node!r} in the cluster definition (add it first)")
     secret = token.rpartition(".")[2]
     try:
         panel.store.use_join_token(secret, node)
     except TokenRefused as exc:
-        panel.login_failed(ip)
         raise fail(403, str(exc)) from None
+    attempt.succeeded()
     try:
         cert = pki.sign_host(panel.runtime.state_dir, csr.encode(), node, host.ip)
     except pki.PKIError as exc:
@@ -175,19 +181,29 @@ async def join(panel, request):
                    "definition": definition})
 
 
-async def login(panel, request):
+def _reserve(panel, request, what: str) -> Attempt:
+    """Count this attempt before checking it; over the limit: 429 at once (no check runs)."""
     ip = request.remote or "?"
-    wait = panel.login_blocked(ip)
-    if wait:
-        raise fail(429, f"too many failed logins from {ip}; try again in {int(wait) + 1}s",
-                   headers={"Retry-After": str(int(wait) + 1)})
+    try:
+        return panel.reserve_attempt(ip)
+    except RateLimited as exc:
+        wait = int(exc.wait) + 1
+        raise fail(429, f"too many {what} from {ip}; try again in {wait}s",
+                   headers={"Retry-After": str(wait)}) from None
+
+
+async def login(panel, request):
     body = request[BODY]
-    user, password = str(body.get("user", "")), str(body.get("password", ""))
-    ok = bool(user) and await asyncio.to_thread(panel.accounts.check_password, user, password)
-    if not ok:
-        panel.login_failed(ip)
-        log.warning("failed login for %r from %s", user, ip)
+    user, password = body.get("user"), body.get("password")
+    if not isinstance(user, str) or not isinstance(password, str) or not user:
+        raise fail(400, "fields 'user' and 'password' are required strings")
+    if len(user) > 64 or len(password) > MAX_PASSWORD:
+        raise fail(400, f"'user' is at most 64 characters and 'password' {MAX_PASSWORD}")
+    attempt = _reserve(panel, request, "failed logins")
+    if not await asyncio.to_thread(panel.accounts.check_password, user, password):
+        log.warning("failed login for %r from %s", user, request.remote)
         raise fail(401, "wrong user name or password")
+    attempt.succeeded()
     sid, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     panel.store.add_session(sid, user, csrf, panel.settings.session_ttl)
     form = request.content_type == "application/x-www-form-urlencoded"
@@ -284,8 +300,8 @@ async def nodes_remove(panel, request):
 async def nodes_operator(panel, request):
     name = request.match_info["name"]
     action = request[BODY].get("action")
-    if action not in ("drain", "maintenance", "enable"):
-        raise fail(400, f"action {action!r} must be drain, maintenance or enable")
+    if not isinstance(action, str) or action not in ("drain", "maintenance", "enable"):
+        raise fail(400, "field 'action' must be drain, maintenance or enable")
     if name not in panel.runtime.cluster.hosts:
         raise fail(404, f"no node named {name!r}")
     handler = panel.runtime.control.handlers.get("operator")

@@ -18,7 +18,7 @@ from clusterkit.cli.common import (ConfigOpt, JsonOpt, UsageError, emit, guard, 
                                    table)
 from clusterkit.config import daemon_state_dir, load_cluster
 from clusterkit.control import ControlError, request
-from clusterkit_panel.settings import named_actions, panel_settings
+from clusterkit_panel.settings import JOIN_TOKEN_TTL, named_actions, panel_settings
 
 # pki, accounts, join and store import `cryptography`: loaded by the commands that use
 # them, so that every other `clusterkit` command starts as fast as before.
@@ -156,7 +156,9 @@ def token_revoke(ctx: typer.Context, name: str, config: ConfigOpt) -> None:
 @_guard
 def node_token(ctx: typer.Context, name: str, config: ConfigOpt,
                ttl: Annotated[Optional[int], typer.Option(
-                   help="Seconds the token is valid (default: [panel] join_token_ttl, 3600).")] = None,
+                   min=JOIN_TOKEN_TTL[0], max=JOIN_TOKEN_TTL[1],
+                   help="Seconds the token is valid, 60..2592000 (default: [panel] join_token_ttl, "
+                        "3600).")] = None,
                as_json: JsonOpt = False) -> None:
     """On the manager: print a one-time token with which node NAME joins (clusterkit join)."""
     from clusterkit_panel import pki
@@ -171,7 +173,8 @@ def node_token(ctx: typer.Context, name: str, config: ConfigOpt,
     secret = pki.random_token()
     store = Store(state)
     try:
-        expires = store.add_join_token(secret, name, ttl or panel_settings(cluster).join_token_ttl)
+        expires = store.add_join_token(secret, name,
+                                       panel_settings(cluster).join_token_ttl if ttl is None else ttl)
     finally:
         store.close()
     token = make_token(pki.fingerprint(ca), secret)

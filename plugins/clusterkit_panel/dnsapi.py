@@ -11,6 +11,7 @@ import logging
 from clusterkit_panel.responses import BODY, USER, answer, fail
 
 log = logging.getLogger("clusterkit.panel")
+MAX_TTL = 2 ** 31 - 1  # RFC 2181 §8
 
 
 def zone_store(panel):
@@ -47,6 +48,8 @@ async def zones_add(panel, request):
         ns = [n.strip() for n in ns.split(",") if n.strip()]
     if ns is not None and (not isinstance(ns, list) or not all(isinstance(n, str) for n in ns)):
         raise fail(400, "field 'ns' must be a list of names")
+    if email is not None and not isinstance(email, str):
+        raise fail(400, "field 'email' must be an address (text)")
     result = await _zone_call(panel, "create", zone, ns=ns or None, email=email or None)
     log.info("%s created zone %s", request[USER], zone)
     return answer(result, 201)
@@ -70,10 +73,11 @@ async def records_add(panel, request):
     ttl = body.get("ttl")
     if ttl in ("", None):
         ttl = None
-    elif isinstance(ttl, str) and ttl.isdigit():
+    elif isinstance(ttl, str) and ttl.isdigit() and len(ttl) <= 10:
         ttl = int(ttl)
-    elif not isinstance(ttl, int) or isinstance(ttl, bool):
-        raise fail(400, f"field 'ttl' must be seconds, not {ttl!r}")
+    if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool)
+                            or not 0 <= ttl <= MAX_TTL):
+        raise fail(400, f"field 'ttl' must be whole seconds, 0..{MAX_TTL}")
     result = await _zone_call(panel, "add_record", request.match_info["zone"], *values, ttl)
     return answer(result, 201)
 

@@ -27,6 +27,15 @@ class EditError(Exception):
 SCALARS = (str, int, float, bool)
 
 
+def json_kind(value) -> str:
+    """What a JSON value is, in words (messages name the kind, never a Python repr)."""
+    for kind, name in ((bool, "true/false"), (str, "text"), ((int, float), "a number"),
+                       (dict, "an object"), (list, "a list")):
+        if isinstance(value, kind):
+            return name
+    return "null" if value is None else "a value"
+
+
 def _fields(body, allowed: dict, required: tuple) -> dict:
     if not isinstance(body, dict):
         raise EditError(400, "the request body must be a JSON object")
@@ -49,7 +58,8 @@ def _fields(body, allowed: dict, required: tuple) -> dict:
                 raise EditError(400, f"field {key!r} must be a list of strings")
         elif kind == "scalar":
             if not isinstance(value, SCALARS):
-                raise EditError(400, f"field {key!r} must be a plain value, not {value!r}")
+                raise EditError(400, f"field {key!r} must be text, a number or true/false, "
+                                     f"not {json_kind(value)}")
     return {k: v for k, v in body.items() if v is not None and v != ""}
 
 
@@ -58,10 +68,16 @@ NODE_FIELDS = {"name": "scalar", "ip": "scalar", "transport": "scalar", "root": 
 
 
 def add_node(config: str, pm, body) -> dict:
-    entry = _fields(body, NODE_FIELDS, ("name", "ip"))
-    entry.setdefault("transport", "local")
+    """A node needs its transport said: a ``local`` node without ``root`` would be the manager's /."""
+    entry = _fields(body, NODE_FIELDS, ("name", "ip", "transport"))
+    if entry["transport"] == "local" and "root" not in entry:
+        raise EditError(400, "field 'root' is required with transport 'local' (the directory "
+                             "standing for the node's /; without it the node would be this "
+                             "manager's own /)")
     if "root" in entry:
-        entry["root"] = os.path.abspath(str(entry["root"]))
+        if not isinstance(entry["root"], str) or not entry["root"].startswith("/"):
+            raise EditError(400, "field 'root' must be an absolute path")
+        entry["root"] = os.path.normpath(entry["root"])
     with edit_config(config, pm) as doc:
         if any(n.get("name") == entry["name"] for n in doc.get("node", [])):
             raise EditError(409, f"a node named {entry['name']!r} exists")

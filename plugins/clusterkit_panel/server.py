@@ -1,7 +1,8 @@
 """One panel per host: the HTTPS server (and the HTTP redirect) in the daemon's loop.
 
 The :class:`Panel` lives in ``runtime.components["panel"]``. It owns the
-aiohttp runner and sites, the host's :class:`~clusterkit_panel.store.Store`,
+aiohttp runner and its listeners (:mod:`clusterkit_panel.listener`: deadlines
+and a per-address cap), the host's :class:`~clusterkit_panel.store.Store`,
 the mutual-TLS client used to reach other hosts and, on the manager, the CA,
 the poller that fetches every node's status and the remote-action queue.
 Who may call what is decided in one middleware from the route table
@@ -13,7 +14,6 @@ certificate that is current and not revoked).
 from __future__ import annotations
 
 import asyncio
-import collections
 import hmac
 import ipaddress
 import logging
@@ -28,6 +28,8 @@ from cryptography.exceptions import InvalidSignature
 
 from clusterkit_panel import pki
 from clusterkit_panel.accounts import Accounts
+from clusterkit_panel.listener import HEAD_TIMEOUT, Listener
+from clusterkit_panel.ratelimit import Attempt, AttemptLimiter
 from clusterkit_panel.settings import panel_settings
 from clusterkit_panel.store import Store
 
@@ -38,6 +40,11 @@ CHANGING = ("POST", "PUT", "PATCH", "DELETE")
 HOST = web.RequestKey("host", str)  # the calling host's name, once its certificate is accepted
 
 
+def _runner(app: web.Application) -> web.AppRunner:
+    """A kept-alive connection's next request head is due within HEAD_TIMEOUT too."""
+    return web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=HEAD_TIMEOUT)
+
+
 class Panel:
     def __init__(self, runtime):
         self.runtime = runtime
@@ -45,11 +52,11 @@ class Panel:
         self.paths = pki.Paths.of(runtime.state_dir)
         self.store = Store(runtime.state_dir)
         self.accounts = Accounts(runtime.local_path(self.settings.data_dir))
-        self.failures: dict[str, collections.deque] = {}
+        self.limiter = AttemptLimiter(self.settings.login_attempts, self.settings.login_window)
         self.node_status: dict[str, dict] = {}
         self.runner: web.AppRunner | None = None
         self.redirect_runner: web.AppRunner | None = None
-        self.sites: list[web.TCPSite] = []
+        self.sites: list[Listener] = []
         self.https_ready = asyncio.Event()
         self.client: aiohttp.ClientSession | None = None
         self.jobs = None
@@ -78,7 +85,7 @@ class Panel:
 
             self.jobs = Jobs(self)
             self.runtime.add_control("panel_jobs_wake", self._wake_jobs)
-        self.runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False)
+        self.runner = _runner(build_app(self))
         await self.runner.setup()
         await self._start_redirect()
         if self.paths.has_host_cert():
@@ -122,6 +129,8 @@ class Panel:
                 (self.settings.address(self.runtime.host), self.settings.https_port, self.settings.http_port)
             self.settings = settings
             self.accounts = Accounts(self.runtime.local_path(settings.data_dir))
+            for site in self.sites:
+                site.per_address = settings.connections_per_address
             if moved and self.runner is not None:
                 await self._stop_sites()
                 await self._start_redirect()
@@ -158,8 +167,8 @@ class Panel:
     async def _start_https(self) -> None:
         ctx = pki.server_context(self.paths)
         address = self.settings.address(self.runtime.host)
-        site = web.TCPSite(self.runner, address, self.settings.https_port, ssl_context=ctx,
-                           reuse_address=True)
+        site = Listener(self.runner.server, address, self.settings.https_port, ssl_context=ctx,
+                        per_address=self.settings.connections_per_address)
         try:
             await site.start()
         except OSError as exc:
@@ -179,10 +188,11 @@ class Panel:
             return
         from clusterkit_panel.api import build_redirect_app
 
-        runner = web.AppRunner(build_redirect_app(self), access_log=None, handle_signals=False)
+        runner = _runner(build_redirect_app(self))
         await runner.setup()
         address = self.settings.address(self.runtime.host)
-        site = web.TCPSite(runner, address, self.settings.http_port, reuse_address=True)
+        site = Listener(runner.server, address, self.settings.http_port,
+                        per_address=self.settings.connections_per_address)
         try:
             await site.start()
         except OSError as exc:
@@ -261,23 +271,10 @@ class Panel:
 
     # ---------------------------------------------------------- rate limit
 
-    def login_blocked(self, ip: str) -> float:
-        """Seconds until ``ip`` may try again (0 when it may now)."""
-        now = time.monotonic()
-        window = self.settings.login_window
-        failures = self.failures.get(ip)
-        if not failures:
-            return 0.0
-        while failures and failures[0] <= now - window:
-            failures.popleft()
-        if len(failures) < self.settings.login_attempts:
-            return 0.0
-        return max(0.1, failures[0] + window - now)
-
-    def login_failed(self, ip: str) -> None:
-        self.failures.setdefault(ip, collections.deque()).append(time.monotonic())
-        if len(self.failures) > 10000:  # bounded memory under a spray of addresses
-            self.failures.pop(next(iter(self.failures)))
+    def reserve_attempt(self, ip: str) -> Attempt:
+        """Count a login or join attempt from ``ip`` before checking it (see ratelimit)."""
+        self.limiter.configure(self.settings.login_attempts, self.settings.login_window)
+        return self.limiter.reserve(ip)
 
     # ------------------------------------------------------ revocation, CA
 

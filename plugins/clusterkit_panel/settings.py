@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from clusterkit.config import name_problem, read_number
 
 DEFAULT_DATA_DIR = "/var/lib/clusterkit-panel"
+JOIN_TOKEN_TTL = (60, 86400 * 30)  # seconds: [panel] join_token_ttl and `node token --ttl`
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class PanelSettings:
     retry_max: float = 10.0
     poll_interval: float = 5.0
     metrics_public: bool = False
+    connections_per_address: int = 32
     actions: dict = field(default_factory=dict, hash=False)
 
     def address(self, host) -> str:
@@ -50,9 +52,10 @@ def parse_panel(table, report) -> PanelSettings:
         "enabled": (bool, None, None), "https_port": (int, 1, 65535), "http_port": (int, 0, 65535),
         "listen": (str, None, None), "data_dir": (str, None, None),
         "session_ttl": (int, 60, 86400 * 90), "login_attempts": (int, 1, 1000),
-        "login_window": (int, 1, 86400), "join_token_ttl": (int, 60, 86400 * 30),
+        "login_window": (int, 1, 86400), "join_token_ttl": (int, *JOIN_TOKEN_TTL),
         "action_timeout": (float, 0.1, 86400), "retry_max": (float, 0.1, 3600),
         "poll_interval": (float, 0.1, 3600), "metrics_public": (bool, None, None),
+        "connections_per_address": (int, 1, 10000),
     }
     for key, raw in table.items():
         if key == "actions":

@@ -42,8 +42,8 @@ PAGE = """<!doctype html>
 <form id="node-form">
 <label>Name <input name="name" required></label>
 <label>IP <input name="ip" required></label>
-<label>Transport <input name="transport" value="local"></label>
-<label>Root <input name="root" placeholder="(local transport only)"></label>
+<label>Transport <input name="transport" value="local" required></label>
+<label>Root <input name="root" placeholder="(required with local)"></label>
 <button type="submit">Add node</button>
 </form>
 <h2>Add a policy</h2>
