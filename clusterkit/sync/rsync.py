@@ -221,11 +221,13 @@ def _in_thread(loop: asyncio.AbstractEventLoop, fn) -> asyncio.Future:
 
     def target() -> None:
         try:
-            result = fn()
+            outcome = (fn(), None)
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
-            loop.call_soon_threadsafe(_settle, future, None, exc)
-        else:
-            loop.call_soon_threadsafe(_settle, future, result, None)
+            outcome = (None, exc)
+        try:
+            loop.call_soon_threadsafe(_settle, future, *outcome)
+        except RuntimeError:  # the loop closed meanwhile (the daemon stopped): nobody waits
+            pass
 
     threading.Thread(target=target, name="rsync", daemon=True).start()
     return future
