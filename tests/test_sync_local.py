@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -139,7 +140,25 @@ def test_down_node_catches_up_and_never_delays_the_others(tmp_path, cluster):
         root1.unlink()
         os.rename(tmp_path / "node1.away", root1)
         wait_identical(src, [node1], timeout=90)  # back-off is capped; it retries
-        wait_settled(daemon)
+        status = wait_settled(daemon)
+        # recovered: the old error is no longer shown as the node's state
+        (src / "after").write_text("a batch after recovery")
+        wait_identical(src, [node1])
+        wait_for(lambda: daemon.query("sync_status")["nodes"]["node1"]["last_error"] is None,
+                 what="the old error cleared")
+        assert status["nodes"]["node1"]["last_success"]
+
+
+def test_sync_status_shows_an_error_whole_with_its_age():
+    from clusterkit.cli.sync import render_status
+
+    error = "rsync exit 3 (error): " + "daemon has excluded destination \"/srv/shared/\"; " * 3
+    node = {"transport": "rsyncd", "state": "backoff", "progress": None, "retry_at": None,
+            "pending": 2, "full_sync_pending": [], "lag": 4.0, "last_success": None,
+            "last_error": error, "last_error_at": time.time() - 12}
+    text = render_status({"nodes": {"node2": node}, "sets": ["www"], "events": 0, "rsync_runs": 1,
+                          "overflows": 0})
+    assert re.search(r"node2: error 1\d\.\ds ago: " + re.escape(error), text), text
 
 
 def test_manager_killed_mid_burst_converges_after_restart(tmp_path, cluster):

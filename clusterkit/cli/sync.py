@@ -88,9 +88,12 @@ def render_status(report: dict) -> str:
                      else f"{n['pending']} (full: {','.join(n['full_sync_pending'])})",
                      "lag": f"{n['lag']:.3f}s",
                      "last_success": _ago(n["last_success"], now),
-                     "last_error": (n["last_error"] or "")[:80]})
+                     "last_error": _ago(n["last_error_at"], now) if n["last_error"] else "-"})
     lines = [table(rows, ["node", "transport", "state", "pending", "lag", "last_success",
                           "last_error"])]
+    for name, n in report["nodes"].items():  # whole, never cut: it says what to do
+        if n["last_error"]:
+            lines.append(f"{name}: error {_ago(n['last_error_at'], now)}: {n['last_error']}")
     lines.append(f"sets: {', '.join(report['sets']) or '(none)'}; events {report['events']}, "
                  f"rsync runs {report['rsync_runs']}, inotify overflows {report['overflows']}")
     for name, w in sorted(report.get("watch", {}).items()):

@@ -221,6 +221,10 @@ class NodeWorker:
                 await asyncio.sleep(delay)
                 self.retry_at = 0.0
             else:
+                if self.failures:
+                    log.info("%s: replication works again after %d failed batches", self.name,
+                             self.failures)
+                    self.r.store.recovered(self.name)
                 self.failures = 0
 
     async def _settle(self, loop) -> None:
@@ -269,6 +273,9 @@ class NodeWorker:
                     continue
             all_ok = False
             message = f"rsync exit {result.code} ({result.outcome}): {_last_line(result.stderr)}"
+            if self.node.transport == "rsyncd" and result.code in (3, 5):
+                message += (f"; if the node's rsync daemon does not offer {sset_name}'s path yet: "
+                            f"clusterkit sync rsyncd-conf {self.name}, then install it on the node")
             self.r.store.record(self.name, False, message)
             level = logging.ERROR if result.outcome == "error" else logging.WARNING
             log.log(level, "%s: set %s: %s; %d paths requeued", self.name, sset_name, message,

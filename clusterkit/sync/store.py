@@ -111,6 +111,12 @@ class DirtyStore:
                 self.db.execute("UPDATE node_state SET last_error = ?, last_error_at = ?, "
                                 "runs = runs + 1 WHERE node = ?", (error, now, node))
 
+    def recovered(self, node: str) -> None:
+        """The node takes batches again: its last error is history, no longer shown."""
+        with self.db:
+            self.db.execute("UPDATE node_state SET last_error = NULL, last_error_at = NULL "
+                            "WHERE node = ?", (node,))
+
     # ------------------------------------------------------------- reading
 
     def pending(self, node: str) -> dict[tuple[str, str], tuple[int, float]]:
