@@ -19,8 +19,8 @@ import os
 import re
 
 from clusterkit.sync.replicator import Settings
-from clusterkit.sync.watchcheck import WatchGuard
-from clusterkit.sync.watcher import Change, Watcher
+from clusterkit.sync.watchcheck import Watching
+from clusterkit.sync.watcher import Change
 
 log = logging.getLogger("clusterkit.sync.node")
 
@@ -40,9 +40,7 @@ class Applier:
         self.quiet = quiet
         self.max_wait = max_wait
         self.sets: dict = {}
-        self.watcher: Watcher | None = None
-        self.guard: WatchGuard | None = None
-        self._guard_task: asyncio.Task | None = None
+        self.watching: Watching | None = None
         self.changes: dict[str, set[str]] = {}
         self.unknown: set[str] = set()  # sets whose change list was lost (overflow)
         self.applied = 0
@@ -56,15 +54,9 @@ class Applier:
 
     def _watch(self, sync_sets) -> None:
         self.sets = {s.name: s for s in sync_sets}
-        self.watcher = Watcher(asyncio.get_running_loop(), self.changed, self.overflowed,
-                               ignore=in_flight)
-        for s in sync_sets:
-            self.watcher.watch(s.name, self.runtime.local_path(s.path))
-        self.watcher.start()
-        st = Settings.from_options(self.runtime.host.options)
-        self.guard = WatchGuard(self.watcher, quiet=st.watch_quiet, timeout=st.watch_timeout,
-                                audit_interval=st.watch_audit)
-        self._guard_task = self.runtime.spawn(self.guard.run(), "sync-watchcheck")
+        self.watching = Watching(self.runtime, sync_sets, self.changed, self.overflowed,
+                                 Settings.from_options(self.runtime.host.options),
+                                 ignore=in_flight)
 
     async def reload(self, old, new) -> None:
         if old.sync_sets != new.sync_sets:
@@ -72,11 +64,8 @@ class Applier:
             self._watch(new.sync_sets)
 
     async def stop(self) -> None:
-        if self._guard_task is not None:
-            self._guard_task.cancel()
-            await asyncio.gather(self._guard_task, return_exceptions=True)
-        if self.watcher is not None:
-            await asyncio.to_thread(self.watcher.stop)
+        if self.watching is not None:
+            await self.watching.stop()
 
     def changed(self, changes: list[Change]) -> None:
         for sset, rel, *_ in changes:
@@ -140,4 +129,4 @@ class Applier:
     def status(self) -> dict:
         return {"sets": sorted(self.sets), "batches_applied": self.applied,
                 "on_change_failures": self.command_failures,
-                "watch": self.guard.report() if self.guard else {}}
+                "watch": self.watching.guard.report() if self.watching else {}}

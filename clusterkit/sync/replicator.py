@@ -31,8 +31,8 @@ from clusterkit.config import check_number
 from clusterkit.sync import rsync
 from clusterkit.sync.paths import ancestors, excluded, transfer_list
 from clusterkit.sync.store import FULL, DirtyStore
-from clusterkit.sync.watchcheck import WatchGuard
-from clusterkit.sync.watcher import PROBE_EXCLUDE, Change, Watcher
+from clusterkit.sync.watchcheck import Watching
+from clusterkit.sync.watcher import PROBE_EXCLUDE, Change
 
 log = logging.getLogger("clusterkit.sync")
 
@@ -402,9 +402,7 @@ class Replicator:
         self.store = DirtyStore(os.path.join(runtime.state_dir, "sync.sqlite"))
         self.sets: dict = {}
         self.workers: dict[str, NodeWorker] = {}
-        self.watcher: Watcher | None = None
-        self.guard: WatchGuard | None = None
-        self._guard_task: asyncio.Task | None = None
+        self.watching: Watching | None = None
         self.runs = 0
         self.overflows = 0
         self.missed_changes: Counter = Counter()  # set -> changes full syncs found unannounced
@@ -420,7 +418,8 @@ class Replicator:
         self.runtime.spawn(self._periodic(), "sync-periodic")
 
     async def stop(self) -> None:
-        await self._unwatch()
+        if self.watching is not None:
+            await self.watching.stop()
         for worker in self.workers.values():
             if worker.task:
                 worker.task.cancel()
@@ -432,7 +431,7 @@ class Replicator:
         self.settings = Settings.from_options(self.runtime.host.options)
         if old.sync_sets != new.sync_sets:
             gone = {s.name for s in old.sync_sets} - {s.name for s in new.sync_sets}
-            await self._unwatch()
+            await self.watching.stop()
             self._watch(new.sync_sets)
             for worker in self.workers.values():
                 for name in gone:
@@ -456,23 +455,11 @@ class Replicator:
 
     def _watch(self, sync_sets) -> None:
         self.sets = {s.name: s for s in sync_sets}
-        self.watcher = Watcher(asyncio.get_running_loop(), self.changed, self.overflowed)
-        for s in sync_sets:
-            self.watcher.watch(s.name, self.runtime.local_path(s.path))
-        self.watcher.start()
         st = self.settings
-        self.guard = WatchGuard(
-            self.watcher, cover=lambda name: self.full_sync(sets=[name], reason="watcher failing"),
-            cover_interval=lambda name: max(st.watch_scan_min, 5 * self.full_seconds[name]),
-            quiet=st.watch_quiet, timeout=st.watch_timeout, audit_interval=st.watch_audit)
-        self._guard_task = self.runtime.spawn(self.guard.run(), "sync-watchcheck")
-
-    async def _unwatch(self) -> None:
-        if self._guard_task is not None:
-            self._guard_task.cancel()
-            await asyncio.gather(self._guard_task, return_exceptions=True)
-        if self.watcher is not None:
-            await asyncio.to_thread(self.watcher.stop)
+        self.watching = Watching(
+            self.runtime, sync_sets, self.changed, self.overflowed, st,
+            cover=lambda name: self.full_sync(sets=[name], reason="watcher failing"),
+            cover_interval=lambda name: max(st.watch_scan_min, 5 * self.full_seconds[name]))
 
     def _add_worker(self, node) -> None:
         worker = NodeWorker(self, node)
@@ -562,10 +549,9 @@ class Replicator:
                             "exclude": list(s.exclude), "owner": s.owner}
                      for name, s in self.sets.items()},
             "nodes": {name: w.status() for name, w in self.workers.items()},
-            "events": sum(self.watcher.events.values()) if self.watcher else 0,
             "rsync_runs": self.runs,
             "overflows": self.overflows,
-            "watch": self.guard.report() if self.guard else {},
+            **self.watching.status(),
             "missed_changes": dict(self.missed_changes),
         }
 

@@ -212,3 +212,30 @@ def unwatched_dirs(root: str, settle: float = 1.0) -> list[str]:
         except OSError:
             continue
     return sorted(missing)
+
+
+class Watching:
+    """A host's watcher with its guard, started and stopped as one (manager and nodes alike).
+
+    ``settings`` has the ``watch_*`` tunables (:class:`clusterkit.sync.Settings`);
+    ``cover`` and ``cover_interval`` as for :class:`WatchGuard`.
+    """
+
+    def __init__(self, runtime, sync_sets, deliver, lost, settings, *,
+                 ignore: Callable[[str], bool] = lambda rel: False, **cover):
+        self.watcher = Watcher(asyncio.get_running_loop(), deliver, lost, ignore=ignore)
+        for s in sync_sets:
+            self.watcher.watch(s.name, runtime.local_path(s.path))
+        self.watcher.start()
+        self.guard = WatchGuard(self.watcher, quiet=settings.watch_quiet,
+                                timeout=settings.watch_timeout,
+                                audit_interval=settings.watch_audit, **cover)
+        self._task = runtime.spawn(self.guard.run(), "sync-watchcheck")
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        await asyncio.to_thread(self.watcher.stop)
+
+    def status(self) -> dict:
+        return {"events": sum(self.watcher.events.values()), "watch": self.guard.report()}
