@@ -229,13 +229,18 @@ def request(state_dir: str, cmd: str, timeout: float = 30.0, **args) -> Any:
             raise ControlError(f"no daemon is running (no socket at {path})") from None
         except PermissionError:
             raise ControlError(f"permission denied on {path} (run as root)") from None
-        s.sendall(json.dumps({"cmd": cmd, **args}).encode() + b"\n")
         data = b""
-        while not data.endswith(b"\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                raise ControlError("the daemon closed the connection without answering")
-            data += chunk
+        try:
+            s.sendall(json.dumps({"cmd": cmd, **args}).encode() + b"\n")
+            while not data.endswith(b"\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except (ConnectionResetError, BrokenPipeError):  # a daemon starting or stopping
+            data = b""
+        if not data.endswith(b"\n"):
+            raise ControlError("the daemon closed the connection without answering")
     reply = json.loads(data)
     if not reply.get("ok"):
         raise ControlError(reply.get("error", "unknown error"))

@@ -83,14 +83,21 @@ def test_nodes_say_hello_and_see_the_managers_view(cluster):
 
 
 def test_a_revoked_manager_certificate_is_refused_by_nodes(cluster):
+    """The revocation list is written on the manager and replicated, as a revocation is: written
+    on the node alone, a full sync from the manager (a node joining) would undo it."""
     serial = pki.serial_hex(pki.load_cert(pki.Paths.of(cluster.state("manager")).cert))
-    accounts = cluster.panel("node1").accounts
+    accounts = cluster.panel("manager").accounts
+
+    def status():
+        return cluster.client("node1", cluster.host_context("manager")).get("/control/v1/status")
+
     accounts.write_revoked([serial])
     try:
-        status, body = cluster.client("node1", cluster.host_context("manager")).get("/control/v1/status")
-        assert status == 403 and "revoked" in body["error"]
+        code, body = wait_for(lambda: (r := status())[0] == 403 and r, what="the revocation on node1")
+        assert "revoked" in body["error"]
     finally:
         accounts.write_revoked([])
+        wait_for(lambda: status()[0] == 200, what="node1 trusting the manager again")
 
 
 def test_a_removed_nodes_certificate_is_refused_even_after_the_name_returns(cluster):

@@ -75,6 +75,7 @@ class Watcher:
         self.last_event: dict[str, float] = {}  # set name -> time.monotonic() of the last event
         self._watches: dict = {}  # set name -> watchdog's ObservedWatch
         self._probes: dict[str, tuple[str, asyncio.Future]] = {}
+        self._arrived: set[str] = set()  # probes the observer thread saw (a busy loop is not deafness)
         self._lock = threading.Lock()
         self._batch: list[Change] = []
         self._scheduled = False
@@ -140,10 +141,14 @@ class Watcher:
             try:
                 await asyncio.wait_for(seen, timeout)
             except asyncio.TimeoutError:
-                return "deaf", f"no event for a probe file within {timeout:g}s"
+                with self._lock:
+                    if probe not in self._arrived:  # not merely late on a loop that was busy
+                        return "deaf", f"no event for a probe file within {timeout:g}s"
             return "ok", ""
         finally:
             self._probes.pop(name, None)
+            with self._lock:
+                self._arrived.discard(probe)
             try:
                 os.unlink(path)
             except OSError:
@@ -164,6 +169,8 @@ class Watcher:
         self.last_event[name] = time.monotonic()
 
     def probed(self, name: str, probe: str) -> None:
+        with self._lock:
+            self._arrived.add(probe)
         self._call(self._probe_arrived, name, probe)
 
     def _probe_arrived(self, name: str, probe: str) -> None:
