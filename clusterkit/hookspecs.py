@@ -136,6 +136,21 @@ def clusterkit_status(runtime):
     """
 
 
+@hookspec
+def clusterkit_status_summary(report, summary):
+    """Add this plugin's part to ``clusterkit status``'s compact view.
+
+    Runs in the CLI, on the daemon's ``report`` (the merged
+    :func:`clusterkit_status` sections). Read your own section and call
+    ``summary.problem(text)`` for what needs an operator,
+    ``summary.node(name, column=value, ...)`` and
+    ``summary.policy("vip:port", column=value, ...)`` for table cells, and
+    ``summary.line(text)`` for one-line facts (see
+    :class:`clusterkit.cli.summary.Summary`). ``summary.age(epoch)`` writes a
+    time as "12s ago".
+    """
+
+
 # --------------------------------------------------------------------- events
 
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import enum
+import sys
+import time
 from typing import Annotated, Optional
 
 import typer
 
+from clusterkit.cli.summary import render as render_summary
+from clusterkit.cli.summary import summarize
 from clusterkit.cli.common import ConfigOpt, JsonOpt, emit, guard, plugin_manager, valid_name
 from clusterkit.config import daemon_state_dir, load_cluster
 from clusterkit.control import request
@@ -42,11 +46,35 @@ def run(ctx: typer.Context, config: ConfigOpt, as_: AsOpt = None,
 
 
 @guard
-def status(config: ConfigOpt, as_: AsOpt = None, as_json: JsonOpt = False) -> None:
-    """Ask a running daemon for its state (exit 1 when it is not running)."""
+def status(ctx: typer.Context, config: ConfigOpt, as_: AsOpt = None, as_json: JsonOpt = False,
+           verbose: Annotated[bool, typer.Option(
+               "--verbose", "-v", help="Every field of every section, not the summary.")] = False,
+           watch: Annotated[Optional[float], typer.Option(
+               "--watch", "-w", min=0.2, max=3600,
+               help="Redraw every SECONDS until Ctrl-C.")] = None) -> None:
+    """Ask a running daemon for its state (exit 1 when it is not running).
+
+    By default a summary: problems first, one line per policy and per node.
+    """
     valid_name(as_, "--as")
-    report = request(daemon_state_dir(config, as_), "status")
-    emit(report, as_json, render_status)
+    pm = plugin_manager(ctx)
+
+    def render(report: dict) -> str:
+        if verbose:
+            return render_status(report)
+        return render_summary(summarize(pm, report), colour=sys.stdout.isatty())
+
+    state_dir = daemon_state_dir(config, as_)
+    if watch is None or as_json:
+        emit(request(state_dir, "status"), as_json, render)
+        return
+    try:
+        while True:  # clear the screen, home the cursor, draw; a stopped daemon ends it (exit 1)
+            text = render(request(state_dir, "status"))
+            typer.echo("\x1b[H\x1b[2J" + text if sys.stdout.isatty() else text + "\n")
+            time.sleep(watch)
+    except KeyboardInterrupt:
+        pass
 
 
 def render_status(report: dict) -> str:

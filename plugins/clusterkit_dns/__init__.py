@@ -99,3 +99,17 @@ def clusterkit_status(runtime):
     if server is None:
         return None
     return {"dns": server.status()}
+
+
+@hookimpl
+def clusterkit_status_summary(report, summary):
+    dns = report.get("dns")
+    if not isinstance(dns, dict):
+        return
+    zones = dns.get("zones") or {}
+    records = sum(z.get("records", 0) for z in zones.values())
+    answered = sum((dns.get("queries") or {}).values())
+    summary.line(f"dns: {len(zones)} zones ({records} records) on {', '.join(dns.get('listen', []))}; "
+                 f"{answered} answers, {dns.get('dropped', 0)} dropped")
+    for error in dns.get("errors") or []:
+        summary.problem(f"dns: zone not loaded: {error}")

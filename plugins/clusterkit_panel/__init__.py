@@ -88,3 +88,16 @@ def clusterkit_status(runtime):
     report["http_redirect"] = settings.http_port or None
     report["connections_refused"] = sum(site.refused for site in panel.sites)  # over the cap
     return {"panel": report}
+
+
+@hookimpl
+def clusterkit_status_summary(report, summary):
+    panel = report.get("panel")
+    if not isinstance(panel, dict):
+        return
+    for name, seen in (panel.get("nodes") or {}).items():
+        summary.node(name, panel="reachable" if seen.get("reachable") else "unreachable")
+        if not seen.get("reachable"):
+            summary.problem(f"panel of {name} unreachable: {seen.get('error') or 'no answer yet'}")
+    if panel.get("url") is None:
+        summary.problem("panel: not serving HTTPS (see the log)")
