@@ -166,6 +166,19 @@ def clusterkit_membership_changed(runtime, policy, node, service, old, new, reas
 
 
 @hookspec
+def clusterkit_alert(runtime, message):
+    """A grouped alert message is ready (manager only, with ``[alerts]`` configured).
+
+    ``message`` is ``{"cluster", "host", "sent_at", "alerts": [{"state":
+    "firing"|"resolved", "key", "kind", "node", "text", "at"}]}``, the same
+    JSON the webhook receives. Deliver it somewhere (a chat, a pager). Called
+    once per message; a failure is logged with the plugin's name, not
+    retried (the built-in webhook and e-mail senders retry on their own).
+    May return an awaitable.
+    """
+
+
+@hookspec
 def clusterkit_applied(runtime, sync_set, paths):
     """On a node: a replicated batch of ``sync_set`` landed in this host's copy.
 
