@@ -172,3 +172,23 @@ def clusterkit_lb_engine(runtime):
     or IPVS returns its engine here. The engine has ``apply(cluster)``,
     ``set_member_state(...)``, ``stats()`` and ``close()``.
     """
+
+
+# ---------------------------------------------------------------------- panel
+
+
+@hookspec
+def clusterkit_panel_routes():
+    """Return a list of :class:`clusterkit_panel.routes.Route`: API endpoints for the panel.
+
+    Called by the panel plugin when it builds its HTTPS app on a host (so only
+    where the panel is installed). Each route names its method, path, handler
+    ``async def handler(panel, request)``, who may call it (``public``,
+    ``operator``, ``host``, ``metrics``), where it is served (``any``,
+    ``manager``, ``node``), whether it ``changes`` the cluster, and a summary
+    and body schema for the OpenAPI document. The panel checks access first; a
+    handler answers with ``clusterkit_panel.routes.answer(data, status)`` and
+    refuses with ``raise clusterkit_panel.routes.PanelError(status, message)``.
+    A method and path (or operation name) already served is an error naming
+    both owners. Return ``None`` or ``[]`` for nothing.
+    """
