@@ -54,11 +54,14 @@ def clusterkit_register_transports(register):
 
 
 @hookspec
-def clusterkit_register_commands(app):
+def clusterkit_register_commands(app, groups):
     """Add CLI commands: ``app`` is the root :class:`typer.Typer`.
 
-    Call ``app.add_typer(sub, name="noun")`` or ``app.command()(fn)``.
-    Called once, before the command line is parsed.
+    Call ``app.add_typer(sub, name="noun")`` or ``app.command()(fn)``. To add a
+    command to a noun of the core or of another plugin (``clusterkit node
+    token``), call ``groups.group("node").command("token")(fn)``
+    (:class:`clusterkit.cli.CommandGroups`). Called once per CLI build, before
+    the command line is parsed.
     """
 
 
