@@ -27,14 +27,9 @@ def cluster(tmp_path_factory):
     fake_install(site, "clusterkit-notes", "0.1.0", {"notes": "ck_notes"})
     with pytest.MonkeyPatch.context() as mp:
         mp.syspath_prepend(str(site))
-        c = PanelCluster(tmp_path_factory.mktemp("routes"), "127.86.21")
-        assert c.pm.get_plugin("notes") is not None
-        try:
-            c.start("manager")
-            c.add_user()
+        with PanelCluster.manager_only(tmp_path_factory.mktemp("routes"), "127.86.21") as c:
+            assert c.pm.get_plugin("notes") is not None
             yield c
-        finally:
-            c.close()
 
 
 def test_a_plugin_route_is_served_behind_the_panel_access_rules(cluster):
@@ -63,6 +58,22 @@ def test_plugin_routes_are_in_the_openapi_document(cluster):
     assert op["requestBody"]["content"]["application/json"]["schema"]["properties"] == {
         "text": {"type": "string"}}
     assert spec["paths"]["/api/v1/notes/hosts/{name}"]["get"]["parameters"][0]["name"] == "name"
+
+
+def test_the_dns_plugin_routes_map_its_typed_errors(cluster):
+    """ZoneNotFound is a 404, any other ZoneEditError a 400: by type, not by message text."""
+    if cluster.pm.get_plugin("dns") is None:
+        pytest.skip("no DNS plugin installed")
+    admin = cluster.login()
+    status, body = admin.delete("/api/v1/dns/zones/absent.test")
+    assert status == 404 and body["error"].startswith("no zone absent.test.")
+    assert admin.get("/api/v1/dns/zones/absent.test/records")[0] == 404
+    assert admin.post("/api/v1/dns/zones", {"zone": "kept.test"})[0] == 201
+    status, body = admin.post("/api/v1/dns/zones", {"zone": "kept.test"})
+    assert status == 400 and "already exists" in body["error"]
+    status, body = admin.post("/api/v1/dns/zones/kept.test/records",
+                              {"name": "www", "type": "A", "value": "no zone here"})
+    assert status == 400 and "no zone" in body["error"], body  # the text would say 404
 
 
 def _pm_with(*plugins):

@@ -15,13 +15,13 @@ from aiohttp import web
 from clusterkit_panel import routes
 from clusterkit_panel.access import guarded
 from clusterkit_panel.handlers import certs, control, definition, nodes, public, session, status
-from clusterkit_panel.responses import MAX_BODY, PANEL, ROUTES as ALL_ROUTES, fail
+from clusterkit_panel.responses import APP_ROUTES, MAX_BODY, PANEL, fail
 
 log = logging.getLogger("clusterkit.panel")
 
 ROUTES: list[routes.Route] = [*public.ROUTES, *certs.ROUTES, *session.ROUTES, *status.ROUTES,
                               *nodes.ROUTES, *definition.ROUTES, *control.ROUTES]
-"""The built-in routes; a running panel serves these and the plugins' (``app[ROUTES]``)."""
+"""The built-in routes; a running panel serves these and the plugins' (``app[APP_ROUTES]``)."""
 
 
 @web.middleware
@@ -49,8 +49,8 @@ async def security_headers(request: web.Request, handler) -> web.StreamResponse:
 def build_app(panel) -> web.Application:
     app = web.Application(middlewares=[security_headers], client_max_size=MAX_BODY)
     app[PANEL] = panel
-    app[ALL_ROUTES] = routes.collect(ROUTES, panel.runtime.pm)
-    for route in app[ALL_ROUTES]:
+    app[APP_ROUTES] = routes.collect(ROUTES, panel.runtime.pm)
+    for route in app[APP_ROUTES]:
         app.router.add_route(route.method, route.path, guarded(panel, route), name=route.operation)
     return app
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from clusterkit_panel.responses import ROUTES as ALL_ROUTES
+from clusterkit_panel.responses import APP_ROUTES
 from clusterkit_panel.routes import PanelError, Route, answer
 
 
@@ -31,7 +31,7 @@ async def healthz(panel, request):
 async def openapi(panel, request):
     from clusterkit_panel.openapi import spec
 
-    return answer(spec(request.app[ALL_ROUTES], panel))
+    return answer(spec(request.app[APP_ROUTES], panel))
 
 
 ROUTES = [
