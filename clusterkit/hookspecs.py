@@ -54,11 +54,14 @@ def clusterkit_register_transports(register):
 
 
 @hookspec
-def clusterkit_register_commands(app):
+def clusterkit_register_commands(app, groups):
     """Add CLI commands: ``app`` is the root :class:`typer.Typer`.
 
-    Call ``app.add_typer(sub, name="noun")`` or ``app.command()(fn)``.
-    Called once, before the command line is parsed.
+    Call ``app.add_typer(sub, name="noun")`` or ``app.command()(fn)``. To add a
+    command to a noun of the core or of another plugin (``clusterkit node
+    token``), call ``groups.group("node").command("token")(fn)``
+    (:class:`clusterkit.cli.CommandGroups`). Called once per CLI build, before
+    the command line is parsed.
     """
 
 
@@ -199,4 +202,24 @@ def clusterkit_lb_engine(runtime):
     tried. The native proxy ships as ``trylast``; a plugin offering HAProxy
     or IPVS returns its engine here. The engine has ``apply(cluster)``,
     ``set_member_state(...)``, ``stats()`` and ``close()``.
+    """
+
+
+# ---------------------------------------------------------------------- panel
+
+
+@hookspec
+def clusterkit_panel_routes():
+    """Return a list of :class:`clusterkit_panel.routes.Route`: API endpoints for the panel.
+
+    Called by the panel plugin when it builds its HTTPS app on a host (so only
+    where the panel is installed). Each route names its method, path, handler
+    ``async def handler(panel, request)``, who may call it (``public``,
+    ``operator``, ``host``, ``metrics``), where it is served (``any``,
+    ``manager``, ``node``), whether it ``changes`` the cluster, and a summary
+    and body schema for the OpenAPI document. The panel checks access first; a
+    handler answers with ``clusterkit_panel.routes.answer(data, status)`` and
+    refuses with ``raise clusterkit_panel.routes.PanelError(status, message)``.
+    A method and path (or operation name) already served is an error naming
+    both owners. Return ``None`` or ``[]`` for nothing.
     """

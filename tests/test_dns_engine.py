@@ -1,4 +1,4 @@
-"""The answer engine and the wire layer, rule by rule, without sockets.
+"""The answer engine, the compiler and the responder, rule by rule, without sockets.
 
 Queries are dnspython messages turned into bytes; ``Responder.handle`` answers
 them exactly as the server does; the answers are parsed back with dnspython.
@@ -16,9 +16,10 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-import clusterkit_dns.wire as wire
+import clusterkit_dns.responder as responder_module
+from clusterkit_dns.compiler import build_state
 from clusterkit_dns.engine import ZoneSet
-from clusterkit_dns.wire import Responder, build_state, parse_query
+from clusterkit_dns.responder import Responder, parse_query
 from clusterkit_dns.zones import ZoneError, load_zone, zone_origin
 from dns_support import EXTRA_FILES, ZONES, write_zones
 
@@ -278,7 +279,7 @@ def test_opt_in_every_reply_to_a_query_with_opt(responder):
     for name, rdtype in (("www.example.com", "A"), ("nx.example.com", "A"), ("www.example.net", "A"),
                          ("example.com", "AXFR"), ("deleg.example.com", "A")):
         m = ask(responder, name, rdtype, use_edns=0)
-        assert m.edns == 0 and m.payload == wire.EDNS_SIZE, (name, rdtype)
+        assert m.edns == 0 and m.payload == responder_module.EDNS_SIZE, (name, rdtype)
     assert ask(responder, "www.example.com", "A").edns == -1
 
 
@@ -357,7 +358,7 @@ def test_servfail_on_internal_error(tmp_path, monkeypatch):
     def broken(*args):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(wire, "resolve", broken)
+    monkeypatch.setattr(responder_module, "resolve", broken)
     m = ask(r, "nx-not-precompiled.example.com", "A", use_edns=0)
     assert m.rcode() == dns.rcode.SERVFAIL and m.question and m.edns == 0
     monkeypatch.undo()

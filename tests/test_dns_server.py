@@ -218,7 +218,7 @@ def test_reload_zones_is_idempotent_and_cheap(server):
 
 
 def test_repeated_queries_keep_their_own_id_flags_and_case(server):
-    """The packet cache (wire.State.packets) keys on everything after the ID: a repeat gets
+    """The packet cache (compiler.State.packets) keys on everything after the ID: a repeat gets
     its own ID, a different RD bit or letter case is a different query, and the cached
     answer counts in the status like any other."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -27,14 +27,10 @@ WAIT = HANDSHAKE_TIMEOUT + HEAD_TIMEOUT + 10  # a client's read timeout: well pa
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = PanelCluster(tmp_path_factory.mktemp("attacks"), "127.86.8", attempts=ATTEMPTS,
-                     panel=f"connections_per_address = {PER_ADDRESS}\n")
-    try:
-        c.start("manager")
-        c.add_user()
+    with PanelCluster.manager_only(tmp_path_factory.mktemp("attacks"), "127.86.8",
+                                   attempts=ATTEMPTS,
+                                   panel=f"connections_per_address = {PER_ADDRESS}\n") as c:
         yield c
-    finally:
-        c.close()
 
 
 @pytest.fixture(scope="module")

@@ -138,6 +138,6 @@ def test_a_node_panel_has_no_forms(cluster, page):
 
 
 async def _zones(cluster):
-    from clusterkit_panel.dnsapi import zone_store
+    from clusterkit_dns.panelroutes import zone_store
 
-    return zone_store(cluster.panel("manager")).zones()
+    return zone_store(cluster.panel("manager").runtime.cluster).zones()

@@ -8,6 +8,7 @@ ssl, exactly as a browser, a script or another host would.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
 import random
@@ -109,6 +110,18 @@ class PanelCluster:
             except Exception:
                 pass
         self.loop.close()
+
+    @classmethod
+    @contextlib.contextmanager
+    def manager_only(cls, *args, **kwargs):
+        """A cluster whose manager alone runs, with the operator ``admin``; closed on exit."""
+        c = cls(*args, **kwargs)
+        try:
+            c.start("manager")
+            c.add_user()
+            yield c
+        finally:
+            c.close()
 
     def state(self, name: str) -> str:
         return daemon_state_dir(self.config, name)

@@ -39,6 +39,14 @@ def clusterkit_register_commands(app):
 
 
 @hookimpl
+def clusterkit_panel_routes():
+    """The zones and records API of the panel (called by the panel only)."""
+    from clusterkit_dns.panelroutes import routes
+
+    return routes()
+
+
+@hookimpl
 async def clusterkit_start(runtime):
     await _start(runtime)
 

@@ -151,10 +151,8 @@ def status(ctx: typer.Context, config: ConfigOpt, as_json: JsonOpt = False) -> N
         raise typer.Exit(EXIT_FAILURE)
 
 
-def register(app: typer.Typer) -> None:
-    """Join the ``dns`` sub-app of the DNS plugin (once: several CLIs may be built per process)."""
-    if any(group.name == "zone" for group in app.registered_groups):
-        return
-    app.add_typer(zone_app, name="zone")
-    app.add_typer(record_app, name="record")
-    app.command("status")(status)
+def register(dns: typer.Typer) -> None:
+    """Add the zone and record commands to this CLI build's ``dns`` noun."""
+    dns.add_typer(zone_app, name="zone")
+    dns.add_typer(record_app, name="record")
+    dns.command("status")(status)

@@ -20,11 +20,11 @@ COMPONENT = "dns-management"
 
 
 @hookimpl
-def clusterkit_register_commands(app):
-    from clusterkit_dns.cli import app as dns_app
+def clusterkit_register_commands(groups):
+    """``dns zone|record|status`` join the ``dns`` noun of the DNS plugin."""
     from clusterkit_dns.cli_zones import register
 
-    register(dns_app)
+    register(groups.group("dns"))
 
 
 class Management:

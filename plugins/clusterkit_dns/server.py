@@ -19,7 +19,8 @@ from clusterkit_dns.engine import ZoneSet
 from clusterkit_dns.pacing import Pacer
 from clusterkit_dns.settings import TCP_PER_CLIENT  # connections from one address
 from clusterkit_dns.watch import ZoneWatcher
-from clusterkit_dns.wire import Responder, build_state
+from clusterkit_dns.compiler import build_state
+from clusterkit_dns.responder import Responder
 from clusterkit_dns.zones import SUFFIX, Zone, ZoneError, file_signature, load_zone, zone_origin
 
 log = logging.getLogger("clusterkit.dns")
@@ -63,7 +64,7 @@ class UdpListener:
             except OSError:  # EAGAIN: drained (or a socket error: nothing to answer)
                 return
             hit = packets.get(data[2:])
-            if hit is not None:  # the packet cache (wire.State), inlined: the common case
+            if hit is not None:  # the packet cache (compiler.State), inlined: the common case
                 rcodes[hit[1]] += 1
                 out = data[:2] + hit[0]
             else:

@@ -10,7 +10,7 @@ TSIG error (BADSIG, BADKEY unsigned; BADTIME signed, RFC 8945 §5.2).
 The zone sent is the :class:`~clusterkit_dns.zones.Zone` being served at that
 moment (immutable), so a reload during a transfer cannot mix two versions.
 Messages are written with the server's own compressing writer
-(:class:`clusterkit_dns.wire.Writer`), packed up to :data:`MESSAGE_SIZE`,
+(:class:`clusterkit_dns.compiler.Writer`), packed up to :data:`MESSAGE_SIZE`,
 each signed with the MAC chained from the previous one (RFC 8945 §5.3.1), and
 streamed by a task that yields to the event loop between batches and waits
 while the client is slow to read: a large transfer never stalls the answers.
@@ -39,7 +39,7 @@ import dns.tsig
 from clusterkit_dns import tsig
 from clusterkit_dns.mgmtconfig import Management
 from clusterkit_dns.serial import serial_lt
-from clusterkit_dns.wire import TooBig, Writer
+from clusterkit_dns.compiler import TooBig, Writer
 
 log = logging.getLogger("clusterkit.dns.xfr")
 

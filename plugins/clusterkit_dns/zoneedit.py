@@ -41,6 +41,10 @@ class ZoneEditError(ValueError):
     """An edit that cannot be made; the message names the zone, record or value."""
 
 
+class ZoneNotFound(ZoneEditError):
+    """The zone named has no file in the zones directory (the panel answers 404)."""
+
+
 # ------------------------------------------------------------- zone names
 
 _LABEL = re.compile(rb"[A-Za-z0-9_-]{1,63}")

@@ -50,7 +50,7 @@ class Zone:
     negative_soa: tuple  # the SOA with TTL = min(TTL, MINIMUM) (RFC 2308)
     records: int
     warnings: tuple = ()  # "path:line: what": served, but not as written (see _Collector)
-    compiled: dict = field(default_factory=dict)  # cache of compiled responses, see wire.py
+    compiled: dict = field(default_factory=dict)  # cache of compiled responses, see compiler.py
 
     @property
     def serial(self) -> int:

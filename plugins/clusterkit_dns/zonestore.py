@@ -25,7 +25,8 @@ import dns.rdatatype
 from clusterkit.config import write_atomic
 from clusterkit_dns import zoneview
 from clusterkit_dns.serial import next_serial
-from clusterkit_dns.zoneedit import IN, SOA, ZoneEditError, ZoneText, zone_file, zone_name
+from clusterkit_dns.zoneedit import (IN, SOA, ZoneEditError, ZoneNotFound, ZoneText, zone_file,
+                                     zone_name)
 from clusterkit_dns.zones import Zone, ZoneError, load_zone, zone_origin
 
 TEXT_TYPES = (dns.rdatatype.TXT, dns.rdatatype.SPF)
@@ -127,7 +128,7 @@ class ZoneStore:
             try:
                 os.unlink(path)
             except FileNotFoundError:
-                raise ZoneEditError(f"no zone {origin} in {self.zones_dir}") from None
+                raise ZoneNotFound(f"no zone {origin} in {self.zones_dir}") from None
         return path
 
     # -------------------------------------------------------------- records
@@ -258,14 +259,14 @@ class ZoneStore:
             with open(path, encoding="utf-8") as f:
                 return path, f.read()
         except FileNotFoundError:
-            raise ZoneEditError(f"no zone {origin} in {self.zones_dir} "
-                                "(clusterkit dns zone add creates it)") from None
+            raise ZoneNotFound(f"no zone {origin} in {self.zones_dir} "
+                               "(clusterkit dns zone add creates it)") from None
 
     def _load(self, origin: dns.name.Name) -> Zone:
         path = self.path(origin)
         if not os.path.exists(path):
-            raise ZoneEditError(f"no zone {origin} in {self.zones_dir} "
-                                "(clusterkit dns zone add creates it)")
+            raise ZoneNotFound(f"no zone {origin} in {self.zones_dir} "
+                               "(clusterkit dns zone add creates it)")
         try:
             return load_zone(path, origin, self.zones_dir)
         except ZoneError as exc:

@@ -21,10 +21,10 @@ def clusterkit_config_sections(register):
 
 
 @hookimpl
-def clusterkit_register_commands(app):
+def clusterkit_register_commands(app, groups):
     from clusterkit_panel.cli import register
 
-    register(app)
+    register(app, groups)
 
 
 @hookimpl

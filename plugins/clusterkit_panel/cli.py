@@ -252,14 +252,9 @@ def join(ctx: typer.Context, manager_url: Annotated[str, typer.Argument(
         typer.echo(f"wrote the cluster definition to {result['definition']}")
 
 
-def register(app: typer.Typer) -> None:
+def register(app: typer.Typer, groups) -> None:
     app.add_typer(panel_app, name="panel")
     app.command("join")(join)
-    node = next((g.typer_instance for g in app.registered_groups if g.name == "node"), None)
-    if node is None:  # no core `node` noun: offer ours under the same name
-        node = typer.Typer(help="The cluster's nodes.", no_args_is_help=True)
-        app.add_typer(node, name="node")
-    present = {c.name for c in node.registered_commands}
+    node = groups.group("node", help="The cluster's nodes.")
     for name, fn in (("token", node_token), ("jobs", node_jobs), ("action", node_action)):
-        if name not in present:
-            node.command(name)(fn)
+        node.command(name)(fn)

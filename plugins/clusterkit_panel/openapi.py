@@ -22,7 +22,7 @@ def spec(routes, panel) -> dict:
     for route in routes:
         params = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
                   for name in re.findall(r"{(\w+)}", route.path)]
-        op = {"operationId": f"{route.handler.__name__}_{route.method.lower()}",
+        op = {"operationId": route.operation,
               "summary": route.summary, "security": SECURITY[route.auth],
               "responses": {"200": {"description": "success"},
                             **{code: {"description": text,

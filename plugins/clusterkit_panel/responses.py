@@ -22,6 +22,7 @@ MAX_DEPTH = 16
 BODY_TIMEOUT = 10.0
 INT_RANGE = (-2 ** 63, 2 ** 63 - 1)  # TOML integers, where most numbers end up
 PANEL = web.AppKey("panel", object)
+APP_ROUTES = web.AppKey("routes", list)  # every route the app serves: built-in and the plugins'
 BODY = web.RequestKey("body", dict)
 USER = web.RequestKey("user", str)
 

@@ -5,10 +5,10 @@ aiohttp runner and its listeners (:mod:`clusterkit_panel.listener`: deadlines
 and a per-address cap), the host's :class:`~clusterkit_panel.store.Store`,
 the mutual-TLS client used to reach other hosts and, on the manager, the CA,
 the poller that fetches every node's status and the remote-action queue.
-Who may call what is decided in one middleware from the route table
-(:data:`clusterkit_panel.api.ROUTES`): public, operator (session or API
-token; CSRF on state changes from a session) or host (a cluster
-certificate that is current and not revoked).
+Who may call what is decided for every route of the route table
+(:mod:`clusterkit_panel.api`) in one place, :mod:`clusterkit_panel.access`:
+public, operator (session or API token; CSRF on state changes from a
+session) or host (a cluster certificate that is current and not revoked).
 """
 
 from __future__ import annotations

@@ -1,15 +1,11 @@
-"""Bytes in, bytes out: parse a query, answer it from precompiled responses, patch, send.
+"""The responder: query bytes in, response bytes out, from the compiled templates.
 
-At load time every (owner name, type) of a zone is resolved and rendered once
-into a :class:`Template`: the response with the question lower-cased. On the
-way out only the ID, the RD bit, the question as received (its letter case:
-compression pointers into it stay valid because its length is the same) and
-the OPT record are patched in. Everything else (wildcards, NXDOMAIN, CNAME
+On the way out only the ID, the RD bit, the question as received (its letter
+case: compression pointers into it stay valid because its length is the
+same) and the OPT record are patched into a template of
+:mod:`clusterkit_dns.compiler`. Everything else (wildcards, NXDOMAIN, CNAME
 chains, truncation, EDNS errors, malformed packets) takes the general path,
 whose cacheable results join the templates until the next reload.
-
-The answer for a query depends only on (name, type) once the header, class
-and EDNS are checked, which is what makes this sound.
 """
 
 from __future__ import annotations
@@ -23,9 +19,8 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 
-from clusterkit_dns.engine import Answer, ZoneSet, resolve
-from clusterkit_dns.pacing import unpaced
-from clusterkit_dns.zones import Zone
+from clusterkit_dns.compiler import TCP_MAX, State, compile_answer, render
+from clusterkit_dns.engine import ZoneSet, resolve
 
 log = logging.getLogger("clusterkit.dns")
 
@@ -38,7 +33,6 @@ BADVERS = 16
 NOTIFY = 4
 UDP_PLAIN = 512        # without EDNS (RFC 1035)
 EDNS_SIZE = 1232       # what we advertise and the most we send over UDP (DNS flag day 2020)
-TCP_MAX = 65535
 # Types whose answer is not "the name's default" when absent from the name.
 _SLOW_TYPES = frozenset(struct.pack("!H", t) for t in (DS, ANY, AXFR, IXFR))
 _OPT_RR = (b"\x00\x00\x29" + struct.pack("!H", EDNS_SIZE) + b"\x00\x00\x00\x00\x00\x00",
@@ -49,40 +43,10 @@ _IN_CLASS = b"\x00\x01"
 _join = b"".join  # one allocation for the response, not one per piece
 CACHE_MAX = 50_000
 PACKETS_MAX = 16_384  # UDP responses remembered by query bytes (most ~100 bytes: ~3 MB at most)
-_PROBES = (dns.rdatatype.NULL, dns.rdatatype.HINFO)  # types standing for "any type absent here"
 
 
 class FormatError(Exception):
     """The query is malformed: FORMERR."""
-
-
-_SHARED: dict = {}  # immutable header pieces, one copy each (a zone has few distinct ones)
-
-
-def _shared(value: bytes | tuple):
-    return _SHARED.setdefault(value, value)
-
-
-class Template:
-    """A rendered response minus what depends on the query (ID, RD, question case, OPT).
-
-    Kept small (a 100,000-record zone has about twice as many): the header
-    pieces are shared, and the answer it came from is not kept; the rare
-    response that must be truncated is resolved again.
-    """
-
-    __slots__ = ("flags", "counts", "counts_opt", "body", "size", "rcode")
-
-    def __init__(self, answer: Answer, body: bytes, counts: tuple[int, int, int]):
-        aa = 0x04 if answer.aa else 0
-        self.flags = _shared((_shared(bytes((0x80 | aa, answer.rcode))),
-                              _shared(bytes((0x81 | aa, answer.rcode)))))
-        an, ns, ar = counts
-        self.counts = _shared(struct.pack("!HHHH", 1, an, ns, ar))
-        self.counts_opt = _shared(struct.pack("!HHHH", 1, an, ns, ar + 1))
-        self.body = body
-        self.size = len(body) + 5  # + the zero byte's offset z = the response's length
-        self.rcode = answer.rcode
 
 
 @dataclass
@@ -97,185 +61,6 @@ class Query:
     qtype: int
     qclass: int
     edns: tuple | None       # (payload, version, do) when the query has an OPT record
-
-
-class TooBig(Exception):
-    """The record set does not fit in the size limit (it was rolled back)."""
-
-
-_NAME_RDATA = frozenset((dns.rdatatype.NS, dns.rdatatype.CNAME, dns.rdatatype.PTR))
-_MX, _SOA = dns.rdatatype.MX, dns.rdatatype.SOA
-_RR_HEAD = struct.Struct("!HHIH")
-_SOA_TAIL = struct.Struct("!IIIII")
-
-
-class Writer:
-    """A DNS message being written: name compression (RFC 1035 §4.1.4), RRset rollback.
-
-    dnspython's renderer builds a Name object per suffix per write; keys here
-    are tuples of lower-cased labels, which makes compiling a 100,000-record
-    zone several times faster. Names inside RDATA are compressed only for the
-    RFC 1035 types (NS, CNAME, PTR, MX, SOA), as RFC 3597 §4 requires.
-    """
-
-    __slots__ = ("buf", "table", "limit")
-
-    def __init__(self, limit: int = TCP_MAX):
-        self.buf = bytearray(12)  # the header is patched in later; offsets count from 0
-        self.table: dict = {}
-        self.limit = limit
-
-    def name(self, name: dns.name.Name) -> None:
-        labels = name.labels
-        n = len(labels) - 1
-        low = tuple(label.lower() for label in labels[:n])
-        buf, table = self.buf, self.table
-        for i in range(n):
-            offset = table.get(low[i:])
-            if offset is not None:
-                buf += (0xC000 | offset).to_bytes(2, "big")
-                return
-            if len(buf) < 0x4000:
-                table[low[i:]] = len(buf)
-            buf.append(len(labels[i]))
-            buf += labels[i]
-        buf.append(0)
-
-    def question(self, qname: dns.name.Name, qtype: int) -> None:
-        self.name(qname)
-        self.buf += struct.pack("!HH", qtype, IN)
-
-    def rrset(self, rrset: tuple) -> int:
-        """Write every record of ``(owner, rdataset)``; :class:`TooBig` (nothing written) past
-        the limit."""
-        buf = self.buf
-        start = len(buf)
-        owner, rdataset = rrset
-        rdtype, rdclass, ttl = rdataset.rdtype, rdataset.rdclass, rdataset.ttl
-        for rd in rdataset:
-            self.name(owner)
-            buf += _RR_HEAD.pack(rdtype, rdclass, ttl, 0)
-            at = len(buf)
-            if rdtype in _NAME_RDATA:
-                self.name(rd.target)
-            elif rdtype == _MX:
-                buf += rd.preference.to_bytes(2, "big")
-                self.name(rd.exchange)
-            elif rdtype == _SOA:
-                self.name(rd.mname)
-                self.name(rd.rname)
-                buf += _SOA_TAIL.pack(rd.serial, rd.refresh, rd.retry, rd.expire, rd.minimum)
-            else:
-                buf += rd.to_wire()
-            buf[at - 2:at] = (len(buf) - at).to_bytes(2, "big")
-        if len(buf) > self.limit:
-            del buf[start:]
-            self.table = {k: v for k, v in self.table.items() if v < start}
-            raise TooBig
-        return len(rdataset)
-
-
-def render(answer: Answer, qname: dns.name.Name, qtype: int, limit: int = TCP_MAX) -> tuple:
-    """Render ``answer`` into (body after the question, counts, truncated) within ``limit``.
-
-    Records go in file order (NSD does not shuffle either). When the answer or
-    authority section does not fit, the response is the question alone with
-    TC (NSD's choice); additional records that do not fit are left out, and
-    that sets TC only for a referral, whose glue is needed (RFC 9471).
-    """
-    w = Writer(limit)
-    w.question(qname, qtype)
-    start = len(w.buf)
-    counts = [0, 0, 0]
-    try:
-        for rrset in answer.answer:
-            counts[0] += w.rrset(rrset)
-        for rrset in answer.authority:
-            counts[1] += w.rrset(rrset)
-    except TooBig:
-        return b"", (0, 0, 0), True
-    truncated = False
-    for rrset in answer.additional:
-        try:
-            counts[2] += w.rrset(rrset)
-        except TooBig:
-            truncated = answer.referral
-            break
-    return bytes(w.buf[start:]), tuple(counts), truncated
-
-
-def compile_answer(answer: Answer, qname: dns.name.Name, qtype: int) -> Template:
-    body, counts, _ = render(answer, qname, qtype)
-    return Template(answer, body, counts)
-
-
-def compile_zone(zone: Zone, inner: tuple, pace=unpaced) -> tuple[dict, dict]:
-    """Templates for every (name, type) of ``zone``, and each name's default (NODATA/referral).
-
-    Names inside a more specific served zone (``inner``, keys) are left to it.
-    CNAME owners get no default: the answer follows the chain, per type,
-    possibly into other zones, so it goes through the general path (and its
-    cache).
-    """
-    cached = zone.compiled.get(inner)
-    if cached is not None:
-        return cached
-    alone = ZoneSet({zone.origin: zone})
-    exact: dict = {}
-    default: dict = {}
-    same: dict = {}  # identical responses share one Template (most NODATA ones are alike)
-
-    def compiled(name, rdtype) -> Template:
-        t = compile_answer(resolve(alone, name, rdtype), name, rdtype)
-        return same.setdefault((t.flags, t.counts, t.body), t)
-
-    for key in zone.names:
-        pace()
-        if inner and any(key[len(key) - len(o):] == o for o in inner if len(o) <= len(key)):
-            continue
-        name = dns.name.Name(key)
-        wire_name = name.to_wire()
-        node = zone.nodes.get(key, {})
-        for rdtype in node:
-            exact[wire_name + struct.pack("!H", rdtype)] = compiled(name, rdtype)
-        if dns.rdatatype.CNAME not in node:
-            default[wire_name] = compiled(name, next(t for t in _PROBES if t not in node))
-    zone.compiled[inner] = (exact, default)
-    return exact, default
-
-
-class State:
-    """Everything the hot path reads, swapped as one reference on reload.
-
-    ``packets`` is a packet cache, as PowerDNS keeps one: a UDP query's bytes
-    after its ID map to the response's bytes after its ID and the rcode. The
-    template path's answer depends on nothing else, so a repeated query (the
-    usual case: resolvers ask the same few names) costs one dict lookup and
-    one concatenation. It dies with the state, so a reload can't serve stale
-    answers; it is emptied when full, so random names can't make it grow.
-    """
-
-    __slots__ = ("zones", "exact", "default", "cache", "packets")
-
-    def __init__(self, zones: ZoneSet, exact: dict, default: dict):
-        self.zones, self.exact, self.default = zones, exact, default
-        self.cache: dict = {}
-        self.packets: dict = {}
-
-
-def build_state(zones: ZoneSet, pace=unpaced) -> State:
-    """Compile (or reuse) each zone's templates and merge them: run it off the event loop,
-    with a :class:`~clusterkit_dns.pacing.Pacer`."""
-    exact: dict = {}
-    default: dict = {}
-    origins = list(zones.zones)
-    for origin, zone in zones.zones.items():
-        inner = tuple(sorted(o for o in origins if len(o) > len(origin)
-                             and o[len(o) - len(origin):] == origin))
-        e, d = compile_zone(zone, inner, pace)
-        exact.update(e)
-        default.update(d)
-    return State(zones, exact, default)
 
 
 # RFC 4892 and the BIND names every server answers (NSD's set): CH TXT -> what it reports.

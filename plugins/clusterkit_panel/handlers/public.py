@@ -1,0 +1,42 @@
+"""What anyone may fetch: the page, its static files, liveness, the OpenAPI document."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from clusterkit_panel.responses import APP_ROUTES
+from clusterkit_panel.routes import PanelError, Route, answer
+
+
+async def page(panel, request):
+    from clusterkit_panel.web import PAGE
+
+    return web.Response(text=PAGE, content_type="text/html")
+
+
+async def static(panel, request):
+    from clusterkit_panel.web import STATIC
+
+    name = request.match_info["name"]
+    if name not in STATIC:
+        raise PanelError(404, f"no static file {name!r}")
+    text, kind = STATIC[name]
+    return web.Response(text=text, content_type=kind)
+
+
+async def healthz(panel, request):
+    return answer({"ok": True, "host": panel.name, "role": panel.runtime.host.role})
+
+
+async def openapi(panel, request):
+    from clusterkit_panel.openapi import spec
+
+    return answer(spec(request.app[APP_ROUTES], panel))
+
+
+ROUTES = [
+    Route("GET", "/", page, "public", "The panel's web page (login, overview, forms)."),
+    Route("GET", "/static/{name}", static, "public", "The page's script and style sheet."),
+    Route("GET", "/healthz", healthz, "public", "Liveness: this host's name and role."),
+    Route("GET", "/api/openapi.json", openapi, "public", "This API's OpenAPI description."),
+]
