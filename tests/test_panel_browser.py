@@ -141,3 +141,31 @@ async def _zones(cluster):
     from clusterkit_dns.panelroutes import zone_store
 
     return zone_store(cluster.panel("manager").runtime.cluster).zones()
+
+
+def test_graphs_draw_update_and_follow_a_node(cluster, page, tmp_path):
+    import os
+
+    login(page, cluster.url("manager"))
+    sync_api.expect(page.locator("#graphs-block")).to_be_visible()
+    lag = page.locator("#chart-lag canvas")
+    sync_api.expect(lag).to_be_visible()
+    points = "() => Chart.getChart(document.querySelector('#chart-lag canvas')).data.labels.length"
+    first = page.evaluate(points)
+    wait_for(lambda: page.evaluate(points) > first, what="the graphs to gain a point", timeout=20)
+    drawn = page.evaluate("() => Chart.getChart(document.querySelector('#chart-lag canvas'))"
+                          ".data.datasets.map((d) => d.label)")
+    assert "node1" in drawn
+    shots = os.environ.get("CLUSTERKIT_SCREENSHOT_DIR")  # docs/: set by whoever refreshes the picture
+    page.screenshot(path=str(tmp_path / "panel.png"), full_page=True)
+    if shots:
+        page.screenshot(path=os.path.join(shots, "panel.png"), full_page=True)
+
+    page.locator("#nodes a", has_text="node1").click()
+    sync_api.expect(page.locator("#detail-title")).to_have_text("Node node1")
+    assert page.locator("#cluster-tables").is_hidden()
+    wait_for(lambda: page.evaluate("() => Chart.getChart(document.querySelector('#chart-lag canvas'))"
+                                   ".data.datasets.map((d) => d.label)") == ["node1"],
+             what="the node's own graphs")
+    page.locator("#detail a").first.click()
+    sync_api.expect(page.locator("#cluster-tables")).to_be_visible()

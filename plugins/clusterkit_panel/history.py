@@ -32,9 +32,13 @@ class History:
         self._last: dict[tuple[str, str], float] = {}  # counters at the previous sample
         self._last_time: float | None = None
 
-    def sample(self, report: dict, now: float) -> None:
-        """Add one point to every series from the status ``report`` taken at ``now``."""
-        counters, gauges = _read(report)
+    def sample(self, report: dict, now: float, dns: dict[str, dict] | None = None) -> None:
+        """Add one point to every series from the status ``report`` taken at ``now``.
+
+        ``dns`` maps host names to their DNS answer counters by rcode (the
+        manager's own and what its nodes reported); default: this host's.
+        """
+        counters, gauges = _read(report, dns)
         elapsed = now - self._last_time if self._last_time is not None else None
         values: dict[tuple[str, str], float | None] = {}
         for key, value in counters.items():
@@ -69,7 +73,7 @@ def _number(value) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def _read(report: dict) -> tuple[dict, dict]:
+def _read(report: dict, dns: dict[str, dict] | None) -> tuple[dict, dict]:
     """Counters and gauges of one status report, keyed ``(chart, series label)``."""
     counters: dict[tuple[str, str], float] = {}
     gauges: dict[tuple[str, str], float] = {}
@@ -91,6 +95,9 @@ def _read(report: dict) -> tuple[dict, dict]:
     for node, state in (((report.get("sync") or {}).get("nodes")) or {}).items():
         put(gauges, ("lag", node), state.get("lag"))
         put(gauges, ("pending", node), state.get("pending"))
-    for rcode, count in (((report.get("dns") or {}).get("queries")) or {}).items():
-        put(counters, ("dns", f"{report.get('host', '')} {rcode}"), count)
+    if dns is None:
+        dns = {report.get("host", ""): ((report.get("dns") or {}).get("queries")) or {}}
+    for host, queries in dns.items():
+        for rcode, count in (queries or {}).items():
+            put(counters, ("dns", f"{host} {rcode}"), count)
     return counters, gauges

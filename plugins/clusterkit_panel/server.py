@@ -28,6 +28,7 @@ from cryptography.exceptions import InvalidSignature
 
 from clusterkit_panel import pki
 from clusterkit_panel.accounts import Accounts
+from clusterkit_panel.history import History
 from clusterkit_panel.listener import HEAD_TIMEOUT, Listener
 from clusterkit_panel.ratelimit import Attempt, AttemptLimiter
 from clusterkit_panel.settings import panel_settings
@@ -54,6 +55,7 @@ class Panel:
         self.accounts = Accounts(runtime.local_path(self.settings.data_dir))
         self.limiter = AttemptLimiter(self.settings.login_attempts, self.settings.login_window)
         self.node_status: dict[str, dict] = {}
+        self.history = History(step=min(5.0, self.settings.poll_interval))
         self.runner: web.AppRunner | None = None
         self.redirect_runner: web.AppRunner | None = None
         self.sites: list[Listener] = []
@@ -181,6 +183,7 @@ class Panel:
             self.spawn(self._hello(), "hello")
         elif self._poller is None:
             self._poller = self.spawn(self._poll_nodes(), "poll")
+            self.spawn(self._sample(), "history")
             self.jobs.sync_workers()
 
     async def _start_redirect(self) -> None:
@@ -348,6 +351,18 @@ class Panel:
                 await asyncio.wait_for(self._poll_wake.wait(), self.settings.poll_interval)
             except asyncio.TimeoutError:
                 pass
+
+    async def _sample(self) -> None:
+        """Feed the graphs: the manager's status, and each node's DNS answers as last polled."""
+        while True:
+            report = self.runtime.status()
+            dns = {self.name: (report.get("dns") or {}).get("queries") or {}}
+            for node, seen in self.node_status.items():
+                queries = ((seen.get("status") or {}).get("dns") or {}).get("queries")
+                if seen.get("reachable") and isinstance(queries, dict):
+                    dns[node] = queries
+            self.history.sample(report, time.time(), dns)
+            await asyncio.sleep(self.history.step)
 
     async def _poll_one(self, name: str) -> None:
         entry = self.node_status.setdefault(name, {})

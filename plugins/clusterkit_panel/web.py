@@ -10,6 +10,7 @@ PAGE = """<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>clusterkit panel</title>
 <link rel="stylesheet" href="/static/panel.css">
+<script src="/static/chart.js" defer></script>
 <script src="/static/panel.js" defer></script>
 </head><body>
 <header><h1>clusterkit</h1><span id="who"></span>
@@ -26,11 +27,17 @@ PAGE = """<!doctype html>
 </section>
 <section id="app" hidden>
 <p id="banner"></p>
+<div id="detail" hidden><p><a href="#">&larr; the whole cluster</a></p><h2 id="detail-title"></h2>
+<table id="detail-table"></table></div>
+<div id="graphs-block" hidden><h2 id="graphs-title">The last hour</h2><p id="graphs-note"></p>
+<div id="graphs"></div></div>
+<div id="cluster-tables">
 <h2>Nodes</h2><table id="nodes"></table>
 <h2>Policies</h2><table id="policies"></table>
 <h2>Sync sets</h2><table id="syncsets"></table>
 <div id="dns-block" hidden><h2>DNS</h2><table id="dns"></table></div>
 <h2>Remote actions</h2><table id="jobs"></table>
+</div>
 <div id="forms" hidden>
 <h2>Run an action on a node</h2>
 <form id="action-form">
@@ -123,10 +130,94 @@ function button(label, attrs) {
   return "<button " + Object.entries(attrs).map(([k, v]) => k + '="' + esc(v) + '"').join(" ") + ">" + esc(label) + "</button>";
 }
 
+// ------------------------------------------------ detail pages and graphs
+// #node/NAME and #policy/VIP:PORT show one node or policy: its facts and its own graphs.
+let view = {kind: "cluster", name: ""};
+const charts = {};
+const COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+                "#7f7f7f", "#bcbd22", "#17becf"];
+
+function link(kind, name) {
+  return '<a href="#' + kind + "/" + encodeURIComponent(name) + '">' + esc(name) + "</a>";
+}
+
+function parseView() {
+  const [kind, ...rest] = location.hash.slice(1).split("/");
+  const name = decodeURIComponent(rest.join("/"));
+  view = (kind === "node" || kind === "policy") && name ? {kind, name} : {kind: "cluster", name: ""};
+}
+
+function inView(label) {  // series labels: "node policy", "node", or "host rcode"
+  const parts = label.split(" ");
+  if (view.kind === "node") return parts[0] === view.name;
+  if (view.kind === "policy") return parts[1] === view.name;
+  return true;
+}
+
+function renderDetail(o) {
+  const detail = view.kind !== "cluster";
+  $("detail").hidden = !detail; $("cluster-tables").hidden = detail;
+  if (!detail) return;
+  let rows = [];
+  if (view.kind === "node") {
+    const n = o.nodes.find((x) => x.name === view.name);
+    $("detail-title").textContent = "Node " + view.name + (n ? "" : " (not in the cluster)");
+    if (n) rows = [["ip", esc(n.ip)], ["transport", esc(n.transport)], ["health", badge(n.health)],
+      ["operator", esc(n.operator || "-")],
+      ["panel", badge(n.panel.reachable === true ? "up" : n.panel.reachable === false ? "down" : "unknown") +
+                " " + esc(n.panel.error || "")],
+      ["replication", n.replication ? esc(n.replication.state) + ", lag " + esc(n.replication.lag) + " s, " +
+                      esc(n.replication.pending) + " pending" + (n.replication.last_error ? " — " + esc(n.replication.last_error) : "") : ""],
+      ...Object.entries(n.checks || {}).map(([k, c]) => ["check " + k, badge(c.state) + " " + esc(c.output || "")])];
+  } else {
+    const p = o.policies.find((x) => x.key === view.name);
+    $("detail-title").textContent = "Policy " + view.name + (p ? "" : " (not in the cluster)");
+    if (p) rows = [["service", esc(p.service)], ["scheduler", esc(p.scheduler)],
+      ["connections", p.live.active != null ? esc(p.live.active) + " active, " + esc(p.live.total) + " total" : ""],
+      ...Object.entries(p.live.members).map(([n, m]) => ["member " + n, badge(m.state) + " weight " + esc(m.weight) +
+        (m.active != null ? ", " + esc(m.active) + " active, " + esc(m.total) + " total" : "")])];
+  }
+  $("detail-table").innerHTML = rows.map((r) => "<tr><th>" + esc(r[0]) + "</th><td>" + r[1] + "</td></tr>").join("");
+}
+
+async function renderGraphs() {
+  $("graphs-block").hidden = false;
+  if (typeof Chart === "undefined") {
+    $("graphs-note").textContent = "The graphs need Chart.js on the manager (apt-get install libjs-chart.js).";
+    return;
+  }
+  const h = await api("GET", "/api/v1/history");
+  $("graphs-note").textContent = "Every " + h.step + " s" + (view.kind === "cluster" ? "" : ", for " + view.kind + " " + view.name) + ".";
+  const labels = h.t.map((t) => new Date(t * 1000).toLocaleTimeString());
+  for (const [name, c] of Object.entries(h.charts)) {
+    const series = Object.entries(c.series).filter(([label]) => inView(label));
+    let box = $("chart-" + name);
+    if (!box) {
+      box = document.createElement("div"); box.id = "chart-" + name; box.className = "chart";
+      box.innerHTML = "<h3>" + esc(c.title) + " (" + esc(c.unit) + ")</h3><div class=\"plot\"><canvas></canvas></div>";
+      $("graphs").appendChild(box);
+    }
+    box.hidden = series.length === 0;
+    const datasets = series.map(([label, values], i) => ({label, data: values, borderColor: COLORS[i % COLORS.length],
+      backgroundColor: COLORS[i % COLORS.length], pointRadius: 0, borderWidth: 1.5}));
+    const chart = charts[name];
+    if (!chart) {
+      charts[name] = new Chart(box.querySelector("canvas"), {type: "line", data: {labels, datasets},
+        options: {animation: false, responsive: true, maintainAspectRatio: false,
+                  scales: {y: {beginAtZero: true}, x: {ticks: {maxTicksLimit: 8}}},
+                  plugins: {legend: {position: "bottom", labels: {boxWidth: 12}}}}});
+    } else {
+      chart.data.labels = labels; chart.data.datasets = datasets; chart.update("none");
+    }
+  }
+}
+
 function renderManager(o) {
   $("banner").textContent = "Cluster " + o.cluster + " — manager " + o.host;
+  renderDetail(o);
+  renderGraphs().catch((e) => { $("graphs-note").textContent = "graphs: " + e.message; });
   table($("nodes"), [
-    ["node", (n) => esc(n.name)], ["ip", (n) => esc(n.ip)],
+    ["node", (n) => link("node", n.name)], ["ip", (n) => esc(n.ip)],
     ["panel", (n) => badge(n.panel.reachable === true ? "up" : n.panel.reachable === false ? "down" : "unknown")],
     ["health", (n) => badge(n.health)], ["operator", (n) => esc(n.operator || "")],
     ["replication lag", (n) => n.replication ? esc(n.replication.lag) + " s (" + esc(n.replication.pending) + " pending)" : ""],
@@ -137,7 +228,7 @@ function renderManager(o) {
                button("Remove", {"data-remove-node": n.name})],
   ], o.nodes);
   table($("policies"), [
-    ["policy", (p) => esc(p.key)], ["service", (p) => esc(p.service)], ["scheduler", (p) => esc(p.scheduler)],
+    ["policy", (p) => link("policy", p.key)], ["service", (p) => esc(p.service)], ["scheduler", (p) => esc(p.scheduler)],
     ["members", (p) => Object.entries(p.live.members).map(([n, m]) =>
         esc(n) + "=" + esc(m.weight) + " " + badge(m.state) + (m.active != null ? " " + esc(m.active) + "/" + esc(m.total) : "")).join("<br>")],
     ["connections", (p) => p.live.active != null ? esc(p.live.active) + " active, " + esc(p.live.total) + " total" : ""],
@@ -176,7 +267,9 @@ function renderDns(dns) {
   $("dns-block").hidden = !dns;
   if (!dns) return;
   table($("dns"), [["zone", (z) => esc(z[0])], ["serial", (z) => esc(z[1].serial)],
-    ["converged", (z) => badge(z[1].converged ? "up" : "down")]], Object.entries(dns.zones));
+    ["every host serves this serial", (z) => z[1].converged ? '<span class="state up">converged</span>'
+                                                           : '<span class="state down">not converged</span>']],
+    Object.entries(dns.zones));
 }
 
 function renderJobs(jobs) {
@@ -281,6 +374,8 @@ document.addEventListener("DOMContentLoaded", () => {
     if (b.dataset.removeSync && confirm("Remove sync set " + b.dataset.removeSync + "?"))
       act(() => api("DELETE", "/api/v1/sync-sets/" + encodeURIComponent(b.dataset.removeSync)));
   });
+  window.addEventListener("hashchange", () => { parseView(); refresh(); });
+  parseView();
   start();
   setInterval(() => { if (!$("app").hidden) refresh(); }, 3000);
 });
@@ -299,6 +394,9 @@ label { display: flex; flex-direction: column; font-size: .85em; }
 .error { color: #b00; }
 .state { padding: 0 .4em; border-radius: .3em; background: #ccc; }
 .state.up, .state.done { background: #8d8; } .state.down, .state.failed { background: #e88; }
+.chart { max-width: 60em; margin-bottom: 1em; } .chart h3 { font-size: 1em; margin: .3em 0; }
+.plot { position: relative; height: 220px; }
+#detail-table th { width: 10em; }
 .state.drain, .state.maintenance, .state.queued, .state.running { background: #ec6; }
 """
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 from aiohttp import web
 
 from clusterkit_panel import views
-from clusterkit_panel.routes import Route, answer
+from clusterkit_panel.routes import PanelError, Route, answer
 
 
 async def status(panel, request):
@@ -16,6 +18,17 @@ async def overview(panel, request):
     if panel.is_manager:
         return answer(views.manager_overview(panel))
     return answer(await views.node_overview(panel))
+
+
+async def history(panel, request):
+    raw = request.query.get("since", "")
+    try:
+        since = float(raw) if raw else None
+        if since is not None and not math.isfinite(since):
+            raise ValueError
+    except ValueError:
+        raise PanelError(400, f"since: {raw[:40]!r} is not a Unix time") from None
+    return answer(panel.history.snapshot(since))
 
 
 async def metrics(panel, request):
@@ -30,5 +43,8 @@ ROUTES = [
     Route("GET", "/api/v1/overview", overview, "operator",
           "Manager: nodes and health, policies with counters, replication lag, DNS convergence. "
           "Node: its own status, the manager's view of it, the cluster read-only."),
+    Route("GET", "/api/v1/history", history, "operator",
+          "Manager: the last hour of connections/s, traffic, replication lag and pending, DNS "
+          "answers/s and check latency, every few seconds (``since``: only later points)."),
     Route("GET", "/metrics", metrics, "metrics", "Prometheus metrics of this host."),
 ]
