@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from clusterkit.config import ConfigError, load_cluster
+from clusterkit.config import load_cluster
+from clusterkit.definition.tables import ConfigError
 from clusterkit.plugins import get_plugin_manager
 from clusterkit_panelsync.settings import DATA_SET
 from conftest import write_cluster

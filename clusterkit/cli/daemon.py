@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from clusterkit.cli.common import ConfigOpt, JsonOpt, emit, guard, plugin_manager, valid_name
-from clusterkit.config import daemon_state_dir, load_cluster
+from clusterkit.config import load_cluster
+from clusterkit.definition.source import daemon_state_dir
 from clusterkit.control import request
 from clusterkit.logs import setup_logging
 from clusterkit.runtime import run_daemon

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from clusterkit.config import read_number
+from clusterkit.definition.values import read_number
 from clusterkit_dns import mgmtconfig
 
 DEFAULT_ZONES_DIR = "/var/lib/clusterkit/zones"

@@ -17,7 +17,7 @@ from typing import Callable
 
 from aiohttp import web
 
-from clusterkit.config import ConfigError
+from clusterkit.definition.tables import ConfigError
 from clusterkit_panel import dnsapi, edits, pki, views
 from clusterkit_panel.ratelimit import Attempt, RateLimited
 from clusterkit_panel.responses import BODY, MAX_BODY, PANEL, USER, answer, fail, read_body

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from clusterkit.config import name_problem, read_number
+from clusterkit.definition.values import name_problem, read_number
 
 DEFAULT_DATA_DIR = "/var/lib/clusterkit-panel"
 JOIN_TOKEN_TTL = (60, 86400 * 30)  # seconds: [panel] join_token_ttl and `node token --ttl`

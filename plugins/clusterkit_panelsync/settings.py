@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from clusterkit.config import SyncSet, name_problem, read_number, sync_path_problem
+from clusterkit.config import SyncSet
+from clusterkit.definition.values import name_problem, read_number, sync_path_problem
 
 DATA_SET = "panel-data"
 KEYS = ("name", "path", "post_sync", "exclude", "timeout")
