@@ -143,17 +143,15 @@ def _read_key(value, spec: Key, report, key: str) -> Any:
         report(key, f"unknown {key.rpartition('.')[2]} {shown(value)} (known: {known})")
         return UNSET
     if isinstance(value, list) and spec.items is not None:
-        wrong = [item for item in value if not _is(item, spec.items)]
-        if wrong:
-            report(key, f"must be a list of {_plural(spec.items)}, found {shown(wrong[0])}")
-            return UNSET
-        if spec.check is None:
-            return tuple(value)
-        problems = [spec.check(item) for item in value]
-        for i, problem in enumerate(problems):
+        good = []
+        for i, item in enumerate(value):
+            problem = (f"must be {KIND_WORDS.get(spec.items, spec.items.__name__)}, not {shown(item)}"
+                       if not _is(item, spec.items) else spec.check(item) if spec.check else None)
             if problem:
                 report(f"{key}[{i}]", problem)
-        return tuple(item for item, problem in zip(value, problems) if not problem)
+            else:
+                good.append(item)
+        return tuple(good)
     problem = spec.check(value) if spec.check is not None else None
     if problem:
         report(key, problem)
