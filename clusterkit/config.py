@@ -315,7 +315,6 @@ def _host(values: dict, key: str, role: str, registry, report) -> Host:
         known = ", ".join(sorted(registry.transports)) or "none registered"
         report(f"{key}.transport", f"unknown transport {transport!r} (known: {known})")
     options = dict(values["options"])
-    read_number(options, "port", int, None, 1, 65535, report, f"{key}.options.port")  # transports'
     for name, option in registry.host_options.items():  # the plugins' own options
         if role in option.roles and name in options:
             read(options[name], option.key, report, f"{key}.options.{name}")
