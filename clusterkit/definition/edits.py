@@ -22,6 +22,7 @@ from tomlkit.container import Container
 from tomlkit.exceptions import ParseError as TomlkitParseError
 from tomlkit.items import AoT, Array, Table, Whitespace
 
+from clusterkit.config import build_cluster
 from clusterkit.definition.files import write_atomic
 from clusterkit.definition.source import DEFINITION_MODE, read_definition
 from clusterkit.definition.tables import ConfigError, Problem
@@ -36,8 +37,6 @@ def edit_config(path: str | os.PathLike, pm, create: bool = False) -> Iterator[t
     :class:`ConfigError` leaves the file untouched. The write is a temp file
     + fsync + rename.
     """
-    from clusterkit.config import build_cluster  # the model validates what the edit made
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     lock_fd = os.open(f"{path}.lock", os.O_WRONLY | os.O_CREAT | os.O_APPEND, DEFINITION_MODE)

@@ -110,7 +110,7 @@ def _read_table(data, shape: Table, report, key: str) -> dict:
                     report(path, "is required" + (f": {spec.required}"
                                                   if isinstance(spec.required, str) else ""))
                 if spec.default is not UNSET:
-                    values[name] = spec.default
+                    values[name] = _fresh(spec.default)
             elif isinstance(spec, Table):
                 values[name] = _read_table({}, spec, report, path)
             else:
@@ -120,7 +120,7 @@ def _read_table(data, shape: Table, report, key: str) -> dict:
         if value is not UNSET:
             values[name] = value
         elif spec.default is not UNSET:
-            values[name] = spec.default
+            values[name] = _fresh(spec.default)
     for name in data:
         if name in shape.keys:
             continue
@@ -130,6 +130,11 @@ def _read_table(data, shape: Table, report, key: str) -> dict:
             known = ", ".join(shape.keys) or "none"
             report(f"{key}.{name}" if key else name, f"unknown key (known: {known})")
     return values
+
+
+def _fresh(default):
+    """A mutable default copied, so no two readings share (and mutate) one dict."""
+    return type(default)(default) if isinstance(default, (dict, list)) else default
 
 
 def _read_key(value, spec: Key, report, key: str) -> Any:
