@@ -67,12 +67,32 @@ def clusterkit_register_commands(app, groups):
 
 @hookspec
 def clusterkit_config_sections(register):
-    """Claim a top-level table of the cluster definition (``[dns]``, ...).
+    """Claim a top-level table of the cluster definition (``[dns]``, ``[[panelsync]]``...).
 
-    ``register(name, parse)``: ``parse(table, report)`` receives the raw TOML
-    table and returns the parsed value, stored as ``cluster.sections[name]``;
-    it calls ``report(key, message)`` for every problem (the key relative to
-    the table). Tables no plugin claims are refused as unknown.
+    ``register(name, parse, shape=None)``. With ``shape`` (a
+    :class:`clusterkit.definition.tables.Table` of declared keys, or
+    :class:`~clusterkit.definition.tables.Tables` for ``[[name]]``) the core
+    reads the section first: types, ranges, choices, required keys and
+    unknown keys are reported with their lines, and ``parse(values, report)``
+    receives the valid values (defaults filled in) to build its settings.
+    Without ``shape`` it receives the raw TOML table. The result is stored as
+    ``cluster.sections[name]``; ``report(key, message)`` adds a problem (the
+    key relative to the table). Tables no plugin claims are refused as unknown.
+    """
+
+
+@hookspec
+def clusterkit_host_options(register):
+    """Declare the keys this plugin reads from hosts' ``options`` tables.
+
+    ``register(name, key, roles=("manager", "node"), initial=UNSET)``:
+    ``key`` is a :class:`clusterkit.definition.tables.Key` (type, range,
+    choices, ``check``); the definition checks the option with it on hosts of
+    those roles, reporting ``FILE:LINE: manager.options.NAME: what``.
+    ``initial`` is what ``clusterkit init`` writes into a new manager's
+    options (the native proxy: ``proxy_workers = "auto"``). An engine plugin
+    declares its options here; other keys of ``options`` stay free-form
+    (transport settings). Declaring a name twice is an error.
     """
 
 

@@ -40,7 +40,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from clusterkit.config import Check, Cluster, Policy, write_atomic
+from clusterkit.config import Check, Cluster, Policy
+from clusterkit.definition.files import write_atomic
 from clusterkit.registry import CheckFailed, CheckTarget
 
 log = logging.getLogger("clusterkit.membership")

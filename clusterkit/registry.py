@@ -1,4 +1,4 @@
-"""What plugins register: service, health check and transport kinds.
+"""What plugins register: service, health check and transport kinds, sections and host options.
 
 The plugin manager calls the ``clusterkit_register_*`` hooks once and keeps the
 result in a :class:`Registry`; everything else (config validation, the proxy,
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
+
+from clusterkit.definition.tables import UNSET, Key, Table, Tables, section_parser
 
 
 class CheckFailed(Exception):
@@ -80,6 +82,21 @@ class TransportKind:
     description: str = ""
 
 
+@dataclass(frozen=True)
+class HostOption:
+    """A key a plugin reads from hosts' ``options`` tables (``proxy_workers``...).
+
+    ``key`` declares its value (:class:`clusterkit.definition.tables.Key`);
+    it is checked on hosts whose role is in ``roles``. ``initial``: what
+    ``clusterkit init`` writes into a new definition's manager, if anything.
+    """
+
+    name: str
+    key: Key
+    roles: tuple[str, ...] = ("manager", "node")
+    initial: Any = UNSET
+
+
 class RegistryError(Exception):
     """A kind was registered twice or is malformed."""
 
@@ -92,6 +109,7 @@ class Registry:
     checks: dict[str, CheckKind] = field(default_factory=dict)
     transports: dict[str, TransportKind] = field(default_factory=dict)
     sections: dict[str, Callable] = field(default_factory=dict)
+    host_options: dict[str, HostOption] = field(default_factory=dict)
 
     @classmethod
     def collect(cls, hook) -> "Registry":
@@ -103,12 +121,18 @@ class Registry:
         ):
             getattr(hook, hookname)(register=_registrar(table, kind, hookname))
 
-        def add_section(name: str, parse: Callable) -> None:
+        def add_section(name: str, parse: Callable, shape: Table | Tables | None = None) -> None:
             if name in reg.sections:
                 raise RegistryError(f"config section [{name}] is claimed twice")
-            reg.sections[name] = parse
+            reg.sections[name] = section_parser(parse, shape)
+
+        def add_host_option(name: str, key: Key, roles=("manager", "node"), initial=UNSET) -> None:
+            if name in reg.host_options:
+                raise RegistryError(f"host option {name!r} is declared twice")
+            reg.host_options[name] = HostOption(name, key, tuple(roles), initial)
 
         hook.clusterkit_config_sections(register=add_section)
+        hook.clusterkit_host_options(register=add_host_option)
         return reg
 
 

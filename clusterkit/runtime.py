@@ -19,7 +19,9 @@ import signal
 import time
 from typing import Any, Awaitable, Callable
 
-from clusterkit.config import Cluster, ConfigError, Host, load_cluster, private_dir, registry_of
+from clusterkit.config import Cluster, Host, load_cluster, registry_of
+from clusterkit.definition.files import private_dir
+from clusterkit.definition.tables import ConfigError
 from clusterkit.control import ControlServer, socket_path
 
 log = logging.getLogger("clusterkit.runtime")

@@ -70,7 +70,7 @@ class Daemon:
         return self
 
     def query(self, cmd: str, check: bool = True, **args):
-        from clusterkit.config import daemon_state_dir
+        from clusterkit.definition.source import daemon_state_dir
         from clusterkit.control import ControlError, request
         try:
             return request(daemon_state_dir(self.config, self.host), cmd, timeout=10, **args)

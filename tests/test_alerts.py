@@ -13,7 +13,8 @@ import threading
 
 import pytest
 
-from clusterkit.config import ConfigError, build_cluster
+from clusterkit.config import build_cluster
+from clusterkit.definition.tables import ConfigError
 from clusterkit.plugins import get_plugin_manager
 from mailftp_support import SmtpNode
 from support import common_port, free_port, wait_for

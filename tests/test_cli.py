@@ -127,8 +127,10 @@ def test_init_runs_one_balancer_process_per_cpu_unless_told(ck, cfg, tmp_path):
     other = str(tmp_path / "two.toml")
     args = ("init", "-c", other, "--name", "x", "--manager", "m", "--manager-ip", "127.0.0.1",
             "--state-dir", str(tmp_path / "st2"), "--root", str(tmp_path / "root2"))
-    assert ck(*args, "--proxy-workers", "many").exit_code == 2
-    assert ck(*args, "--proxy-workers", "2").exit_code == 0
+    refused = ck(*args, "--option", "proxy_workers=many")  # the proxy plugin's declared check
+    assert refused.exit_code == 2 and "manager.options.proxy_workers: 'many' must be" in refused.output
+    assert not (tmp_path / "two.toml").exists()
+    assert ck(*args, "--option", "proxy_workers=2").exit_code == 0
     with open(other, "rb") as f:
         assert tomllib.load(f)["manager"]["options"] == {"proxy_workers": 2}
 

@@ -7,7 +7,9 @@ import threading
 
 import pytest
 
-from clusterkit.config import ConfigError, edit_config, load_cluster, parse_cluster, registry_of
+from clusterkit.config import load_cluster, parse_cluster, registry_of
+from clusterkit.definition.edits import edit_config
+from clusterkit.definition.tables import ConfigError
 from conftest import write_cluster
 
 

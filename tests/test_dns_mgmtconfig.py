@@ -12,7 +12,8 @@ import dns.name
 import dns.opcode
 import pytest
 
-from clusterkit.config import ConfigError, load_cluster
+from clusterkit.config import load_cluster
+from clusterkit.definition.tables import ConfigError
 from clusterkit.runtime import new_event_loop
 from clusterkit_dns.mgmtconfig import Management, Secondary
 from clusterkit_dns.notify import Notifier

@@ -18,7 +18,8 @@ import pytest
 from typer.testing import CliRunner
 
 from clusterkit.cli import get_app
-from clusterkit.config import ConfigError, SyncSet, load_cluster
+from clusterkit.config import SyncSet, load_cluster
+from clusterkit.definition.tables import ConfigError
 from clusterkit.control import request
 from clusterkit.plugins import get_plugin_manager
 from clusterkit.runtime import Runtime, new_event_loop

@@ -517,8 +517,10 @@ def test_bytes_dribbled_without_a_whole_query_do_not_keep_a_connection(server):
 
 
 def test_tcp_per_client_setting_is_checked():
-    from clusterkit_dns.settings import parse_settings
+    from clusterkit.definition.tables import section_parser
+    from clusterkit_dns.settings import DNS, parse_settings
 
+    parse_settings = section_parser(parse_settings, DNS)  # as the definition reads [dns]
     problems = []
     assert parse_settings({"tcp_per_client": 4}, lambda *p: problems.append(p)).tcp_per_client == 4
     assert parse_settings({}, lambda *p: problems.append(p)).tcp_per_client == 16
@@ -527,4 +529,5 @@ def test_tcp_per_client_setting_is_checked():
         problems.clear()
         assert parse_settings({"tcp_per_client": bad},
                               lambda *p: problems.append(p)).tcp_per_client == 16
-        assert problems == [("tcp_per_client", f"{bad!r} must be a whole number in 1..65535")]
+        ((key, message),) = problems
+        assert key == "tcp_per_client" and "1..65535" in message and repr(bad) in message

@@ -25,7 +25,7 @@ from clusterkit_panel import pki
 from clusterkit_panel.accounts import Accounts
 from clusterkit_panel.join import join as do_join, make_token
 from clusterkit_panel.store import Store
-from clusterkit.config import daemon_state_dir
+from clusterkit.definition.source import daemon_state_dir
 from conftest import write_cluster
 from support import wait_for  # noqa: F401 (the panel tests import it from here)
 

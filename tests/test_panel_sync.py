@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from clusterkit.config import ConfigError, load_cluster
+from clusterkit.config import load_cluster
+from clusterkit.definition.tables import ConfigError
 from clusterkit.plugins import get_plugin_manager
 from clusterkit_panelsync.settings import DATA_SET
 from conftest import write_cluster
@@ -38,7 +39,7 @@ def test_bad_panelsync_tables_are_reported_every_one(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_cluster(cfg, get_plugin_manager())
     text = str(err.value)
-    for expected in ("panelsync[0].name", "panelsync[0].path: is required: an absolute",
+    for expected in ("panelsync[0].name", "panelsync[0].path: 'relative' must be an absolute path",
                      "panelsync[0].colour: unknown key", f"'{DATA_SET}' is taken",
                      "panelsync[1].timeout: 0 is out of range (0.001..3600)"):
         assert expected in text, (expected, text)

@@ -8,7 +8,9 @@ from typing import Annotated, Any, Callable
 
 import typer
 
-from clusterkit.config import ConfigError, default_path, name_problem
+from clusterkit.definition.source import default_path
+from clusterkit.definition.tables import ConfigError
+from clusterkit.definition.values import name_problem
 from clusterkit.control import ControlError
 from clusterkit.runtime import PluginError
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import typer
 
 from clusterkit.cli.common import ConfigOpt, guard, plugin_manager
-from clusterkit.config import definition_warnings, load_cluster
+from clusterkit.config import load_cluster
+from clusterkit.definition.source import definition_warnings
 
 config_app = typer.Typer(help="The cluster definition file.", no_args_is_help=True)
 

@@ -12,7 +12,8 @@ import typer
 from clusterkit.cli.summary import render as render_summary
 from clusterkit.cli.summary import summarize
 from clusterkit.cli.common import ConfigOpt, JsonOpt, emit, guard, plugin_manager, valid_name
-from clusterkit.config import daemon_state_dir, load_cluster
+from clusterkit.config import load_cluster
+from clusterkit.definition.source import daemon_state_dir
 from clusterkit.control import request
 from clusterkit.logs import setup_logging
 from clusterkit.runtime import run_daemon

@@ -10,8 +10,10 @@ import typer
 
 from clusterkit.cli.common import (ConfigOpt, JsonOpt, UsageError, emit, guard,
                                    parse_pairs, plugin_manager, table, valid_name)
-from clusterkit.config import edit_config, load_cluster, private_dir
-from clusterkit.proxy.workers import process_count
+from clusterkit.config import load_cluster
+from clusterkit.definition.edits import edit_config
+from clusterkit.definition.files import private_dir
+from clusterkit.definition.tables import UNSET, from_text
 from clusterkit.runtime import PluginError, registry_of
 
 node_app = typer.Typer(help="The cluster's nodes: add, remove, list, drain, maintenance.",
@@ -27,18 +29,14 @@ def init(ctx: typer.Context, config: ConfigOpt,
              help="A public IP the manager balances (repeat for several).")] = None,
          state_dir: Annotated[str, typer.Option(help="Where daemons keep state.")] = "/var/lib/clusterkit",
          root: Annotated[str, typer.Option(help="Directory standing for the manager's / (tests, demo).")] = "/",
-         proxy_workers: Annotated[str, typer.Option(
-             help="Balancer processes on the manager: \"auto\" (one per CPU) or a number.")] = "auto",
+         option: Annotated[Optional[list[str]], typer.Option(
+             help="Manager option KEY=VALUE (proxy_workers=2...; plugins declare them).")] = None,
          force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False) -> None:
     """Create a new cluster definition with its manager."""
     valid_name(manager, "--manager")
     if os.path.exists(config) and not force:
         raise UsageError(f"{config} already exists (use --force to overwrite)")
-    workers = int(proxy_workers) if proxy_workers.isdigit() else proxy_workers
-    try:
-        process_count(workers)  # the check the definition gets
-    except ValueError as exc:
-        raise UsageError(f"--proxy-workers: {exc}") from None
+    options = manager_options(registry_of(plugin_manager(ctx)), parse_pairs(option or [], "--option"))
     if force and os.path.exists(config):
         os.unlink(config)
     with edit_config(config, plugin_manager(ctx), create=True) as doc:
@@ -47,7 +45,8 @@ def init(ctx: typer.Context, config: ConfigOpt,
         mgr = {"name": manager, "ip": manager_ip, "public_ips": list(public_ip or [])}
         if root != "/":
             mgr["root"] = os.path.abspath(root)
-        mgr["options"] = {"proxy_workers": workers}
+        if options:
+            mgr["options"] = options
         doc["manager"] = mgr
     typer.echo(f"created {config}: cluster {name!r}, manager {manager} ({manager_ip})")
     pm = plugin_manager(ctx)
@@ -58,6 +57,17 @@ def init(ctx: typer.Context, config: ConfigOpt,
     except Exception as exc:
         raise PluginError(f"the definition is written, but preparing the cluster failed: "
                           f"{type(exc).__name__}: {exc}") from exc
+
+
+def manager_options(registry, given: dict) -> dict:
+    """A new manager's options: the plugins' ``initial`` values, then ``--option``s, each
+    typed as its plugin declares it (the definition then checks them with the rest)."""
+    declared = {name: option for name, option in registry.host_options.items()
+                if "manager" in option.roles}
+    options = {name: o.initial for name, o in declared.items() if o.initial is not UNSET}
+    for name, text in given.items():
+        options[name] = from_text(declared[name].key, text) if name in declared else text
+    return options
 
 
 @node_app.command("add")

@@ -9,7 +9,8 @@ import typer
 
 from clusterkit.cli.common import (ConfigOpt, JsonOpt, UsageError, emit, guard, parse_pairs,
                                    plugin_manager, table)
-from clusterkit.config import SCHEDULERS, edit_config, load_cluster
+from clusterkit.config import SCHEDULERS, load_cluster
+from clusterkit.definition.edits import edit_config
 
 policy_app = typer.Typer(help="Balance a public IP:port over nodes.", no_args_is_help=True)
 

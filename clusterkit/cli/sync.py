@@ -13,7 +13,10 @@ import typer
 
 from clusterkit.cli.common import (EXIT_FAILURE, ConfigOpt, JsonOpt, UsageError, emit,
                                    guard, plugin_manager, table, valid_name)
-from clusterkit.config import daemon_state_dir, edit_config, load_cluster, registry_of, write_atomic
+from clusterkit.config import load_cluster, registry_of
+from clusterkit.definition.edits import edit_config
+from clusterkit.definition.files import write_atomic
+from clusterkit.definition.source import daemon_state_dir
 from clusterkit.control import ControlError, request
 
 sync_app = typer.Typer(help="Replicated directories (sync sets).", no_args_is_help=True)

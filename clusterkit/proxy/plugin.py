@@ -3,12 +3,29 @@
 ``options = { proxy_workers = N }`` on the ``[manager]`` table runs the proxy in
 N processes sharing the listeners (``SO_REUSEPORT``); ``"auto"`` is one per
 CPU this process may run on, like HAProxy's default ``nbthread``. The
-default is one.
+default is one; ``clusterkit init`` writes ``"auto"``. The option is declared
+here (``clusterkit_host_options``), so the definition checks it with its line.
 """
 
 from clusterkit import hookimpl
+from clusterkit.definition.tables import Key
 from clusterkit.proxy.engine import Engine
 from clusterkit.proxy.workers import process_count
+
+
+def workers_problem(value) -> str | None:
+    """Why ``value`` cannot be ``proxy_workers``, or ``None``."""
+    try:
+        process_count(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+@hookimpl
+def clusterkit_host_options(register):
+    register("proxy_workers", Key(object, check=workers_problem), roles=("manager",),
+             initial="auto")
 
 
 @hookimpl(trylast=True)

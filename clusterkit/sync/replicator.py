@@ -27,7 +27,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-from clusterkit.config import check_number
+from clusterkit.definition.values import check_number
 from clusterkit.sync import rsync
 from clusterkit.sync.paths import ancestors, excluded, transfer_list
 from clusterkit.sync.store import FULL, DirtyStore

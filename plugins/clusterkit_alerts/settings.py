@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from clusterkit.config import read_number
+from clusterkit.definition.values import read_number
 
 KEYS = ("group_wait", "interval", "lag", "stalled", "retry_max", "startup_grace", "webhook", "email")
 WEBHOOK_KEYS = ("url", "secret", "timeout")

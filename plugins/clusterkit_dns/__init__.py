@@ -11,7 +11,7 @@ import logging
 
 from clusterkit import hookimpl
 from clusterkit.config import SyncSet
-from clusterkit_dns.settings import parse_settings, settings_of
+from clusterkit_dns.settings import DNS, parse_settings, settings_of
 
 log = logging.getLogger("clusterkit.dns")
 COMPONENT = "dns"
@@ -20,7 +20,7 @@ SYNC_SET = "dns-zones"
 
 @hookimpl
 def clusterkit_config_sections(register):
-    register("dns", parse_settings)
+    register("dns", parse_settings, shape=DNS)
 
 
 @hookimpl

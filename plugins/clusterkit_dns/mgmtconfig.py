@@ -35,7 +35,7 @@ import dns.name
 import dns.exception
 import dns.tsig
 
-from clusterkit.config import read_number
+from clusterkit.definition.values import read_number
 
 KEYS = ("tsig", "secondary", "health_name")
 ALGORITHMS = {"hmac-sha256": dns.tsig.HMAC_SHA256, "hmac-sha384": dns.tsig.HMAC_SHA384,

@@ -22,7 +22,7 @@ import dns.name
 import dns.rdata
 import dns.rdatatype
 
-from clusterkit.config import write_atomic
+from clusterkit.definition.files import write_atomic
 from clusterkit_dns import zoneview
 from clusterkit_dns.serial import next_serial
 from clusterkit_dns.zoneedit import (IN, SOA, ZoneEditError, ZoneNotFound, ZoneText, zone_file,

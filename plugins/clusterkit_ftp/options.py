@@ -21,7 +21,7 @@ import functools
 from dataclasses import dataclass
 from typing import Callable
 
-from clusterkit.config import read_number
+from clusterkit.definition.values import read_number
 
 DEFAULT_PASSIVE = range(50000, 51000)
 DEFAULT_FTPS_PASSIVE = range(51000, 52000)

@@ -15,9 +15,9 @@ COMPONENT = "panel"
 
 @hookimpl
 def clusterkit_config_sections(register):
-    from clusterkit_panel.settings import parse_panel
+    from clusterkit_panel.settings import PANEL, parse_panel
 
-    register("panel", parse_panel)
+    register("panel", parse_panel, shape=PANEL)
 
 
 @hookimpl

@@ -16,7 +16,8 @@ import typer
 
 from clusterkit.cli.common import (ConfigOpt, JsonOpt, UsageError, emit, guard, plugin_manager,
                                    table)
-from clusterkit.config import daemon_state_dir, load_cluster
+from clusterkit.config import load_cluster
+from clusterkit.definition.source import daemon_state_dir
 from clusterkit.control import ControlError, request
 from clusterkit_panel.settings import JOIN_TOKEN_TTL, named_actions, panel_settings
 

@@ -13,7 +13,7 @@ import os
 
 import tomlkit
 
-from clusterkit.config import edit_config
+from clusterkit.definition.edits import edit_config
 
 
 class EditError(Exception):

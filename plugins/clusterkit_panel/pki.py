@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from clusterkit.config import write_atomic
+from clusterkit.definition.files import write_atomic
 
 CA_DAYS = 3650
 HOST_DAYS = 825

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 
-from clusterkit.config import name_problem, read_number
+from clusterkit.definition.tables import Key, Table
+from clusterkit.definition.values import absolute_problem, ip_problem, name_problem
 
 DEFAULT_DATA_DIR = "/var/lib/clusterkit-panel"
 JOIN_TOKEN_TTL = (60, 86400 * 30)  # seconds: [panel] join_token_ttl and `node token --ttl`
@@ -41,55 +41,32 @@ class PanelSettings:
         return self.listen or host.ip
 
 
-def parse_panel(table, report) -> PanelSettings:
-    """``parse(table, report)`` for ``clusterkit_config_sections``: every problem reported."""
-    if not isinstance(table, dict):
-        report("", f"must be a table, not {type(table).__name__}")
-        return PanelSettings()
-    defaults = PanelSettings()
-    values: dict = {}
-    spec = {
-        "enabled": (bool, None, None), "https_port": (int, 1, 65535), "http_port": (int, 0, 65535),
-        "listen": (str, None, None), "data_dir": (str, None, None),
-        "session_ttl": (int, 60, 86400 * 90), "login_attempts": (int, 1, 1000),
-        "login_window": (int, 1, 86400), "join_token_ttl": (int, *JOIN_TOKEN_TTL),
-        "action_timeout": (float, 0.1, 86400), "retry_max": (float, 0.1, 3600),
-        "poll_interval": (float, 0.1, 3600), "metrics_public": (bool, None, None),
-        "connections_per_address": (int, 1, 10000),
-    }
-    for key, raw in table.items():
-        if key == "actions":
-            continue
-        if key not in spec:
-            report(key, f"unknown key (known: {', '.join(sorted(spec))}, actions)")
-            continue
-        kind, low, high = spec[key]
-        if low is not None:
-            values[key] = read_number(table, key, kind, getattr(defaults, key), low, high, report)
-        elif not isinstance(raw, kind):
-            report(key, f"must be {kind.__name__}, not {raw!r}")
-        else:
-            values[key] = raw
-    if values.get("listen"):
-        try:
-            ipaddress.ip_address(values["listen"])
-        except ValueError:
-            report("listen", f"{values['listen']!r} is not an IP address")
-    if not values.get("data_dir", defaults.data_dir).startswith("/"):
-        report("data_dir", f"{values['data_dir']!r} must be an absolute path")
-    if values.get("http_port") and values.get("http_port") == values.get("https_port", 2443):
+PANEL = Table({
+    "enabled": Key(bool), "https_port": Key(int, low=1, high=65535),
+    "http_port": Key(int, low=0, high=65535), "listen": Key(str, check=lambda v: v and ip_problem(v)),
+    "data_dir": Key(str, check=absolute_problem), "session_ttl": Key(int, low=60, high=86400 * 90),
+    "login_attempts": Key(int, low=1, high=1000), "login_window": Key(int, low=1, high=86400),
+    "join_token_ttl": Key(int, low=JOIN_TOKEN_TTL[0], high=JOIN_TOKEN_TTL[1]),
+    "action_timeout": Key(float, low=0.1, high=86400), "retry_max": Key(float, low=0.1, high=3600),
+    "poll_interval": Key(float, low=0.1, high=3600), "metrics_public": Key(bool),
+    "connections_per_address": Key(int, low=1, high=10000),
+    "actions": Key(dict, default={}),  # NAME = "command"
+})
+
+
+def parse_panel(values: dict, report) -> PanelSettings:
+    """``parse`` of the ``[panel]`` section, given the values :data:`PANEL` let through."""
+    if values.get("http_port") and values["http_port"] == values.get("https_port", 2443):
         report("http_port", "must differ from https_port")
-    actions = table.get("actions", {})
-    if not isinstance(actions, dict):
-        report("actions", "must be a table of NAME = \"command\"")
-        actions = {}
-    for name, command in actions.items():
+    actions = {}
+    for name, command in values["actions"].items():
         if name_problem(name):
             report(f"actions.{name}", name_problem(name))
         elif not isinstance(command, str) or not command.strip():
             report(f"actions.{name}", f"must be a non-empty command string, not {command!r}")
-    values["actions"] = {k: v for k, v in actions.items() if isinstance(v, str)}
-    return PanelSettings(**values)
+        else:
+            actions[name] = command
+    return PanelSettings(**{**values, "actions": actions})
 
 
 def panel_settings(cluster) -> PanelSettings:

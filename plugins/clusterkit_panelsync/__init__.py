@@ -17,9 +17,9 @@ COMPONENT = "panelsync"
 
 @hookimpl
 def clusterkit_config_sections(register):
-    from clusterkit_panelsync.settings import parse_panelsync
+    from clusterkit_panelsync.settings import PANELSYNC, parse_panelsync
 
-    register("panelsync", parse_panelsync)
+    register("panelsync", parse_panelsync, shape=PANELSYNC)
 
 
 @hookimpl

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from clusterkit.config import SyncSet, name_problem, read_number, sync_path_problem
+from clusterkit.config import SyncSet
+from clusterkit.definition.tables import Key, Table, Tables
+from clusterkit.definition.values import name_problem, sync_path_problem
 
 DATA_SET = "panel-data"
-KEYS = ("name", "path", "post_sync", "exclude", "timeout")
 
 
 @dataclass(frozen=True)
@@ -19,48 +20,24 @@ class PanelSyncEntry:
     timeout: float = 60.0
 
 
-def parse_panelsync(value, report) -> tuple[PanelSyncEntry, ...]:
-    """``parse(value, report)`` for the ``panelsync`` section: an array of tables."""
-    if value == {}:
-        return ()
-    if not isinstance(value, list):
-        report("", "must be an array of tables: [[panelsync]]")
-        return ()
+PANELSYNC = Tables(Table({
+    "name": Key(str, required=True, check=name_problem),
+    "path": Key(str, required="an absolute directory path", check=sync_path_problem),
+    "post_sync": Key(str, default=""), "exclude": Key(list, items=str, default=()),
+    "timeout": Key(float, default=60.0, low=0.001, high=3600),
+}))
+
+
+def parse_panelsync(values: list[dict], report) -> tuple[PanelSyncEntry, ...]:
+    """``parse`` of the ``[[panelsync]]`` section, given the entries :data:`PANELSYNC` let through."""
     entries: list[PanelSyncEntry] = []
-    for i, item in enumerate(value):
-        key = f"[{i}]"
-        if not isinstance(item, dict):
-            report(key, "must be a table")
+    for i, entry in enumerate(values):
+        if "name" not in entry or "path" not in entry:
+            continue  # reported
+        if entry["name"] == DATA_SET or any(e.name == entry["name"] for e in entries):
+            report(f"[{i}].name", f"{entry['name']!r} is taken ({DATA_SET!r} is the panel's own data)")
             continue
-        for unknown in sorted(set(item) - set(KEYS)):
-            report(f"{key}.{unknown}", f"unknown key (known: {', '.join(KEYS)})")
-        name, path = item.get("name"), item.get("path")
-        post_sync, exclude = item.get("post_sync", ""), item.get("exclude", [])
-        timeout = read_number(item, "timeout", float, None, 0.001, 3600, report, f"{key}.timeout")
-        ok = timeout is not None or "timeout" not in item
-        if name is None:
-            report(f"{key}.name", "is required")
-            ok = False
-        elif name_problem(name):
-            report(f"{key}.name", name_problem(name))
-            ok = False
-        elif name == DATA_SET or any(e.name == name for e in entries):
-            report(f"{key}.name", f"{name!r} is taken ({DATA_SET!r} is the panel's own data)")
-            ok = False
-        if not isinstance(path, str) or not path.startswith("/"):
-            report(f"{key}.path", f"is required: an absolute directory path (got {path!r})")
-            ok = False
-        elif sync_path_problem(path):
-            report(f"{key}.path", sync_path_problem(path))
-            ok = False
-        if not isinstance(post_sync, str):
-            report(f"{key}.post_sync", f"must be a command string, not {post_sync!r}")
-            ok = False
-        if not isinstance(exclude, list) or not all(isinstance(x, str) for x in exclude):
-            report(f"{key}.exclude", "must be a list of rsync patterns")
-            ok = False
-        if ok:
-            entries.append(PanelSyncEntry(name, path, post_sync, tuple(exclude), timeout or 60.0))
+        entries.append(PanelSyncEntry(**entry))
     return tuple(entries)
 
 

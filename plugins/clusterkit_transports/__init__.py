@@ -16,6 +16,7 @@ import secrets
 import shlex
 
 from clusterkit import hookimpl
+from clusterkit.definition.tables import Key
 from clusterkit.registry import TransportKind
 
 DEFAULT_KEY = "/etc/clusterkit/id_ed25519"
@@ -177,6 +178,11 @@ def clusterkit_register_transports(register):
                            description="rsync over ssh with the manager's key"))
     register(TransportKind("rsyncd", _rsyncd_destination, _rsyncd_args, setup=_rsyncd_setup,
                            description="an rsync daemon module on the node"))
+
+
+@hookimpl
+def clusterkit_host_options(register):
+    register("port", Key(int, low=1, high=65535))  # ssh's or the rsync daemon's port
 
 
 __all__ = ["rsyncd_config", "password_file"]

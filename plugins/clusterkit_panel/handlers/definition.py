@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from clusterkit.config import ConfigError
+from clusterkit.definition.tables import ConfigError
 from clusterkit_panel import edits, views
 from clusterkit_panel.routes import BODY, USER, PanelError, Route, answer
 
