@@ -36,6 +36,8 @@ class Alerter:
         self.started = time.time()
         self.sent = 0
         self.errors = 0
+        self.view: dict = {}  # what status() shows, refreshed by the loops (status may come from any thread)
+        self._refresh()
 
     async def start(self) -> None:
         self.runtime.spawn(self._evaluate_loop(), "alerts-evaluate")
@@ -75,6 +77,7 @@ class Alerter:
             try:
                 self.evaluate()
                 await self._group()
+                self._refresh()
             except Exception:  # an alerter that stops is the worst failure: log, keep going
                 log.exception("evaluating alert conditions failed")
             try:
@@ -114,9 +117,13 @@ class Alerter:
                 self.store.delivered(row_id)
                 self.sent += 1
                 log.info("alert message with %d alert(s) sent by %s", len(message["alerts"]), sender)
+            self._refresh()
             await asyncio.sleep(0.5)
 
+    def _refresh(self) -> None:
+        self.view = {"firing": sorted(text for _kind, _node, text, _since in self.store.firing().values()),
+                     **self.store.counts(), "sent": self.sent, "delivery_errors": self.errors,
+                     "senders": self.settings.senders}
+
     def status(self) -> dict:
-        return {"firing": sorted(text for _kind, _node, text, _since in self.store.firing().values()),
-                **self.store.counts(), "sent": self.sent, "delivery_errors": self.errors,
-                "senders": self.settings.senders}
+        return self.view

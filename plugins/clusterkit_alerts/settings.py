@@ -47,8 +47,10 @@ class AlertSettings:
         return [name for name in ("webhook", "email") if getattr(self, name) is not None]
 
 
-def parse_alerts(value, report) -> AlertSettings:
-    """``parse(table, report)`` for the ``[alerts]`` section."""
+def parse_alerts(value, report) -> AlertSettings | None:
+    """``parse(table, report)`` for the ``[alerts]`` section; None without one (or an empty one)."""
+    if value == {}:
+        return None
     if not isinstance(value, dict):
         report("", "must be a table: [alerts]")
         return AlertSettings()
