@@ -760,11 +760,7 @@ def daemon_state_dir(path: str | os.PathLike, host: str | None = None) -> str:
 
 
 def registry_of(pm):
-    """The plugin manager's kinds, collected once."""
-    from clusterkit.registry import Registry
-
-    if getattr(pm, "registry", None) is None:
-        pm.registry = Registry.collect(pm.hook)
+    """The plugin manager's kinds (:attr:`clusterkit.plugins.ClusterkitPluginManager.registry`)."""
     return pm.registry
 
 

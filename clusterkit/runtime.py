@@ -19,7 +19,7 @@ import signal
 import time
 from typing import Any, Awaitable, Callable
 
-from clusterkit.config import Cluster, ConfigError, Host, load_cluster, private_dir, registry_of
+from clusterkit.config import Cluster, ConfigError, Host, load_cluster, private_dir
 from clusterkit.control import ControlServer, socket_path
 
 log = logging.getLogger("clusterkit.runtime")
@@ -138,7 +138,7 @@ class Runtime:
         self.config_path = config_path
         self.pm = pm
         self.hook = pm.hook
-        self.registry = registry_of(pm)
+        self.registry = pm.registry
         self.cluster: Cluster = load_cluster(config_path, pm)
         name = host_name or self.cluster.manager.name
         self.host: Host = self.cluster.host(name)

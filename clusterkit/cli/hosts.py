@@ -12,7 +12,7 @@ from clusterkit.cli.common import (ConfigOpt, JsonOpt, UsageError, emit, guard,
                                    parse_pairs, plugin_manager, table, valid_name)
 from clusterkit.config import edit_config, load_cluster, private_dir
 from clusterkit.proxy.workers import process_count
-from clusterkit.runtime import PluginError, registry_of
+from clusterkit.runtime import PluginError
 
 node_app = typer.Typer(help="The cluster's nodes: add, remove, list, drain, maintenance.",
                        no_args_is_help=True)
@@ -82,7 +82,7 @@ def node_add(ctx: typer.Context, name: str, config: ConfigOpt,
         nodes.append(entry)
     typer.echo(f"added node {name} ({ip}, transport {transport})")
     cluster = load_cluster(config, plugin_manager(ctx))
-    hint = registry_of(plugin_manager(ctx)).transports[transport].setup(cluster.host(name), cluster)
+    hint = plugin_manager(ctx).registry.transports[transport].setup(cluster.host(name), cluster)
     if hint:
         typer.echo(hint)
 
