@@ -405,7 +405,9 @@ class Membership:
         log.log(level, "%s %s (%s): %s -> %s: %s", member.policy_key, member.node, member.service,
                 old, new, reason)
         await self._push(member)
-        await self._announce(member, old, new, reason)
+        await self.runtime.announce("clusterkit_membership_changed", policy=member.policy_key,
+                                    node=member.node, service=member.service, old=old, new=new,
+                                    reason=reason)
 
     async def _slowstart(self, member: Member) -> None:
         """Raise the weight factor step by step until full; stops if the state changes."""
@@ -433,19 +435,6 @@ class Membership:
         except Exception:
             log.exception("engine refused state %s for %s %s", member.state, member.policy_key,
                           member.node)
-
-    async def _announce(self, member: Member, old: str, new: str, reason: str) -> None:
-        try:
-            results = self.runtime.hook.clusterkit_membership_changed(
-                runtime=self.runtime, policy=member.policy_key, node=member.node,
-                service=member.service,
-                old=old, new=new, reason=reason)
-            for result in results:
-                if inspect.isawaitable(result):
-                    await result
-        except Exception:
-            log.exception("a clusterkit_membership_changed hook failed for %s %s -> %s",
-                          member.node, old, new)
 
     # ----------------------------------------------------------- operator
 

@@ -21,6 +21,7 @@ from typing import Any, Awaitable, Callable
 
 from clusterkit.config import Cluster, ConfigError, Host, load_cluster, private_dir
 from clusterkit.control import ControlServer, socket_path
+from clusterkit.hookcalls import PluginError, call_each
 
 log = logging.getLogger("clusterkit.runtime")
 
@@ -32,95 +33,6 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     except ImportError:
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()
-
-
-async def gather_results(results: list) -> list:
-    """Await the awaitable hook results, in order (pluggy itself is synchronous)."""
-    return [await r if inspect.isawaitable(r) else r for r in results]
-
-
-class PluginError(Exception):
-    """A plugin failed in a lifecycle hook; the message names it (``plugin``: its name)."""
-
-    plugin: str | None = None
-
-
-async def call_each(pm, name: str, *, keep_going: bool = False, timeout: float | None = None,
-                    reverse: bool = False, **kwargs) -> list[PluginError]:
-    """Call the lifecycle hook ``name`` through pluggy; await each async result in pluggy's order.
-
-    Async implementations run one after the other (pluggy only creates their
-    coroutines), each within ``timeout``. A failure names its plugin.
-    ``keep_going=False`` raises the first as :class:`PluginError`;
-    ``keep_going=True`` (stopping) returns them all and lets every other plugin
-    run: one that raises before returning its coroutine is left out and the
-    hook is called again without it. ``reverse`` awaits the results last first
-    (stopping undoes starting).
-    """
-    caller = getattr(pm.hook, name)
-    impls = caller.get_hookimpls()
-    errors: list[PluginError] = []
-    while True:
-        try:
-            pending = list(caller(**kwargs))
-            break
-        except Exception as exc:
-            plugin = _raised_in(exc, impls)
-            error = _plugin_error(plugin, name, exc)
-            if not keep_going or plugin is None:
-                raise error from exc
-            errors.append(error)
-            caller = pm.subset_hook_caller(name, remove_plugins=[
-                pm.get_plugin(p) for p in {e.plugin for e in errors}])
-    if reverse:
-        pending.reverse()
-    while pending:
-        result = pending.pop(0)
-        if not inspect.isawaitable(result):
-            continue
-        plugin = _owner(getattr(result, "cr_frame", None), impls)
-        try:
-            await asyncio.wait_for(result, timeout)
-        except Exception as exc:
-            if isinstance(exc, asyncio.TimeoutError):
-                exc = TimeoutError(f"did not finish within {timeout:g}s")
-            error = _plugin_error(plugin, name, exc)
-            if not keep_going:
-                for left in pending:  # never awaited: close them quietly
-                    getattr(left, "close", lambda: None)()
-                raise error from exc
-            errors.append(error)
-    return errors
-
-
-def _owner(frame, impls) -> str | None:
-    """The plugin whose code runs in ``frame``: a module plugin's globals, or a plugin object's
-    method (its ``self``)."""
-    if frame is None:
-        return None
-    for impl in impls:
-        plugin = impl.plugin
-        if frame.f_locals.get("self") is plugin or (
-                inspect.ismodule(plugin) and frame.f_globals is vars(plugin)):
-            return impl.plugin_name
-    return None
-
-
-def _raised_in(exc: BaseException, impls) -> str | None:
-    """The plugin whose implementation the traceback of ``exc`` passes through."""
-    tb = exc.__traceback__
-    found = None
-    while tb is not None:
-        found = _owner(tb.tb_frame, impls) or found
-        tb = tb.tb_next
-    return found
-
-
-def _plugin_error(plugin: str | None, hook: str, exc: Exception) -> PluginError:
-    who = f"plugin {plugin!r}" if plugin else "a plugin"
-    error = PluginError(f"{who} failed in {hook}: {type(exc).__name__}: {exc}")
-    error.plugin = plugin
-    return error
 
 
 class Runtime:
@@ -177,6 +89,15 @@ class Runtime:
         component = self.components.pop(name, None)
         if component is not None:
             await component.stop()
+
+    async def announce(self, hook: str, **kwargs) -> None:
+        """Tell every plugin of an event (``clusterkit_membership_changed``, ``clusterkit_applied``).
+
+        One plugin failing is logged naming it; every other plugin still gets
+        the event and its awaitable is awaited.
+        """
+        for error in await call_each(self.pm, hook, keep_going=True, runtime=self, **kwargs):
+            log.error("%s", error, exc_info=error)
 
     def add_control(self, name: str, handler: Callable[..., Any]) -> None:
         """Offer a command on the control socket (``clusterkit ...`` talks to it)."""

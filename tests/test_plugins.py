@@ -123,10 +123,10 @@ def test_unknown_hook_implementation_is_refused():
 
 def test_lifecycle_hooks_run_through_pluggy_in_order_and_one_failure_skips_no_other():
     """Stopping: async results awaited last first, a failing plugin named, the others still run;
-    one that raises before returning a coroutine is left out and the rest called again."""
+    one that raises before returning a coroutine is left out, no other's coroutine is lost."""
     import asyncio
 
-    from clusterkit.runtime import PluginError, call_each
+    from clusterkit.hookcalls import PluginError, call_each
 
     ran = []
 

@@ -10,7 +10,7 @@ import typer
 
 from clusterkit.config import ConfigError, default_path, name_problem
 from clusterkit.control import ControlError
-from clusterkit.runtime import PluginError
+from clusterkit.hookcalls import PluginError
 
 ConfigOpt = Annotated[str, typer.Option(
     "--config", "-c", envvar="CLUSTERKIT_CONFIG", show_envvar=True,
