@@ -287,8 +287,8 @@ class Membership:
         self.node_states = {n: e["state"] for n, e in states.items()}
         await self._sync(self.runtime.cluster)
 
-    async def reload(self, cluster: Cluster) -> None:
-        await self._sync(cluster)
+    async def reload(self, old: Cluster, new: Cluster) -> None:
+        await self._sync(new)
 
     async def stop(self) -> None:
         self._closed = True
@@ -464,12 +464,17 @@ class Membership:
 
     # ------------------------------------------------------------- status
 
+    def states(self, policy_key: str) -> dict[str, str]:
+        """:class:`clusterkit.contracts.MembershipQuery`: ``{node: state}`` of one policy."""
+        return {node: member.state for (pkey, node), member in self.members.items()
+                if pkey == policy_key}
+
     def status(self) -> dict:
         """``{policy_key: {"service": ..., "nodes": {node: {"state": ...}}}}`` for ``clusterkit status``.
 
         With an engine, each member also shows its ``active`` connections
         (from ``engine.stats()``: ``{policy_key: {"members": {node: {"active": n}}}}``).
-        Other plugins read this too (the DNS plugin's health-aware names).
+        A report for people and the panel; other plugins ask :meth:`states`.
         """
         stats = self.runtime.engine.stats() if self.runtime.engine is not None else {}
         out: dict[str, Any] = {}

@@ -20,6 +20,7 @@ import time
 from typing import Any, Awaitable, Callable
 
 from clusterkit.config import Cluster, ConfigError, Host, load_cluster, private_dir
+from clusterkit.contracts import Component, LbEngine
 from clusterkit.control import ControlServer, socket_path
 from clusterkit.hookcalls import PluginError, call_each
 
@@ -57,8 +58,8 @@ class Runtime:
         self.state_dir = self.cluster.host_state_dir(self.host.name)
         self.shutdown_timeout = shutdown_timeout
         self.watch_config = watch_config
-        self.engine: Any = None
-        self.components: dict[str, Any] = {}
+        self.engine: LbEngine | None = None
+        self.components: dict[str, Component] = {}
         self.started = time.time()
         self.control = ControlServer(socket_path(self.state_dir))
         self._tasks: set[asyncio.Task] = set()
@@ -84,11 +85,32 @@ class Runtime:
         task.add_done_callback(self._task_done)
         return task
 
+    # A plugin's per-host object (a :class:`clusterkit.contracts.Component`): the glue around it,
+    # so that each plugin's hooks are one line.
+
+    async def start_component(self, name: str, component: Component) -> None:
+        """Keep ``component`` as ``components[name]``, then start it (a half-started one is
+        still stopped at shutdown)."""
+        self.components[name] = component
+        await component.start()
+
+    async def reload_component(self, name: str, old: Cluster, new: Cluster) -> None:
+        """Hand the new definition to ``components[name]``, if it is running."""
+        component = self.components.get(name)
+        if component is not None:
+            await component.reload(old, new)
+
     async def stop_component(self, name: str) -> None:
         """Forget ``components[name]`` and await its ``stop()``, if there is one."""
         component = self.components.pop(name, None)
         if component is not None:
             await component.stop()
+
+    def component_status(self, name: str, section: str | None = None) -> dict | None:
+        """``{section: components[name].status()}`` (``section`` defaults to the name), or
+        ``None`` when it is not running: what a ``clusterkit_status`` hook returns."""
+        component = self.components.get(name)
+        return {section or name: component.status()} if component is not None else None
 
     async def announce(self, hook: str, **kwargs) -> None:
         """Tell every plugin of an event (``clusterkit_membership_changed``, ``clusterkit_applied``).
