@@ -506,7 +506,7 @@ def _parse_host(data, key: str, role: str, registry, report) -> Host:
     options = t.table("options")
     read_number(options, "port", int, None, 1, 65535, report, f"{key}.options.port")  # transports'
     if role == "manager" and "proxy_workers" in options:
-        from clusterkit.proxy.workers import process_count  # the balancer's own check
+        from clusterkit.proxy.supervisor import process_count  # the balancer's own check
 
         try:
             process_count(options["proxy_workers"])

@@ -22,18 +22,10 @@ from typing import Any, Awaitable, Callable
 from clusterkit.config import Cluster, ConfigError, Host, load_cluster, private_dir
 from clusterkit.contracts import Component, LbEngine
 from clusterkit.control import ControlServer, socket_path
+from clusterkit.eventloop import new_event_loop
 from clusterkit.hookcalls import PluginError, call_each
 
 log = logging.getLogger("clusterkit.runtime")
-
-
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    """uvloop when available: several times the packets and accepts per second."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
 
 
 class Runtime:

@@ -7,7 +7,7 @@ import inspect
 
 from clusterkit import hookimpl
 from clusterkit.contracts import MEMBERSHIP, Component, LbEngine, MembershipQuery
-from clusterkit.membership import Membership
+from clusterkit.membership.monitor import Membership
 from clusterkit.plugins import get_plugin_manager
 from clusterkit.proxy.engine import Engine
 from clusterkit.runtime import Runtime

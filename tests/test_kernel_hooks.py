@@ -10,7 +10,7 @@ import pytest
 
 from clusterkit import hookimpl
 from clusterkit.config import SyncSet
-from clusterkit.membership import Membership
+from clusterkit.membership.monitor import Membership
 from clusterkit.plugins import get_plugin_manager
 from clusterkit.hookcalls import PluginError, call_each
 from clusterkit.runtime import Runtime

@@ -11,7 +11,7 @@ import typer
 from clusterkit.cli.common import (ConfigOpt, JsonOpt, UsageError, emit, guard,
                                    parse_pairs, plugin_manager, table, valid_name)
 from clusterkit.config import edit_config, load_cluster, private_dir
-from clusterkit.proxy.workers import process_count
+from clusterkit.proxy.supervisor import process_count
 from clusterkit.hookcalls import PluginError
 
 node_app = typer.Typer(help="The cluster's nodes: add, remove, list, drain, maintenance.",

@@ -8,7 +8,7 @@ default is one.
 
 from clusterkit import hookimpl
 from clusterkit.proxy.engine import Engine
-from clusterkit.proxy.workers import process_count
+from clusterkit.proxy.supervisor import process_count
 
 
 @hookimpl(trylast=True)

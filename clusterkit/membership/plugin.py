@@ -1,7 +1,7 @@
 """The membership core plugin: health checks and operator states on the manager.
 
 Registered through the ``clusterkit`` entry points like any plugin. It keeps
-its :class:`clusterkit.membership.Membership` in
+its :class:`clusterkit.membership.monitor.Membership` in
 ``runtime.components["membership"]`` (:data:`clusterkit.contracts.MEMBERSHIP`:
 other plugins ask it through :class:`clusterkit.contracts.MembershipQuery`) and
 offers the control command ``operator`` (``node``, ``action``) that
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from clusterkit import hookimpl
 from clusterkit.contracts import MEMBERSHIP
-from clusterkit.membership import Membership
+from clusterkit.membership.monitor import Membership
 
 
 @hookimpl
