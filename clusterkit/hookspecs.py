@@ -42,6 +42,7 @@ def clusterkit_register_health_checks(register):
     ``run`` coroutine is awaited as ``run(target)`` with a
     :class:`clusterkit.registry.CheckTarget` and must return a short text on
     success or raise :class:`clusterkit.registry.CheckFailed` with the reason.
+    Registering a name twice is an error naming both plugins.
     """
 
 
@@ -52,7 +53,8 @@ def clusterkit_register_transports(register):
     ``register(kind)`` takes a :class:`clusterkit.registry.TransportKind`
     whose ``destination(node, path)`` returns the rsync destination for a
     path on that node and whose ``rsync_args(node)`` returns extra rsync
-    arguments (``-e ssh ...``, ``--password-file``...).
+    arguments (``-e ssh ...``, ``--password-file``...). Registering a name
+    twice is an error naming both plugins.
     """
 
 
@@ -72,7 +74,8 @@ def clusterkit_config_sections(register):
     ``register(name, parse)``: ``parse(table, report)`` receives the raw TOML
     table and returns the parsed value, stored as ``cluster.sections[name]``;
     it calls ``report(key, message)`` for every problem (the key relative to
-    the table). Tables no plugin claims are refused as unknown.
+    the table). Tables no plugin claims are refused as unknown; a table
+    claimed twice is an error naming both plugins.
     """
 
 

@@ -51,7 +51,7 @@ class ClusterkitPluginManager(pluggy.PluginManager):
     def registry(self) -> Registry:
         """The registered kinds; a kind registered twice raises :class:`RegistryError` each time."""
         if self._registry is None:
-            self._registry = Registry.collect(self.hook)
+            self._registry = Registry.collect(self)
         return self._registry
 
     def load_entrypoints(self) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
+from clusterkit.hookcalls import each_plugin
+
 
 class CheckFailed(Exception):
     """Raised by a health check with the reason a target is unhealthy."""
@@ -94,30 +96,46 @@ class Registry:
     sections: dict[str, Callable] = field(default_factory=dict)
 
     @classmethod
-    def collect(cls, hook) -> "Registry":
+    def collect(cls, pm) -> "Registry":
+        """Call the ``clusterkit_register_*`` and ``clusterkit_config_sections`` hooks plugin by
+        plugin, so that a name claimed twice is an error naming both plugins."""
         reg = cls()
         for hookname, table, kind in (
             ("clusterkit_register_services", reg.services, ServiceKind),
             ("clusterkit_register_health_checks", reg.checks, CheckKind),
             ("clusterkit_register_transports", reg.transports, TransportKind),
         ):
-            getattr(hook, hookname)(register=_registrar(table, kind, hookname))
-
-        def add_section(name: str, parse: Callable) -> None:
-            if name in reg.sections:
-                raise RegistryError(f"config section [{name}] is claimed twice")
-            reg.sections[name] = parse
-
-        hook.clusterkit_config_sections(register=add_section)
+            owners: dict[str, str] = {}
+            for plugin, call in each_plugin(pm, hookname):
+                call(register=_registrar(table, kind, hookname, plugin, owners))
+        owners = {}
+        for plugin, call in each_plugin(pm, "clusterkit_config_sections"):
+            call(register=_section_registrar(reg.sections, plugin, owners))
         return reg
 
 
-def _registrar(table: dict, kind: type, hookname: str) -> Callable:
+def _claim(owners: dict[str, str], name: str, plugin: str, what: str) -> None:
+    if name in owners:
+        raise RegistryError(f"{what} registered twice: by plugin {owners[name]!r} "
+                            f"and by plugin {plugin!r}")
+    owners[name] = plugin
+
+
+def _registrar(table: dict, kind: type, hookname: str, plugin: str,
+               owners: dict[str, str]) -> Callable:
     def register(item) -> None:
         if not isinstance(item, kind):
-            raise RegistryError(f"{hookname}: expected {kind.__name__}, got {item!r}")
-        if item.name in table:
-            raise RegistryError(f"{hookname}: {kind.__name__} {item.name!r} registered twice")
+            raise RegistryError(f"{hookname}: plugin {plugin!r}: expected {kind.__name__}, "
+                                f"got {item!r}")
+        _claim(owners, item.name, plugin, f"{hookname}: {kind.__name__} {item.name!r}")
         table[item.name] = item
+
+    return register
+
+
+def _section_registrar(sections: dict, plugin: str, owners: dict[str, str]) -> Callable:
+    def register(name: str, parse: Callable) -> None:
+        _claim(owners, name, plugin, f"config section [{name}]")
+        sections[name] = parse
 
     return register
