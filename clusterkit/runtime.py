@@ -33,9 +33,11 @@ class Runtime:
 
     ``cluster`` is the current definition, ``host`` this host's entry,
     ``state_dir`` its private state directory, ``engine`` the load-balancing
-    engine (manager only), ``registry`` the registered kinds. Plugins keep
-    their per-host objects in ``components[name]``, never in module globals:
-    the demo and the tests run several hosts in one process.
+    engine (a :class:`clusterkit.contracts.LbEngine`, manager only),
+    ``registry`` the registered kinds. Plugins keep their per-host objects
+    (:class:`clusterkit.contracts.Component`) in ``components[name]`` through
+    :meth:`start_component`, never in module globals: the demo and the tests
+    run several hosts in one process.
     """
 
     def __init__(self, config_path: str, pm, host_name: str | None = None,
