@@ -422,9 +422,5 @@ def build_cluster(text: str, path: str, pm) -> Cluster:
 
 
 def registry_of(pm):
-    """The plugin manager's kinds, collected once."""
-    from clusterkit.registry import Registry
-
-    if getattr(pm, "registry", None) is None:
-        pm.registry = Registry.collect(pm.hook)
+    """The plugin manager's kinds (:attr:`clusterkit.plugins.ClusterkitPluginManager.registry`)."""
     return pm.registry

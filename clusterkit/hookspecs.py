@@ -6,8 +6,11 @@ like third-party plugins. Every hook here has an entry in ``docs/hooks.md``
 (a test checks it).
 
 Hooks that bring servers up or down (``clusterkit_start``, ``clusterkit_stop``,
-``clusterkit_reload``, ``clusterkit_applied``, ``clusterkit_membership_changed``)
-may return an awaitable; the runtime awaits every awaitable result in order.
+``clusterkit_reload``) and events (``clusterkit_applied``,
+``clusterkit_membership_changed``) may return an awaitable; the runtime calls
+them plugin by plugin and awaits every awaitable result in order
+(:func:`clusterkit.hookcalls.call_each`). What plugins hand each other through
+hooks is typed in :mod:`clusterkit.contracts`.
 """
 
 import pluggy
@@ -39,6 +42,7 @@ def clusterkit_register_health_checks(register):
     ``run`` coroutine is awaited as ``run(target)`` with a
     :class:`clusterkit.registry.CheckTarget` and must return a short text on
     success or raise :class:`clusterkit.registry.CheckFailed` with the reason.
+    Registering a name twice is an error naming both plugins.
     """
 
 
@@ -49,7 +53,8 @@ def clusterkit_register_transports(register):
     ``register(kind)`` takes a :class:`clusterkit.registry.TransportKind`
     whose ``destination(node, path)`` returns the rsync destination for a
     path on that node and whose ``rsync_args(node)`` returns extra rsync
-    arguments (``-e ssh ...``, ``--password-file``...).
+    arguments (``-e ssh ...``, ``--password-file``...). Registering a name
+    twice is an error naming both plugins.
     """
 
 
@@ -77,7 +82,8 @@ def clusterkit_config_sections(register):
     receives the valid values (defaults filled in) to build its settings.
     Without ``shape`` it receives the raw TOML table. The result is stored as
     ``cluster.sections[name]``; ``report(key, message)`` adds a problem (the
-    key relative to the table). Tables no plugin claims are refused as unknown.
+    key relative to the table). Tables no plugin claims are refused as unknown; a table
+    claimed twice is an error naming both plugins.
     """
 
 
@@ -128,7 +134,11 @@ def clusterkit_start(runtime):
 
     ``runtime`` is the :class:`clusterkit.runtime.Runtime`: ``runtime.cluster``,
     ``runtime.host`` (this host's definition and role), ``runtime.local_path()``,
-    ``runtime.spawn()`` for background tasks. May return an awaitable.
+    ``runtime.spawn()`` for background tasks. A plugin whose work is one
+    per-host object (a :class:`clusterkit.contracts.Component`) starts it with
+    ``await runtime.start_component(name, component)``; its reload, stop and
+    status hooks are then one line each (``reload_component``,
+    ``stop_component``, ``component_status``). May return an awaitable.
     A plugin that raises stops the daemon with the error, naming the plugin.
     """
 
@@ -183,8 +193,10 @@ def clusterkit_membership_changed(runtime, policy, node, service, old, new, reas
 
     ``policy`` is the policy key (``"vip:port"``) the member belongs to, so two
     policies of one service can be told apart; ``old``/``new`` are state names
-    (``up``, ``down``, ``drain``, ``maintenance``); ``reason`` is the check
-    output or the operator's action. May return an awaitable.
+    (:data:`clusterkit.contracts.MEMBER_STATES`); ``reason`` is the check
+    output or the operator's action. May return an awaitable. To ask for the
+    states at any time, use :class:`clusterkit.contracts.MembershipQuery`.
+    A plugin that raises is logged by name; every other plugin still gets the event.
     """
 
 
@@ -207,7 +219,8 @@ def clusterkit_applied(runtime, sync_set, paths):
 
     ``paths`` are the changed local paths (empty when unknown: a full sync).
     The DNS plugin reloads zones here; panel sync runs post-sync actions.
-    May return an awaitable.
+    May return an awaitable. A plugin that raises is logged by name; every
+    other plugin still gets the event.
     """
 
 
@@ -220,8 +233,8 @@ def clusterkit_lb_engine(runtime):
 
     The first non-None result wins: return ``None`` so other plugins can be
     tried. The native proxy ships as ``trylast``; a plugin offering HAProxy
-    or IPVS returns its engine here. The engine has ``apply(cluster)``,
-    ``set_member_state(...)``, ``stats()`` and ``close()``.
+    or IPVS returns its engine here: a :class:`clusterkit.contracts.LbEngine`
+    (``apply(cluster)``, ``set_member_state(...)``, ``stats()``, ``close(timeout)``).
     """
 
 

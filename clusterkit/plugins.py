@@ -1,4 +1,4 @@
-"""The plugin host: a factory for the pluggy manager, never an import-time global."""
+"""The plugin host: clusterkit's plugin manager, built by a factory, never an import-time global."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import pluggy
 
 from clusterkit import hookspecs
+from clusterkit.registry import Registry
 
 GROUP = "clusterkit"
 
@@ -28,42 +29,73 @@ def disabled_plugins() -> set[str]:
     return {name.strip() for name in raw.split(",") if name.strip()}
 
 
-def get_plugin_manager(load_entrypoints: bool = True) -> pluggy.PluginManager:
-    """Build a plugin manager: hookspecs, then entry points, then ``check_pending``.
+class ClusterkitPluginManager(pluggy.PluginManager):
+    """pluggy's manager with what clusterkit keeps about its plugins (as pytest's does).
 
-    A plugin that fails to import is recorded in ``pm.failed`` (name and error)
-    instead of taking the whole program down. Tests call this with
-    ``load_entrypoints=False`` and register what they need.
+    ``failed``: entry points that did not load; ``dists``: the distribution of
+    each plugin loaded from an entry point; ``disabled``: the names blocked by
+    ``CLUSTERKIT_DISABLE_PLUGINS``; ``registry``: the kinds the plugins
+    registered, collected the first time it is asked for (after every plugin
+    is registered).
     """
-    pm = pluggy.PluginManager(GROUP)
-    pm.add_hookspecs(hookspecs)
-    pm.failed = []
-    pm.dists = {}
-    if load_entrypoints:
-        blocked = disabled_plugins()
-        for name in blocked:
-            pm.set_blocked(name)
+
+    def __init__(self) -> None:
+        super().__init__(GROUP)
+        self.add_hookspecs(hookspecs)
+        self.failed: list[FailedPlugin] = []
+        self.dists: dict[str, importlib.metadata.Distribution] = {}
+        self.disabled: set[str] = set()
+        self._registry: Registry | None = None
+
+    @property
+    def registry(self) -> Registry:
+        """The registered kinds; a kind registered twice raises :class:`RegistryError` each time."""
+        if self._registry is None:
+            self._registry = Registry.collect(self)
+        return self._registry
+
+    def load_entrypoints(self) -> None:
+        """Register every plugin of the ``clusterkit`` entry-point group not disabled.
+
+        Not pluggy's ``load_setuptools_entrypoints``: that one lets the first
+        plugin that fails to import end the loading (and with it every
+        command, ``plugins list`` included). Here a failing plugin is recorded
+        in ``failed`` with its error and the others still load.
+        """
+        self.disabled = disabled_plugins()
+        for name in self.disabled:
+            self.set_blocked(name)
         for ep in importlib.metadata.entry_points(group=GROUP):
-            if ep.name in blocked or pm.get_plugin(ep.name) is not None:
+            if self.is_blocked(ep.name) or self.has_plugin(ep.name):
                 continue
             try:
                 plugin = ep.load()
             except Exception as exc:  # a broken plugin must not break the CLI
-                pm.failed.append(FailedPlugin(ep.name, ep.value, f"{type(exc).__name__}: {exc}"))
+                self.failed.append(FailedPlugin(ep.name, ep.value, f"{type(exc).__name__}: {exc}"))
                 continue
-            pm.register(plugin, name=ep.name)
-            pm.dists[ep.name] = ep.dist
+            self.register(plugin, name=ep.name)
+            self.dists[ep.name] = ep.dist
+
+
+def get_plugin_manager(load_entrypoints: bool = True) -> ClusterkitPluginManager:
+    """Build a plugin manager: hookspecs, then entry points, then ``check_pending``.
+
+    Tests call this with ``load_entrypoints=False`` and register what they need.
+    """
+    pm = ClusterkitPluginManager()
+    if load_entrypoints:
+        pm.load_entrypoints()
     pm.check_pending()
     return pm
 
 
-def describe_plugins(pm: pluggy.PluginManager) -> list[dict]:
+def describe_plugins(pm: ClusterkitPluginManager) -> list[dict]:
     """One dict per plugin for ``clusterkit plugins list``: name, version, source, hooks, state."""
     rows = []
     for name, plugin in pm.list_name_plugin():
         if plugin is None:
             continue
-        dist = getattr(pm, "dists", {}).get(name)
+        dist = pm.dists.get(name)
         module = getattr(plugin, "__name__", type(plugin).__name__)
         hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
         builtin = dist is not None and dist.metadata["Name"] == "clusterkit"
@@ -75,7 +107,7 @@ def describe_plugins(pm: pluggy.PluginManager) -> list[dict]:
             "hooks": hooks,
             "state": "loaded",
         })
-    for name in sorted(disabled_plugins()):
+    for name in sorted(pm.disabled):
         rows.append({"name": name, "module": "", "version": "", "source": "",
                      "hooks": [], "state": "disabled"})
     for failed in pm.failed:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from clusterkit.definition.tables import UNSET, Key, Table, Tables, section_parser
+from clusterkit.hookcalls import each_plugin
 
 
 class CheckFailed(Exception):
@@ -112,36 +113,57 @@ class Registry:
     host_options: dict[str, HostOption] = field(default_factory=dict)
 
     @classmethod
-    def collect(cls, hook) -> "Registry":
+    def collect(cls, pm) -> "Registry":
+        """Call the ``clusterkit_register_*`` and ``clusterkit_config_sections`` hooks plugin by
+        plugin, so that a name claimed twice is an error naming both plugins."""
         reg = cls()
         for hookname, table, kind in (
             ("clusterkit_register_services", reg.services, ServiceKind),
             ("clusterkit_register_health_checks", reg.checks, CheckKind),
             ("clusterkit_register_transports", reg.transports, TransportKind),
         ):
-            getattr(hook, hookname)(register=_registrar(table, kind, hookname))
-
-        def add_section(name: str, parse: Callable, shape: Table | Tables | None = None) -> None:
-            if name in reg.sections:
-                raise RegistryError(f"config section [{name}] is claimed twice")
-            reg.sections[name] = section_parser(parse, shape)
-
-        def add_host_option(name: str, key: Key, roles=("manager", "node"), initial=UNSET) -> None:
-            if name in reg.host_options:
-                raise RegistryError(f"host option {name!r} is declared twice")
-            reg.host_options[name] = HostOption(name, key, tuple(roles), initial)
-
-        hook.clusterkit_config_sections(register=add_section)
-        hook.clusterkit_host_options(register=add_host_option)
+            owners: dict[str, str] = {}
+            for plugin, call in each_plugin(pm, hookname):
+                call(register=_registrar(table, kind, hookname, plugin, owners))
+        owners = {}
+        for plugin, call in each_plugin(pm, "clusterkit_config_sections"):
+            call(register=_section_registrar(reg.sections, plugin, owners))
+        owners = {}
+        for plugin, call in each_plugin(pm, "clusterkit_host_options"):
+            call(register=_option_registrar(reg.host_options, plugin, owners))
         return reg
 
 
-def _registrar(table: dict, kind: type, hookname: str) -> Callable:
+def _claim(owners: dict[str, str], name: str, plugin: str, what: str) -> None:
+    if name in owners:
+        raise RegistryError(f"{what} registered twice: by plugin {owners[name]!r} "
+                            f"and by plugin {plugin!r}")
+    owners[name] = plugin
+
+
+def _registrar(table: dict, kind: type, hookname: str, plugin: str,
+               owners: dict[str, str]) -> Callable:
     def register(item) -> None:
         if not isinstance(item, kind):
-            raise RegistryError(f"{hookname}: expected {kind.__name__}, got {item!r}")
-        if item.name in table:
-            raise RegistryError(f"{hookname}: {kind.__name__} {item.name!r} registered twice")
+            raise RegistryError(f"{hookname}: plugin {plugin!r}: expected {kind.__name__}, "
+                                f"got {item!r}")
+        _claim(owners, item.name, plugin, f"{hookname}: {kind.__name__} {item.name!r}")
         table[item.name] = item
+
+    return register
+
+
+def _section_registrar(sections: dict, plugin: str, owners: dict[str, str]) -> Callable:
+    def register(name: str, parse: Callable, shape: Table | Tables | None = None) -> None:
+        _claim(owners, name, plugin, f"config section [{name}]")
+        sections[name] = section_parser(parse, shape)
+
+    return register
+
+
+def _option_registrar(options: dict, plugin: str, owners: dict[str, str]) -> Callable:
+    def register(name: str, key: Key, roles=("manager", "node"), initial=UNSET) -> None:
+        _claim(owners, name, plugin, f"host option {name!r}")
+        options[name] = HostOption(name, key, tuple(roles), initial)
 
     return register

@@ -19,110 +19,15 @@ import signal
 import time
 from typing import Any, Awaitable, Callable
 
-from clusterkit.config import Cluster, Host, load_cluster, registry_of
+from clusterkit.config import Cluster, Host, load_cluster
+from clusterkit.contracts import Component, LbEngine
 from clusterkit.definition.files import private_dir
 from clusterkit.definition.tables import ConfigError
 from clusterkit.control import ControlServer, socket_path
+from clusterkit.eventloop import new_event_loop
+from clusterkit.hookcalls import PluginError, call_each
 
 log = logging.getLogger("clusterkit.runtime")
-
-
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    """uvloop when available: several times the packets and accepts per second."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
-
-
-async def gather_results(results: list) -> list:
-    """Await the awaitable hook results, in order (pluggy itself is synchronous)."""
-    return [await r if inspect.isawaitable(r) else r for r in results]
-
-
-class PluginError(Exception):
-    """A plugin failed in a lifecycle hook; the message names it (``plugin``: its name)."""
-
-    plugin: str | None = None
-
-
-async def call_each(pm, name: str, *, keep_going: bool = False, timeout: float | None = None,
-                    reverse: bool = False, **kwargs) -> list[PluginError]:
-    """Call the lifecycle hook ``name`` through pluggy; await each async result in pluggy's order.
-
-    Async implementations run one after the other (pluggy only creates their
-    coroutines), each within ``timeout``. A failure names its plugin.
-    ``keep_going=False`` raises the first as :class:`PluginError`;
-    ``keep_going=True`` (stopping) returns them all and lets every other plugin
-    run: one that raises before returning its coroutine is left out and the
-    hook is called again without it. ``reverse`` awaits the results last first
-    (stopping undoes starting).
-    """
-    caller = getattr(pm.hook, name)
-    impls = caller.get_hookimpls()
-    errors: list[PluginError] = []
-    while True:
-        try:
-            pending = list(caller(**kwargs))
-            break
-        except Exception as exc:
-            plugin = _raised_in(exc, impls)
-            error = _plugin_error(plugin, name, exc)
-            if not keep_going or plugin is None:
-                raise error from exc
-            errors.append(error)
-            caller = pm.subset_hook_caller(name, remove_plugins=[
-                pm.get_plugin(p) for p in {e.plugin for e in errors}])
-    if reverse:
-        pending.reverse()
-    while pending:
-        result = pending.pop(0)
-        if not inspect.isawaitable(result):
-            continue
-        plugin = _owner(getattr(result, "cr_frame", None), impls)
-        try:
-            await asyncio.wait_for(result, timeout)
-        except Exception as exc:
-            if isinstance(exc, asyncio.TimeoutError):
-                exc = TimeoutError(f"did not finish within {timeout:g}s")
-            error = _plugin_error(plugin, name, exc)
-            if not keep_going:
-                for left in pending:  # never awaited: close them quietly
-                    getattr(left, "close", lambda: None)()
-                raise error from exc
-            errors.append(error)
-    return errors
-
-
-def _owner(frame, impls) -> str | None:
-    """The plugin whose code runs in ``frame``: a module plugin's globals, or a plugin object's
-    method (its ``self``)."""
-    if frame is None:
-        return None
-    for impl in impls:
-        plugin = impl.plugin
-        if frame.f_locals.get("self") is plugin or (
-                inspect.ismodule(plugin) and frame.f_globals is vars(plugin)):
-            return impl.plugin_name
-    return None
-
-
-def _raised_in(exc: BaseException, impls) -> str | None:
-    """The plugin whose implementation the traceback of ``exc`` passes through."""
-    tb = exc.__traceback__
-    found = None
-    while tb is not None:
-        found = _owner(tb.tb_frame, impls) or found
-        tb = tb.tb_next
-    return found
-
-
-def _plugin_error(plugin: str | None, hook: str, exc: Exception) -> PluginError:
-    who = f"plugin {plugin!r}" if plugin else "a plugin"
-    error = PluginError(f"{who} failed in {hook}: {type(exc).__name__}: {exc}")
-    error.plugin = plugin
-    return error
 
 
 class Runtime:
@@ -130,9 +35,11 @@ class Runtime:
 
     ``cluster`` is the current definition, ``host`` this host's entry,
     ``state_dir`` its private state directory, ``engine`` the load-balancing
-    engine (manager only), ``registry`` the registered kinds. Plugins keep
-    their per-host objects in ``components[name]``, never in module globals:
-    the demo and the tests run several hosts in one process.
+    engine (a :class:`clusterkit.contracts.LbEngine`, manager only),
+    ``registry`` the registered kinds. Plugins keep their per-host objects
+    (:class:`clusterkit.contracts.Component`) in ``components[name]`` through
+    :meth:`start_component`, never in module globals: the demo and the tests
+    run several hosts in one process.
     """
 
     def __init__(self, config_path: str, pm, host_name: str | None = None,
@@ -140,15 +47,15 @@ class Runtime:
         self.config_path = config_path
         self.pm = pm
         self.hook = pm.hook
-        self.registry = registry_of(pm)
+        self.registry = pm.registry
         self.cluster: Cluster = load_cluster(config_path, pm)
         name = host_name or self.cluster.manager.name
         self.host: Host = self.cluster.host(name)
         self.state_dir = self.cluster.host_state_dir(self.host.name)
         self.shutdown_timeout = shutdown_timeout
         self.watch_config = watch_config
-        self.engine: Any = None
-        self.components: dict[str, Any] = {}
+        self.engine: LbEngine | None = None
+        self.components: dict[str, Component] = {}
         self.started = time.time()
         self.control = ControlServer(socket_path(self.state_dir))
         self._tasks: set[asyncio.Task] = set()
@@ -174,11 +81,41 @@ class Runtime:
         task.add_done_callback(self._task_done)
         return task
 
+    # A plugin's per-host object (a :class:`clusterkit.contracts.Component`): the glue around it,
+    # so that each plugin's hooks are one line.
+
+    async def start_component(self, name: str, component: Component) -> None:
+        """Keep ``component`` as ``components[name]``, then start it (a half-started one is
+        still stopped at shutdown)."""
+        self.components[name] = component
+        await component.start()
+
+    async def reload_component(self, name: str, old: Cluster, new: Cluster) -> None:
+        """Hand the new definition to ``components[name]``, if it is running."""
+        component = self.components.get(name)
+        if component is not None:
+            await component.reload(old, new)
+
     async def stop_component(self, name: str) -> None:
         """Forget ``components[name]`` and await its ``stop()``, if there is one."""
         component = self.components.pop(name, None)
         if component is not None:
             await component.stop()
+
+    def component_status(self, name: str, section: str | None = None) -> dict | None:
+        """``{section: components[name].status()}`` (``section`` defaults to the name), or
+        ``None`` when it is not running: what a ``clusterkit_status`` hook returns."""
+        component = self.components.get(name)
+        return {section or name: component.status()} if component is not None else None
+
+    async def announce(self, hook: str, **kwargs) -> None:
+        """Tell every plugin of an event (``clusterkit_membership_changed``, ``clusterkit_applied``).
+
+        One plugin failing is logged naming it; every other plugin still gets
+        the event and its awaitable is awaited.
+        """
+        for error in await call_each(self.pm, hook, keep_going=True, runtime=self, **kwargs):
+            log.error("%s", error, exc_info=error)
 
     def add_control(self, name: str, handler: Callable[..., Any]) -> None:
         """Offer a command on the control socket (``clusterkit ...`` talks to it)."""

@@ -115,7 +115,7 @@ def test_a_host_option_declared_twice_is_refused():
             register("proxy_workers", Key(int, low=1, high=2))
 
     pm.register(Again())
-    with pytest.raises(Exception, match="host option 'proxy_workers' is declared twice"):
+    with pytest.raises(Exception, match="host option 'proxy_workers' registered twice: by plugin .* and by plugin 'proxy'"):
         registry_of(pm)
 
 

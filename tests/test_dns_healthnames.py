@@ -141,8 +141,8 @@ def test_records_follow_weights_states_and_address_families(tmp_path):
                      "svc.example.com. 15 IN AAAA 2001:db8::11"]  # node3 has weight 0
     assert why.startswith("no health information")
     states = {"node1": "maintenance", "node2": "up", "node3": "up"}
-    runtime.components["membership"] = SimpleNamespace(status=lambda: {POLICY: {
-        "service": "http", "nodes": {n: {"state": s} for n, s in states.items()}}})
+    runtime.components["membership"] = SimpleNamespace(
+        states=lambda key: states if key == POLICY else {})
     assert records_for(runtime, hn) == (["svc.example.com. 15 IN A 127.87.4.12"], "1 of 2 members up")
     missing = HealthName("example.com.", "x.example.com.", "127.87.4.1:81", 15, ())
     assert records_for(runtime, missing) == ([], "no policy 127.87.4.1:81")

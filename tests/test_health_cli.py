@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from clusterkit.cli import get_app
-from clusterkit.membership import OperatorStates
+from clusterkit.membership.operator import OperatorStates
 from clusterkit.plugins import get_plugin_manager
 
 import health_cluster as hc

@@ -10,8 +10,8 @@ import pytest
 
 from clusterkit.config import Check
 from clusterkit.control import ControlError, request
-from clusterkit.membership import (Health, OperatorStates, effective_state, intervals,
-                                   next_operator_state)
+from clusterkit.membership.health import Health, effective_state, intervals
+from clusterkit.membership.operator import OperatorStates, next_operator_state
 
 import health_cluster as hc
 

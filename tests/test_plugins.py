@@ -108,6 +108,41 @@ def test_registering_a_kind_twice_is_an_error_naming_it():
         pm.unregister(name="twice")
 
 
+class Gopher:
+    """Claims the service kind and the config section ``gopher``."""
+
+    @hookimpl
+    def clusterkit_register_services(self, register):
+        register(ServiceKind("gopher", (70,)))
+
+    @hookimpl
+    def clusterkit_config_sections(self, register):
+        register("gopher", lambda table, report: table)
+
+
+class GopherSection:
+    """Claims only the config section ``gopher``."""
+
+    @hookimpl
+    def clusterkit_config_sections(self, register):
+        register("gopher", lambda table, report: table)
+
+
+@pytest.mark.parametrize("second, message", [
+    (Gopher, "clusterkit_register_services: ServiceKind 'gopher' registered twice: "
+             "by plugin 'second' and by plugin 'first'"),
+    (GopherSection, "config section [gopher] registered twice: "
+                    "by plugin 'second' and by plugin 'first'"),
+])
+def test_a_name_claimed_by_two_plugins_is_an_error_naming_both(second, message):
+    pm = get_plugin_manager(load_entrypoints=False)
+    pm.register(Gopher(), name="first")
+    pm.register(second(), name="second")  # registered last: pluggy calls it first
+    with pytest.raises(RegistryError) as raised:
+        registry_of(pm)
+    assert str(raised.value) == message
+
+
 def test_unknown_hook_implementation_is_refused():
     pm = get_plugin_manager(load_entrypoints=False)
 
@@ -123,10 +158,10 @@ def test_unknown_hook_implementation_is_refused():
 
 def test_lifecycle_hooks_run_through_pluggy_in_order_and_one_failure_skips_no_other():
     """Stopping: async results awaited last first, a failing plugin named, the others still run;
-    one that raises before returning a coroutine is left out and the rest called again."""
+    one that raises before returning a coroutine is left out, no other's coroutine is lost."""
     import asyncio
 
-    from clusterkit.runtime import PluginError, call_each
+    from clusterkit.hookcalls import PluginError, call_each
 
     ran = []
 

@@ -4,12 +4,12 @@ from collections import Counter
 
 import pytest
 
-from clusterkit.proxy.pool import PENALTY, Member, Pool
+from clusterkit.proxy.pool import PENALTY, RealServer, Pool
 
 
 def pool(scheduler, weights, persistence=0):
     p = Pool(scheduler, persistence)
-    p.set_members([Member(f"n{i}", ("127.0.0.1", 1), w) for i, w in enumerate(weights, 1)])
+    p.set_members([RealServer(f"n{i}", ("127.0.0.1", 1), w) for i, w in enumerate(weights, 1)])
     return p
 
 

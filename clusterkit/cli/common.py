@@ -12,7 +12,7 @@ from clusterkit.definition.source import default_path
 from clusterkit.definition.tables import ConfigError
 from clusterkit.definition.values import name_problem
 from clusterkit.control import ControlError
-from clusterkit.runtime import PluginError
+from clusterkit.hookcalls import PluginError
 
 ConfigOpt = Annotated[str, typer.Option(
     "--config", "-c", envvar="CLUSTERKIT_CONFIG", show_envvar=True,

@@ -14,7 +14,7 @@ from clusterkit.config import load_cluster
 from clusterkit.definition.edits import edit_config
 from clusterkit.definition.files import private_dir
 from clusterkit.definition.tables import UNSET, from_text
-from clusterkit.runtime import PluginError, registry_of
+from clusterkit.hookcalls import PluginError
 
 node_app = typer.Typer(help="The cluster's nodes: add, remove, list, drain, maintenance.",
                        no_args_is_help=True)
@@ -36,7 +36,7 @@ def init(ctx: typer.Context, config: ConfigOpt,
     valid_name(manager, "--manager")
     if os.path.exists(config) and not force:
         raise UsageError(f"{config} already exists (use --force to overwrite)")
-    options = manager_options(registry_of(plugin_manager(ctx)), parse_pairs(option or [], "--option"))
+    options = manager_options(plugin_manager(ctx).registry, parse_pairs(option or [], "--option"))
     if force and os.path.exists(config):
         os.unlink(config)
     with edit_config(config, plugin_manager(ctx), create=True) as doc:
@@ -92,7 +92,7 @@ def node_add(ctx: typer.Context, name: str, config: ConfigOpt,
         nodes.append(entry)
     typer.echo(f"added node {name} ({ip}, transport {transport})")
     cluster = load_cluster(config, plugin_manager(ctx))
-    hint = registry_of(plugin_manager(ctx)).transports[transport].setup(cluster.host(name), cluster)
+    hint = plugin_manager(ctx).registry.transports[transport].setup(cluster.host(name), cluster)
     if hint:
         typer.echo(hint)
 

@@ -18,7 +18,7 @@ from clusterkit.cli.common import (ConfigOpt, JsonOpt, UsageError, emit, guard, 
 from clusterkit.cli.hosts import node_app
 from clusterkit.config import load_cluster
 from clusterkit.control import ControlError, request
-from clusterkit.membership import OperatorStates
+from clusterkit.membership.operator import OperatorStates
 
 NameArg = Annotated[str, typer.Argument(help="The node (or the manager, when it is a member).")]
 

@@ -17,7 +17,7 @@ import socket
 
 from clusterkit.proxy.idle import sweep_idle
 from clusterkit.proxy.listener import Listener, ProxyError, listen_socket
-from clusterkit.proxy.pool import Member
+from clusterkit.proxy.pool import RealServer
 from clusterkit.proxy.relay import ClientSide, reset
 
 log = logging.getLogger("clusterkit.proxy")
@@ -42,7 +42,7 @@ class DataListener:
     its connection or ``timeout`` seconds.
     """
 
-    def __init__(self, parent: Listener, member: Member, bind_ip: str, ports: range | None,
+    def __init__(self, parent: Listener, member: RealServer, bind_ip: str, ports: range | None,
                  allowed_ip: str, target: tuple[str, int], timeout: float, reverse: bool = False,
                  source: tuple[str, int] | None = None, keepalive=None):
         self.parent = parent
@@ -50,7 +50,7 @@ class DataListener:
         self.loop = parent.loop
         self.key = f"{parent.key} data"
         self.member = member
-        self.target = Member(member.node, target)
+        self.target = RealServer(member.node, target)
         self.target.source = source
         self.allowed_ip = ipaddress.ip_address(allowed_ip)
         self.reverse = reverse
@@ -114,7 +114,7 @@ class DataListener:
         self.close()
         conn.connect(conn.client_addr[0])
 
-    def pick(self, client_ip, tried) -> Member | None:
+    def pick(self, client_ip, tried) -> RealServer | None:
         return None if tried else self.target
 
     def finished(self, conn: ClientSide) -> None:

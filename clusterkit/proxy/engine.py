@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from clusterkit.contracts import MEMBER_STATES
 from clusterkit.proxy.listener import Listener, ProxyError
-from clusterkit.proxy.pool import STATES
-from clusterkit.proxy.workers import WorkerPool, merge_stats, shareable
+from clusterkit.proxy.supervisor import WorkerPool, merge_stats, shareable
 
 log = logging.getLogger("clusterkit.proxy")
 
@@ -27,7 +27,7 @@ class Engine:
 
     ``registry`` (the runtime's) gives each service's protocol handler;
     ``None`` relays every service as plain bytes. ``workers > 1`` adds
-    ``SO_REUSEPORT`` worker processes (:mod:`clusterkit.proxy.workers`);
+    ``SO_REUSEPORT`` worker processes (:mod:`clusterkit.proxy.supervisor`);
     with 1, everything runs in this process. ``processes`` is how many
     processes serve each shared listener (a worker's engine is told; the
     daemon's counts itself and its workers). ``first_data_timeout``: while a
@@ -121,8 +121,8 @@ class Engine:
         ``down``/``maintenance`` are out of rotation, connections continue.
         Remembered across ``apply`` and for members not (yet) in a policy.
         """
-        if state not in STATES:
-            raise ValueError(f"member state {state!r} is not one of {', '.join(STATES)}")
+        if state not in MEMBER_STATES:
+            raise ValueError(f"member state {state!r} is not one of {', '.join(MEMBER_STATES)}")
         weight_factor = min(1.0, max(0.0, float(weight_factor)))  # slow start ramps from ~0
         self.states[(policy_key, node)] = (state, weight_factor)
         if self.workers is not None:

@@ -23,7 +23,7 @@ import logging
 import socket
 
 from clusterkit.proxy.idle import close_silent, sweep_idle
-from clusterkit.proxy.pool import Member, Pool
+from clusterkit.proxy.pool import RealServer, Pool
 from clusterkit.proxy.relay import ClientSide
 
 log = logging.getLogger("clusterkit.proxy")
@@ -84,7 +84,7 @@ class Listener:
         self.waiting: dict[ClientSide, str | None] = {}
         self.adopting: set[ClientSide] = set()  # taken from the queue, transport being made
         self.retiring = False
-        self.fallback: Member | None = None
+        self.fallback: RealServer | None = None
         self.active = self.total = self.refused = self.fallbacks = 0
         self.over_limit = self.idle_closed = self.silent_closed = 0
         self.update(policy, cluster)
@@ -96,7 +96,7 @@ class Listener:
         members = []
         for spec in policy.members:
             address = (cluster.hosts[spec.node].ip, policy.backend_port)
-            member = self.pool.members.get(spec.node) or Member(spec.node, address)
+            member = self.pool.members.get(spec.node) or RealServer(spec.node, address)
             member.address = address
             member.weight = spec.weight
             member.max_conn = self.engine.per_process(policy, policy.member_max_conn)
@@ -115,7 +115,7 @@ class Listener:
         if self.sock is not None and (self.waiting or self.paused):
             self._fill()  # max_conn may have grown
 
-    def _fallback(self, policy, cluster) -> Member | None:
+    def _fallback(self, policy, cluster) -> RealServer | None:
         """``policy.fallback``; without one, the manager as a weight-0 member (a backup)."""
         if not policy.fallback:
             manager = getattr(cluster, "manager", None)
@@ -128,7 +128,7 @@ class Listener:
             address = (host.strip("[]"), int(port))
         if self.fallback is not None and self._own_fallback() and self.fallback.address == address:
             return self.fallback  # keeps its counters
-        return Member("fallback", address)
+        return RealServer("fallback", address)
 
     def _own_fallback(self) -> bool:
         """The fallback is ``policy.fallback``, not a member standing in as backup."""
@@ -241,7 +241,7 @@ class Listener:
                     return
         conn.connect(client_ip)
 
-    def pick(self, client_ip, tried) -> Member | None:
+    def pick(self, client_ip, tried) -> RealServer | None:
         return self.pool.pick(client_ip, self.loop.time(), tried)
 
     def finished(self, conn: ClientSide) -> None:

@@ -10,7 +10,7 @@ here (``clusterkit_host_options``), so the definition checks it with its line.
 from clusterkit import hookimpl
 from clusterkit.definition.tables import Key
 from clusterkit.proxy.engine import Engine
-from clusterkit.proxy.workers import process_count
+from clusterkit.proxy.supervisor import process_count
 
 
 def workers_problem(value) -> str | None:

@@ -27,12 +27,11 @@ from __future__ import annotations
 import hashlib
 import math
 
-STATES = ("up", "down", "drain", "maintenance")
 PENALTY = 2.0  # seconds a member that failed a connect is passed over
 
 
-class Member:
-    """One (policy, node) member: its address, state and counters.
+class RealServer:
+    """One (policy, node) member as the balancer sees it (IPVS's word): address, state, counters.
 
     The object lives as long as the member stays in the policy, across
     reloads; connections keep a reference, so a removed member's
@@ -82,9 +81,9 @@ class Pool:
     def __init__(self, scheduler: str = "wrr", persistence: int = 0):
         self.scheduler = scheduler
         self.persistence = persistence
-        self.members: dict[str, Member] = {}
-        self.pins: dict[str, tuple[Member, float]] = {}
-        self._order: list[Member] = []
+        self.members: dict[str, RealServer] = {}
+        self.pins: dict[str, tuple[RealServer, float]] = {}
+        self._order: list[RealServer] = []
         self._next = 0
 
     def configure(self, scheduler: str, persistence: int) -> None:
@@ -93,7 +92,7 @@ class Pool:
         self.scheduler = scheduler
         self.persistence = persistence
 
-    def set_members(self, members: list[Member]) -> None:
+    def set_members(self, members: list[RealServer]) -> None:
         self.members = {m.node: m for m in members}
         self._order = list(members)
         self._next %= max(1, len(self._order))
@@ -102,7 +101,7 @@ class Pool:
 
     # ---------------------------------------------------------------- pick
 
-    def pick(self, client_ip: str | None, now: float, exclude=()) -> Member | None:
+    def pick(self, client_ip: str | None, now: float, exclude=()) -> RealServer | None:
         """The member for a new connection from ``client_ip``, or ``None``.
 
         ``exclude`` holds members already tried for this connection.
@@ -127,7 +126,7 @@ class Pool:
             self.pins[client_ip] = (member, now + self.persistence)
         return member
 
-    def _choose(self, candidates: list[Member], client_ip: str | None) -> Member:
+    def _choose(self, candidates: list[RealServer], client_ip: str | None) -> RealServer:
         scheduler = self.scheduler
         if len(candidates) == 1:
             return candidates[0]
@@ -167,19 +166,19 @@ class Pool:
             for ip in [ip for ip, (_, until) in self.pins.items() if until <= now]:
                 del self.pins[ip]
 
-    def refresh_pin(self, client_ip: str, member: Member, now: float) -> None:
+    def refresh_pin(self, client_ip: str, member: RealServer, now: float) -> None:
         """A pinned client's connection ended: its pin runs from now (IPVS templates)."""
         pin = self.pins.get(client_ip)
         if pin is not None and pin[0] is member:
             self.pins[client_ip] = (member, now + self.persistence)
 
 
-def _wlc_load(member: Member) -> float:
+def _wlc_load(member: RealServer) -> float:
     weight = member.effective_weight
     return (member.active + 1) / weight if weight > 0 else math.inf
 
 
-def _rendezvous(client_ip: str, member: Member) -> float:
+def _rendezvous(client_ip: str, member: RealServer) -> float:
     """Weighted rendezvous score: the highest wins; stable when others come and go."""
     digest = hashlib.blake2b(f"{client_ip}|{member.node}".encode(), digest_size=8).digest()
     u = (int.from_bytes(digest, "big") + 1) / (2 ** 64 + 2)

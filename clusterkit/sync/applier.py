@@ -98,14 +98,8 @@ class Applier:
                     await self.apply(sset, paths)
 
     async def apply(self, sset, paths: list[str]) -> None:
-        from clusterkit.runtime import gather_results
-
         self.applied += 1
-        try:
-            await gather_results(self.runtime.hook.clusterkit_applied(
-                runtime=self.runtime, sync_set=sset, paths=paths))
-        except Exception:
-            log.exception("a clusterkit_applied hook failed for sync set %s", sset.name)
+        await self.runtime.announce("clusterkit_applied", sync_set=sset, paths=paths)
         if sset.on_change:
             await self._run(sset, paths)
 

@@ -13,15 +13,12 @@ NAME = "sync"
 async def clusterkit_start(runtime):
     if runtime.is_manager:
         replicator = Replicator(runtime)
-        runtime.components[NAME] = replicator
-        await replicator.start()
+        await runtime.start_component(NAME, replicator)
         runtime.add_control("sync_status", replicator.status)
         runtime.add_control("sync_now", _now_command(replicator))
         runtime.add_control("sync_progress", replicator.progress)
     else:
-        applier = Applier(runtime)
-        runtime.components[NAME] = applier
-        await applier.start()
+        await runtime.start_component(NAME, Applier(runtime))
 
 
 def _now_command(replicator: Replicator):
@@ -43,9 +40,7 @@ def _now(replicator: Replicator, nodes: list[str] | None, allow_delete: bool) ->
 
 @hookimpl
 async def clusterkit_reload(runtime, old, new):
-    component = runtime.components.get(NAME)
-    if component is not None:
-        await component.reload(old, new)
+    await runtime.reload_component(NAME, old, new)
 
 
 @hookimpl
@@ -55,5 +50,4 @@ async def clusterkit_stop(runtime):
 
 @hookimpl
 def clusterkit_status(runtime):
-    component = runtime.components.get(NAME)
-    return {"sync": component.status()} if component is not None else None
+    return runtime.component_status(NAME)

@@ -18,7 +18,7 @@ import logging
 import os
 import time
 
-from clusterkit.runtime import call_each
+from clusterkit.hookcalls import call_each
 from clusterkit_alerts import rules, senders
 from clusterkit_alerts.store import AlertStore
 

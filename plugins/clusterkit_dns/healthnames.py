@@ -1,7 +1,8 @@
 """Health-aware names: A/AAAA records listing only the members of a policy that are up.
 
 DNS round-robin for services that do not pass the load balancer. The manager
-knows health (``runtime.components["membership"]``); nodes and outside
+knows health (the membership component, asked through
+:class:`clusterkit.contracts.MembershipQuery`); nodes and outside
 secondaries do not. So the manager *writes* the answer into the zone — a
 generated block in the zone file, with a short TTL — and the ordinary paths
 carry it everywhere: the manager's server reloads it, replication brings it
@@ -21,6 +22,7 @@ import asyncio
 import ipaddress
 import logging
 
+from clusterkit.contracts import MEMBERSHIP, MembershipQuery
 from clusterkit_dns.mgmtconfig import HealthName, Management
 from clusterkit_dns.zoneedit import ZoneEditError
 from clusterkit_dns.zonestore import ZoneStore
@@ -36,11 +38,11 @@ def healthy_nodes(runtime, policy_key: str) -> tuple[list[str], str]:
     if policy is None:
         return [], f"no policy {policy_key}"
     weighted = [m.node for m in policy.members if m.weight > 0]
-    membership = runtime.components.get("membership")
+    membership: MembershipQuery | None = runtime.components.get(MEMBERSHIP)
     if membership is None:
         return weighted, "no health information yet: every weighted member"
-    nodes = membership.status().get(policy.key, {}).get("nodes", {})
-    up = [n for n in weighted if nodes.get(n, {}).get("state", "up") == "up"]
+    states = membership.states(policy.key)
+    up = [n for n in weighted if states.get(n, "up") == "up"]
     if not up:
         return weighted, "no member is up: every weighted member (fail open)"
     return up, f"{len(up)} of {len(weighted)} members up"

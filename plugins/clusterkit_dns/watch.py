@@ -2,10 +2,11 @@
 
 Only events that end a write are asked for: close-after-write, rename, delete
 (an editor's or rsync's temp file becoming the zone is a rename). Reads and
-opens are filtered out (ARCHITECTURE.md: watchdog reports them by default).
+opens are filtered out (docs/architecture.md: watchdog reports them by default).
 The callback runs on watchdog's thread, so it must only schedule work on the
-event loop; the server also rescans periodically, because watchdog drops
-inotify overflows silently.
+event loop; the server also rescans periodically, because this watch does not
+ask for watchdog's ``EventsLostEvent`` (an inotify queue overflow: events lost)
+and a directory it cannot watch is only logged.
 """
 
 from __future__ import annotations

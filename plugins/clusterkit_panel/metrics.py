@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+from clusterkit.contracts import MEMBER_STATES
 from clusterkit_panel.views import policy_members
 
 
@@ -39,7 +40,6 @@ def _dict(value) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-STATES = ("up", "down", "drain", "maintenance")
 CHECK_RESULT = {"passed": 1, "ok": 1, "up": 1, "failed": 0, "down": 0}  # else: no check yet
 
 
@@ -80,7 +80,7 @@ def render(panel) -> str:
         for node, report in policy_members(entry).items():
             report = _dict(report)
             state = report.get("state")
-            for s in STATES:
+            for s in MEMBER_STATES:
                 w.add("clusterkit_member_state", "gauge", "1 for the member's current state.",
                       int(state == s), policy=key, node=node, state=s)
             w.add("clusterkit_check_up", "gauge", "1 when the member's last health check passed.",

@@ -30,16 +30,16 @@ def clusterkit_sync_sets(cluster):
 
 
 @hookimpl
-def clusterkit_start(runtime):
+async def clusterkit_start(runtime):
     from clusterkit_panelsync.runner import PostSync
 
     if not runtime.is_manager:
-        runtime.components[COMPONENT] = PostSync(runtime)
+        await runtime.start_component(COMPONENT, PostSync(runtime))
 
 
 @hookimpl
-def clusterkit_stop(runtime):
-    runtime.components.pop(COMPONENT, None)
+async def clusterkit_stop(runtime):
+    await runtime.stop_component(COMPONENT)
 
 
 @hookimpl
@@ -51,5 +51,4 @@ async def clusterkit_applied(runtime, sync_set, paths):
 
 @hookimpl
 def clusterkit_status(runtime):
-    runner = runtime.components.get(COMPONENT)
-    return {"panelsync": runner.status()} if runner is not None else None
+    return runtime.component_status(COMPONENT)

@@ -15,6 +15,7 @@ import os
 import signal
 import time
 
+from clusterkit.contracts import Component
 from clusterkit_panelsync.settings import entries
 
 log = logging.getLogger("clusterkit.panelsync")
@@ -23,7 +24,9 @@ OUTPUT_LIMIT = 16 * 1024
 RESULTS = "panelsync.json"
 
 
-class PostSync:
+class PostSync(Component):
+    """The node's post-sync runner: nothing to start or stop, its results outlive it on disk."""
+
     def __init__(self, runtime):
         self.runtime = runtime
         self.path = os.path.join(runtime.state_dir, RESULTS)

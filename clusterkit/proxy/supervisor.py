@@ -1,9 +1,9 @@
-"""SO_REUSEPORT worker processes: more than one core for the accept/connect path.
+"""The engine's side of the SO_REUSEPORT worker processes: more than one core for accept/connect.
 
 One Python process tops out around one core; the cost of a short connection
 is mostly the accept/connect/close system calls, which a second process runs
 in parallel. With ``proxy_workers = N`` in the manager's ``options`` the
-engine starts ``N - 1`` worker processes (``python -m clusterkit.proxy.worker``);
+engine starts ``N - 1`` worker processes (``python -m clusterkit.proxy.child``);
 each opens the same listeners with ``SO_REUSEPORT`` and the kernel spreads
 new connections over the processes. The engine's process stays one of them
 and remains the only one the runtime talks to:
@@ -84,7 +84,7 @@ class Worker:
 
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "clusterkit.proxy.worker",
+            sys.executable, "-m", "clusterkit.proxy.child",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             env={**os.environ, "CLUSTERKIT_PROXY_WORKER": str(self.number),
                  "CLUSTERKIT_PROXY_PROCESSES": str(len(self.pool.workers) + 1)})

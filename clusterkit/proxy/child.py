@@ -1,4 +1,6 @@
-"""The worker process behind ``proxy_workers`` (see :mod:`clusterkit.proxy.workers`).
+"""A worker process behind ``proxy_workers``: its entry point (``python -m clusterkit.proxy.child``).
+
+Started, fed and restarted by :mod:`clusterkit.proxy.supervisor`.
 
 Reads commands from stdin (``apply``, ``state``, ``close``), runs an engine
 whose listeners share their addresses with the parent through
@@ -14,9 +16,9 @@ import os
 import signal
 import sys
 
+from clusterkit.eventloop import new_event_loop
 from clusterkit.proxy.engine import Engine
-from clusterkit.proxy.workers import REPORT_EVERY, frame, read_frame
-from clusterkit.runtime import new_event_loop
+from clusterkit.proxy.supervisor import REPORT_EVERY, frame, read_frame
 
 log = logging.getLogger("clusterkit.proxy")
 
