@@ -77,6 +77,8 @@ def test_with_a_daemon_states_apply_at_once(setup):
     assert OperatorStates(state_dir).load() == {}
 
     code, out = cli(path, "status")
+    assert code == 0 and "node3 up" in out and ": no problems" in out.splitlines()[0]
+    code, out = cli(path, "status", "-v")
     assert code == 0 and "members:" in out and "node3:" in out and "state: up" in out
 
 

@@ -34,22 +34,19 @@ async def clusterkit_start(runtime):
 
     settings = settings_of(runtime.cluster)
     if runtime.is_manager and settings is not None:
-        alerter = runtime.components[COMPONENT] = Alerter(runtime, settings)
-        await alerter.start()
+        await runtime.start_component(COMPONENT, Alerter(runtime, settings))
 
 
 @hookimpl
 async def clusterkit_reload(runtime, old, new):
     from clusterkit_alerts.settings import settings_of
 
-    alerter = runtime.components.get(COMPONENT)
-    settings = settings_of(new)
-    if alerter is not None and settings is not None:
-        alerter.reload(settings)
-    elif alerter is None and settings is not None and runtime.is_manager:
-        await clusterkit_start(runtime)
-    elif alerter is not None:
+    if settings_of(new) is None:  # [alerts] removed
         await runtime.stop_component(COMPONENT)
+    elif COMPONENT in runtime.components:
+        await runtime.reload_component(COMPONENT, old, new)
+    else:
+        await clusterkit_start(runtime)
 
 
 @hookimpl
@@ -66,8 +63,7 @@ def clusterkit_membership_changed(runtime, policy, node, service, old, new, reas
 
 @hookimpl
 def clusterkit_status(runtime):
-    alerter = runtime.components.get(COMPONENT)
-    return {"alerts": alerter.status()} if alerter is not None else None
+    return runtime.component_status(COMPONENT)
 
 
 @hookimpl

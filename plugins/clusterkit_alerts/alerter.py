@@ -46,8 +46,10 @@ class Alerter:
     async def stop(self) -> None:
         self.store.close()
 
-    def reload(self, settings) -> None:
-        self.settings = settings
+    async def reload(self, old, new) -> None:
+        from clusterkit_alerts.settings import settings_of
+
+        self.settings = settings_of(new) or self.settings
         self.store.drop_sender(settings.senders)
         self.wake.set()
 
