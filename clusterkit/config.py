@@ -81,6 +81,7 @@ class Policy:
     backend_port: int
     check: Check
     proxy_protocol: str = ""
+    engine: str = "native"  # which load-balancing engine realises it (clusterkit.engines)
     fallback: str = ""
     max_conn: int = 0
     member_max_conn: int = 0
@@ -149,7 +150,8 @@ NODE = Table({"name": Key(str, required=True, check=name_problem),
               "transport": Key(str, default="local"),
               "root": Key(str, default="/", check=absolute_problem),
               "options": Key(dict, default={})})
-MANAGER = Table({**NODE.keys, "public_ips": Key(list, items=str, default=(), check=ip_problem)})
+MANAGER = Table({**NODE.keys, "public_ips": Key(list, items=str, default=(), check=ip_problem),
+                 "engine": Key(str, default="native")})  # the policies' engine unless they name one
 CHECK = Table({"kind": Key(str), "inter": Key(float, default=2.0, low=0.05, high=3600),
                "timeout": Key(float, default=1.0, low=0.01, high=600),
                "rise": Key(int, default=2, low=1, high=100), "fall": Key(int, default=3, low=1, high=100),
@@ -172,6 +174,7 @@ POLICY = Table({
     "client_timeout": Key(float, low=0.1, high=WEEK),  # idle_timeout unless set
     "server_timeout": Key(float, low=0.1, high=WEEK),
     "check": CHECK,
+    "engine": Key(str),  # the manager's engine unless set
     "options": Key(dict, default={}),
 })
 SYNC = Table({"name": Key(str, required=True, check=name_problem), "path": Key(str, required=True),
@@ -223,8 +226,11 @@ def parse_cluster(text: str, path: str, registry) -> Cluster:
     manager = next((h for h in hosts.values() if h.role == "manager"), None)
 
     policies: list[Policy] = []
+    engine = top["manager"]["engine"]
+    if registry.engines and engine not in registry.engines:
+        report("manager.engine", f"unknown engine {engine!r} (known: {', '.join(sorted(registry.engines))})")
     for i, values in enumerate(top["policy"]):
-        policy = _policy(values, f"policy[{i}]", hosts, manager, registry, report)
+        policy = _policy({"engine": engine, **values}, f"policy[{i}]", hosts, manager, registry, report)
         if any(p.key == policy.key for p in policies):
             report(f"policy[{i}]", f"a policy for {policy.key} already exists")
         policies.append(policy)
@@ -354,7 +360,7 @@ def _policy(values: dict, key: str, hosts: dict, manager, registry, report) -> P
         members=tuple(members), backend_port=values.get("backend_port", port),
         check=_check(values["check"], f"{key}.check", service.check if service else "tcp",
                      registry, report),
-        proxy_protocol=values["proxy_protocol"], fallback=fallback,
+        proxy_protocol=values["proxy_protocol"], engine=values["engine"], fallback=fallback,
         max_conn=values["max_conn"], member_max_conn=values["member_max_conn"],
         connect_timeout=values["connect_timeout"], idle_timeout=idle_timeout,
         client_timeout=values.get("client_timeout", idle_timeout),
@@ -364,7 +370,24 @@ def _policy(values: dict, key: str, hosts: dict, manager, registry, report) -> P
     if service is not None and service.check_options is not None:
         service.check_options(policy.options,
                               lambda name, msg: report(f"{key}.options.{name}", msg))
+    _check_engine(policy, key, service, registry, report)
     return policy
+
+
+def _check_engine(policy: Policy, key: str, service, registry, report) -> None:
+    """The policy's engine exists, runs here, and can carry it; else say which engines can."""
+    engines = registry.engines
+    if not engines:  # no engine plugin at all: nothing is balanced (the daemon says so)
+        return
+    kind = engines.get(policy.engine)
+    if kind is None:
+        report(f"{key}.engine", f"unknown engine {policy.engine!r} (known: {', '.join(sorted(engines))})")
+        return
+    refusal = kind.refusal(policy, service) or kind.unavailable()
+    if refusal:
+        able = [n for n, k in sorted(engines.items()) if not k.refusal(policy, service)]
+        report(f"{key}.engine", f"{refusal} (engines that can carry this policy: "
+                                f"{', '.join(able) or 'none'})")
 
 
 def _check(values: dict, key: str, default_kind: str, registry, report) -> Check:

@@ -19,10 +19,13 @@ MEMBERSHIP = "membership"
 
 @runtime_checkable
 class LbEngine(Protocol):
-    """What ``clusterkit_lb_engine`` returns: the load balancer the runtime drives (manager only).
+    """A load balancer the manager drives (:mod:`clusterkit.engines`), made by an engine kind's
+    ``create(runtime)`` (``clusterkit_register_engines``).
 
     The native proxy (:class:`clusterkit.proxy.engine.Engine`) is one; a plugin
-    driving HAProxy or IPVS offers the same four methods.
+    driving HAProxy or IPVS offers the same four methods. It is handed only the
+    policies naming it; member states it is told for a policy it has not
+    applied yet are remembered for when it does.
     """
 
     async def apply(self, cluster: Any) -> None:

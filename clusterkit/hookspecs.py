@@ -59,6 +59,19 @@ def clusterkit_register_transports(register):
 
 
 @hookspec
+def clusterkit_register_engines(register):
+    """Register load-balancing engines (the native proxy, HAProxy, IPVS...).
+
+    ``register(kind)`` takes a :class:`clusterkit.registry.EngineKind`: its
+    ``create(runtime)`` returns a :class:`clusterkit.contracts.LbEngine` that
+    is handed the policies naming it (``[[policy]] engine``, else ``[manager]
+    engine``, else ``"native"``), and it declares what it can carry, so the
+    definition refuses a policy an engine cannot realise, naming the engines
+    that can. Registering a name twice is an error naming both plugins.
+    """
+
+
+@hookspec
 def clusterkit_register_commands(app, groups):
     """Add CLI commands: ``app`` is the root :class:`typer.Typer`.
 
@@ -224,18 +237,7 @@ def clusterkit_applied(runtime, sync_set, paths):
     """
 
 
-# ----------------------------------------------------------------- decisions
 
-
-@hookspec(firstresult=True)
-def clusterkit_lb_engine(runtime):
-    """Return the load-balancing engine object for this manager, or ``None``.
-
-    The first non-None result wins: return ``None`` so other plugins can be
-    tried. The native proxy ships as ``trylast``; a plugin offering HAProxy
-    or IPVS returns its engine here: a :class:`clusterkit.contracts.LbEngine`
-    (``apply(cluster)``, ``set_member_state(...)``, ``stats()``, ``close(timeout)``).
-    """
 
 
 # ---------------------------------------------------------------------- panel

@@ -1,4 +1,4 @@
-"""What plugins register: service, health check and transport kinds, sections and host options.
+"""What plugins register: service, health check, transport and engine kinds, sections, host options.
 
 The plugin manager calls the ``clusterkit_register_*`` hooks once and keeps the
 result in a :class:`Registry`; everything else (config validation, the proxy,
@@ -98,6 +98,42 @@ class HostOption:
     initial: Any = UNSET
 
 
+@dataclass(frozen=True)
+class EngineKind:
+    """A load-balancing engine: how policies become a running balancer.
+
+    ``create(runtime)`` returns a :class:`clusterkit.contracts.LbEngine` that
+    the manager hands the policies naming this engine. What it can carry:
+    ``schedulers``, ``persistence`` (client affinity), ``proxy_protocols``
+    (``""`` is none), and ``handlers`` (whether it runs a service's protocol
+    handler, as FTP's PASV/PORT rewriting needs). ``unavailable()`` says why it
+    cannot run on this machine (a missing binary), or ``None``; it is asked
+    only when a policy uses the engine.
+    """
+
+    name: str
+    create: Callable[[Any], Any]
+    schedulers: tuple[str, ...] = ("rr", "wrr", "lc", "wlc", "sh")
+    persistence: bool = True
+    proxy_protocols: tuple[str, ...] = ("", "v1", "v2")
+    handlers: bool = False
+    unavailable: Callable[[], str | None] = lambda: None
+    description: str = ""
+
+    def refusal(self, policy, service: ServiceKind | None) -> str | None:
+        """Why this engine cannot carry ``policy``, or ``None``."""
+        if service is not None and service.handler is not None and not self.handlers:
+            return (f"the {service.name} service needs its protocol handler, which engine "
+                    f"{self.name!r} cannot run")
+        if policy.scheduler not in self.schedulers:
+            return f"engine {self.name!r} has no scheduler {policy.scheduler!r}"
+        if policy.persistence and not self.persistence:
+            return f"engine {self.name!r} cannot keep a client on one member (persistence)"
+        if policy.proxy_protocol not in self.proxy_protocols:
+            return f"engine {self.name!r} cannot send PROXY protocol {policy.proxy_protocol}"
+        return None
+
+
 class RegistryError(Exception):
     """A kind was registered twice or is malformed."""
 
@@ -111,6 +147,7 @@ class Registry:
     transports: dict[str, TransportKind] = field(default_factory=dict)
     sections: dict[str, Callable] = field(default_factory=dict)
     host_options: dict[str, HostOption] = field(default_factory=dict)
+    engines: dict[str, EngineKind] = field(default_factory=dict)
 
     @classmethod
     def collect(cls, pm) -> "Registry":
@@ -121,6 +158,7 @@ class Registry:
             ("clusterkit_register_services", reg.services, ServiceKind),
             ("clusterkit_register_health_checks", reg.checks, CheckKind),
             ("clusterkit_register_transports", reg.transports, TransportKind),
+            ("clusterkit_register_engines", reg.engines, EngineKind),
         ):
             owners: dict[str, str] = {}
             for plugin, call in each_plugin(pm, hookname):

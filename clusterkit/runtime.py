@@ -1,9 +1,10 @@
 """The daemon of one host: start what its role needs, reload, stop gracefully.
 
 One process per host, one asyncio loop (uvloop where installed). On the manager
-the load-balancing engine chosen by ``clusterkit_lb_engine`` realises the
-policies first (so plugins find ``runtime.engine``); then plugins bring their
-servers up in ``clusterkit_start``. SIGHUP or a
+the load-balancing engines (:mod:`clusterkit.engines`: each policy's own, as
+registered by ``clusterkit_register_engines``) realise the policies first (so
+plugins find ``runtime.engine``); then plugins bring their servers up in
+``clusterkit_start``. SIGHUP or a
 change to the definition file reloads it; a broken file is logged and the last
 good definition keeps running. SIGTERM/SIGINT stop: plugins in reverse order,
 each bounded by the shutdown timeout.
@@ -24,6 +25,7 @@ from clusterkit.contracts import Component, LbEngine
 from clusterkit.definition.files import private_dir
 from clusterkit.definition.tables import ConfigError
 from clusterkit.control import ControlServer, socket_path
+from clusterkit.engines import Engines
 from clusterkit.eventloop import new_event_loop
 from clusterkit.hookcalls import PluginError, call_each
 
@@ -148,10 +150,9 @@ class Runtime:
         self.add_control("reload", self.reload)
         await self.control.start()
         log.info("starting %s %s of cluster %s", self.host.role, self.host.name, self.cluster.name)
-        if self.is_manager:
-            self.engine = self.hook.clusterkit_lb_engine(runtime=self)
-            if self.engine is not None:
-                await self.engine.apply(self.cluster)
+        if self.is_manager and self.registry.engines:
+            self.engine = Engines(self)
+            await self.engine.apply(self.cluster)
         await call_each(self.pm, "clusterkit_start", runtime=self)
         log.info("%s %s is up", self.host.role, self.host.name)
 

@@ -71,8 +71,12 @@ class Recorder:
         self.events: list[dict] = []
 
     @hookimpl
-    def clusterkit_lb_engine(self, runtime):
-        return self.engine
+    def clusterkit_register_engines(self, register):
+        from clusterkit.registry import EngineKind
+
+        # in place of the native proxy (unregistered where a Recorder is used): the definition
+        # stays the one the CLI reads
+        register(EngineKind("native", create=lambda runtime: self.engine))
 
     @hookimpl
     def clusterkit_membership_changed(self, runtime, policy, node, service, old, new, reason):
@@ -137,6 +141,7 @@ class Daemon:
             if self.pm.get_plugin(name) is not None:
                 self.pm.unregister(name=name)
         if recorder is not None:
+            self.pm.unregister(name="proxy")
             self.pm.register(recorder, name="recorder")
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)

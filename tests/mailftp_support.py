@@ -120,7 +120,8 @@ class Daemon:
 
     @property
     def engine(self):
-        return self.runtime.engine
+        """The native proxy (the policies' engine here)."""
+        return self.runtime.engine.running["native"]
 
     def stop(self) -> None:
         try:

@@ -33,6 +33,7 @@ PARTS = {
     "clusterkit.sync": "sync",
     "clusterkit.plugins": "plugin manager",
     "clusterkit.runtime": "runtime",
+    "clusterkit.engines": "runtime",
     "clusterkit.cli": "cli",
 }
 

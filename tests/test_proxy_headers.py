@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 
 from clusterkit.proxy import proxyproto
-from clusterkit.proxy.plugin import clusterkit_lb_engine
+from clusterkit.proxy.plugin import native_engine
 
 SIG = bytes.fromhex("0d0a0d0a000d0a515549540a")
 
@@ -39,15 +39,15 @@ def test_proxy_workers_option_is_checked(bad):
     runtime = SimpleNamespace(host=SimpleNamespace(options={"proxy_workers": bad}),
                               registry=None, config_path="/etc/clusterkit/cluster.toml")
     with pytest.raises(ValueError, match="manager.options.proxy_workers"):
-        clusterkit_lb_engine(runtime=runtime)
+        native_engine(runtime)
 
 
 def test_one_process_by_default():
     runtime = SimpleNamespace(host=SimpleNamespace(options={}), registry=None, config_path="x")
-    assert clusterkit_lb_engine(runtime=runtime).workers is None
+    assert native_engine(runtime).workers is None
 
 
 def test_auto_means_one_process_per_usable_cpu():
     runtime = SimpleNamespace(host=SimpleNamespace(options={"proxy_workers": "auto"}),
                               registry=None, config_path="x")
-    assert clusterkit_lb_engine(runtime=runtime).processes == len(os.sched_getaffinity(0))
+    assert native_engine(runtime).processes == len(os.sched_getaffinity(0))

@@ -48,7 +48,7 @@ def cluster(tmp_path):
     call(runtime.start())
     env = type("Env", (), {})()
     env.runtime, env.call, env.write, env.vports = runtime, call, write, vports
-    env.engine = runtime.engine
+    env.engine = runtime.engine.running["native"]  # the native proxy, under the engines
 
     async def stats():
         return runtime.engine.stats()
@@ -158,7 +158,7 @@ def test_connection_limits_hold_for_all_processes_together(tmp_path):
     looper.call(runtime.start())
     clients, accepted = [], []
     try:
-        worker = runtime.engine.workers.workers[0]
+        worker = runtime.engine.running["native"].workers.workers[0]
         wait_for(lambda: f"{net}.100:{vport}" in worker.stats, timeout=20)
         for _ in range(20):
             try:  # a client beyond the limits is reset, maybe before its connect returns

@@ -181,11 +181,16 @@ def test_the_config_watch_outlives_a_reload_that_raises(tmp_path):
         "    def set_member_state(self, *args, **kwargs):\n        pass\n"
         "    def stats(self):\n        return {}\n"
         "    async def close(self, timeout):\n        pass\n\n"
-        "@hookimpl(tryfirst=True)\ndef clusterkit_lb_engine(runtime):\n    return Engine()\n")
+        "@hookimpl\ndef clusterkit_register_engines(register):\n"
+        "    from clusterkit.registry import EngineKind\n"
+        "    register(EngineKind('picky', create=lambda runtime: Engine()))\n")
     from test_plugins import fake_install
 
     fake_install(site, "picky-engine", "1.0", {"picky": "picky_engine"})
     cfg = write_cluster(tmp_path / "cluster.toml", "127.91.5", nodes=1)
+    cfg.write_text(cfg.read_text().replace("[manager]\n", '[manager]\nengine = "picky"\n', 1)
+                   + '\n[[policy]]\nvip = "127.91.5.100"\nport = 80\nservice = "http"\n'
+                     'members = { node1 = 1 }\n')
     good = cfg.read_text()
     proc = subprocess.Popen([CLUSTERKIT, "run", "-c", str(cfg)], stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(site)})

@@ -29,6 +29,8 @@ def policy_add(
     backend_port: Annotated[Optional[int], typer.Option(help="Port on the members (default: --port).")] = None,
     proxy_protocol: Annotated[str, typer.Option(help="Send a PROXY header: v1, v2 or empty.")] = "",
     fallback: Annotated[str, typer.Option(help="IP:PORT or host taking connections when all are down.")] = "",
+    engine: Annotated[str, typer.Option(
+        help="The load-balancing engine (plugins list; default: [manager] engine, else native).")] = "",
     check: Annotated[Optional[str], typer.Option(help="Health check kind (default: the service's).")] = None,
     inter: Annotated[Optional[float], typer.Option(help="Seconds between checks (2).")] = None,
     timeout: Annotated[Optional[float], typer.Option(help="Check timeout in seconds (1).")] = None,
@@ -44,7 +46,7 @@ def policy_add(
     entry = {"vip": vip, "port": port, "service": service, "scheduler": scheduler,
              "members": parse_pairs([members], "--members", int)}
     optional = {"persistence": persistence, "backend_port": backend_port,
-                "proxy_protocol": proxy_protocol, "fallback": fallback}
+                "proxy_protocol": proxy_protocol, "fallback": fallback, "engine": engine}
     entry.update({k: v for k, v in optional.items() if v not in (None, "")})
     checks = {"kind": check, "inter": inter, "timeout": timeout, "rise": rise, "fall": fall,
               "slowstart": slowstart}
@@ -61,7 +63,8 @@ def policy_add(
             policies[index] = entry
         else:
             policies.append(entry)
-    typer.echo(f"policy {vip}:{port} ({service}, {scheduler}) -> {members}")
+    typer.echo(f"policy {vip}:{port} ({service}, {scheduler}{', ' + engine if engine else ''}) "
+               f"-> {members}")
 
 
 @policy_app.command("remove")
@@ -84,7 +87,8 @@ def policy_remove(ctx: typer.Context, config: ConfigOpt,
 def policy_list(ctx: typer.Context, config: ConfigOpt, as_json: JsonOpt = False) -> None:
     """List the policies."""
     cluster = load_cluster(config, plugin_manager(ctx))
-    rows = [{"vip": p.vip, "port": p.port, "service": p.service, "scheduler": p.scheduler,
+    rows = [{"vip": p.vip, "port": p.port, "service": p.service, "engine": p.engine,
+             "scheduler": p.scheduler,
              "persistence": p.persistence, "backend_port": p.backend_port,
              "members": {m.node: m.weight for m in p.members}, "proxy_protocol": p.proxy_protocol,
              "check": {"kind": p.check.kind, "inter": p.check.inter, "timeout": p.check.timeout,
@@ -94,7 +98,8 @@ def policy_list(ctx: typer.Context, config: ConfigOpt, as_json: JsonOpt = False)
     def render(rows):
         return table([{**r, "members": ",".join(f"{n}={w}" for n, w in r["members"].items()),
                        "check": r["check"]["kind"]} for r in rows],
-                     ["vip", "port", "service", "scheduler", "persistence", "members", "check"])
+                     ["vip", "port", "service", "engine", "scheduler", "persistence", "members",
+                      "check"])
 
     emit(rows, as_json, render)
 

@@ -1,4 +1,4 @@
-"""The native proxy as the default ``clusterkit_lb_engine`` (``trylast``: others may override).
+"""The native proxy as the engine ``native`` (every policy's unless it names another).
 
 ``options = { proxy_workers = N }`` on the ``[manager]`` table runs the proxy in
 N processes sharing the listeners (``SO_REUSEPORT``); ``"auto"`` is one per
@@ -8,6 +8,7 @@ here (``clusterkit_host_options``), so the definition checks it with its line.
 """
 
 from clusterkit import hookimpl
+from clusterkit.registry import EngineKind
 from clusterkit.definition.tables import Key
 from clusterkit.proxy.engine import Engine
 from clusterkit.proxy.supervisor import process_count
@@ -28,8 +29,13 @@ def clusterkit_host_options(register):
              initial="auto")
 
 
-@hookimpl(trylast=True)
-def clusterkit_lb_engine(runtime):
+@hookimpl
+def clusterkit_register_engines(register):
+    register(EngineKind("native", create=native_engine, handlers=True,
+                        description="clusterkit's own asyncio L4 proxy: FTP-aware, nothing to install"))
+
+
+def native_engine(runtime) -> Engine:
     try:
         workers = process_count(runtime.host.options.get("proxy_workers", 1))
     except ValueError as exc:  # the definition's check says it first, with the line

@@ -104,7 +104,7 @@ POLICY_FIELDS = {"vip": "scalar", "port": "scalar", "service": "scalar", "member
                  "scheduler": "scalar", "persistence": "scalar", "backend_port": "scalar",
                  "proxy_protocol": "scalar", "fallback": "scalar", "max_conn": "scalar",
                  "member_max_conn": "scalar", "connect_timeout": "scalar", "idle_timeout": "scalar",
-                 "client_timeout": "scalar", "server_timeout": "scalar",
+                 "client_timeout": "scalar", "server_timeout": "scalar", "engine": "scalar",
                  "check": "scalar-table", "replace": "scalar"}
 
 

@@ -1,0 +1,165 @@
+"""Engines per policy: two engines at once in one daemon, a policy moved between them, refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import threading
+
+import pytest
+
+from clusterkit.config import build_cluster
+from clusterkit.definition.tables import ConfigError
+from clusterkit.plugins import get_plugin_manager
+from clusterkit.registry import EngineKind
+from support import common_port, wait_for
+from sync_support import CLUSTERKIT, Daemon
+from test_plugins import fake_install
+
+PREFIX = "127.88.7"
+
+SECOND = '''
+from clusterkit import hookimpl
+from clusterkit.proxy.engine import Engine
+from clusterkit.registry import EngineKind
+
+
+@hookimpl
+def clusterkit_register_engines(register):
+    # a second engine of the same code, without protocol handlers: enough to run two at once
+    register(EngineKind("second", create=lambda runtime: Engine(registry=runtime.registry),
+                        schedulers=("rr", "wrr")))
+'''
+
+
+def backend(ip: str, port: int, name: str) -> socket.socket:
+    """Answers every connection with its name."""
+    sock = socket.create_server((ip, port))
+
+    def loop():
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.sendall(name.encode())
+
+    threading.Thread(target=loop, daemon=True).start()
+    return sock
+
+
+def ask(port: int) -> str:
+    with socket.create_connection((f"{PREFIX}.100", port), timeout=5) as s:
+        return s.recv(100).decode()
+
+
+def definition(tmp_path, ports, second_engine: str = 'engine = "second"\n') -> str:
+    text = (f'[cluster]\nname = "engines"\nstate_dir = "{tmp_path}/state"\n\n'
+            f'[manager]\nname = "manager"\nip = "{PREFIX}.1"\npublic_ips = ["{PREFIX}.100"]\n'
+            f'root = "{tmp_path}/manager"\n')
+    for i in (1, 2):
+        text += (f'\n[[node]]\nname = "node{i}"\nip = "{PREFIX}.1{i}"\ntransport = "local"\n'
+                 f'root = "{tmp_path}/node{i}"\n')
+    for port, engine in ((ports[0], ""), (ports[1], second_engine)):
+        text += (f'\n[[policy]]\nvip = "{PREFIX}.100"\nport = {port}\nservice = "http"\nscheduler = "rr"\n'
+                 f'members = {{ node1 = 1, node2 = 1 }}\n{engine}'
+                 'check = { kind = "tcp", inter = 0.2, rise = 1, fall = 1 }\n')
+    return text
+
+
+@pytest.fixture
+def site(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "second_engine.py").write_text(SECOND)
+    fake_install(site, "second-engine", "1.0", {"second": "second_engine"})
+    return site
+
+
+def test_two_engines_side_by_side_and_a_policy_moved_between_them(tmp_path, site):
+    ips = [f"{PREFIX}.11", f"{PREFIX}.12", f"{PREFIX}.100"]
+    ports = [common_port(ips), common_port(ips)]
+    servers = [backend(f"{PREFIX}.1{i}", port, f"node{i}") for i in (1, 2) for port in ports]
+    config = tmp_path / "cluster.toml"
+    config.write_text(definition(tmp_path, ports))
+    env = {"PYTHONPATH": str(site)}
+    try:
+        with Daemon(config, env=env) as daemon:
+            policies = daemon.query("status")["policies"]
+            assert policies[f"{PREFIX}.100:{ports[0]}"]["engine"] == "native"
+            assert policies[f"{PREFIX}.100:{ports[1]}"]["engine"] == "second"
+            for port in ports:  # both engines balance over both members
+                assert {ask(port) for _ in range(6)} == {"node1", "node2"}
+            summary = subprocess.run([*CLUSTERKIT, "status", "-c", str(config)], capture_output=True,
+                                     text=True, timeout=30, env={**os.environ, **env})
+            assert "native" in summary.stdout and "second" in summary.stdout
+
+            done = subprocess.run([*CLUSTERKIT, "node", "maintenance", "node2", "on", "-c", str(config),
+                                   "--json"], capture_output=True, text=True, timeout=30,
+                                  env={**os.environ, **env})
+            assert done.returncode == 0, done.stderr
+            wait_for(lambda: {ask(ports[1]) for _ in range(4)} == {"node1"}, what="node2 out")
+
+            config.write_text(definition(tmp_path, ports, second_engine=""))  # both on native now
+            key = f"{PREFIX}.100:{ports[1]}"
+            wait_for(lambda: daemon.query("status")["policies"].get(key, {}).get("engine") == "native",
+                     what="the policy on the native engine")
+            # the same address answers, and the member in maintenance stayed out
+            assert {ask(ports[1]) for _ in range(6)} == {"node1"}
+            wait_for(lambda: "engine second has no policy left" in daemon.log.read_text(),
+                     what="the idle engine stopped")
+    finally:
+        for s in servers:
+            s.close()
+
+
+def test_a_policy_its_engine_cannot_carry_is_refused_naming_the_engines_that_can(tmp_path):
+    pm = get_plugin_manager()
+
+    class Limited:
+        from clusterkit import hookimpl
+
+        @hookimpl
+        def clusterkit_register_engines(self, register):
+            register(EngineKind("limited", create=lambda runtime: None, schedulers=("rr",),
+                                persistence=False, proxy_protocols=("",)))
+
+    pm.register(Limited(), name="limited")
+    base = definition(tmp_path, [8080, 8081], second_engine="")
+    ftp = base.replace('port = 8081\nservice = "http"', 'port = 8081\nservice = "ftp"') \
+        .replace("[manager]\n", '[manager]\nengine = "limited"\n')
+    with pytest.raises(ConfigError) as err:
+        build_cluster(ftp, "cluster.toml", pm)
+    text = str(err.value)
+    assert "policy[1].engine: the ftp service needs its protocol handler, which engine 'limited' " \
+           "cannot run (engines that can carry this policy: native)" in text
+    unknown = base.replace('scheduler = "rr"\n', 'scheduler = "rr"\nengine = "nginx"\n', 1)
+    with pytest.raises(ConfigError, match=r"policy\[0\]\.engine: unknown engine 'nginx' \(known: "):
+        build_cluster(unknown, "cluster.toml", pm)
+    lc = base.replace('scheduler = "rr"\n', 'scheduler = "lc"\nengine = "limited"\n', 1)
+    with pytest.raises(ConfigError, match=r"cluster.toml:\d+: policy\[0\]\.engine: engine 'limited' "
+                                          r"has no scheduler 'lc'"):
+        build_cluster(lc, "cluster.toml", pm)
+    cluster = build_cluster(base.replace('scheduler = "rr"\n', 'scheduler = "rr"\nengine = "limited"\n', 1),
+                            "cluster.toml", pm)
+    assert [p.engine for p in cluster.policies] == ["limited", "native"]
+
+
+def test_policy_add_writes_the_engine(tmp_path):
+    config = tmp_path / "cluster.toml"
+    config.write_text(definition(tmp_path, [8080, 8081], second_engine=""))
+    done = subprocess.run([*CLUSTERKIT, "policy", "add", "-c", str(config), "--vip", f"{PREFIX}.100",
+                           "--port", "8082", "--service", "http", "--members", "node1=1",
+                           "--engine", "native"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    listed = subprocess.run([*CLUSTERKIT, "policy", "list", "-c", str(config), "--json"],
+                            capture_output=True, text=True, timeout=30)
+    assert [p["engine"] for p in json.loads(listed.stdout)] == ["native", "native", "native"]
+    assert 'engine = "native"' in config.read_text()
+    bad = subprocess.run([*CLUSTERKIT, "policy", "add", "-c", str(config), "--vip", f"{PREFIX}.100",
+                          "--port", "8083", "--service", "http", "--members", "node1=1",
+                          "--engine", "nope"], capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and "unknown engine 'nope'" in bad.stderr
