@@ -181,8 +181,9 @@ class NodeWorker:
         """The set left the cluster: nothing of it is sent or shown any more."""
         self.pending.pop(sset, None)
         self.per_dir.pop(sset, None)
-        self.set_backoff.pop(sset, None)
         self.renames = [r for r in self.renames if r[0] != sset]
+        if self.set_backoff.pop(sset, None) and not self.set_backoff and not self.node_backoff.failures:
+            self.r.store.recovered(self.name)  # its error was the node's last one
 
     def retry_now(self, reason: str) -> None:
         """Cut every back-off short (the node was seen up, an operator asked)."""
