@@ -52,7 +52,7 @@ class Backoff:
     failures: int = 0
     error: str = ""
     error_at: float | None = None  # wall clock
-    due: float = 0.0               # loop time of the next try (past: now)
+    due: float = 0.0               # time.monotonic() of the next try (past: now)
 
     def failed(self, error: str, settings, now: float) -> float:
         """Count a failure; returns the delay before the next try."""
@@ -187,7 +187,7 @@ class NodeWorker:
 
     def retry_now(self, reason: str) -> None:
         """Cut every back-off short (the node was seen up, an operator asked)."""
-        now = asyncio.get_running_loop().time()
+        now = time.monotonic()
         waiting = [b for b in (self.node_backoff, *self.set_backoff.values()) if b.due > now]
         for b in waiting:
             b.due = 0.0
@@ -209,14 +209,14 @@ class NodeWorker:
         busy = False
         while True:
             self.wake.clear()
-            if not self.ready(loop.time()):
+            if not self.ready(time.monotonic()):
                 busy = False
-                self.state = "backoff" if self.node_backoff.due > loop.time() else "idle"
-                await self._wait(loop)
+                self.state = "backoff" if self.node_backoff.due > time.monotonic() else "idle"
+                await self._wait()
                 continue
             if not busy:
                 await self._settle(loop)
-            batch = self.take(self.ready(loop.time()))
+            batch = self.take(self.ready(time.monotonic()))
             self.state = "sending"
             try:
                 await self._send(batch)
@@ -228,9 +228,9 @@ class NodeWorker:
                 self._node_failed("internal error while sending (see the daemon's log)")
             busy = True
 
-    async def _wait(self, loop) -> None:
+    async def _wait(self) -> None:
         """Until something is added, a back-off ends, or :meth:`retry_now`."""
-        now = loop.time()
+        now = time.monotonic()
         dues = [b.due for s, b in self.set_backoff.items() if self.pending.get(s)]
         if self.pending:
             dues.append(self.node_backoff.due)
@@ -320,10 +320,9 @@ class NodeWorker:
                 self.full_failed[sset] = max(self.full_failed.get(sset, 0), seq)
 
     def _set_failed(self, name: str, message: str, result: rsync.Result) -> None:
-        loop = asyncio.get_running_loop()
         self._mark_full_failed([name])
         delay = self.set_backoff.setdefault(name, Backoff()).failed(message, self.r.settings,
-                                                                     loop.time())
+                                                                     time.monotonic())
         self.renames = [r for r in self.renames if r[0] != name]
         self.r.store.record(self.name, False, f"set {name}: {message}")
         level = logging.ERROR if result.outcome == "error" else logging.WARNING
@@ -331,9 +330,8 @@ class NodeWorker:
                 "go on)", self.name, name, message, len(self.pending.get(name, ())), delay)
 
     def _node_failed(self, message: str, level: int = logging.ERROR) -> None:
-        loop = asyncio.get_running_loop()
         self._mark_full_failed(self.pending)
-        delay = self.node_backoff.failed(message, self.r.settings, loop.time())
+        delay = self.node_backoff.failed(message, self.r.settings, time.monotonic())
         self.renames.clear()
         self.r.store.record(self.name, False, message)
         log.log(level, "%s: %s; every set waits (%d paths), retry in %.1fs", self.name, message,
@@ -442,12 +440,12 @@ class NodeWorker:
 
     def retry_at(self) -> float | None:
         """When the node (or, else, its first failing set) is tried again: wall clock."""
-        now = asyncio.get_running_loop().time()
+        now = time.monotonic()
         dues = [b.due for b in (self.node_backoff, *self.set_backoff.values()) if b.due > now]
         return time.time() + min(dues) - now if dues else None
 
     def status(self) -> dict:
-        now = asyncio.get_running_loop().time()
+        now = time.monotonic()
         entries = [e for group in (self.pending, self.inflight) for es in group.values()
                    for e in es.values()]
         oldest = min((since for _, since in entries), default=None)
