@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 
 from support import wait_for
-from sync_support import Daemon, wait_identical
+from sync_support import Daemon, wait_identical, wait_settled
 from test_sync_netns import dst, src
 from test_sync_sets_independent import SLOW_RETRY, clusterkit, lab  # noqa: F401 (lab: a fixture)
 
@@ -49,6 +49,7 @@ def test_a_node_seen_up_by_health_catches_up_before_its_back_off_ends(lab, tmp_p
           'fall = 2\n')
     with Daemon(config, wrap=["ip", "netns", "exec", net.ns("manager")]) as daemon:
         wait_identical(src(tmp_path), [dst(tmp_path, "node1"), dst(tmp_path, "node2")])
+        wait_settled(daemon)  # the start's full syncs of every set are over
         wait_for(lambda: member_state(daemon, "node1") == "up", timeout=15, what="node1 up")
         net.cut("node1")
         wait_for(lambda: member_state(daemon, "node1") == "down", timeout=15, what="node1 down")
@@ -66,6 +67,7 @@ def test_sync_now_returns_at_once_and_wait_reports_the_outcome(lab, tmp_path):
     net, config, _ = lab
     with Daemon(config, wrap=["ip", "netns", "exec", net.ns("manager")]) as daemon:
         wait_identical(src(tmp_path), [dst(tmp_path, "node1"), dst(tmp_path, "node2")])
+        wait_settled(daemon)
         net.cut("node1")
         (src(tmp_path) / "during-cut").write_text("written during the cut")
         wait_backoff(daemon, "node1")
