@@ -266,7 +266,9 @@ def test_metrics_render_policies_checks_replication_and_dns_from_status(cluster)
                                                                        "connect_failures": 0}}}},
                 "members": {"127.86.1.100:80": {
                     "node1": {"state": "up", "check": "http", "last": "ok", "latency_ms": 3.0}}},
-                "sync": {"nodes": {"node1": {"lag": 0.25, "pending": 4, "runs": 7}}},
+                "sync": {"sets": {"www": {}, "shared": {}},
+                         "nodes": {"node1": {"lag": 0.25, "pending": 4, "runs": 7, "state": "idle",
+                                             "failing_sets": {"shared": {"failures": 3}}}}},
                 "dns": {"queries": {"NOERROR": 5, "NXDOMAIN": 2}, "zones": {"example.": {"serial": 7}}},
             }
 
@@ -283,6 +285,9 @@ def test_metrics_render_policies_checks_replication_and_dns_from_status(cluster)
                  'clusterkit_member_state{policy="127.86.1.100:80",node="node1",state="down"} 0',
                  'clusterkit_check_up{policy="127.86.1.100:80",node="node1",check="http"} 1',
                  'clusterkit_replication_lag_seconds{node="node1"} 0.25',
+                 'clusterkit_replication_unreachable{node="node1"} 0',
+                 'clusterkit_replication_set_failures{node="node1",set="shared"} 3',
+                 'clusterkit_replication_set_failures{node="node1",set="www"} 0',
                  'clusterkit_dns_queries_total{rcode="NXDOMAIN"} 2',
                  'clusterkit_dns_zone_serial{zone="example."} 7'):
         assert line in text, line

@@ -62,9 +62,9 @@ def test_status_and_now_talk_to_the_daemon(ck, tmp_path):
         human = ck("sync", "status", "-c", config)
         assert "node1" in human.output and "PENDING" in human.output
         (target(tmp_path, "node1") / "f").write_text("tampered")  # only a full sync repairs this
-        now = ck("sync", "now", "node1", "-c", config, "--timeout", "30")
+        now = ck("sync", "now", "node1", "node2", "--wait", "-c", config, "--timeout", "30")
         assert now.exit_code == 0, now.output
-        assert "full sync done: node1" in now.output
+        assert "full sync done: node1, node2" in now.output
         assert (target(tmp_path, "node1") / "f").read_text() == "x"
         assert ck("sync", "now", "nosuch", "-c", config).exit_code == 2
 

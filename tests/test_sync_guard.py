@@ -58,10 +58,10 @@ def test_the_daemon_reports_the_refusal_and_sync_now_allow_delete_lets_it_throug
         assert "set data: full sync refused: it would delete 1200 of the node's 1201 files" \
             in node["last_error"]
         assert len(list(target(tmp_path, "node1").iterdir())) == 1202
-        refused = subprocess.run([*CLUSTERKIT, "sync", "now", "-c", str(cfg), "--json"],
+        refused = subprocess.run([*CLUSTERKIT, "sync", "now", "--wait", "-c", str(cfg), "--json"],
                                  capture_output=True, text=True, timeout=60)
         assert refused.returncode == 1 and json.loads(refused.stdout)["node1"]["refused"] == ["data"]
-        allowed = subprocess.run([*CLUSTERKIT, "sync", "now", "-c", str(cfg), "--allow-delete"],
+        allowed = subprocess.run([*CLUSTERKIT, "sync", "now", "--wait", "-c", str(cfg), "--allow-delete"],
                                  capture_output=True, text=True, timeout=60)
         assert allowed.returncode == 0, allowed.stdout + allowed.stderr
         assert sorted(p.name for p in target(tmp_path, "node1").iterdir()) == ["f00000", "f00001"]

@@ -154,7 +154,7 @@ def test_manager_killed_mid_burst_converges(setup, tmp_path):
         (dst(tmp_path, "node2") / "d000" / "f000000").write_text("tampered")
         bad = net.run("manager", [*CLUSTERKIT, "sync", "verify", "node2", "-c", str(config)])
         assert bad.returncode == 1 and "d000/f000000" in bad.stdout, bad.stdout
-        now = net.run("manager", [*CLUSTERKIT, "sync", "now", "node2", "-c", str(config), "--timeout", "60"])
+        now = net.run("manager", [*CLUSTERKIT, "sync", "now", "node2", "--wait", "-c", str(config), "--timeout", "60"])
         assert now.returncode == 0, now.stdout + now.stderr
         good = net.run("manager", [*CLUSTERKIT, "sync", "verify", "node2", "-c", str(config)])
         assert good.returncode == 0, good.stdout

@@ -72,7 +72,7 @@ def sync_list(ctx: typer.Context, config: ConfigOpt, as_json: JsonOpt = False) -
 @sync_app.command("status")
 @guard
 def sync_status(config: ConfigOpt, as_json: JsonOpt = False) -> None:
-    """Per node: pending paths, last success, lag (asks the running manager daemon)."""
+    """Per node: state, pending paths, lag, last success, errors and failing sets (asks the daemon)."""
     report = request(daemon_state_dir(config), "sync_status")
     emit(report, as_json, render_status)
 
@@ -86,6 +86,8 @@ def render_status(report: dict) -> str:
             state += f" {n['progress']}%"
         if n.get("retry_at"):
             state += f" (retry in {max(0.0, n['retry_at'] - now):.1f}s)"
+        if n.get("failing_sets"):
+            state += f", {len(n['failing_sets'])} set{'s' * (len(n['failing_sets']) > 1)} failing"
         rows.append({"node": name, "transport": n["transport"], "state": state,
                      "pending": n["pending"] if not n["full_sync_pending"]
                      else f"{n['pending']} (full: {','.join(n['full_sync_pending'])})",
@@ -95,8 +97,14 @@ def render_status(report: dict) -> str:
     lines = [table(rows, ["node", "transport", "state", "pending", "lag", "last_success",
                           "last_error"])]
     for name, n in report["nodes"].items():  # whole, never cut: it says what to do
-        if n["last_error"]:
+        failing = n.get("failing_sets") or {}
+        if n["last_error"] and n["last_error"] not in {f"set {s}: {f['error']}"
+                                                       for s, f in failing.items()}:
             lines.append(f"{name}: error {_ago(n['last_error_at'], now)}: {n['last_error']}")
+        for sset, f in failing.items():
+            retry = f", retry in {max(0.0, f['retry_at'] - now):.1f}s" if f.get("retry_at") else ""
+            lines.append(f"{name}: set {sset} failing ({f['failures']} in a row, {f['pending']} "
+                         f"paths wait{retry}): error {_ago(f['error_at'], now)}: {f['error']}")
     lines.append(f"sets: {', '.join(report['sets']) or '(none)'}; events {report['events']}, "
                  f"rsync runs {report['rsync_runs']}, inotify overflows {report['overflows']}")
     for name, w in sorted(report.get("watch", {}).items()):
@@ -186,60 +194,90 @@ def _render_verify(results: list[dict]) -> str:
 @sync_app.command("now")
 @guard
 def sync_now(config: ConfigOpt,
-             node: Annotated[Optional[str], typer.Argument(
-                 help="Only this node (default: every node).")] = None,
-             wait: Annotated[bool, typer.Option(help="Wait for the full sync, showing progress.")] = True,
+             nodes: Annotated[Optional[list[str]], typer.Argument(
+                 metavar="[NODE]...", help="Only these nodes (default: every node).")] = None,
+             wait: Annotated[bool, typer.Option(
+                 help="Wait until the full sync is done, showing progress; exit 1 if a node "
+                      "failed it.")] = False,
              timeout: Annotated[float, typer.Option(
-                 help="Give up waiting after this many seconds.", min=0, max=7 * 86400)] = 3600.0,
+                 help="With --wait: give up after this many seconds.", min=0, max=7 * 86400)] = 3600.0,
              allow_delete: Annotated[bool, typer.Option(
                  help="Let this full sync delete more than the mass-delete guard allows "
                       "(most of a node's copy).")] = False,
              as_json: JsonOpt = False) -> None:
-    """Full sync now (to one node or all), with a progress display; exit 1 if it did not finish.
+    """Queue a full sync now (to the nodes named, or all), cutting any back-off short.
 
+    Returns once it is queued; with --wait, blocks until every node has it
+    (progress on a terminal) and exits 1 if a node failed it or refused it.
     A full sync that would delete more than 1000 files and more than half of a
     node's copy is refused (the node's files stay) unless --allow-delete.
     """
-    valid_name(node, "NODE")
+    for node in nodes or ():
+        valid_name(node, "NODE")
     state_dir = daemon_state_dir(config)
     try:
-        started = request(state_dir, "sync_now", nodes=[node] if node else None,
+        started = request(state_dir, "sync_now", nodes=list(nodes) if nodes else None,
                           allow_delete=allow_delete)
     except ControlError as exc:
         if str(exc).startswith("no node named"):
             raise UsageError(str(exc)) from None
         raise
     if not wait:
-        emit(started, as_json, lambda r: f"full sync queued for {', '.join(r['nodes'])}")
+        emit(started, as_json, lambda r: f"full sync queued for {', '.join(r['nodes'])} "
+                                         "(clusterkit sync status shows how far it is)")
         return
-    deadline = time.monotonic() + timeout
-    tty = sys.stderr.isatty() and not as_json
+    progress = _wait_for_full_sync(state_dir, started, time.monotonic() + timeout, not as_json)
+    if all(p["done"] for p in progress.values()):
+        emit(progress, as_json, lambda p: f"full sync done: {', '.join(p)}")
+        return
+    emit(progress, as_json, lambda p: "\n".join(_outcome(n, s) for n, s in p.items()))
+    raise typer.Exit(EXIT_FAILURE)
+
+
+def _wait_for_full_sync(state_dir: str, started: dict, deadline: float, show: bool) -> dict:
+    """Poll the daemon until every node is done, failed or refused (or the deadline).
+
+    On a terminal, one line of bars updated in place; otherwise a plain line
+    each time a node's state changes (both on stderr: stdout keeps the result).
+    """
+    tty = show and sys.stderr.isatty()
+    shown: dict[str, str] = {}
     while True:
         progress = request(state_dir, "sync_progress", seq=started["seq"], nodes=started["nodes"])
-        line = "  ".join(_bar(name, p) for name, p in progress.items())
         if tty:
-            sys.stderr.write("\r" + line + "\033[K")
+            sys.stderr.write("\r" + "  ".join(_bar(n, p) for n, p in progress.items()) + "\033[K")
             sys.stderr.flush()
-        if all(p["done"] for p in progress.values()):
-            break
-        if time.monotonic() > deadline or all(p["done"] or p.get("refused")
-                                              for p in progress.values()):
+        elif show:
+            for name, p in progress.items():
+                line = _outcome(name, p) if _finished(p) else _bar(name, p)
+                if shown.get(name) != line:
+                    shown[name] = line
+                    print(line, file=sys.stderr, flush=True)
+        if all(_finished(p) for p in progress.values()) or time.monotonic() > deadline:
             if tty:
                 sys.stderr.write("\n")
-            emit(progress, as_json, lambda p: "\n".join(
-                f"{n}: {'done' if s['done'] else 'REFUSED' if s.get('refused') else 'NOT DONE'} "
-                f"{s['last_error'] or ''}" for n, s in p.items()))
-            raise typer.Exit(EXIT_FAILURE)
+            return progress
         time.sleep(0.2)
-    if tty:
-        sys.stderr.write("\n")
-    emit(progress, as_json, lambda p: f"full sync done: {', '.join(p)}")
+
+
+def _finished(p: dict) -> bool:
+    return bool(p["done"] or p.get("failed") or p.get("refused"))
+
+
+def _outcome(name: str, p: dict) -> str:
+    if p["done"]:
+        return f"{name}: done"
+    word = "REFUSED" if p.get("refused") else "FAILED" if p.get("failed") else "NOT DONE"
+    sets = f" (sets {', '.join(p.get('refused') or p.get('failed'))})" \
+        if p.get("refused") or p.get("failed") else ""
+    return f"{name}: {word}{sets}: {p['last_error'] or 'no error yet'}"
 
 
 def _bar(name: str, p: dict, width: int = 20) -> str:
     pct = 100 if p["done"] else (p["progress"] or 0)
     fill = width * pct // 100
-    extra = "" if p["done"] or not p.get("retry_at") else " (retrying)"
+    extra = "" if p["done"] or not p.get("retry_at") else \
+        f" (retry in {max(0.0, p['retry_at'] - time.time()):.0f}s)"
     return f"{name} [{'#' * fill}{'.' * (width - fill)}] {pct:3d}%{extra}"
 
 

@@ -1,6 +1,8 @@
-"""Replication: watcher → coalescer → durable per-node queue → rsync (manager); apply hooks (nodes).
+"""Replication: watcher → planner → durable per-node queue → node workers → rsync (manager);
+apply hooks (nodes).
 
-See ``docs/replication.md``. :class:`Replicator` runs on the manager,
+See ``docs/replication.md``. :class:`Replicator` (the planner) and its
+:class:`~clusterkit.sync.worker.NodeWorker` per node run on the manager,
 :class:`Applier` on nodes; both are created by :mod:`clusterkit.sync.plugin`
 and kept in ``runtime.components["sync"]``.
 """

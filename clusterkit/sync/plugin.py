@@ -1,4 +1,9 @@
-"""The replication plugin: the manager replicates, nodes apply; both answer ``sync`` commands."""
+"""The replication plugin: the manager replicates, nodes apply; both answer ``sync`` commands.
+
+On the manager, a node seen up by health (``clusterkit_membership_changed``)
+or named by ``clusterkit sync now`` is retried at once, whatever back-off was
+pending.
+"""
 
 from __future__ import annotations
 
@@ -29,13 +34,23 @@ def _now_command(replicator: Replicator):
 
 
 def _now(replicator: Replicator, nodes: list[str] | None, allow_delete: bool) -> dict:
+    """Queue a full sync and cut the nodes' back-off short; returns at once (the CLI may poll)."""
     unknown = [n for n in nodes or () if n not in replicator.workers]
     if unknown:
         raise ValueError(f"no node named {', '.join(unknown)} (nodes: {', '.join(replicator.workers)})")
+    command = f"clusterkit sync now{' --allow-delete' if allow_delete is True else ''}"
     seq = replicator.full_sync(nodes=nodes or None, allow_delete=allow_delete is True,
-                               reason="requested (clusterkit sync now"
-                                      f"{' --allow-delete' if allow_delete is True else ''})")
+                               reason=f"requested ({command})")
+    replicator.retry_now(nodes or None, command)
     return {"seq": seq, "nodes": nodes or list(replicator.workers)}
+
+
+@hookimpl
+def clusterkit_membership_changed(runtime, policy, node, service, old, new, reason):
+    """A service of a node came up: the node is reachable again, catch up now."""
+    replicator = runtime.components.get(NAME)
+    if new == "up" and isinstance(replicator, Replicator):
+        replicator.retry_now([node], f"health saw {service} up ({policy}: {old} -> up)")
 
 
 @hookimpl

@@ -98,6 +98,14 @@ def render(panel) -> str:
               sync.get("pending"), node=node)
         w.add("clusterkit_replication_runs_total", "counter", "rsync batches sent to the node.",
               sync.get("runs"), node=node)
+        w.add("clusterkit_replication_unreachable", "gauge",
+              "1 while the node is unreachable and every set waits out its back-off.",
+              int(sync.get("state") == "backoff"), node=node)
+        failing = _dict(sync.get("failing_sets"))
+        for name in _dict(_dict(status.get("sync")).get("sets")) or failing:
+            w.add("clusterkit_replication_set_failures", "gauge",
+                  "Failed attempts in a row of a set on the node (0: it replicates).",
+                  _dict(failing.get(name)).get("failures", 0), node=node, set=name)
     sync = _dict(status.get("sync"))
     w.add("clusterkit_sync_watcher_events_total", "counter",
           "File events the watcher delivered (all sets).", sync.get("events"))
