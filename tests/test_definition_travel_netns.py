@@ -70,4 +70,3 @@ def test_a_definition_edit_is_in_force_on_every_node(setup, tmp_path):
         finally:
             for node in nodes.values():
                 node.stop()
-
