@@ -153,14 +153,14 @@ def publish(runtime) -> int | None:
     """Write the node view of the running definition if it changed; its serial.
 
     Called off the loop after start and every reload. The text is read again
-    and validated (a broken edit made since the reload is not published); the
+    and the view validated (a broken edit made since the reload is not published); the
     serial only grows, even when the outbox was lost (it is at least the time).
     """
     path = view_path(runtime)
     try:
         text = read_definition(runtime.config_path)
         body = NOTICE + node_view(text)
-        build_cluster(text, runtime.config_path, runtime.pm)
+        build_cluster(body, runtime.config_path, runtime.pm)  # what the nodes will check
     except Exception as exc:  # noqa: BLE001 - whatever it is, the last view stays
         log.error("the definition was not published to the nodes: %s", exc)
         return None
