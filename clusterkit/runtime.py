@@ -30,6 +30,8 @@ from clusterkit.eventloop import new_event_loop
 from clusterkit.hookcalls import PluginError, call_each
 
 log = logging.getLogger("clusterkit.runtime")
+CONFIG_POLL = 0.25  # seconds between looks at the definition file (a stat): an edit is in force
+                    # on the manager within this, and on the nodes a replication later
 
 
 class Runtime:
@@ -241,7 +243,7 @@ class Runtime:
         logged, the last good definition keeps running, the next edit is read.
         """
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(CONFIG_POLL)
             if self._mtime() != self._config_mtime:
                 try:
                     await self.reload()

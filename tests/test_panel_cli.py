@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from clusterkit.cli import get_app
+from clusterkit.sync import definition
 from clusterkit_panel import pki
 from clusterkit_panel.accounts import Accounts, verify_password
 from conftest import write_cluster
@@ -119,11 +120,12 @@ def test_join_on_the_command_line(ck, tmp_path):
         cluster.start("manager")
         config = str(cluster.config)
         token = json.loads(ck("node", "token", "node1", "--json", "-c", config).output)["token"]
-        fresh = tmp_path / "fresh" / "cluster.toml"  # a node with no definition yet gets the manager's
+        fresh = tmp_path / "fresh" / "cluster.toml"  # a node with no definition yet gets the view
         result = ck("join", cluster.url("manager"), "--token", token, "--as", "node1", "-c", fresh)
         assert result.exit_code == 0, result.output
         assert "joined cluster test as node1" in result.output
-        assert fresh.read_text() == cluster.config.read_text()
+        got = definition.parse_view(fresh.read_text())  # as nodes receive it: with its serial
+        assert got.body == definition.NOTICE + definition.node_view(cluster.config.read_text())
         assert pki.Paths.of(str(tmp_path / "state" / "node1")).has_host_cert()
         again = ck("join", cluster.url("manager"), "--token", token, "--as", "node1", "-c", config)
         assert again.exit_code == 1 and "used already" in again.output

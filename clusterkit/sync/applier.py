@@ -62,6 +62,12 @@ class Applier:
         if old.sync_sets != new.sync_sets:
             await self.stop()
             self._watch(new.sync_sets)
+            # A set new here: the manager's full sync of it may have landed before this
+            # node ran the definition that names it, so it is applied once as a full sync.
+            before = {s.name: s.path for s in old.sync_sets}
+            for sset in new.sync_sets:
+                if before.get(sset.name) != sset.path:
+                    self.overflowed(sset.name)
 
     async def stop(self) -> None:
         if self.watching is not None:

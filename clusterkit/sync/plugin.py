@@ -8,10 +8,13 @@ pending.
 from __future__ import annotations
 
 from clusterkit import hookimpl
+from clusterkit.config import ConfigError, Problem
+from clusterkit.sync import definition
 from clusterkit.sync.applier import Applier
 from clusterkit.sync.replicator import Replicator
 
 NAME = "sync"
+DEFINITION = "definition"  # runtime.components: the definition's publisher (manager) or receiver
 
 
 @hookimpl
@@ -24,6 +27,8 @@ async def clusterkit_start(runtime):
         runtime.add_control("sync_progress", replicator.progress)
     else:
         await runtime.start_component(NAME, Applier(runtime))
+    await runtime.start_component(DEFINITION, definition.Published(runtime) if runtime.is_manager
+                                  else definition.Received(runtime))
 
 
 def _now_command(replicator: Replicator):
@@ -56,13 +61,53 @@ def clusterkit_membership_changed(runtime, policy, node, service, old, new, reas
 @hookimpl
 async def clusterkit_reload(runtime, old, new):
     await runtime.reload_component(NAME, old, new)
+    await runtime.reload_component(DEFINITION, old, new)
 
 
 @hookimpl
 async def clusterkit_stop(runtime):
+    await runtime.stop_component(DEFINITION)
     await runtime.stop_component(NAME)
 
 
 @hookimpl
 def clusterkit_status(runtime):
-    return runtime.component_status(NAME)
+    report = {**(runtime.component_status(NAME) or {}), **(runtime.component_status(DEFINITION) or {})}
+    return report or None
+
+
+# ------------------------------------------- the definition travels (clusterkit.sync.definition)
+
+
+@hookimpl
+def clusterkit_sync_sets(cluster):
+    taken = definition.reserved_problems(cluster)
+    if taken:
+        raise ConfigError(cluster.path, [Problem(key, f"{definition.SET!r} is reserved: the built-in "
+                                                      "set that replicates the definition")
+                                         for key in taken])
+    return [definition.sync_set(cluster)]
+
+
+@hookimpl
+async def clusterkit_applied(runtime, sync_set, paths):
+    component = runtime.components.get(DEFINITION)
+    if sync_set.name == definition.SET and isinstance(component, definition.Received):
+        await component.take()
+
+
+@hookimpl
+def clusterkit_status_summary(report, summary):
+    shown = report.get("definition")
+    if not isinstance(shown, dict):
+        return
+    if "manager_serial" not in shown:  # the manager
+        summary.line(f"definition: serial {shown.get('serial')} published to the nodes")
+        return
+    state = str(shown.get("state", ""))
+    line = (f"definition: serial {shown.get('serial')}, the manager's "
+            f"{shown.get('manager_serial')}: {state.splitlines()[0] if state else '?'}")
+    if state.startswith(("refused", "older")):
+        summary.problem(line)
+    else:
+        summary.line(line)

@@ -22,6 +22,7 @@ wake the asyncio loop once per drain; nothing slow ever runs there.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -84,6 +85,11 @@ class Watcher:
     def watch(self, name: str, root: str) -> None:
         """Start watching the set ``name`` at ``root`` (created if missing)."""
         os.makedirs(root, exist_ok=True)
+        with os.scandir(root) as entries:  # probes a killed daemon left (never sent, still litter)
+            for entry in entries:
+                if is_probe(entry.name) and not entry.name.startswith(f"{PROBE_PREFIX}{os.getpid()}."):
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)
         self.roots[name] = os.path.abspath(root)
         self.last_event.setdefault(name, time.monotonic())
         self._schedule(name)

@@ -40,6 +40,7 @@ def _dict(value) -> dict:
     return value if isinstance(value, dict) else {}
 
 
+CURRENT = ("current", "the manager's own file")  # clusterkit.sync.definition's states
 CHECK_RESULT = {"passed": 1, "ok": 1, "up": 1, "failed": 0, "down": 0}  # else: no check yet
 
 
@@ -122,6 +123,14 @@ def render(panel) -> str:
         w.add("clusterkit_sync_missed_changes_total", "counter",
               "Changes a periodic or covering full sync sent that no file event announced.",
               count, set=name)
+    definition = _dict(status.get("definition"))
+    w.add("clusterkit_definition_serial", "gauge", "Serial of the definition this host runs "
+          "(on the manager: the one it published to the nodes).", definition.get("serial"))
+    if "manager_serial" in definition:  # a node
+        w.add("clusterkit_definition_manager_serial", "gauge",
+              "Serial of the manager's definition last received.", definition.get("manager_serial"))
+        w.add("clusterkit_definition_current", "gauge", "1 when this node runs the manager's "
+              "definition (0: older or refused).", int(definition.get("state") in CURRENT))
     dns = _dict(status.get("dns"))
     for rcode, count in _dict(dns.get("queries")).items():
         w.add("clusterkit_dns_queries_total", "counter", "DNS answers by response code.", count,

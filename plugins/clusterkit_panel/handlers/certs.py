@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiohttp import web
 
+from clusterkit.sync.definition import for_join
 from clusterkit_panel import pki
 from clusterkit_panel.access import reserve
 from clusterkit_panel.routes import BODY, PanelError, Route, answer
@@ -47,8 +49,7 @@ async def join(panel, request):
     panel.store.revoke_others(node, serial)
     panel.accounts.write_revoked(panel.store.revoked())
     log.info("node %s joined (certificate %s)", node, serial)
-    with open(cluster.path) as f:
-        definition = f.read()
+    definition = await asyncio.to_thread(for_join, panel.runtime)  # minus the manager's keys
     return answer({"certificate": pki.cert_pem(cert).decode(),
                    "ca": open(panel.paths.ca_cert).read(), "serial": serial,
                    "cluster": cluster.name, "manager": cluster.manager.name,
