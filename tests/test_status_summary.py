@@ -68,7 +68,7 @@ def test_summary_puts_problems_first_and_one_line_per_policy_and_node(tmp_path):
 
             def settled():
                 out = status(config).stdout
-                return out if "node2 down" in out and "replication to node2" in out else None
+                return out if "node2 down" in out and "to node2: rsync exit" in out else None
 
             out = wait_for(settled, what="the summary to show the down member and failing node")
             lines = out.splitlines()
@@ -76,7 +76,7 @@ def test_summary_puts_problems_first_and_one_line_per_policy_and_node(tmp_path):
             problems = [line for line in lines if line.startswith("  ! ")]
             assert problems == lines[2:2 + len(problems)], "problems come first"
             assert any(f"{PREFIX}.100:{port} http: node2 down" in p for p in problems)
-            assert any(p.startswith("  ! replication to node2: rsync exit") for p in problems)
+            assert any(p.startswith("  ! replication of set data to node2: rsync exit") for p in problems)
             # the nodes run no daemon here, so their panels are unreachable: said, and nothing else
             assert [p for p in problems if "node1" in p] == [
                 p for p in problems if p.startswith("  ! panel of node1 unreachable")]

@@ -135,9 +135,13 @@ def _replication(summary: Summary) -> None:
     for name, node in sync.get("nodes", {}).items():
         summary.node(name, sync=node.get("state", "?"), lag=duration(float(node.get("lag") or 0)),
                      pending=node.get("pending", 0), synced=summary.age(node.get("last_success")))
-        if node.get("last_error"):
+        failing = node.get("failing_sets") or {}
+        for sset, state in failing.items():
+            summary.problem(f"replication of set {sset} to {name}: {state.get('error')} "
+                            f"({summary.age(state.get('error_at'))}{_retry(summary, state)})")
+        if node.get("last_error") and (node.get("retry_at") or not failing):
             summary.problem(f"replication to {name}: {node['last_error']} "
-                            f"({summary.age(node.get('last_error_at'))})")
+                            f"({summary.age(node.get('last_error_at'))}{_retry(summary, node)})")
     for sset, watch in sync.get("watch", {}).items():
         if watch.get("state") in ("deaf", "partial"):
             summary.problem(f"sync set {sset}: watcher {watch.get('state')}: {watch.get('reason', '')}")
@@ -145,6 +149,11 @@ def _replication(summary: Summary) -> None:
     if missed:
         summary.line("replication: the watcher missed " + ", ".join(
             f"{n} changes in {s}" for s, n in sorted(missed.items())))
+
+
+def _retry(summary: Summary, state: dict) -> str:
+    due = state.get("retry_at")
+    return f"; retry in {duration(due - summary.now)}" if due else ""
 
 
 def _endpoint(key: str) -> str:
