@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from clusterkit.definition.source import read_definition
 from clusterkit.definition.tables import ConfigError, Key, Locator, Problem, Table, Tables, read
-from clusterkit.definition.values import (absolute_problem, check_number, inside, ip_problem, is_ip,
+from clusterkit.definition.values import (absolute_problem, check_number, endpoint, inside, ip_problem, is_ip,
                                           name_problem, norm, read_number, shown, sync_path_problem)
 
 SCHEDULERS = ("rr", "wrr", "lc", "wlc", "sh")
@@ -93,7 +93,8 @@ class Policy:
 
     @property
     def key(self) -> str:
-        return f"{self.vip}:{self.port}"
+        """``vip:port``, an IPv6 address in brackets as URLs write it (``[fd00::100]:80``)."""
+        return endpoint(self.vip, self.port)
 
 
 @dataclass(frozen=True)

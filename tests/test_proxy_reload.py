@@ -223,8 +223,10 @@ def test_end_to_end_through_the_runtime(tmp_path):
         assert result.exit_code == 0, result.output
         shown = json.loads(result.output)["policies"][f"{net}.100:{vport}"]
         assert shown["members"]["node2"]["total"] == policy["members"]["node2"]["total"]
-        result = CliRunner().invoke(app, ["status", "-c", str(path)])
+        result = CliRunner().invoke(app, ["status", "-c", str(path), "-v"])
         assert result.exit_code == 0 and "connect_failures: 0" in result.output
+        result = CliRunner().invoke(app, ["status", "-c", str(path)])  # the summary
+        assert result.exit_code == 0 and f"{net}.100:{vport}" in result.output
     finally:
         call(runtime.stop())
         looper.close()

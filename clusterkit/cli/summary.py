@@ -106,10 +106,10 @@ def _policies(summary: Summary) -> None:
             if state == "down":
                 seen = health.get(name, {})
                 why = seen.get("output") or "no answer"
-                summary.problem(f"{_endpoint(key)} {policy.get('service', '')}: {name} down "
+                summary.problem(f"{key} {policy.get('service', '')}: {name} down "
                                 f"for {duration(float(seen.get('for_s') or 0))} ({why})")
         if policy.get("listening") is False:
-            summary.problem(f"{_endpoint(key)}: not listening")
+            summary.problem(f"{key}: not listening")
         up = sum(1 for s in states if s.endswith(" up"))
         summary.policy(key, service=policy.get("service", ""), engine=policy.get("engine", "native"),
                        up=f"{up}/{len(states)}",
@@ -155,8 +155,3 @@ def _retry(summary: Summary, state: dict) -> str:
     due = state.get("retry_at")
     return f"; retry in {duration(due - summary.now)}" if due else ""
 
-
-def _endpoint(key: str) -> str:
-    """``vip:port`` with an IPv6 address in brackets (``[fd00::1]:80``)."""
-    host, _, port = key.rpartition(":")
-    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else key

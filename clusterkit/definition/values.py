@@ -123,3 +123,9 @@ def norm(path: str) -> str:
 def inside(path: str, tree: str) -> bool:
     """``path`` is ``tree`` or below it (both normalised, absolute)."""
     return path == tree or path.startswith(tree.rstrip("/") + "/")
+
+
+def endpoint(host: str, port) -> str:
+    """``host:port``, an IPv6 address in brackets (``[fd00::1]:80``): as URLs, logs and
+    ``ss`` write it, and unambiguous to read back."""
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"

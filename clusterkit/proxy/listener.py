@@ -22,6 +22,7 @@ import errno
 import logging
 import socket
 
+from clusterkit.definition.values import endpoint
 from clusterkit.proxy.idle import close_silent, sweep_idle
 from clusterkit.proxy.pool import RealServer, Pool
 from clusterkit.proxy.relay import ClientSide
@@ -61,9 +62,9 @@ def listen_socket(ip: str, port: int, reuse_port: bool = False) -> socket.socket
         sock.close()
         hint = ""
         if exc.errno == errno.EADDRINUSE:
-            hint = (f" (is a local service listening on 0.0.0.0:{port} or {ip}:{port}? bind the "
+            hint = (f" (is a local service listening on 0.0.0.0:{port} or {endpoint(ip, port)}? bind the "
                     f"manager's own services to its cluster ip; see docs/load-balancing.md)")
-        raise ProxyError(f"cannot listen on {ip}:{port}: {exc.strerror or exc}{hint}") from None
+        raise ProxyError(f"cannot listen on {endpoint(ip, port)}: {exc.strerror or exc}{hint}") from None
     return sock
 
 

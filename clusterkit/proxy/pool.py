@@ -27,6 +27,8 @@ from __future__ import annotations
 import hashlib
 import math
 
+from clusterkit.definition.values import endpoint
+
 PENALTY = 2.0  # seconds a member that failed a connect is passed over
 
 
@@ -69,7 +71,7 @@ class RealServer:
                 and (not self.max_conn or self.active < self.max_conn))
 
     def stats(self) -> dict:
-        return {"address": f"{self.address[0]}:{self.address[1]}", "state": self.state,
+        return {"address": endpoint(*self.address[:2]), "state": self.state,
                 "weight": self.weight, "weight_factor": self.factor, "active": self.active,
                 "total": self.total, "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
                 "connect_failures": self.connect_failures}

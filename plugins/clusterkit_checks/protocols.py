@@ -19,6 +19,7 @@ import dns.name
 import dns.rcode
 import dns.rdatatype
 
+from clusterkit.definition.values import endpoint
 from clusterkit.registry import CheckFailed, CheckTarget
 from clusterkit_checks.session import Session, option_bool, tls_context
 
@@ -175,7 +176,7 @@ async def dns_check(target: CheckTarget) -> str:
         raise CheckFailed(f"check option zone={zone!r}: {exc}") from None
     query = dns.message.make_query(name, dns.rdatatype.SOA)
     query.flags &= ~dns.flags.RD
-    where = f"{target.address}:{target.port}"
+    where = endpoint(target.address, target.port)
     started = time.monotonic()
     try:
         answer = await dns.asyncquery.udp(query, target.address, timeout=target.timeout,

@@ -15,6 +15,7 @@ import ssl
 import time
 from typing import Awaitable, Callable
 
+from clusterkit.definition.values import endpoint
 from clusterkit.registry import CheckFailed, CheckTarget
 
 MAX_LINE = 8192
@@ -78,7 +79,7 @@ class Session:
 
     @property
     def where(self) -> str:
-        return f"{self.target.address}:{self.target.port}"
+        return endpoint(self.target.address, self.target.port)
 
     async def open(self, tls: ssl.SSLContext | None = None, server_hostname: str | None = None) -> None:
         self.reader, self.writer = await asyncio.open_connection(self.target.address, self.target.port)

@@ -24,6 +24,7 @@ import dns.rcode
 import dns.rdatatype
 
 from clusterkit.control import ControlError, request
+from clusterkit.definition.values import endpoint
 from clusterkit_dns.serial import serial_gt, serial_lt
 from clusterkit_dns.settings import settings_of
 from clusterkit_dns.zonestore import ZoneStore
@@ -83,7 +84,7 @@ async def check_host(name: str, address: str, port: int, expected: dict,
         answers += await asyncio.gather(*(ask_soa(address, port, z, limit=limit)
                                           for z in zones[1:]))
     served = await asyncio.to_thread(served_zones, state_dir) if state_dir else None
-    row = {"host": name, "address": f"{address}:{port}", "answering": True, "zones": {},
+    row = {"host": name, "address": endpoint(address, port), "answering": True, "zones": {},
            "lagging": [], "ahead": [], "missing": [], "errors": [],
            "extra": [z for z in served if z not in expected] if served is not None else [],
            "zone_set_checked": served is not None}

@@ -19,6 +19,7 @@ from clusterkit.cli.common import (ConfigOpt, JsonOpt, UsageError, emit, guard, 
 from clusterkit.config import load_cluster
 from clusterkit.definition.source import daemon_state_dir
 from clusterkit.control import ControlError, request
+from clusterkit.definition.values import endpoint
 from clusterkit_panel.settings import JOIN_TOKEN_TTL, named_actions, panel_settings
 
 # pki, accounts, join and store import `cryptography`: loaded by the commands that use
@@ -179,7 +180,7 @@ def node_token(ctx: typer.Context, name: str, config: ConfigOpt,
     finally:
         store.close()
     token = make_token(pki.fingerprint(ca), secret)
-    url = f"https://{cluster.manager.ip}:{panel_settings(cluster).https_port}"
+    url = f"https://{endpoint(cluster.manager.ip, panel_settings(cluster).https_port)}"
     emit({"node": name, "token": token, "expires": _when(expires), "manager": url}, as_json,
          lambda d: f"{d['token']}\n\n# on {name}, before {d['expires']}:\n"
                    f"clusterkit join {url} --token {d['token']} --as {name}")

@@ -26,6 +26,7 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
+from clusterkit.definition.values import endpoint
 from clusterkit_panel import pki
 from clusterkit_panel.accounts import Accounts
 from clusterkit_panel.history import History
@@ -174,7 +175,7 @@ class Panel:
         try:
             await site.start()
         except OSError as exc:
-            raise RuntimeError(f"panel: cannot listen on https://{address}:{self.settings.https_port}"
+            raise RuntimeError(f"panel: cannot listen on https://{endpoint(address, self.settings.https_port)}"
                                f" ({exc.strerror}); set [panel] https_port") from None
         self.sites.append(site)
         self.https_ready.set()
@@ -200,7 +201,7 @@ class Panel:
             await site.start()
         except OSError as exc:
             await runner.cleanup()
-            raise RuntimeError(f"panel: cannot listen on http://{address}:{self.settings.http_port}"
+            raise RuntimeError(f"panel: cannot listen on http://{endpoint(address, self.settings.http_port)}"
                                f" ({exc.strerror}); set [panel] http_port (0 disables it)") from None
         self.sites.append(site)
         self.redirect_runner = runner
@@ -292,7 +293,7 @@ class Panel:
     # ------------------------------------------------------- host-to-host
 
     def url_of(self, host) -> str:
-        return f"https://{host.ip}:{self.settings.https_port}"
+        return f"https://{endpoint(host.ip, self.settings.https_port)}"
 
     def _client(self) -> aiohttp.ClientSession:
         if self.client is None or self.client.closed:

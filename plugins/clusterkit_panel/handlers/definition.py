@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from clusterkit.definition.tables import ConfigError
+from clusterkit.definition.values import endpoint
 from clusterkit_panel import edits, views
 from clusterkit_panel.routes import BODY, USER, PanelError, Route, answer
 
@@ -44,7 +45,7 @@ async def policies_remove(panel, request):
     if not port.isdigit():
         raise PanelError(400, f"port {port!r} is not a number")
     await apply_edit(panel, edits.remove_policy, vip, int(port))
-    return answer({"removed": f"{vip}:{port}"})
+    return answer({"removed": endpoint(vip, port)})
 
 
 async def sync_list(panel, request):
