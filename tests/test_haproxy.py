@@ -499,6 +499,47 @@ def test_close_lets_connections_finish(ha):
     assert not ha.engine.master.alive()
 
 
+def test_the_policy_becomes_one_listen_section(tmp_path):
+    from clusterkit_haproxy.config import render
+
+    text = ('[[policy]]\nvip = "127.89.6.100"\nport = 443\nservice = "https"\nscheduler = "wlc"\n'
+            'backend_port = 8443\nmembers = { node1 = 5, node2 = 0 }\nproxy_protocol = "v2"\n'
+            'max_conn = 100\nmember_max_conn = 10\nconnect_timeout = 0.5\nclient_timeout = 7.0\n'
+            'server_timeout = 9.0\nfallback = "127.89.6.50:8080"\n')
+    cluster = make_cluster(tmp_path, "127.89.6", 2, text)
+    ids = {}
+    rendered = render(cluster.policies, cluster, "/x", {("127.89.6.100:443", "node1"): ("down", 1.0)},
+                      lambda key, node: ids.setdefault((key, node), len(ids) + 1))
+    section = rendered.text.split("listen 127.89.6.100:443\n", 1)[1]
+    assert section.splitlines() == [
+        "  bind ipv4@127.89.6.100:443", "  balance leastconn", "  maxconn 100",
+        "  timeout connect 500ms", "  timeout queue 500ms", "  timeout client 7000ms",
+        "  timeout server 9000ms", "  retries 3",
+        "  stick-table type ip size 1m expire 300s", "  stick on src",  # https's default
+        "  server node1 ipv4@127.89.6.11:8443 id 1 weight 5 maxconn 10 send-proxy-v2 disabled",
+        "  server node2 ipv4@127.89.6.12:8443 id 2 weight 0 maxconn 10 send-proxy-v2",
+        "  server _fallback ipv4@127.89.6.50:8080 id 3 weight 1 send-proxy-v2 backup", ""]
+    first = rendered.text.splitlines().index("listen 127.89.6.100:443") + 1
+    assert rendered.policy_at(first + 3) == "127.89.6.100:443" and rendered.policy_at(1) is None
+
+
+@needs_haproxy
+def test_fallback_and_the_manager_as_backup_take_over_when_no_member_can(ha):
+    ha.start(nodes=(1, 2))
+    manager = TCPBackend((f"{ha.net}.1", ha.port), say_name, "manager")
+    try:
+        ha.policy("node1 = 1, manager = 0", scheduler="rr")
+        assert ha.count(4) == {"node1": 4}
+        ha.set("node1", "maintenance")
+        wait_for(lambda: ha.member("node1")["haproxy_status"] == "MAINT", what="maint")
+        assert ha.count(4) == {"manager": 4}
+        ha.policy("node1 = 1", scheduler="rr", fallback="node2")
+        assert ha.count(4) == {"node2": 4}
+        wait_for(lambda: ha.stats()[ha.key]["fallback"] == 4, what="fallback counted")
+    finally:
+        manager.stop()
+
+
 # ------------------------------------------------------------------ binary
 
 
