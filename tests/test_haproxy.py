@@ -11,16 +11,21 @@ import signal
 import socket
 import subprocess
 import threading
+import types
 from collections import Counter
 
 import pytest
 
-from clusterkit.config import registry_of
+from clusterkit.config import Policy, registry_of
 from clusterkit_haproxy import HAProxyEngine, HAProxyError, check_binary
 from proxy_support import (TCPBackend, common_port, free_port, make_cluster, plugin_manager,
                            recv_all)
 from support import LoopThread, wait_for
 
+# How the manager names its engine: a key of [manager] where engines are chosen per policy,
+# else the free-form options table the single-engine hook reads.
+ENGINE_KEY = ('engine = "haproxy"' if "engine" in Policy.__dataclass_fields__
+              else 'options = { engine = "haproxy" }')
 needs_haproxy = pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
 
 
@@ -540,6 +545,43 @@ def test_fallback_and_the_manager_as_backup_take_over_when_no_member_can(ha):
         manager.stop()
 
 
+@needs_haproxy
+def test_policies_come_and_go(ha):
+    ha.start(nodes=(1, 2))
+    other = free_port(ha.vip)
+    ha.apply_text(ha.text("node1 = 1") + ha.text("node2 = 1", port=other))
+    assert ha.ask() == "node1" and ha.ask(port=other) == "node2"
+    ha.apply_text(ha.text("node2 = 1", port=other))
+    with pytest.raises(ConnectionRefusedError):
+        ha.ask()
+    assert list(ha.stats()) == [f"{ha.vip}:{other}"]
+    ha.apply_text("")  # no policy left: HAProxy runs with no listener
+    with pytest.raises(ConnectionRefusedError):
+        ha.ask(port=other)
+    assert ha.stats() == {}
+    ha.policy("node2 = 1")
+    assert ha.ask() == "node2"
+
+
+def test_the_plugin_registers_its_engine_with_the_core():
+    import clusterkit_haproxy
+    from clusterkit import hookspecs
+    from clusterkit.plugins import get_plugin_manager
+
+    pm = get_plugin_manager()  # entry points, then check_pending: the plugin loads cleanly
+    assert pm.get_plugin("haproxy") is clusterkit_haproxy
+    if hasattr(hookspecs, "clusterkit_register_engines"):  # engines per policy
+        kind = registry_of(pm).engines["haproxy"]
+        assert kind.create is clusterkit_haproxy.create and not kind.handlers
+    else:  # one engine for the manager, chosen by its options
+        def runtime(options):
+            return types.SimpleNamespace(host=types.SimpleNamespace(options=options),
+                                         state_dir="/tmp/ck", registry=None, config_path="c")
+        assert isinstance(clusterkit_haproxy.clusterkit_lb_engine(runtime({"engine": "haproxy"})),
+                          HAProxyEngine)
+        assert clusterkit_haproxy.clusterkit_lb_engine(runtime({})) is None
+
+
 # ------------------------------------------------------------------ binary
 
 
@@ -585,7 +627,7 @@ def test_the_daemon_balances_through_haproxy_and_status_shows_its_counters(tmp_p
     config.write_text(
         f'[cluster]\nname = "t"\nstate_dir = "{short}/state"\n\n'
         f'[manager]\nname = "manager"\nip = "{net}.1"\npublic_ips = ["{net}.100"]\n'
-        f'options = {{ engine = "haproxy" }}\n\n'
+        f'{ENGINE_KEY}\n\n'
         f'[[node]]\nname = "node1"\nip = "{net}.11"\n\n[[node]]\nname = "node2"\nip = "{net}.12"\n\n'
         f'[[policy]]\nvip = "{net}.100"\nport = {vport}\nservice = "http"\nscheduler = "rr"\n'
         f'backend_port = {port}\nmembers = {{ node1 = 1, node2 = 1 }}\n')

@@ -19,8 +19,14 @@ import os
 import re
 import time
 
-from clusterkit.config import private_dir, write_atomic
-from clusterkit.proxy.pool import STATES
+try:  # where the core keeps them (they moved from clusterkit.config to clusterkit.definition)
+    from clusterkit.definition.files import private_dir, write_atomic
+except ImportError:
+    from clusterkit.config import private_dir, write_atomic
+try:
+    from clusterkit.contracts import MEMBER_STATES as STATES
+except ImportError:
+    from clusterkit.proxy.pool import STATES
 from clusterkit_haproxy.config import SUPPORTS, Rendered, cannot_carry, render, runtime_weight
 from clusterkit_haproxy.process import (HAProxyError, Master, check_binary, parse_proc, query,
                                         query_sync)
