@@ -111,7 +111,7 @@ class HAProxyEngine:
                     break
                 except HAProxyError as exc:
                     blamed = self._blame(exc, rendered)
-                    if not blamed:
+                    if not blamed.keys() & {p.key for p in wanted}:
                         raise
                     failed.update(blamed)
                     wanted = [p for p in wanted if p.key not in blamed]
@@ -279,7 +279,7 @@ class HAProxyEngine:
             await asyncio.sleep(RESTART_DELAYS[min(attempt, len(RESTART_DELAYS) - 1)])
             attempt += 1
             async with self._lock:
-                if self._closing:
+                if self._closing or self.master.alive():  # stopped, or an apply started it
                     return
                 try:
                     await self.master.start()
