@@ -93,6 +93,14 @@ def test_ssh_mux(sshnet, tmp_path):
         log = daemon.log.read_text()
         assert "ssh master to node1" in log and "is gone" in log
         pid = again["pid"]
+
+        node2 = master(daemon, "node2")  # a removed node's master is closed at the reload
+        assert node2["master"] == "up" and os.path.exists(node2["socket"])
+        removed = subprocess.run([*CLUSTERKIT, "node", "remove", "node2", "-c", str(config)],
+                                 capture_output=True, text=True)
+        assert removed.returncode == 0, removed.stderr
+        wait_for(lambda: not os.path.exists(node2["socket"]), 10, "node2's master closed")
+        assert "node2" not in daemon.query("status")["ssh"]
     # the daemon stopped: its masters are closed (ssh -O exit), sockets gone
     assert not os.path.exists(sock)
     assert not os.path.exists(f"/proc/{pid}") or b"[mux]" not in Path(f"/proc/{pid}/cmdline").read_bytes()
