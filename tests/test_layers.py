@@ -9,7 +9,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-
 import clusterkit
 
 ROOT = Path(clusterkit.__file__).parent
