@@ -40,7 +40,7 @@ def clusterkit_host_options(register):
 
 @hookimpl
 def clusterkit_start(runtime):
-    if not runtime.is_manager and runtime.host.transport == "rsyncd":
+    if not runtime.is_manager:
         conf = runtime.components[NODE_CONF] = NodeConf()
         conf.update(runtime.cluster, runtime.host)
 

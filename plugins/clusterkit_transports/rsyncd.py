@@ -135,7 +135,7 @@ class NodeConf:
 
     def update(self, cluster, node) -> None:
         """Write the file when its text changed; a failure is logged and shown, never raised."""
-        self.path = node.options.get("rsyncd_conf", "")
+        self.path = node.options.get("rsyncd_conf", "") if node.transport == "rsyncd" else ""
         if not self.path:
             return
         text = conf_text(cluster, node, secrets_path(node), f"clusterkit run --as {node.name}")
