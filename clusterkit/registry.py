@@ -35,6 +35,7 @@ class ServiceKind:
     handler: Any = None
     persistence: int = 0
     description: str = ""
+    check_options: Callable[[dict, Callable[[str, str], None]], None] | None = None
 
 
 @dataclass(frozen=True)
