@@ -52,8 +52,9 @@ def clusterkit_register_transports(register):
 
     ``register(kind)`` takes a :class:`clusterkit.registry.TransportKind`
     whose ``destination(node, path)`` returns the rsync destination for a
-    path on that node and whose ``rsync_args(node)`` returns extra rsync
-    arguments (``-e ssh ...``, ``--password-file``...). Registering a name
+    path on that node and whose ``rsync_args(node, runtime=None)`` returns extra
+    rsync arguments (``-e ssh ...``, ``--password-file``...); ``runtime`` is the
+    manager daemon's, ``None`` outside a daemon. Registering a name
     twice is an error naming both plugins.
     """
 

@@ -65,22 +65,30 @@ class TransportKind:
     """How rsync reaches a node.
 
     ``destination(node, path)`` is the rsync target for a directory path on the
-    node; ``rsync_args(node)`` the extra arguments; ``local_root(node)`` the
-    directory that stands for the node's ``/`` on this machine, or ``None``;
-    ``setup(node, cluster)`` what the operator must do on the node (authorise
-    a key, install a daemon config), printed by ``clusterkit node add``;
-    ``rename`` (optional) a coroutine ``rename(node, src, dst)`` that renames a
-    path on the node cheaply and returns whether it did (the replicator then
-    only has to compare, not copy, a renamed directory).
+    node; ``rsync_args(node, runtime=None)`` the extra arguments (``runtime``
+    is the manager daemon's :class:`~clusterkit.runtime.Runtime`, where the
+    transport keeps per-daemon state such as ssh master connections in
+    ``runtime.components``; ``None`` outside a daemon, e.g. ``sync verify``);
+    ``local_root(node)`` the directory that stands for the node's ``/`` on
+    this machine, or ``None``; ``setup(node, cluster)`` what the operator must
+    do on the node (authorise a key, install a daemon config), printed by
+    ``clusterkit node add``; ``rename`` (optional) a coroutine
+    ``rename(node, src, dst, runtime=None)`` that renames a path on the node
+    cheaply and returns whether it did (the replicator then only has to
+    compare, not copy, a renamed directory). ``lab_options(manager,
+    name)`` gives the options ``node add`` writes for a node when it and the
+    manager both have a ``root`` (several hosts on one machine) and the
+    operator did not give them: the manager's files under the manager's root.
     """
 
     name: str
     destination: Callable[[Any, str], str]
-    rsync_args: Callable[[Any], list[str]] = lambda node: []
+    rsync_args: Callable[..., list[str]] = lambda node, runtime=None: []
     local_root: Callable[[Any], str | None] = lambda node: None
     setup: Callable[[Any, Any], str] = lambda node, cluster: ""
-    rename: Callable[[Any, str, str], Awaitable[bool]] | None = None
+    rename: Callable[..., Awaitable[bool]] | None = None
     description: str = ""
+    lab_options: Callable[[Any, str], dict] = lambda manager, name: {}
 
 
 @dataclass(frozen=True)

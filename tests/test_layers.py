@@ -9,8 +9,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 import clusterkit
 
 ROOT = Path(clusterkit.__file__).parent
@@ -120,8 +118,5 @@ def test_no_new_module_of_the_core_imports_a_plugin():
     assert set(plugin_imports()) <= {"clusterkit.cli.sync"}
 
 
-@pytest.mark.xfail(strict=True, reason="clusterkit/cli/sync.py imports clusterkit_transports for "
-                   "`sync rsyncd-conf` until the transport brings its own command (issue 18): "
-                   "remove this mark when that lands")
 def test_the_core_imports_no_plugin():
     assert plugin_imports() == {}

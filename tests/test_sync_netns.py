@@ -76,7 +76,10 @@ def start_sshd(net, tmp: Path) -> Path:
         conf = tmp / f"{node}-sshd_config"
         conf.write_text(f"ListenAddress {net.ip(node)}\nPort 22\nHostKey {keys}/host\nPidFile none\n"
                         f"AuthorizedKeysFile {keys}/authorized_keys\nStrictModes no\nUsePAM no\n"
-                        "PasswordAuthentication no\nPermitRootLogin prohibit-password\n")
+                        "PasswordAuthentication no\nPermitRootLogin prohibit-password\n"
+                        # root's shell reads $HOME/.bashrc: not this machine's (a slow one costs
+                        # every session its start-up, a stale pyenv lock hangs it)
+                        f"SetEnv HOME={keys}\n")
         net.popen(node, ["/usr/sbin/sshd", "-D", "-e", "-f", str(conf)],
                   stderr=open(tmp / f"{node}-sshd.log", "w"))
         net.wait_port("manager", net.ip(node), 22)

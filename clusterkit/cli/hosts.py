@@ -76,21 +76,38 @@ def node_add(ctx: typer.Context, name: str, config: ConfigOpt,
              ip: Annotated[str, typer.Option(help="The node's cluster IP.")],
              transport: Annotated[str, typer.Option(help="How files reach it: local, ssh, rsyncd.")] = "local",
              root: Annotated[Optional[str], typer.Option(
-                 help="With --transport local: the directory standing for the node's /.")] = None,
+                 help="The directory standing for the node's / on this machine: the local "
+                      "transport, or a lab of several hosts on one machine (any transport; "
+                      "see docs/lab.md).")] = None,
              option: Annotated[Optional[list[str]], typer.Option(
                  help="Transport option KEY=VALUE (user, port, key, module...).")] = None) -> None:
-    """Add a node to the cluster."""
+    """Add a node to the cluster.
+
+    In a lab (the manager and this node both have a root), the transport's
+    files on the manager (ssh key, known_hosts, rsyncd password) default to
+    paths under the manager's root, written into the node's options.
+    """
     valid_name(name)
     entry = {"name": name, "ip": ip, "transport": transport}
     if root:
         entry["root"] = os.path.abspath(root)
     options = parse_pairs(option or [], "--option")
+    kind = plugin_manager(ctx).registry.transports.get(transport)
+    lab = {}
+    if root and kind is not None:
+        manager = load_cluster(config, plugin_manager(ctx)).manager
+        if manager.root != "/":
+            lab = {k: v for k, v in kind.lab_options(manager, name).items() if k not in options}
+            options.update(lab)
     if options:
         entry["options"] = options
     with edit_config(config, plugin_manager(ctx)) as doc:
         nodes = doc.setdefault("node", tomlkit.aot())
         nodes.append(entry)
     typer.echo(f"added node {name} ({ip}, transport {transport})")
+    if lab:
+        typer.echo("lab paths under the manager's root: "
+                   + ", ".join(f"{k}={v}" for k, v in lab.items()))
     cluster = load_cluster(config, plugin_manager(ctx))
     hint = plugin_manager(ctx).registry.transports[transport].setup(cluster.host(name), cluster)
     if hint:

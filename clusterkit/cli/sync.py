@@ -15,7 +15,6 @@ from clusterkit.cli.common import (EXIT_FAILURE, ConfigOpt, JsonOpt, UsageError,
                                    guard, plugin_manager, table, valid_name)
 from clusterkit.config import load_cluster, registry_of
 from clusterkit.definition.edits import edit_config
-from clusterkit.definition.files import write_atomic
 from clusterkit.definition.source import daemon_state_dir
 from clusterkit.control import ControlError, request
 
@@ -279,37 +278,6 @@ def _bar(name: str, p: dict, width: int = 20) -> str:
     extra = "" if p["done"] or not p.get("retry_at") else \
         f" (retry in {max(0.0, p['retry_at'] - time.time()):.0f}s)"
     return f"{name} [{'#' * fill}{'.' * (width - fill)}] {pct:3d}%{extra}"
-
-
-@sync_app.command("rsyncd-conf")
-@guard
-def sync_rsyncd_conf(ctx: typer.Context, node: Annotated[str, typer.Argument(
-                         help="The node.")],
-                     config: ConfigOpt,
-                     output: Annotated[str, typer.Option(
-                         help="Directory to write rsyncd.conf and rsyncd.secrets into.")] = ".",
-                     secrets_path: Annotated[str, typer.Option(
-                         help="Where the secrets file will live on the node.")]
-                     = "/etc/rsyncd.clusterkit.secrets") -> None:
-    """Write a node's rsyncd.conf + secrets (for the operator), and the manager's password file."""
-    from clusterkit_transports import rsyncd_config
-
-    valid_name(node, "NODE")
-    cluster = load_cluster(config, plugin_manager(ctx))
-    host = cluster.host(node)
-    if host.role != "node":
-        raise UsageError(f"{node!r} is the manager, not a node")
-    if host.transport != "rsyncd":
-        raise UsageError(f"node {node!r} uses transport {host.transport!r}, not rsyncd")
-    files = rsyncd_config(cluster, host, secrets_path)
-    os.makedirs(output, exist_ok=True)
-    write_atomic(os.path.join(output, "rsyncd.conf"), files["rsyncd.conf"])
-    write_atomic(os.path.join(output, "rsyncd.secrets"), files["rsyncd.secrets"], mode=0o600)
-    if not os.path.exists(files["password_file"]):
-        os.makedirs(os.path.dirname(files["password_file"]) or ".", exist_ok=True)
-        write_atomic(files["password_file"], files["password"] + "\n", mode=0o600)
-    typer.echo(f"wrote {output}/rsyncd.conf and {output}/rsyncd.secrets for {node}; "
-               f"the manager's password file is {files['password_file']}")
 
 
 def register(app: typer.Typer) -> None:

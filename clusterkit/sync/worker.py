@@ -365,7 +365,7 @@ class NodeWorker:
 
         def job(**kw) -> rsync.Job:
             return rsync.Job(source=source, destination=kind.destination(self.node, sset.path),
-                             transport_args=list(kind.rsync_args(self.node)),
+                             transport_args=list(kind.rsync_args(self.node, r.runtime)),
                              exclude=(*sset.exclude, PROBE_EXCLUDE),
                              timeout=r.settings.timeout, contimeout=r.settings.contimeout, **kw)
 
@@ -419,7 +419,7 @@ class NodeWorker:
                 continue
             try:
                 done = await kind.rename(self.node, os.path.join(sset.path, src),
-                                         os.path.join(sset.path, dst))
+                                         os.path.join(sset.path, dst), self.r.runtime)
             except Exception as exc:
                 log.debug("%s: rename %s -> %s on the node failed: %s", self.name, src, dst, exc)
                 return
