@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import threading
@@ -56,8 +57,8 @@ def ask(port: int) -> str:
         return s.recv(100).decode()
 
 
-def definition(tmp_path, ports, second_engine: str = 'engine = "second"\n') -> str:
-    text = (f'[cluster]\nname = "engines"\nstate_dir = "{tmp_path}/state"\n\n'
+def definition(tmp_path, ports, second_engine: str = 'engine = "second"\n', state=None) -> str:
+    text = (f'[cluster]\nname = "engines"\nstate_dir = "{state or tmp_path / "state"}"\n\n'
             f'[manager]\nname = "manager"\nip = "{PREFIX}.1"\npublic_ips = ["{PREFIX}.100"]\n'
             f'root = "{tmp_path}/manager"\n')
     for i in (1, 2):
@@ -111,6 +112,34 @@ def test_two_engines_side_by_side_and_a_policy_moved_between_them(tmp_path, site
             assert {ask(ports[1]) for _ in range(6)} == {"node1"}
             wait_for(lambda: "engine second has no policy left" in daemon.log.read_text(),
                      what="the idle engine stopped")
+    finally:
+        for s in servers:
+            s.close()
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
+def test_native_and_haproxy_side_by_side(tmp_path, tmp_path_factory):
+    ips = [f"{PREFIX}.11", f"{PREFIX}.12", f"{PREFIX}.100"]
+    ports = [common_port(ips), common_port(ips)]
+    servers = [backend(f"{PREFIX}.1{i}", port, f"node{i}") for i in (1, 2) for port in ports]
+    config = tmp_path / "cluster.toml"
+    state = tmp_path_factory.mktemp("eh")  # HAProxy's sockets: a short path
+    config.write_text(definition(tmp_path, ports, second_engine='engine = "haproxy"\n', state=state))
+    env = {"CLUSTERKIT_DISABLE_PLUGINS": "dns,dns-management,panel,panelsync,alerts"}
+    try:
+        with Daemon(config, env=env) as daemon:
+            key = f"{PREFIX}.100:{ports[1]}"
+            wait_for(lambda: (daemon.query("status")["policies"].get(key) or {}).get("listening"),
+                     what="HAProxy listening")
+            policies = daemon.query("status")["policies"]
+            assert policies[f"{PREFIX}.100:{ports[0]}"]["engine"] == "native"
+            assert policies[key]["engine"] == "haproxy"
+            for port in ports:
+                assert {ask(port) for _ in range(6)} == {"node1", "node2"}
+            summary = subprocess.run([*CLUSTERKIT, "status", "-c", str(config)], capture_output=True,
+                                     text=True, timeout=30, env={**os.environ, **env}).stdout
+            rows = [line.split() for line in summary.splitlines() if line.startswith(f"{PREFIX}.100:")]
+            assert sorted(row[2] for row in rows) == ["haproxy", "native"], summary
     finally:
         for s in servers:
             s.close()

@@ -11,12 +11,11 @@ import signal
 import socket
 import subprocess
 import threading
-import types
 from collections import Counter
 
 import pytest
 
-from clusterkit.config import Policy, registry_of
+from clusterkit.config import registry_of
 from clusterkit_haproxy import HAProxyEngine, HAProxyError, check_binary
 from proxy_support import (TCPBackend, common_port, free_port, make_cluster, plugin_manager,
                            recv_all)
@@ -24,8 +23,7 @@ from support import LoopThread, wait_for
 
 # How the manager names its engine: a key of [manager] where engines are chosen per policy,
 # else the free-form options table the single-engine hook reads.
-ENGINE_KEY = ('engine = "haproxy"' if "engine" in Policy.__dataclass_fields__
-              else 'options = { engine = "haproxy" }')
+ENGINE_KEY = 'engine = "haproxy"'  # the manager's: every policy through HAProxy
 needs_haproxy = pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
 
 
@@ -565,21 +563,12 @@ def test_policies_come_and_go(ha):
 
 def test_the_plugin_registers_its_engine_with_the_core():
     import clusterkit_haproxy
-    from clusterkit import hookspecs
     from clusterkit.plugins import get_plugin_manager
 
     pm = get_plugin_manager()  # entry points, then check_pending: the plugin loads cleanly
     assert pm.get_plugin("haproxy") is clusterkit_haproxy
-    if hasattr(hookspecs, "clusterkit_register_engines"):  # engines per policy
-        kind = registry_of(pm).engines["haproxy"]
-        assert kind.create is clusterkit_haproxy.create and not kind.handlers
-    else:  # one engine for the manager, chosen by its options
-        def runtime(options):
-            return types.SimpleNamespace(host=types.SimpleNamespace(options=options),
-                                         state_dir="/tmp/ck", registry=None, config_path="c")
-        assert isinstance(clusterkit_haproxy.clusterkit_lb_engine(runtime({"engine": "haproxy"})),
-                          HAProxyEngine)
-        assert clusterkit_haproxy.clusterkit_lb_engine(runtime({})) is None
+    kind = pm.registry.engines["haproxy"]
+    assert kind.create is clusterkit_haproxy.create and not kind.handlers
 
 
 # ------------------------------------------------------------------ binary

@@ -1,11 +1,10 @@
 """HAProxy as a load-balancing engine driven by clusterkit (see docs/load-balancing.md).
 
 The engine is registered under the name ``haproxy``
-(``clusterkit_register_engines``, with what it can carry); a core that still
-chooses one engine for the whole manager asks ``clusterkit_lb_engine``, which
-returns it when the manager's ``options`` say ``engine = "haproxy"``. Both
-hooks are optional, so the plugin loads with either core. ``haproxy_binary``
-in the manager's options names another binary than ``haproxy`` on the PATH.
+(``clusterkit_register_engines``, with what it can carry): a policy with
+``engine = "haproxy"`` (or every policy, with ``[manager] engine =
+"haproxy"``) goes through it. ``haproxy_binary`` in the manager's options
+names another binary than ``haproxy`` on the PATH.
 """
 
 import os
@@ -44,7 +43,7 @@ def binary_problem(value) -> str | None:
     return None
 
 
-@hookimpl(optionalhook=True)
+@hookimpl
 def clusterkit_register_engines(register):
     from clusterkit.registry import EngineKind
 
@@ -54,15 +53,8 @@ def clusterkit_register_engines(register):
                         description="HAProxy 2.2+ (master-worker, seamless reloads) driven by clusterkit"))
 
 
-@hookimpl(optionalhook=True)
+@hookimpl
 def clusterkit_host_options(register):
     from clusterkit.definition.tables import Key
 
     register("haproxy_binary", Key(str, check=binary_problem), roles=("manager",))
-
-
-@hookimpl(optionalhook=True)
-def clusterkit_lb_engine(runtime):
-    if runtime.host.options.get("engine") != "haproxy":
-        return None
-    return create(runtime)
