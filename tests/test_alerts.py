@@ -207,3 +207,26 @@ def test_bad_alert_settings_are_named(tmp_path, table, key):
     with pytest.raises(ConfigError) as err:
         build_cluster(text, "cluster.toml", get_plugin_manager())
     assert key in str(err.value)
+
+
+def test_an_edit_of_the_definition_is_taken_and_a_removed_sender_drops_its_queue(tmp_path):
+    receiver = Receiver(f"{PREFIX}.1", fail=1000)  # refuses everything: messages queue up
+    port = common_port([f"{PREFIX}.11", f"{PREFIX}.12", f"{PREFIX}.100"])
+    config = cluster(tmp_path, receiver, port, extra="retry_max = 1\n")
+    try:
+        with Daemon(config) as daemon:
+            wait_for(lambda: (daemon.query("status").get("alerts") or {}).get("undelivered", {})
+                     .get("webhook"), what="a message waiting for the webhook")
+            text = config.read_text()
+            config.write_text(text.replace("group_wait = 0.5", "group_wait = 1.5"))
+            wait_for(lambda: "reloaded" in daemon.log.read_text(), what="the reload")
+            webhook_line = next(line for line in text.splitlines() if line.startswith("webhook = "))
+            config.write_text(text.replace(webhook_line + "\n", "").replace(
+                "[alerts]\n", f'[alerts]\nemail = {{ relay = "{PREFIX}.1:1", from = "a@b.test", '
+                              'to = ["c@d.test"] }\n'))
+            wait_for(lambda: daemon.query("status")["alerts"]["senders"] == ["email"],
+                     what="the new senders")
+            assert "webhook" not in daemon.query("status")["alerts"]["undelivered"]
+            assert daemon.proc.poll() is None and "Traceback" not in daemon.log.read_text()
+    finally:
+        receiver.close()

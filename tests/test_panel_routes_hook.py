@@ -27,7 +27,10 @@ def cluster(tmp_path_factory):
     fake_install(site, "clusterkit-notes", "0.1.0", {"notes": "ck_notes"})
     with pytest.MonkeyPatch.context() as mp:
         mp.syspath_prepend(str(site))
-        with PanelCluster.manager_only(tmp_path_factory.mktemp("routes"), "127.86.21") as c:
+        extra = ('\n[notes]\ngreeting = "hi from notes"\nmax_length = 5\n'
+                 '\n[[policy]]\nvip = "127.86.21.100"\nport = 7979\nservice = "finger"\n'
+                 'members = { node1 = 1 }\n')
+        with PanelCluster.manager_only(tmp_path_factory.mktemp("routes"), "127.86.21", extra=extra) as c:
             assert c.pm.get_plugin("notes") is not None
             yield c
 
@@ -36,7 +39,8 @@ def test_a_plugin_route_is_served_behind_the_panel_access_rules(cluster):
     assert cluster.client().get("/api/v1/notes/hosts/node1")[0] == 401
     admin = cluster.login()
     assert admin.get("/api/v1/notes/hosts/node1") == (
-        200, {"host": "node1", "role": "node", "ip": "127.86.21.11", "answered_by": "manager"})
+        200, {"host": "node1", "role": "node", "ip": "127.86.21.11", "answered_by": "manager",
+              "greeting": "hi from notes"})
     status, body = admin.get("/api/v1/notes/hosts/ghost")
     assert (status, body) == (404, {"error": "no host named 'ghost'"})
     assert admin.last.headers["X-Content-Type-Options"] == "nosniff"
@@ -47,7 +51,23 @@ def test_a_plugin_route_that_changes_needs_the_csrf_token(cluster):
     assert admin.post("/api/v1/notes", {"text": "hi"}, csrf=False)[0] == 403
     assert admin.post("/api/v1/notes", {"text": "hi"}) == (201, {"text": "hi", "by": "admin"})
     assert admin.post("/api/v1/notes", {"text": ""}) == (400, {"error": "field 'text' is required"})
+    assert admin.post("/api/v1/notes", {"text": "longer"}) == (
+        400, {"error": "field 'text' is longer than 5"})  # [notes] max_length, from the definition
     assert admin.post("/api/v1/notes", "[1,", headers={"Content-Type": "application/json"})[0] == 400
+
+
+def test_the_plugin_service_and_section_are_the_definitions(cluster):
+    """ck_notes adds a service kind and a declared section: the definition uses and checks them."""
+    from clusterkit.config import build_cluster
+    from clusterkit.definition.tables import ConfigError
+
+    manager = cluster.hosts["manager"]
+    assert [p.service for p in manager.cluster.policies] == ["finger"]
+    assert manager.cluster.sections["notes"] == {"greeting": "hi from notes", "max_length": 5}
+    assert manager.status()["policies"]["127.86.21.100:7979"]["listening"] is True
+    text = cluster.config.read_text().replace("max_length = 5", "max_length = 0")
+    with pytest.raises(ConfigError, match=r"cluster.toml:\d+: notes.max_length: 0 is out of range"):
+        build_cluster(text, str(cluster.config), cluster.pm)
 
 
 def test_plugin_routes_are_in_the_openapi_document(cluster):

@@ -151,3 +151,15 @@ def test_master_socket_path_too_long_goes_direct(tmp_path):
         assert status["master"] == "direct" and "use a shorter state_dir" in status["reason"]
 
     asyncio.run(scenario())
+
+
+def test_ipv6_nodes_are_written_with_brackets_where_rsync_needs_them(pm):
+    """``user@fd00::11:/srv`` would read as host ``fd00`` and path ``:11:/srv``."""
+    node = Host(name="web1", ip="fd00::11", role="node", transport="ssh",
+                options={"user": "sync", "port": 2222})
+    assert pm.registry.transports["ssh"].destination(node, "/srv/www") == "sync@[fd00::11]:/srv/www"
+    rsyncd = Host(name="web1", ip="fd00::11", role="node", transport="rsyncd", options={"port": 8873})
+    assert pm.registry.transports["rsyncd"].destination(rsyncd, "/srv/www").startswith(
+        "rsync://clusterkit@[fd00::11]:8873/")
+    v4 = Host(name="web1", ip="10.0.0.11", role="node", transport="ssh")
+    assert pm.registry.transports["ssh"].destination(v4, "/srv/www") == "root@10.0.0.11:/srv/www"

@@ -50,7 +50,7 @@ class Alerter:
         from clusterkit_alerts.settings import settings_of
 
         self.settings = settings_of(new) or self.settings
-        self.store.drop_sender(settings.senders)
+        self.store.drop_sender(self.settings.senders)
         self.wake.set()
 
     # ---------------------------------------------------------- conditions

@@ -17,6 +17,7 @@ import secrets
 import time
 
 from clusterkit.definition.files import write_atomic
+from clusterkit.definition.values import endpoint
 from clusterkit.registry import TransportKind
 
 from .options import lab_path
@@ -49,7 +50,7 @@ def secrets_path(node) -> str:
 
 
 def _destination(node, path: str) -> str:
-    return f"rsync://{_user(node)}@{node.ip}:{_port(node)}/{_module(node)}/{path.lstrip('/')}"
+    return f"rsync://{_user(node)}@{endpoint(node.ip, _port(node))}/{_module(node)}/{path.lstrip('/')}"
 
 
 def _args(node, runtime=None) -> list[str]:

@@ -46,7 +46,8 @@ def _command(node, runtime) -> list[str]:
 
 
 def _destination(node, path: str) -> str:
-    return f"{_target(node)}:{node.local_path(path)}"
+    host = f"[{node.ip}]" if ":" in node.ip else node.ip  # rsync's HOST:PATH, IPv6 in brackets
+    return f"{node.options.get('user', 'root')}@{host}:{node.local_path(path)}"
 
 
 def _args(node, runtime=None) -> list[str]:
