@@ -16,10 +16,10 @@ import pytest
 
 from clusterkit.config import build_cluster
 from clusterkit.definition.tables import ConfigError
-from dns_support import ServerThread, free_port, write_zones
-from support import wait_for
-from sync_support import CLUSTERKIT, Daemon
 from conftest import write_cluster
+from dns_support import ServerThread, free_port, write_zones
+from support import LoopThread, wait_for
+from sync_support import CLUSTERKIT, Daemon
 from test_alerts import Receiver
 from test_status_summary import rows_of
 
@@ -118,3 +118,57 @@ def test_the_interval_is_a_checked_number(tmp_path, pm, value):
         build_cluster(config.read_text(), str(config), pm)
     line = len(config.read_text().splitlines())
     assert f"cluster.toml:{line}: dns.convergence_interval" in str(err.value)
+
+
+def test_only_the_manager_watches_and_a_reload_keeps_the_history(tmp_path, pm):
+    """A restarted DNS server keeps the watch (and its "since"); disabling DNS stops it."""
+    from clusterkit.runtime import Runtime
+
+    port = free_port(f"{PREFIX}.1")
+
+    def define(dns_table: str):
+        return write_cluster(tmp_path / "cluster.toml", PREFIX, nodes=1,
+                             extra=f"\n[dns]\nport = {port}\n{dns_table}\n")
+
+    config = define('zones_dir = "/z"\nconvergence_interval = 0.5')
+    for name in ("manager", "node1"):
+        write_zones(tmp_path / name / "z")
+        write_zones(tmp_path / name / "z2")
+    looper = LoopThread()
+    manager = looper.call(_started(Runtime(str(config), pm, "manager", watch_config=False)))
+    node = looper.call(_started(Runtime(str(config), pm, "node1", watch_config=False)))
+    try:
+        assert "dns-convergence" not in node.components and "dns_convergence" not in node.status()
+        watch = manager.components["dns-convergence"]
+        report = wait_for(lambda: (r := looper.call(_status(manager))["dns_convergence"])
+                          and r["converged"] and r, what="the first converged check")
+        assert set(report["hosts"]) == {"manager", "node1"} and report["not_converged_since"] is None
+        since = report["hosts"]["node1"]["since"]
+
+        define('zones_dir = "/z2"\nconvergence_interval = 30')  # the server restarts
+        assert looper.call(manager.reload())["changed"]
+        assert manager.components["dns-convergence"] is watch
+        report = looper.call(_status(manager))["dns_convergence"]
+        assert report["interval"] == 30 and report["hosts"]["node1"]["since"] == since
+
+        define('zones_dir = "/z2"\nenabled = false')
+        looper.call(manager.reload())
+        assert "dns-convergence" not in manager.components
+        assert "dns_convergence" not in looper.call(_status(manager))
+        define('zones_dir = "/z2"')
+        looper.call(manager.reload())
+        assert manager.components["dns-convergence"] is not watch
+        assert looper.call(_status(manager))["dns_convergence"]["interval"] == 10
+    finally:
+        for runtime in (node, manager):
+            looper.call(runtime.stop())
+        looper.close()
+
+
+async def _started(runtime):
+    await runtime.start()
+    return runtime
+
+
+async def _status(runtime) -> dict:
+    return runtime.status()
