@@ -9,6 +9,8 @@ after a restart without sending anything twice.
 
 from __future__ import annotations
 
+import datetime
+import math
 import time
 from dataclasses import dataclass
 
@@ -28,6 +30,8 @@ KINDS = {
     "replication-lagging": "a node's copy is more than `lag` seconds behind",
     "watcher-failing": "a sync set's file watcher does not deliver events",
     "dns-zone-broken": "a zone file on the manager does not load",
+    "dns-not-converged": "a host's DNS has not served the manager's zones for `dns_converge` seconds",
+    "certificate-expiring": "a host's certificate of the cluster CA expires within `cert_days` days",
     "action-failed": "a remote action (post-sync command, node action) failed",
 }
 
@@ -35,7 +39,8 @@ KINDS = {
 def conditions(report: dict, settings, started: float, now: float | None = None) -> dict[str, Condition]:
     now = time.time() if now is None else now
     found: dict[str, Condition] = {}
-    for rule in (_members, _panel, _replication, _watch, _dns, _actions):
+    for rule in (_members, _panel, _replication, _watch, _dns, _dns_convergence, _certificates,
+                 _actions):
         for c in rule(report, settings, started, now):
             found[c.key] = c
     return found
@@ -90,6 +95,36 @@ def _dns(report, settings, started, now):
     for error in (report.get("dns") or {}).get("errors") or []:
         where = str(error).split(":", 1)[0]
         yield Condition(f"dns-zone-broken:{where}", "dns-zone-broken", "", f"zone not loaded: {error}")
+
+
+def _dns_convergence(report, settings, started, now):
+    hosts = (report.get("dns_convergence") or {}).get("hosts") or {}
+    for name, host in hosts.items():
+        since = host.get("since")
+        if host.get("converged") is False and _number(since) and now - since >= settings.dns_converge:
+            error = f" ({host['error']})" if host.get("error") else ""
+            yield Condition(f"dns-not-converged:{name}", "dns-not-converged", name,
+                            f"the DNS of {name} has not converged for {int(now - since)}s: "
+                            f"{host.get('state', '?')}{error}")
+
+
+def _certificates(report, settings, started, now):
+    """The manager's own certificate, and each node's as its panel last told the manager."""
+    panel = report.get("panel") or {}
+    hosts = {report.get("host", ""): panel.get("cert_expires"),
+             **{name: seen.get("cert_expires") for name, seen in (panel.get("nodes") or {}).items()}}
+    for name, expires in hosts.items():
+        if not _number(expires) or expires - now > settings.cert_days * 86400:
+            continue
+        days = (expires - now) / 86400
+        when = datetime.datetime.fromtimestamp(expires, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        text = (f"the certificate of {name} expires in {days:.1f} days ({when})" if days > 0
+                else f"the certificate of {name} expired on {when}")
+        yield Condition(f"certificate-expiring:{name}", "certificate-expiring", name, text)
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _actions(report, settings, started, now):

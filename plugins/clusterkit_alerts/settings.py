@@ -7,7 +7,8 @@ from urllib.parse import urlsplit
 
 from clusterkit.definition.values import read_number
 
-KEYS = ("group_wait", "interval", "lag", "stalled", "retry_max", "startup_grace", "webhook", "email")
+KEYS = ("group_wait", "interval", "lag", "stalled", "retry_max", "startup_grace", "dns_converge",
+        "cert_days", "webhook", "email")
 WEBHOOK_KEYS = ("url", "secret", "timeout")
 EMAIL_KEYS = ("relay", "from", "to", "starttls", "user", "password", "timeout")
 
@@ -39,6 +40,8 @@ class AlertSettings:
     stalled: float = 30.0     # replication to a node failing this long is an alert
     retry_max: float = 300.0  # a failed delivery is retried, backing off up to this
     startup_grace: float = 30.0  # after a start nothing is resolved this long (checks re-run first)
+    dns_converge: float = 120.0  # a host's DNS not serving the manager's zones this long is an alert
+    cert_days: float = 14.0   # a host certificate expiring within this many days is an alert
     webhook: Webhook | None = None
     email: Email | None = None
 
@@ -57,7 +60,8 @@ def parse_alerts(value, report) -> AlertSettings | None:
     _unknown(value, KEYS, "", report)
     numbers = {}
     for key, low, high in (("group_wait", 0, 3600), ("interval", 0.2, 3600), ("lag", 1, 86400 * 7),
-                           ("stalled", 1, 86400 * 7), ("retry_max", 1, 86400), ("startup_grace", 0, 3600)):
+                           ("stalled", 1, 86400 * 7), ("retry_max", 1, 86400), ("startup_grace", 0, 3600),
+                           ("dns_converge", 1, 86400 * 7), ("cert_days", 1, 3650)):
         number = read_number(value, key, float, None, low, high, report)
         if number is not None:
             numbers[key] = number

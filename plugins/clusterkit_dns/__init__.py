@@ -2,7 +2,9 @@
 
 Every host (manager and nodes) serves the zones of ``[dns] zones_dir``, which
 replicates from the manager like any other directory (the ``dns-zones`` sync
-set). The server object of a host lives in ``runtime.components["dns"]``.
+set). The server object of a host lives in ``runtime.components["dns"]``; on
+the manager, ``components["dns-convergence"]`` checks every
+``convergence_interval`` that every host serves its zones.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from clusterkit_dns.settings import DNS, parse_settings, settings_of
 
 log = logging.getLogger("clusterkit.dns")
 COMPONENT = "dns"
+CONVERGENCE = "dns-convergence"
 SYNC_SET = "dns-zones"
 
 
@@ -63,6 +66,10 @@ async def _start(runtime) -> None:
     await server.start()
     runtime.components[COMPONENT] = server
     runtime.add_control("dns-reload", lambda: _reload_zones(runtime))
+    if runtime.is_manager and CONVERGENCE not in runtime.components:
+        from clusterkit_dns.convergence_watch import ConvergenceWatch
+
+        await runtime.start_component(CONVERGENCE, ConvergenceWatch(runtime))
 
 
 async def _reload_zones(runtime) -> dict:
@@ -74,17 +81,23 @@ async def _reload_zones(runtime) -> dict:
 
 @hookimpl
 async def clusterkit_stop(runtime):
+    await runtime.stop_component(CONVERGENCE)
     await runtime.stop_component(COMPONENT)
 
 
 @hookimpl
 async def clusterkit_reload(runtime, old, new):
-    """Listen addresses change in place; a new zones directory or enabling/disabling restarts."""
+    """Listen addresses change in place; a new zones directory or enabling/disabling restarts
+    the server (the convergence watch keeps its history unless DNS is disabled)."""
     before, after = settings_of(old), settings_of(new)
     server = runtime.components.get(COMPONENT)
-    if server is None or not after.enabled or before.zones_dir != after.zones_dir \
-            or (before.identity, before.version) != (after.identity, after.version):
+    if not after.enabled:
         await clusterkit_stop(runtime)
+        return
+    await runtime.reload_component(CONVERGENCE, old, new)
+    if server is None or before.zones_dir != after.zones_dir \
+            or (before.identity, before.version) != (after.identity, after.version):
+        await runtime.stop_component(COMPONENT)
         await _start(runtime)
         return
     server.tcp_per_client = after.tcp_per_client  # connections already open stay
@@ -106,7 +119,7 @@ def clusterkit_status(runtime):
     server = runtime.components.get(COMPONENT)
     if server is None:
         return None
-    return {"dns": server.status()}
+    return {"dns": server.status(), **(runtime.component_status(CONVERGENCE, "dns_convergence") or {})}
 
 
 @hookimpl
@@ -121,3 +134,21 @@ def clusterkit_status_summary(report, summary):
                  f"{answered} answers, {dns.get('dropped', 0)} dropped")
     for error in dns.get("errors") or []:
         summary.problem(f"dns: zone not loaded: {error}")
+    _convergence(report, summary)
+
+
+def _convergence(report, summary) -> None:
+    """The DNS column of the nodes; a host not converged for three checks is a problem."""
+    from clusterkit.cli.summary import duration
+
+    watch = report.get("dns_convergence")
+    if not isinstance(watch, dict) or not isinstance(watch.get("hosts"), dict):
+        return
+    patience = 3 * float(watch.get("interval") or 0)
+    for name, host in watch["hosts"].items():
+        if name != report.get("host"):  # the manager has no row of its own
+            summary.node(name, dns=host.get("state", "?"))
+        stuck = summary.now - float(host.get("since") or summary.now)
+        if host.get("converged") is False and stuck > patience:
+            summary.problem(f"dns of {name} not converged for {duration(stuck)}: "
+                            f"{host.get('state')}{'; ' + host['error'] if host.get('error') else ''}")

@@ -11,6 +11,7 @@ from clusterkit_dns import mgmtconfig
 
 DEFAULT_ZONES_DIR = "/var/lib/clusterkit/zones"
 TCP_PER_CLIENT = 16
+CONVERGENCE_INTERVAL = 10.0
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,8 @@ class DnsSettings:
     ``version.server`` answer (``None``: the host's name, clusterkit's
     version; ``""``: refused). ``tcp_per_client``: concurrent TCP connections
     one address may hold (NSD bounds them overall with tcp-count).
+    ``convergence_interval``: seconds between the manager daemon's checks that
+    every host serves its zones (:mod:`clusterkit_dns.convergence_watch`).
     """
 
     enabled: bool = True
@@ -30,6 +33,7 @@ class DnsSettings:
     identity: str | None = None
     version: str | None = None
     tcp_per_client: int = TCP_PER_CLIENT
+    convergence_interval: float = CONVERGENCE_INTERVAL
     management: mgmtconfig.Management = field(default_factory=mgmtconfig.Management)
 
     def addresses(self, host) -> list[tuple[str, int]]:
@@ -50,6 +54,7 @@ DNS = Table({
     "listen": Key(list, items=str, check=ip_problem),
     "identity": Key(str, check=_text_problem), "version": Key(str, check=_text_problem),
     "tcp_per_client": Key(int, low=1, high=65535),
+    "convergence_interval": Key(float, low=0.5, high=3600),
     # the management keys: mgmtconfig.parse_management reads them
     **{key: Key(object) for key in mgmtconfig.KEYS},
 })

@@ -6,6 +6,7 @@ each other over mutual TLS with certificates of the cluster CA
 (:mod:`clusterkit_panel.pki`). See docs/panel.md.
 """
 
+import math
 import os
 
 from clusterkit import hookimpl
@@ -78,16 +79,27 @@ def clusterkit_status(runtime):
     panel = runtime.components.get(COMPONENT)
     if panel is None:
         return None
+    from clusterkit_panel.pki import expires
+
     settings = panel.settings
     report = {"url": panel.url_of(runtime.host) if panel.https_ready.is_set() else None,
-              "joined": panel.paths.has_host_cert()}
+              "joined": panel.paths.has_host_cert(), "cert_expires": expires(panel.paths.cert)}
     if panel.is_manager:
-        report["nodes"] = {name: {"reachable": seen.get("reachable"), "error": seen.get("error")}
+        report["nodes"] = {name: {"reachable": seen.get("reachable"), "error": seen.get("error"),
+                                  "cert_expires": _cert_expires(seen.get("status"))}
                            for name, seen in panel.node_status.items()}
         report["jobs"] = panel.store.job_counts()
     report["http_redirect"] = settings.http_port or None
     report["connections_refused"] = sum(site.refused for site in panel.sites)  # over the cap
     return {"panel": report}
+
+
+def _cert_expires(status) -> float | None:
+    """A node's certificate expiry, from the status it last answered (a finite number or None)."""
+    panel = status.get("panel") if isinstance(status, dict) else None
+    value = panel.get("cert_expires") if isinstance(panel, dict) else None
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None
 
 
 @hookimpl

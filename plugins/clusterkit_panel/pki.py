@@ -96,6 +96,14 @@ def fingerprint(cert: x509.Certificate) -> str:
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
+def expires(path: str) -> float | None:
+    """When the certificate in ``path`` stops being valid (epoch), or ``None`` without one."""
+    try:
+        return load_cert(path).not_valid_after_utc.timestamp()
+    except (OSError, PKIError):
+        return None
+
+
 def serial_hex(cert: x509.Certificate) -> str:
     """The serial as Python's ``getpeercert()`` spells it (upper-case hex)."""
     return format(cert.serial_number, "X")
