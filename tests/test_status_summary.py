@@ -12,6 +12,8 @@ from support import common_port, wait_for
 from sync_support import CLUSTERKIT, Daemon, source, sync_cluster, target
 
 PREFIX = "127.88.4"
+# the nodes run no daemon here: their DNS would rightly be "not converged" after a while
+NO_DNS = "\n[dns]\nenabled = false\n"
 
 
 def status(config, *args) -> subprocess.CompletedProcess:
@@ -54,7 +56,7 @@ def test_summary_puts_problems_first_and_one_line_per_policy_and_node(tmp_path):
     port = common_port([f"{PREFIX}.11", f"{PREFIX}.12", f"{PREFIX}.100"])
     config = sync_cluster(tmp_path, nodes=2, prefix=PREFIX,
                           options="options = { sync_backoff_max = 1.0 }")
-    config.write_text(config.read_text() + (
+    config.write_text(config.read_text() + NO_DNS + (
         f'\n[[policy]]\nvip = "{PREFIX}.100"\nport = {port}\nservice = "http"\n'
         'members = {node1 = 1, node2 = 1}\ncheck = {kind = "tcp", inter = 0.2, fall = 1, rise = 1}\n'))
     backend = serve(f"{PREFIX}.11", port)
@@ -103,6 +105,7 @@ def test_summary_puts_problems_first_and_one_line_per_policy_and_node(tmp_path):
 
 def test_summary_of_a_healthy_cluster_says_no_problems(tmp_path):
     config = sync_cluster(tmp_path, nodes=1, prefix=PREFIX.replace(".4", ".5"))
+    config.write_text(config.read_text() + NO_DNS)
     with Daemon(config):
         (source(tmp_path) / "a").write_text("a")
         wait_for(lambda: (target(tmp_path, "node1") / "a").exists(), what="the copy")
