@@ -202,6 +202,26 @@ class HTTPBackend(InThread, http.server.ThreadingHTTPServer):
         self.serve_in_thread()
 
 
+def echo_named(sock, server):
+    """Echo with the member's name in front of every line: ``node1:hello``."""
+    buf = b""
+    while data := sock.recv(4096):
+        buf += data
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            sock.sendall(server.name.encode() + b":" + line + b"\n")
+
+
+def line(sock, text: str) -> str:
+    sock.sendall(text.encode() + b"\n")
+    out = b""
+    while not out.endswith(b"\n"):
+        chunk = sock.recv(100)
+        assert chunk, "connection closed"
+        out += chunk
+    return out.decode().strip()
+
+
 def recv_all(sock: socket.socket) -> bytes:
     chunks = []
     while True:

@@ -65,3 +65,22 @@ class LoopThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
         self.loop.close()
+
+
+def tcp_server(ip: str, port: int, greeting: bytes = b"") -> socket.socket:
+    """A TCP server that answers every connection with ``greeting`` and closes it (enough
+    for a tcp health check, or to tell which member took a connection). Close it to stop."""
+    sock = socket.create_server((ip, port))
+
+    def serve():
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            with conn:
+                if greeting:
+                    conn.sendall(greeting)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return sock

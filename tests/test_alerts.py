@@ -7,7 +7,6 @@ import hmac
 import http.server
 import json
 import signal
-import socket
 import subprocess
 import threading
 
@@ -17,7 +16,7 @@ from clusterkit.config import build_cluster
 from clusterkit.definition.tables import ConfigError
 from clusterkit.plugins import get_plugin_manager
 from mailftp_support import SmtpNode
-from support import common_port, free_port, wait_for
+from support import common_port, free_port, tcp_server, wait_for
 from sync_support import CLUSTERKIT, Daemon, sync_cluster
 
 PREFIX = "127.88.6"
@@ -61,20 +60,6 @@ class Receiver(http.server.ThreadingHTTPServer):
         self.server_close()
 
 
-def serve(ip: str, port: int) -> socket.socket:
-    sock = socket.create_server((ip, port))
-
-    def loop():
-        while True:
-            try:
-                sock.accept()[0].close()
-            except OSError:
-                return
-
-    threading.Thread(target=loop, daemon=True).start()
-    return sock
-
-
 def cluster(tmp_path, receiver, port, group_wait=0.5, extra="", grace=0):
     config = sync_cluster(tmp_path, nodes=2, prefix=PREFIX)
     config.write_text(config.read_text() + (
@@ -98,7 +83,7 @@ def receiver():
 
 def test_member_down_then_up_are_grouped_signed_and_sent(tmp_path, receiver):
     port = common_port([f"{PREFIX}.11", f"{PREFIX}.12", f"{PREFIX}.100"])
-    backends = [serve(f"{PREFIX}.11", port)]
+    backends = [tcp_server(f"{PREFIX}.11", port)]
     config = cluster(tmp_path, receiver, port)
     try:
         with Daemon(config):
@@ -111,7 +96,7 @@ def test_member_down_then_up_are_grouped_signed_and_sent(tmp_path, receiver):
             assert headers["X-Clusterkit-Signature"] == expected
             # a burst is one message: node2's down and the nodes' unreachable panels arrive together
             assert len({a["kind"] for a in body["alerts"]}) >= 1
-            backends.append(serve(f"{PREFIX}.12", port))
+            backends.append(tcp_server(f"{PREFIX}.12", port))
             wait_for(lambda: member_down(receiver.alerts(), "node2", "resolved"), what="resolved")
             assert len(member_down(receiver.alerts(), "node2")) == 1, "fired once"
     finally:
@@ -128,7 +113,7 @@ def test_maintenance_silences_a_node(tmp_path, receiver):
                        capture_output=True, timeout=30)
         # node2 may have fired before maintenance: after it, nothing more about node2
         count = len([a for a in receiver.alerts() if a["node"] == "node2"])
-        serve_sock = serve(f"{PREFIX}.11", port)
+        serve_sock = tcp_server(f"{PREFIX}.11", port)
         try:
             wait_for(lambda: member_down(receiver.alerts(), "node1", "resolved"), what="node1 resolved")
         finally:

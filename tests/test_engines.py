@@ -7,7 +7,6 @@ import os
 import shutil
 import socket
 import subprocess
-import threading
 
 import pytest
 
@@ -15,7 +14,7 @@ from clusterkit.config import build_cluster
 from clusterkit.definition.tables import ConfigError
 from clusterkit.plugins import get_plugin_manager
 from clusterkit.registry import EngineKind
-from support import common_port, wait_for
+from support import common_port, tcp_server, wait_for
 from sync_support import CLUSTERKIT, Daemon
 from test_plugins import fake_install
 
@@ -33,23 +32,6 @@ def clusterkit_register_engines(register):
     register(EngineKind("second", create=lambda runtime: Engine(registry=runtime.registry),
                         schedulers=("rr", "wrr")))
 '''
-
-
-def backend(ip: str, port: int, name: str) -> socket.socket:
-    """Answers every connection with its name."""
-    sock = socket.create_server((ip, port))
-
-    def loop():
-        while True:
-            try:
-                conn, _ = sock.accept()
-            except OSError:
-                return
-            with conn:
-                conn.sendall(name.encode())
-
-    threading.Thread(target=loop, daemon=True).start()
-    return sock
 
 
 def ask(port: int) -> str:
@@ -83,7 +65,7 @@ def site(tmp_path):
 def test_two_engines_side_by_side_and_a_policy_moved_between_them(tmp_path, site):
     ips = [f"{PREFIX}.11", f"{PREFIX}.12", f"{PREFIX}.100"]
     ports = [common_port(ips), common_port(ips)]
-    servers = [backend(f"{PREFIX}.1{i}", port, f"node{i}") for i in (1, 2) for port in ports]
+    servers = [tcp_server(f"{PREFIX}.1{i}", port, f"node{i}".encode()) for i in (1, 2) for port in ports]
     config = tmp_path / "cluster.toml"
     config.write_text(definition(tmp_path, ports))
     env = {"PYTHONPATH": str(site)}
@@ -121,7 +103,7 @@ def test_two_engines_side_by_side_and_a_policy_moved_between_them(tmp_path, site
 def test_native_and_haproxy_side_by_side(tmp_path, tmp_path_factory):
     ips = [f"{PREFIX}.11", f"{PREFIX}.12", f"{PREFIX}.100"]
     ports = [common_port(ips), common_port(ips)]
-    servers = [backend(f"{PREFIX}.1{i}", port, f"node{i}") for i in (1, 2) for port in ports]
+    servers = [tcp_server(f"{PREFIX}.1{i}", port, f"node{i}".encode()) for i in (1, 2) for port in ports]
     config = tmp_path / "cluster.toml"
     state = tmp_path_factory.mktemp("eh")  # HAProxy's sockets: a short path
     config.write_text(definition(tmp_path, ports, second_engine='engine = "haproxy"\n', state=state))

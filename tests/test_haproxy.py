@@ -17,12 +17,10 @@ import pytest
 
 from clusterkit.config import registry_of
 from clusterkit_haproxy import HAProxyEngine, HAProxyError, check_binary
-from proxy_support import (TCPBackend, common_port, free_port, make_cluster, plugin_manager,
-                           recv_all)
+from proxy_support import (TCPBackend, common_port, echo_named, free_port, line, make_cluster,
+                           plugin_manager, recv_all)
 from support import LoopThread, wait_for
 
-# How the manager names its engine: a key of [manager] where engines are chosen per policy,
-# else the free-form options table the single-engine hook reads.
 ENGINE_KEY = 'engine = "haproxy"'  # the manager's: every policy through HAProxy
 needs_haproxy = pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
 
@@ -30,26 +28,6 @@ needs_haproxy = pytest.mark.skipif(shutil.which("haproxy") is None, reason="hapr
 def say_name(sock, server):
     """A member that speaks first: its name, then it closes."""
     sock.sendall(server.name.encode())
-
-
-def echo_named(sock, server):
-    """Echo with the member's name in front of every line: ``node1:hello``."""
-    buf = b""
-    while data := sock.recv(4096):
-        buf += data
-        while b"\n" in buf:
-            line, buf = buf.split(b"\n", 1)
-            sock.sendall(server.name.encode() + b":" + line + b"\n")
-
-
-def line(sock, text: str) -> str:
-    sock.sendall(text.encode() + b"\n")
-    out = b""
-    while not out.endswith(b"\n"):
-        chunk = sock.recv(100)
-        assert chunk, "connection closed"
-        out += chunk
-    return out.decode().strip()
 
 
 class HAEnv:

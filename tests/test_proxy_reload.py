@@ -13,31 +13,11 @@ import pytest
 from clusterkit.proxy import ProxyError
 from clusterkit.runtime import Runtime
 from proxy_support import (EngineThread, HTTPBackend, TCPBackend, cluster_text, common_port,
-                           free_port, make_cluster, plugin_manager, wait_for)
+                           echo_named, free_port, line, make_cluster, plugin_manager, wait_for)
 from support import LoopThread
 
 NET = "127.81.3"
 VIP = f"{NET}.100"
-
-
-def echo_named(sock, server):
-    """Echo with the member's name in front of every line: ``node1:hello``."""
-    buf = b""
-    while data := sock.recv(4096):
-        buf += data
-        while b"\n" in buf:
-            line, buf = buf.split(b"\n", 1)
-            sock.sendall(server.name.encode() + b":" + line + b"\n")
-
-
-def line(sock, text: str) -> str:
-    sock.sendall(text.encode() + b"\n")
-    out = b""
-    while not out.endswith(b"\n"):
-        chunk = sock.recv(100)
-        assert chunk, "connection closed"
-        out += chunk
-    return out.decode().strip()
 
 
 @pytest.fixture

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
-import threading
 
-from support import common_port, wait_for
+from support import common_port, tcp_server, wait_for
 from sync_support import CLUSTERKIT, Daemon, source, sync_cluster, target
 
 PREFIX = "127.88.4"
@@ -36,22 +34,6 @@ def rows_of(lines: list[str], first: str) -> dict[str, dict[str, str]]:
     return rows
 
 
-def serve(ip: str, port: int) -> socket.socket:
-    """A TCP backend that accepts and closes: enough for a tcp health check."""
-    sock = socket.create_server((ip, port))
-
-    def loop():
-        while True:
-            try:
-                conn, _ = sock.accept()
-            except OSError:
-                return
-            conn.close()
-
-    threading.Thread(target=loop, daemon=True).start()
-    return sock
-
-
 def test_summary_puts_problems_first_and_one_line_per_policy_and_node(tmp_path):
     port = common_port([f"{PREFIX}.11", f"{PREFIX}.12", f"{PREFIX}.100"])
     config = sync_cluster(tmp_path, nodes=2, prefix=PREFIX,
@@ -59,7 +41,7 @@ def test_summary_puts_problems_first_and_one_line_per_policy_and_node(tmp_path):
     config.write_text(config.read_text() + NO_DNS + (
         f'\n[[policy]]\nvip = "{PREFIX}.100"\nport = {port}\nservice = "http"\n'
         'members = {node1 = 1, node2 = 1}\ncheck = {kind = "tcp", inter = 0.2, fall = 1, rise = 1}\n'))
-    backend = serve(f"{PREFIX}.11", port)
+    backend = tcp_server(f"{PREFIX}.11", port)
     # node2 cannot receive: where its copy of the set belongs there is a file
     (tmp_path / "node2").mkdir()
     (tmp_path / "node2" / "srv").write_text("not a directory")
