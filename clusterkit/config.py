@@ -228,7 +228,7 @@ def parse_cluster(text: str, path: str, registry) -> Cluster:
 
     policies: list[Policy] = []
     engine = top["manager"]["engine"]
-    if registry.engines and engine not in registry.engines:
+    if registry.engines and engine not in registry.engines and "engine" in raw.get("manager", {}):
         report("manager.engine", f"unknown engine {engine!r} (known: {', '.join(sorted(registry.engines))})")
     for i, values in enumerate(top["policy"]):
         policy = _policy({"engine": engine, **values}, f"policy[{i}]", hosts, manager, registry, report)

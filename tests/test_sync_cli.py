@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from typer.testing import CliRunner
@@ -90,3 +91,38 @@ def test_rsyncd_conf_and_node_add_hints(ck, tmp_path):
     assert oct((out / "rsyncd.secrets").stat().st_mode & 0o777) == "0o600"
     again = ck("sync", "rsyncd-conf", "web9", "-c", config, "--output", out)  # password kept
     assert again.exit_code == 0 and (out / "rsyncd.secrets").read_text().strip() == secret
+
+
+def test_verify_on_a_terminal_shows_where_it_is(tmp_path):
+    """On a terminal, stderr carries one redrawn progress line; stdout keeps the result."""
+    import os
+    import pty
+    import subprocess
+
+    from sync_support import CLUSTERKIT
+
+    config = sync_cluster(tmp_path, nodes=2, prefix="127.84.11")
+    (source(tmp_path) / "a").write_text("a")
+    parent, child = pty.openpty()
+    try:
+        done = subprocess.run([*CLUSTERKIT, "sync", "verify", "-c", str(config)], stdout=subprocess.PIPE,
+                              stderr=child, text=True, timeout=60)
+        os.close(child)
+        child = None
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(parent, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        if child is not None:
+            os.close(child)
+        os.close(parent)
+    assert done.returncode == 1 and "node1 data: " in done.stdout  # node copies are missing
+    steps = shown.decode()
+    assert "node1 data" in steps and "node2 data" in steps, steps
+    assert re.search(r"verify \[#{20}\] (\d+)/\1", steps), steps  # ends complete

@@ -146,24 +146,31 @@ def sync_verify(ctx: typer.Context, config: ConfigOpt,
     registry = registry_of(pm)
     manager = cluster.manager
 
+    steps = [(host, sset) for host in nodes for sset in cluster.sync_sets]
+    show = not as_json and sys.stderr.isatty()
+
     async def compare() -> list[dict]:
         out = []
-        for host in nodes:
+        for step, (host, sset) in enumerate(steps):
             kind = registry.transports[host.transport]
-            for sset in cluster.sync_sets:
-                job = rsync.Job(source=manager.local_path(sset.path),
-                                destination=kind.destination(host, sset.path),
-                                transport_args=list(kind.rsync_args(host)), exclude=sset.exclude,
-                                full=True, dry_run=True, checksum=True)
-                if not os.path.isdir(job.source):
-                    continue
-                result = await rsync.run(job)
-                out.append({"node": host.name, "set": sset.name, "exit": result.code,
-                            "error": result.stderr if result.code else "",
-                            "differences": [line for line in job.lines if not _dir_time_only(line)]})
+            if show:  # one line on the terminal, redrawn: where the comparison is
+                sys.stderr.write(f"\r{_steps(step, len(steps))} {host.name} {sset.name}\033[K")
+                sys.stderr.flush()
+            job = rsync.Job(source=manager.local_path(sset.path),
+                            destination=kind.destination(host, sset.path),
+                            transport_args=list(kind.rsync_args(host)), exclude=sset.exclude,
+                            full=True, dry_run=True, checksum=True)
+            if not os.path.isdir(job.source):
+                continue
+            result = await rsync.run(job)
+            out.append({"node": host.name, "set": sset.name, "exit": result.code,
+                        "error": result.stderr if result.code else "",
+                        "differences": [line for line in job.lines if not _dir_time_only(line)]})
         return out
 
     results = asyncio.run(compare())
+    if show:
+        sys.stderr.write(f"\r{_steps(len(steps), len(steps))}\033[K\n")
     emit(results, as_json, _render_verify)
     if any(r["exit"] or r["differences"] for r in results):
         raise typer.Exit(EXIT_FAILURE)
@@ -270,6 +277,11 @@ def _outcome(name: str, p: dict) -> str:
     sets = f" (sets {', '.join(p.get('refused') or p.get('failed'))})" \
         if p.get("refused") or p.get("failed") else ""
     return f"{name}: {word}{sets}: {p['last_error'] or 'no error yet'}"
+
+
+def _steps(done: int, total: int, width: int = 20) -> str:
+    fill = width * done // max(1, total)
+    return f"verify [{'#' * fill}{'.' * (width - fill)}] {done}/{total}"
 
 
 def _bar(name: str, p: dict, width: int = 20) -> str:

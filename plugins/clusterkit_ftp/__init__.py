@@ -26,12 +26,10 @@ def clusterkit_status(runtime):
     """Per ftp policy: FTPS clients pinned, ports of the FTPS range listened on, their pipes."""
     from clusterkit_ftp.handler import PortRangePins
 
-    engine = runtime.engine
-    listeners = getattr(engine, "listeners", None) or {}
     report = {}
-    for key, listener in listeners.items():
-        if listener.policy.service == "ftp":
-            pins = PortRangePins.existing(key)
-            report[key] = pins.stats() if pins is not None else \
+    for policy in runtime.cluster.policies if runtime.is_manager else ():
+        if policy.service == "ftp":
+            pins = PortRangePins.existing(policy.key)
+            report[policy.key] = pins.stats() if pins is not None else \
                 {"clients": 0, "listening_ports": 0, "data_connections": 0}
     return {"ftps": report} if report else None
