@@ -210,14 +210,28 @@ class State:
     usual case: resolvers ask the same few names) costs one dict lookup and
     one concatenation. It dies with the state, so a reload can't serve stale
     answers; it is emptied when full, so random names can't make it grow.
+    ``parts`` maps each zone's key to its own (exact, default), merged into
+    ``exact`` and ``default``: what :func:`patch_state` takes out again.
     """
 
-    __slots__ = ("zones", "exact", "default", "cache", "packets")
+    __slots__ = ("zones", "exact", "default", "cache", "packets", "parts")
 
-    def __init__(self, zones: ZoneSet, exact: dict, default: dict):
-        self.zones, self.exact, self.default = zones, exact, default
+    def __init__(self, zones: ZoneSet, exact: dict, default: dict, parts: dict):
+        self.zones, self.exact, self.default, self.parts = zones, exact, default, parts
         self.cache: dict = {}
         self.packets: dict = {}
+
+
+def inner_zones(keys) -> dict:
+    """Zone key -> the sorted keys of the served zones below it (a walk up each name: no
+    pairwise comparison, 10,000 zones cost 10,000 short walks)."""
+    served = set(keys)
+    inner: dict = {key: [] for key in served}
+    for key in served:
+        for i in range(1, len(key)):
+            if key[i:] in served:
+                inner[key[i:]].append(key)
+    return {key: tuple(sorted(below)) for key, below in inner.items()}
 
 
 def build_state(zones: ZoneSet, pace=unpaced) -> State:
@@ -225,11 +239,40 @@ def build_state(zones: ZoneSet, pace=unpaced) -> State:
     with a :class:`~clusterkit_dns.pacing.Pacer`."""
     exact: dict = {}
     default: dict = {}
-    origins = list(zones.zones)
-    for origin, zone in zones.zones.items():
-        inner = tuple(sorted(o for o in origins if len(o) > len(origin)
-                             and o[len(o) - len(origin):] == origin))
-        e, d = compile_zone(zone, inner, pace)
+    parts: dict = {}
+    inner = inner_zones(zones.zones)
+    for key, zone in zones.zones.items():
+        e, d = parts[key] = compile_zone(zone, inner[key], pace)
         exact.update(e)
         default.update(d)
-    return State(zones, exact, default)
+    return State(zones, exact, default, parts)
+
+
+def compile_changes(zones: ZoneSet, old: ZoneSet, pace=unpaced) -> dict:
+    """Key -> (exact, default) of every zone whose templates differ from ``old``'s: the
+    zones that are new or replaced, and the served zones above a zone added or removed
+    (their names below it change hands). Run it off the event loop."""
+    inner = inner_zones(zones.zones)
+    above = {m[i:] for m in set(zones.zones).symmetric_difference(old.zones)
+             for i in range(1, len(m))}
+    return {key: compile_zone(zone, inner[key], pace) for key, zone in zones.zones.items()
+            if old.zones.get(key) is not zone or key in above}
+
+
+def patch_state(state: State, zones: ZoneSet, changed: dict) -> State:
+    """The state for ``zones``: ``state``'s merged dicts with the zones gone or changed
+    taken out and ``changed`` put in. It mutates them, so call it on the event loop (one
+    synchronous step: a query sees the old zone or the new, never half), and install the
+    result at once. Costs the size of the zones changed, not of all the zones."""
+    exact, default, parts = state.exact, state.default, dict(state.parts)
+    for key in [k for k in parts if k not in zones.zones or k in changed]:
+        e, d = parts.pop(key)
+        for merged, own in ((exact, e), (default, d)):
+            for k, template in own.items():
+                if merged.get(k) is template:  # a key is one zone's (inner names are left out)
+                    del merged[k]
+    for key, (e, d) in changed.items():
+        parts[key] = (e, d)
+        exact.update(e)
+        default.update(d)
+    return State(zones, exact, default, parts)

@@ -62,13 +62,16 @@ class RecordError(ValueError):
     """Raised by the consumer (``add``) to refuse a record; reported at the record's line."""
 
 
-def read(path: str, origin: dns.name.Name, zones_dir: str, add) -> None:
+def read(path: str, origin: dns.name.Name, zones_dir: str, add) -> tuple[str, ...]:
     """Read the zone ``origin`` from ``path``, calling ``add(owner, ttl, rdata, file, line)``
     once per record, in file order (``file`` is the included file's path for its records).
 
-    ``$INCLUDE`` paths are relative to ``zones_dir``. Raises :class:`MasterFileError`.
+    ``$INCLUDE`` paths are relative to ``zones_dir``. Returns the paths of the files
+    included (what a change to must reload the zone). Raises :class:`MasterFileError`.
     """
-    _Reading(origin, zones_dir, add).read_file(path, origin, None, origin)
+    reading = _Reading(origin, zones_dir, add)
+    reading.read_file(path, origin, None, origin)
+    return tuple(dict.fromkeys(reading.included))
 
 
 class _Reading:
@@ -80,6 +83,7 @@ class _Reading:
         self.zones_real = os.path.realpath(zones_dir)
         self.add = add
         self.reading: list[str] = []  # real paths of the files open, outermost first
+        self.included: list[str] = []  # every $INCLUDE path, as opened
 
     def read_file(self, path: str, origin: dns.name.Name, default_ttl: int | None,
                   owner: dns.name.Name, include_line: tuple | None = None) -> None:
@@ -146,6 +150,7 @@ class _Reading:
                 raise RecordError("$INCLUDE takes a file name and an optional origin")
             path = self._include_path(_unquote(args[0]))
             new_origin = _name(args[1], origin) if len(args) == 2 else origin
+            self.included.append(path)
             self.read_file(path, new_origin, default_ttl, owner, where)
             return origin, default_ttl
         if len(args) != 1:

@@ -19,7 +19,7 @@ from clusterkit_dns.engine import ZoneSet
 from clusterkit_dns.pacing import Pacer
 from clusterkit_dns.settings import TCP_PER_CLIENT  # connections from one address
 from clusterkit_dns.watch import ZoneWatcher
-from clusterkit_dns.compiler import build_state
+from clusterkit_dns.compiler import build_state, compile_changes, patch_state
 from clusterkit_dns.responder import Responder
 from clusterkit_dns.zones import SUFFIX, Zone, ZoneError, file_signature, load_zone, zone_origin
 
@@ -34,6 +34,9 @@ UDP_RCVBUF = 1 << 21  # absorb bursts (dnsperf keeps 100 queries in flight)
 UDP_MAX_QUERY = 4096  # a bigger UDP query is cut short, found malformed: FORMERR
 BATCH = 64           # datagrams handled per wake-up before other work gets its turn
 RESCAN = 5.0         # safety-net rescan of the zones directory, in case a watch event is lost
+SETTLE = 0.005       # seconds after a watch event before reloading: a burst becomes one reload
+PATCH_MAX = 20_000   # templates of the changed zones patched in on the event loop (~3 ms); past
+                     # that, the merged tables are built again in the loader thread
 
 
 class UdpListener:
@@ -264,6 +267,8 @@ class DnsServer:
         self._rescan_task: asyncio.Task | None = None
         self._watcher: ZoneWatcher | None = None
         self._error_sigs: dict = {}    # path -> signature of the broken file (not re-parsed)
+        self._origins: dict = {}       # file name -> zone origin (None: not a zone file)
+        self._dirty: set | None = set()  # paths reported by the watcher (None: rescan all)
         self._include_sigs: dict = {}  # non-zone files (include targets) -> signature
 
     # ------------------------------------------------------------ lifecycle
@@ -278,7 +283,8 @@ class DnsServer:
             raise
         if self.watch:
             loop = asyncio.get_running_loop()
-            self._watcher = ZoneWatcher(self.zones_dir, lambda: loop.call_soon_threadsafe(self.poke))
+            self._watcher = ZoneWatcher(
+                self.zones_dir, lambda paths: loop.call_soon_threadsafe(self.poke, paths))
             self._watcher.start()
         self._rescan_task = asyncio.ensure_future(self._rescan_loop())
         log.info("dns serving %d zones from %s on %s", len(self.zones), self.zones_dir,
@@ -393,14 +399,21 @@ class DnsServer:
 
     # ---------------------------------------------------------------- zones
 
-    def poke(self) -> None:
-        """Something changed in the directory: rescan soon, coalescing a burst of events."""
+    def poke(self, paths: tuple | None = None) -> None:
+        """``paths`` changed (None: anything in the directory may have): reload soon,
+        coalescing a burst of events into one reload of the files they name."""
+        if paths is None:
+            self._dirty = None
+        elif self._dirty is not None:
+            self._dirty.update(paths)
         if self._pending is None or self._pending.done():
             self._pending = asyncio.ensure_future(self._debounced())
 
     async def _debounced(self) -> None:
-        await asyncio.sleep(0.05)
-        await self.reload_zones()
+        while self._dirty is None or self._dirty:  # events during a reload: one more
+            await asyncio.sleep(SETTLE)
+            dirty, self._dirty = self._dirty, set()
+            await self.reload_zones(dirty)
 
     async def _rescan_loop(self) -> None:
         while True:
@@ -410,18 +423,28 @@ class DnsServer:
             except Exception:
                 log.exception("dns: rescan of %s failed", self.zones_dir)
 
-    async def reload_zones(self) -> dict:
+    async def reload_zones(self, paths: set | None = None) -> dict:
         """Bring the served zones in line with the directory; cheap when nothing changed.
 
-        Changed files are parsed off the event loop, then the whole new zone
-        set is swapped in with one assignment. A file that fails to load is
-        logged with file and line, and its previous version keeps serving.
+        ``paths`` (from the watcher) limits the work to the zones those files
+        are or are included by; None reads the directory again (stat only:
+        unchanged files are not parsed). Changed files are parsed and compiled
+        off the event loop; a few changed zones are then patched into the
+        answer tables on the loop in one step, many are merged in the loader
+        thread and swapped in with one assignment. A file that fails to load
+        is logged with file and line, and its previous version keeps serving.
         """
         async with self._lock:
             pace = Pacer()  # the loader thread rests so that queries keep being answered
-            zones, errors, changed = await asyncio.to_thread(self._scan, pace)
+            zones, errors, changed = await asyncio.to_thread(self._scan, pace, paths)
             if changed:
-                state = await asyncio.to_thread(build_state, ZoneSet(zones), pace)
+                old = self.responder.state
+                new = ZoneSet(zones)
+                parts = await asyncio.to_thread(compile_changes, new, old.zones, pace)
+                if sum(len(e) + len(d) for e, d in parts.values()) <= PATCH_MAX:
+                    state = patch_state(old, new, parts)
+                else:
+                    state = await asyncio.to_thread(build_state, new, pace)
                 self.responder.install(state)
                 self.zones = zones
                 self.reloads += 1
@@ -432,8 +455,11 @@ class DnsServer:
             self.errors = errors
             return {"zones": len(zones), "changed": changed, "errors": list(errors.values())}
 
-    def _scan(self, pace) -> tuple[dict, dict, bool]:
-        """(zones, errors, changed): the directory read again, only changed files parsed."""
+    def _scan(self, pace, paths: set | None = None) -> tuple[dict, dict, bool]:
+        """(zones, errors, changed): the directory read again (or only the zone files
+        ``paths`` name or are included by), only changed files parsed."""
+        if paths is not None:
+            return self._scan_paths(pace, paths)
         try:
             names = sorted(os.listdir(self.zones_dir))
         except OSError as exc:
@@ -443,38 +469,72 @@ class DnsServer:
         errors: dict = {}
         changed = False
         for filename in names:
-            origin = zone_origin(filename)
-            if origin is None:
-                continue
-            path = os.path.join(self.zones_dir, filename)
-            current: Zone | None = self.zones.get(origin)
-            signature = file_signature(path)
-            if signature is None:
-                continue  # vanished between listdir and stat
-            fresh = current is not None and current.signature == signature \
-                and not (includes_changed and _has_include(current))
-            if fresh:
-                zones[origin] = current
-                continue
-            if path in self.errors and self._error_sigs.get(path) == signature \
-                    and not includes_changed:
-                errors[path] = self.errors[path]  # still the same broken file: don't re-parse
-                if current is not None:
-                    zones[origin] = current
-                continue
-            try:
-                zones[origin] = load_zone(path, origin, self.zones_dir, pace)
-                for warning in zones[origin].warnings:
-                    log.warning("dns: %s", warning)
-                changed = True
-            except ZoneError as exc:
-                errors[path] = str(exc)
-                self._error_sigs[path] = signature
-                if current is not None:
-                    zones[origin] = current
+            changed |= self._check(filename, includes_changed, pace, zones, errors)
         if set(zones) != set(self.zones):
             changed = True
         return zones, errors, changed
+
+    def _scan_paths(self, pace, paths: set) -> tuple[dict, dict, bool]:
+        """The zone files among ``paths``, and the zones including one of the others (or
+        failing to load: the file may be the include they missed)."""
+        top = {os.path.basename(p) for p in paths if os.path.dirname(p) == self.zones_dir}
+        zone_files = {name for name in top if self._origin(name) is not None}
+        others = set(paths) - {os.path.join(self.zones_dir, name) for name in zone_files}
+        forced = set()
+        if others:
+            forced = {os.path.basename(z.path) for z in self.zones.values()
+                      if others.intersection(z.includes)}
+            forced |= {os.path.basename(p) for p in self.errors
+                       if os.path.dirname(p) == self.zones_dir}
+        zones, errors = dict(self.zones), dict(self.errors)
+        origins = []
+        for filename in sorted(zone_files | forced):
+            origins.append(self._origin(filename))
+            zones.pop(origins[-1], None)
+            errors.pop(os.path.join(self.zones_dir, filename), None)
+            self._check(filename, filename in forced, pace, zones, errors)
+        changed = any(zones.get(o) is not self.zones.get(o) for o in origins)
+        return zones, errors, changed
+
+    def _origin(self, filename: str):
+        if filename not in self._origins:
+            self._origins[filename] = zone_origin(filename)
+        return self._origins[filename]
+
+    def _check(self, filename: str, includes_changed: bool, pace, zones: dict,
+               errors: dict) -> bool:
+        """Put the zone of ``filename`` into ``zones`` (parsed again only if its file, or an
+        include when ``includes_changed``, changed), or its error into ``errors``. True
+        when a new version was parsed."""
+        origin = self._origin(filename)
+        if origin is None:
+            return False
+        path = os.path.join(self.zones_dir, filename)
+        current: Zone | None = self.zones.get(origin)
+        signature = file_signature(path)
+        if signature is None:
+            return False  # vanished (between listdir and stat)
+        if current is not None and current.signature == signature \
+                and not (includes_changed and current.includes):
+            zones[origin] = current
+            return False
+        if path in self.errors and self._error_sigs.get(path) == signature \
+                and not includes_changed:
+            errors[path] = self.errors[path]  # still the same broken file: don't re-parse
+            if current is not None:
+                zones[origin] = current
+            return False
+        try:
+            zones[origin] = load_zone(path, origin, self.zones_dir, pace)
+            for warning in zones[origin].warnings:
+                log.warning("dns: %s", warning)
+            return True
+        except ZoneError as exc:
+            errors[path] = str(exc)
+            self._error_sigs[path] = signature
+            if current is not None:
+                zones[origin] = current
+            return False
 
     def _includes_changed(self) -> bool:
         """Did any non-zone file (an $INCLUDE target), in any subdirectory, change?"""
@@ -515,10 +575,3 @@ class DnsServer:
             "last_reload": round(self.last_reload, 3),
         }
 
-
-def _has_include(zone: Zone) -> bool:
-    try:
-        with open(zone.path, encoding="utf-8", errors="replace") as f:
-            return "$INCLUDE" in f.read().upper()
-    except OSError:
-        return True
