@@ -21,6 +21,7 @@ from clusterkit_dns.settings import TCP_PER_CLIENT  # connections from one addre
 from clusterkit_dns.watch import ZoneWatcher
 from clusterkit_dns.compiler import build_state, compile_changes, patch_state
 from clusterkit_dns.responder import Responder
+from clusterkit_dns.xfr import IXFR, xfr_type
 from clusterkit_dns.zones import SUFFIX, Zone, ZoneError, file_signature, load_zone, zone_origin
 
 log = logging.getLogger("clusterkit.dns")
@@ -49,9 +50,10 @@ class UdpListener:
     way, where dnsperf itself is the limit).
     """
 
-    def __init__(self, sock: socket.socket, responder: Responder):
+    def __init__(self, sock: socket.socket, responder: Responder, server: "DnsServer"):
         self.sock = sock
         self.responder = responder
+        self.server = server
         self.loop = asyncio.get_running_loop()
         sock.setblocking(False)
         self.loop.add_reader(sock.fileno(), self._ready)
@@ -72,7 +74,11 @@ class UdpListener:
                 out = data[:2] + hit[0]
             else:
                 try:
-                    out = handle(data)
+                    transfers = self.server.transfers
+                    if transfers is not None and xfr_type(data) == IXFR:
+                        out = transfers.answer_udp(data, addr[0]) or handle(data)
+                    else:
+                        out = handle(data)
                 except Exception:  # never let one packet stop the batch or the listener
                     log.exception("dns: internal error on a UDP packet")
                     continue
@@ -256,6 +262,7 @@ class DnsServer:
         self.per_client: dict[str, int] = {}  # client address -> its open TCP connections
         self._capped: set[str] = set()        # addresses at the cap, already logged
         self.transfers = None  # a clusterkit_dns.xfr.Transfers when secondaries are configured
+        self.history = None    # a clusterkit_dns.journal.History then: IXFR increments
         self.refused_connections = 0
         self.refused_per_client = 0
         self.reloads = 0
@@ -328,7 +335,7 @@ class DnsServer:
                 sock.close()
                 raise OSError(exc.errno, f"dns: cannot listen on {host}:{port}/udp: "
                                          f"{exc.strerror}") from None
-            self._udp.append(UdpListener(sock, self.responder))
+            self._udp.append(UdpListener(sock, self.responder, self))
             try:
                 server = await loop.create_server(lambda: TcpProtocol(self), host, port,
                                                   reuse_address=True, backlog=1024)
@@ -437,6 +444,8 @@ class DnsServer:
         async with self._lock:
             pace = Pacer()  # the loader thread rests so that queries keep being answered
             zones, errors, changed = await asyncio.to_thread(self._scan, pace, paths)
+            if changed and self.history is not None:  # before the new versions are served
+                await asyncio.to_thread(self._record, zones, pace)
             if changed:
                 old = self.responder.state
                 new = ZoneSet(zones)
@@ -454,6 +463,16 @@ class DnsServer:
                     log.error("dns: zone not loaded, previous version kept: %s", message)
             self.errors = errors
             return {"zones": len(zones), "changed": changed, "errors": list(errors.values())}
+
+    def _record(self, zones: dict, pace) -> None:
+        """Keep the IXFR history: each replaced zone's difference, removed zones forgotten."""
+        history = self.history
+        for origin, old in self.zones.items():
+            new = zones.get(origin)
+            if new is None:
+                history.forget(origin)
+            elif new is not old:
+                history.record(old, new, pace)
 
     def _scan(self, pace, paths: set | None = None) -> tuple[dict, dict, bool]:
         """(zones, errors, changed): the directory read again (or only the zone files
