@@ -160,15 +160,16 @@ class History:
             self._read.add(origin)
             self._zones[origin] = self._load(origin)
         kept = self._zones.get(origin, ())
-        if kept and kept[-1].new_serial != serial:
+        if kept and kept[-1].new_serial != serial:  # the zone moved on without us
             kept = self._zones[origin] = ()
+            self._write(origin, ())
         return kept
 
     def _path(self, origin: dns.name.Name) -> str | None:
         if self.directory is None:
             return None
-        text = origin.to_text().lower()
-        name = text if _PLAIN.match(text) and ".." not in text else origin.to_wire().hex()
+        text = origin.to_text(omit_final_dot=True).lower()  # example.com.ixfr; odd names in hex
+        name = text if _PLAIN.match(text) else origin.to_wire().hex()
         return os.path.join(self.directory, name + SUFFIX)
 
     def _write(self, origin, kept: tuple) -> None:
