@@ -14,6 +14,7 @@ import os
 import socket
 
 import dns.message
+import dns.name
 import dns.query
 import dns.rcode
 import dns.rdatatype

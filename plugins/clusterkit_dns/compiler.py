@@ -13,6 +13,7 @@ and EDNS are checked, which is what makes this sound.
 from __future__ import annotations
 
 import struct
+from typing import NamedTuple
 
 import dns.name
 import dns.rdataclass
@@ -166,7 +167,16 @@ def compile_answer(answer: Answer, qname: dns.name.Name, qtype: int) -> Template
     return Template(answer, body, counts)
 
 
-def compile_zone(zone: Zone, inner: tuple, pace=unpaced) -> tuple[dict, dict]:
+class Compiled(NamedTuple):
+    """One zone's templates: by (wire name, type), by wire name (its default), and the
+    bytes they keep (keys and bodies; the shared header pieces are a few per server)."""
+
+    exact: dict
+    default: dict
+    wire_bytes: int
+
+
+def compile_zone(zone: Zone, inner: tuple, pace=unpaced) -> Compiled:
     """Templates for every (name, type) of ``zone``, and each name's default (NODATA/referral).
 
     Names inside a more specific served zone (``inner``, keys) are left to it.
@@ -197,8 +207,10 @@ def compile_zone(zone: Zone, inner: tuple, pace=unpaced) -> tuple[dict, dict]:
             exact[wire_name + struct.pack("!H", rdtype)] = compiled(name, rdtype)
         if dns.rdatatype.CNAME not in node:
             default[wire_name] = compiled(name, next(t for t in _PROBES if t not in node))
-    zone.compiled[inner] = (exact, default)
-    return exact, default
+    bodies = {id(t): len(t.body) for t in (*exact.values(), *default.values())}
+    size = sum(map(len, exact)) + sum(map(len, default)) + sum(bodies.values())
+    zone.compiled[inner] = Compiled(exact, default, size)
+    return zone.compiled[inner]
 
 
 class State:
@@ -210,7 +222,7 @@ class State:
     usual case: resolvers ask the same few names) costs one dict lookup and
     one concatenation. It dies with the state, so a reload can't serve stale
     answers; it is emptied when full, so random names can't make it grow.
-    ``parts`` maps each zone's key to its own (exact, default), merged into
+    ``parts`` maps each zone's key to its own :class:`Compiled`, merged into
     ``exact`` and ``default``: what :func:`patch_state` takes out again.
     """
 
@@ -242,14 +254,14 @@ def build_state(zones: ZoneSet, pace=unpaced) -> State:
     parts: dict = {}
     inner = inner_zones(zones.zones)
     for key, zone in zones.zones.items():
-        e, d = parts[key] = compile_zone(zone, inner[key], pace)
+        e, d, _ = parts[key] = compile_zone(zone, inner[key], pace)
         exact.update(e)
         default.update(d)
     return State(zones, exact, default, parts)
 
 
 def compile_changes(zones: ZoneSet, old: ZoneSet, pace=unpaced) -> dict:
-    """Key -> (exact, default) of every zone whose templates differ from ``old``'s: the
+    """Key -> :class:`Compiled` of every zone whose templates differ from ``old``'s: the
     zones that are new or replaced, and the served zones above a zone added or removed
     (their names below it change hands). Run it off the event loop."""
     inner = inner_zones(zones.zones)
@@ -266,13 +278,13 @@ def patch_state(state: State, zones: ZoneSet, changed: dict) -> State:
     result at once. Costs the size of the zones changed, not of all the zones."""
     exact, default, parts = state.exact, state.default, dict(state.parts)
     for key in [k for k in parts if k not in zones.zones or k in changed]:
-        e, d = parts.pop(key)
+        e, d, _ = parts.pop(key)
         for merged, own in ((exact, e), (default, d)):
             for k, template in own.items():
                 if merged.get(k) is template:  # a key is one zone's (inner names are left out)
                     del merged[k]
-    for key, (e, d) in changed.items():
-        parts[key] = (e, d)
-        exact.update(e)
-        default.update(d)
+    for key, part in changed.items():
+        parts[key] = part
+        exact.update(part.exact)
+        default.update(part.default)
     return State(zones, exact, default, parts)

@@ -9,6 +9,7 @@ global: several hosts run in one process in the demo and the tests.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import socket
@@ -450,11 +451,15 @@ class DnsServer:
                 old = self.responder.state
                 new = ZoneSet(zones)
                 parts = await asyncio.to_thread(compile_changes, new, old.zones, pace)
-                if sum(len(e) + len(d) for e, d in parts.values()) <= PATCH_MAX:
+                if sum(len(p.exact) + len(p.default) for p in parts.values()) <= PATCH_MAX:
                     state = patch_state(old, new, parts)
                 else:
                     state = await asyncio.to_thread(build_state, new, pace)
                 self.responder.install(state)
+                # Zones are millions of long-lived objects without cycles (freed by their
+                # reference counts): a full collection walking them all paused every
+                # answer for ~0.6 s with 10,000 zones (measured); frozen, it skips them.
+                gc.freeze()
                 self.zones = zones
                 self.reloads += 1
                 self.last_reload = time.time()
@@ -575,11 +580,15 @@ class DnsServer:
         names = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP",
                  5: "REFUSED", 16: "BADVERS"}
         unsent = [conn.unsent() for conn in self.connections]
+        parts = self.responder.state.parts
+        sizes = {o: parts[z.key].wire_bytes if z.key in parts else 0 for o, z in self.zones.items()}
         return {
             "listen": [f"{a}:{p}" for a, p in self.addresses],
             "zones_dir": self.zones_dir,
-            "zones": {str(o): {"serial": z.serial, "records": z.records}
+            # wire_bytes: the compiled answers kept for the zone (keys and bodies, in bytes)
+            "zones": {str(o): {"serial": z.serial, "records": z.records, "wire_bytes": sizes[o]}
                       for o, z in sorted(self.zones.items())},
+            "wire_bytes": sum(sizes.values()),
             "errors": list(self.errors.values()),
             "queries": {names.get(i, str(i)): n for i, n in enumerate(self.responder.rcodes) if n},
             "dropped": self.responder.dropped,
