@@ -226,10 +226,12 @@ class State:
     ``exact`` and ``default``: what :func:`patch_state` takes out again.
     """
 
-    __slots__ = ("zones", "exact", "default", "cache", "packets", "parts")
+    __slots__ = ("zones", "exact", "default", "cache", "packets", "parts", "inner")
 
-    def __init__(self, zones: ZoneSet, exact: dict, default: dict, parts: dict):
+    def __init__(self, zones: ZoneSet, exact: dict, default: dict, parts: dict,
+                 inner: dict | None = None):
         self.zones, self.exact, self.default, self.parts = zones, exact, default, parts
+        self.inner = inner if inner is not None else inner_zones(zones.zones)  # see inner_zones
         self.cache: dict = {}
         self.packets: dict = {}
 
@@ -254,24 +256,26 @@ def build_state(zones: ZoneSet, pace=unpaced) -> State:
     parts: dict = {}
     inner = inner_zones(zones.zones)
     for key, zone in zones.zones.items():
+        pace()
         e, d, _ = parts[key] = compile_zone(zone, inner[key], pace)
         exact.update(e)
         default.update(d)
-    return State(zones, exact, default, parts)
+    return State(zones, exact, default, parts, inner)
 
 
-def compile_changes(zones: ZoneSet, old: ZoneSet, pace=unpaced) -> dict:
-    """Key -> :class:`Compiled` of every zone whose templates differ from ``old``'s: the
-    zones that are new or replaced, and the served zones above a zone added or removed
-    (their names below it change hands). Run it off the event loop."""
-    inner = inner_zones(zones.zones)
-    above = {m[i:] for m in set(zones.zones).symmetric_difference(old.zones)
-             for i in range(1, len(m))}
+def compile_changes(zones: ZoneSet, state: State, pace=unpaced) -> tuple[dict, dict]:
+    """(key -> :class:`Compiled` of every zone whose templates differ from ``state``'s,
+    the nesting of ``zones``): the zones new or replaced, and the served zones above a zone
+    added or removed (their names below it change hands). Run it off the event loop."""
+    old = state.zones.zones
+    moved = set(zones.zones).symmetric_difference(old)
+    inner = inner_zones(zones.zones) if moved else state.inner
+    above = {m[i:] for m in moved for i in range(1, len(m))}
     return {key: compile_zone(zone, inner[key], pace) for key, zone in zones.zones.items()
-            if old.zones.get(key) is not zone or key in above}
+            if old.get(key) is not zone or key in above}, inner
 
 
-def patch_state(state: State, zones: ZoneSet, changed: dict) -> State:
+def patch_state(state: State, zones: ZoneSet, changed: dict, inner: dict) -> State:
     """The state for ``zones``: ``state``'s merged dicts with the zones gone or changed
     taken out and ``changed`` put in. It mutates them, so call it on the event loop (one
     synchronous step: a query sees the old zone or the new, never half), and install the
@@ -287,4 +291,4 @@ def patch_state(state: State, zones: ZoneSet, changed: dict) -> State:
         parts[key] = part
         exact.update(part.exact)
         default.update(part.default)
-    return State(zones, exact, default, parts)
+    return State(zones, exact, default, parts, inner)

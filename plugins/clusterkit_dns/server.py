@@ -450,9 +450,9 @@ class DnsServer:
             if changed:
                 old = self.responder.state
                 new = ZoneSet(zones)
-                parts = await asyncio.to_thread(compile_changes, new, old.zones, pace)
+                parts, inner = await asyncio.to_thread(compile_changes, new, old, pace)
                 if sum(len(p.exact) + len(p.default) for p in parts.values()) <= PATCH_MAX:
-                    state = patch_state(old, new, parts)
+                    state = patch_state(old, new, parts, inner)
                 else:
                     state = await asyncio.to_thread(build_state, new, pace)
                 self.responder.install(state)
