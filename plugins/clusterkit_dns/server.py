@@ -247,7 +247,7 @@ class DnsServer:
     def __init__(self, zones_dir: str, listen: list[tuple[str, int]], *, tcp_idle: float = TCP_IDLE,
                  tcp_max: int = TCP_MAX, tcp_per_client: int = TCP_PER_CLIENT,
                  watch: bool = True, rescan: float = RESCAN,
-                 identity: str | None = None, version: str | None = None):
+                 identity: str | None = None, version: str | None = None, alone: bool = False):
         self.zones_dir = os.path.abspath(zones_dir)
         self.listen = list(listen)
         self.tcp_idle = tcp_idle
@@ -255,6 +255,7 @@ class DnsServer:
         self.tcp_per_client = tcp_per_client
         self.watch = watch
         self.rescan_interval = rescan
+        self.alone = alone  # nothing else on the loop until start() returns (dns serve)
         self.responder = Responder(socket.gethostname() if identity is None else identity,
                                    f"clusterkit {__version__}" if version is None else version)
         self.zones: dict = {}          # origin -> Zone currently served
@@ -283,7 +284,7 @@ class DnsServer:
 
     async def start(self) -> None:
         os.makedirs(self.zones_dir, exist_ok=True)
-        await self.reload_zones()
+        await self.reload_zones(rest=not self.alone)  # nothing is served yet: alone, no rest
         try:
             await self._bind(self.listen)
         except BaseException:
@@ -431,7 +432,7 @@ class DnsServer:
             except Exception:
                 log.exception("dns: rescan of %s failed", self.zones_dir)
 
-    async def reload_zones(self, paths: set | None = None) -> dict:
+    async def reload_zones(self, paths: set | None = None, rest: bool = True) -> dict:
         """Bring the served zones in line with the directory; cheap when nothing changed.
 
         ``paths`` (from the watcher) limits the work to the zones those files
@@ -443,7 +444,7 @@ class DnsServer:
         is logged with file and line, and its previous version keeps serving.
         """
         async with self._lock:
-            pace = Pacer()  # the loader thread rests so that queries keep being answered
+            pace = Pacer(rest)  # the loader thread rests so that queries keep being answered
             zones, errors, changed = await asyncio.to_thread(self._scan, pace, paths)
             if changed and self.history is not None:  # before the new versions are served
                 await asyncio.to_thread(self._record, zones, pace)
