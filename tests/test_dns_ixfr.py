@@ -227,3 +227,16 @@ def test_ixfr_history_setting_is_checked():
         problems.clear()
         parse_management({"ixfr_history": bad}, lambda k, m: problems.append((k, m)))
         assert problems and problems[0][0] == "ixfr_history", bad
+
+
+def test_a_change_bigger_than_the_zone_is_not_journaled(served):
+    change(served, 2, "new A 192.0.2.2\n")
+    journal = served.server.history.directory + "/ixfr.test.ixfr"
+    assert os.path.exists(journal)
+    everything = "".join(f"g{i} A 10.1.0.{i}\n" for i in range(70))
+    text = "$TTL 300\n@ SOA ns1 hm 3 3600 900 604800 60\n@ NS ns1\nns1 A 192.0.2.1\n" + everything
+    (served.zones / "tmp").write_text(text)
+    os.replace(served.zones / "tmp", served.zones / "ixfr.test.zone")
+    wait_for(lambda: served.server.zones[dns.name.from_text(ZONE)].serial == 3)
+    assert not os.path.exists(journal) and served.server.history.sizes() == {}
+    assert ixfr(served, 2)[1][1] != "SOA"  # the whole zone

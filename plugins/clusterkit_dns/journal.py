@@ -2,7 +2,8 @@
 
 When a zone's new version replaces the old one with a greater serial, the
 difference of their RRsets is recorded (:func:`difference`), and the last
-``depth`` of them are kept per zone. An IXFR from a serial the history
+``depth`` of them are kept per zone (a difference bigger than the zone is
+not: the zone itself would be sent, so a journal is at most ``depth`` zones). An IXFR from a serial the history
 reaches is answered with the increments (:meth:`History.chain`); otherwise
 the transfer is the whole zone (RFC 1995 §4).
 
@@ -122,7 +123,7 @@ class History:
         found = difference(old, new, pace) if self.depth else None
         with self._lock:
             kept = self._history(old.origin, old.serial)
-            if found is None:
+            if found is None or found.records >= new.records:  # never sent: the zone is smaller
                 kept = ()
             elif kept and kept[-1].new_serial != found.old_serial:
                 kept = (found,)
