@@ -76,17 +76,20 @@ class Writer:
     RFC 1035 types (NS, CNAME, PTR, MX, SOA), as RFC 3597 §4 requires.
     """
 
-    __slots__ = ("buf", "table", "limit")
+    __slots__ = ("buf", "table", "limit", "lows")
 
-    def __init__(self, limit: int = TCP_MAX):
+    def __init__(self, limit: int = TCP_MAX, lows: dict | None = None):
         self.buf = bytearray(12)  # the header is patched in later; offsets count from 0
         self.table: dict = {}
         self.limit = limit
+        self.lows = {} if lows is None else lows  # labels -> lower-cased (shared per zone)
 
     def name(self, name: dns.name.Name) -> None:
         labels = name.labels
         n = len(labels) - 1
-        low = tuple(label.lower() for label in labels[:n])
+        low = self.lows.get(labels)
+        if low is None:
+            low = self.lows[labels] = tuple(label.lower() for label in labels[:n])
         buf, table = self.buf, self.table
         for i in range(n):
             offset = table.get(low[i:])
@@ -133,7 +136,8 @@ class Writer:
         return len(rdataset)
 
 
-def render(answer: Answer, qname: dns.name.Name, qtype: int, limit: int = TCP_MAX) -> tuple:
+def render(answer: Answer, qname: dns.name.Name, qtype: int, limit: int = TCP_MAX,
+           lows: dict | None = None) -> tuple:
     """Render ``answer`` into (body after the question, counts, truncated) within ``limit``.
 
     Records go in file order (NSD does not shuffle either). When the answer or
@@ -141,7 +145,7 @@ def render(answer: Answer, qname: dns.name.Name, qtype: int, limit: int = TCP_MA
     TC (NSD's choice); additional records that do not fit are left out, and
     that sets TC only for a referral, whose glue is needed (RFC 9471).
     """
-    w = Writer(limit)
+    w = Writer(limit, lows)
     w.question(qname, qtype)
     start = len(w.buf)
     counts = [0, 0, 0]
@@ -162,8 +166,9 @@ def render(answer: Answer, qname: dns.name.Name, qtype: int, limit: int = TCP_MA
     return bytes(w.buf[start:]), tuple(counts), truncated
 
 
-def compile_answer(answer: Answer, qname: dns.name.Name, qtype: int) -> Template:
-    body, counts, _ = render(answer, qname, qtype)
+def compile_answer(answer: Answer, qname: dns.name.Name, qtype: int,
+                   lows: dict | None = None) -> Template:
+    body, counts, _ = render(answer, qname, qtype, lows=lows)
     return Template(answer, body, counts)
 
 
@@ -191,9 +196,10 @@ def compile_zone(zone: Zone, inner: tuple, pace=unpaced) -> Compiled:
     exact: dict = {}
     default: dict = {}
     same: dict = {}  # identical responses share one Template (most NODATA ones are alike)
+    lows: dict = {}  # each name's lower-cased labels, for every answer's writer
 
     def compiled(name, rdtype) -> Template:
-        t = compile_answer(resolve(alone, name, rdtype), name, rdtype)
+        t = compile_answer(resolve(alone, name, rdtype), name, rdtype, lows)
         return same.setdefault((t.flags, t.counts, t.body), t)
 
     for key in zone.names:
