@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 
 import dns.name
+import dns.rdata
 import dns.rdatatype
 import dns.zone
 import pytest
@@ -398,3 +399,37 @@ def test_the_records_equal_dnspythons_own_zone_reader(tmp_path, name):
     ours = _ours(path)
     assert ours == _theirs(name + ".", text)
     assert len(ours) >= 4
+
+
+# ------------------------------------------------- the fast path of common types
+
+FAST_CASES = [
+    ("A", "192.0.2.1"), ("A", "0.0.0.0"), ("AAAA", "2001:db8::1"), ("AAAA", "::ffff:192.0.2.1"),
+    ("AAAA", "2001:DB8:0:0:0:0:0:1"), ("CNAME", "@"), ("CNAME", "www"),
+    ("CNAME", "Target.Example.NET."), ("NS", "ns1.example.net."), ("NS", "ns-x"),
+    ("MX", "0 ."), ("MX", "10 mail"), ("MX", "65535 mx.example.net."), ("MX", "010 mail"),
+    ("TXT", "word"), ("TXT", '"two words"'), ("TXT", '"" ""'), ("TXT", '"a" b "c d"'),
+    ("TXT", '"v=spf1 ip4:192.0.2.0/24 -all"'), ("TXT", '"semi;colon"'), ("TXT", '"x\\"y"'),
+    ("TXT", '"caf\\195\\169"'), ("TXT", '"café"'), ("TXT", "(a b)"),
+]
+
+
+@pytest.mark.parametrize("rdtype,data", FAST_CASES)
+def test_common_types_read_as_dnspython_reads_them(tmp_path, rdtype, data):
+    (record,) = records(tmp_path, f"x {rdtype} {data}\n")
+    expected = dns.rdata.from_text("IN", rdtype, data, origin=ORIGIN, relativize=False)
+    assert record[2:4] == (rdtype, expected.to_text())
+
+
+@pytest.mark.parametrize("rdtype,data,message", [
+    ("A", "192.0.2.256", "A record"), ("A", "01.2.3.4", "A record"),
+    ("A", "192.0.2", "A record"), ("A", '"192.0.2.1"', "A record"),
+    ("A", "192.0.2.1 192.0.2.2", "A record"), ("AAAA", "2001:db8::g", "AAAA record"),
+    ("AAAA", "192.0.2.1", "AAAA record"), ("CNAME", "a..b", "CNAME record"),
+    ("CNAME", "a b", "CNAME record"), ("NS", "x" * 64, "NS record"),
+    ("MX", "65536 mail", "MX record"), ("MX", "-1 mail", "MX record"), ("MX", "ten mail", "MX"),
+    ("MX", "10", "MX record"), ("TXT", '"' + "a" * 256 + '"', "TXT record"),
+])
+def test_common_types_refused_as_before(tmp_path, rdtype, data, message):
+    assert error(tmp_path, f"{HEAD}x {rdtype} {data}\n").startswith("DIR/z.test.zone:4: ")
+    assert message in error(tmp_path, f"{HEAD}x {rdtype} {data}\n")

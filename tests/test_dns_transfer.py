@@ -2,7 +2,7 @@
 
 The manager runs as a real daemon (``clusterkit run``) serving the test zones;
 NSD runs as a secondary on another loopback address of this helper's range,
-pulling with TSIG (example.com by IXFR — answered with a full transfer —,
+pulling with TSIG (example.com by IXFR — the whole zone first, then increments —,
 example.org by AXFR) and accepting NOTIFY from the manager.
 """
 
@@ -300,3 +300,50 @@ def test_the_daemon_reports_transfers_and_notifications(cluster):
     section = wait_for(report, what="the NOTIFY of example.org to be acknowledged")
     assert section["transfers"]["allowed"] >= len(PULLED)
     assert section["transfers"]["refused"] + section["transfers"]["notauth"] >= 0
+
+
+def _transfers(cluster) -> dict:
+    out = subprocess.run([CLUSTERKIT, "status", "--json", "-c", str(cluster["cfg"])],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)["dns_management"]["transfers"]
+
+
+def _messages(cluster, rdtype, serial, keyring):
+    return list(dns.query.xfr(cluster["ours"][0], "example.com.", rdtype=rdtype, serial=serial,
+                              port=cluster["ours"][1], keyring=keyring, keyname=KEY_NAME,
+                              source=SECONDARY, timeout=5, relativize=False))
+
+
+def test_nsd_gets_a_one_record_change_as_an_increment(cluster):
+    """NSD pulls example.com by IXFR: after one record is added it gets the increment (the
+    transfer counted incremental), applies it, and answers like us; the increment is a
+    fraction of the zone's bytes on the wire."""
+    wait_for(lambda: soa_serial(*cluster["nsd"], "example.com"), what="NSD to pull example.com")
+    wait_for(lambda: soa_serial(*cluster["nsd"], "example.com")
+             == soa_serial(*cluster["ours"], "example.com"), what="NSD to be current")
+    before, incremental = soa_serial(*cluster["ours"], "example.com"), \
+        _transfers(cluster)["incremental"]
+    done = subprocess.run([CLUSTERKIT, "dns", "record", "add", "example.com", "ixfr-one", "A",
+                           "192.0.2.77", "-c", str(cluster["cfg"]), "--json"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    new = wait_for(lambda: soa_serial(*cluster["ours"], "example.com") != before
+                   and soa_serial(*cluster["ours"], "example.com"), what="the manager to reload")
+    wait_for(lambda: soa_serial(*cluster["nsd"], "example.com") == new, timeout=10,
+             what="NSD to serve the new serial after NOTIFY")
+    assert _transfers(cluster)["incremental"] > incremental
+    for qname, qtype in [("ixfr-one.example.com", "A"), *QUERIES]:
+        ours = dns.query.udp(dns.message.make_query(qname, qtype), cluster["ours"][0],
+                             port=cluster["ours"][1], timeout=2)
+        theirs = dns.query.udp(dns.message.make_query(qname, qtype), cluster["nsd"][0],
+                               port=cluster["nsd"][1], timeout=2)
+        assert summary(theirs) == summary(ours), f"{qname}/{qtype}"
+    keyring = dns.tsigkeyring.from_text({KEY_NAME: SECRET})
+    increment = _messages(cluster, dns.rdatatype.IXFR, before, keyring)
+    whole = _messages(cluster, dns.rdatatype.AXFR, 0, keyring)
+    records = [(r.name.to_text(), r.rdtype) for m in increment for r in m.answer]
+    assert records[:3] == [("example.com.", dns.rdatatype.SOA)] * 3
+    assert ("ixfr-one.example.com.", dns.rdatatype.A) in records
+    sizes = [sum(len(m.to_wire(max_size=65535)) for m in found) for found in (increment, whole)]
+    assert sizes[0] < sizes[1] / 4

@@ -72,7 +72,7 @@ def serve(
             loop.add_signal_handler(sig, stop.set)
         server = DnsServer(zones, endpoints, tcp_idle=tcp_idle, tcp_max=tcp_max,
                            tcp_per_client=tcp_per_client, identity=identity,
-                           version=server_version)
+                           version=server_version, alone=True)
         await server.start()
         try:
             await stop.wait()

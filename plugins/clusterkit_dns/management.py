@@ -9,7 +9,10 @@ secondaries; on the manager it also sends NOTIFY and writes health-aware names.
 
 from __future__ import annotations
 
+import os
+
 from clusterkit import hookimpl
+from clusterkit_dns.journal import History
 from clusterkit_dns.healthnames import HealthNames
 from clusterkit_dns.notify import Notifier
 from clusterkit_dns.settings import settings_of
@@ -17,6 +20,7 @@ from clusterkit_dns.xfr import Transfers
 from clusterkit_dns.zonestore import ZoneStore
 
 COMPONENT = "dns-management"
+HISTORY_DIR = "dns-ixfr"  # under the host's state directory: one file per zone
 
 
 @hookimpl
@@ -36,6 +40,7 @@ class Management:
         settings = settings_of(runtime.cluster)
         mgmt = settings.management
         self.transfers = Transfers(server, mgmt)
+        self.history = History(os.path.join(runtime.state_dir, HISTORY_DIR), mgmt.ixfr_history)
         self._route(mgmt)
         self.notifier = self.health = None
         if runtime.is_manager:
@@ -55,12 +60,17 @@ class Management:
 
     def _route(self, mgmt) -> None:
         """Transfers go through us only when some secondary may pull: the TCP hot path skips
-        even the query-type test otherwise (the server then refuses AXFR itself)."""
+        even the query-type test otherwise (the server then refuses AXFR itself). The IXFR
+        history is kept only then too."""
+        self.history.depth = mgmt.ixfr_history
         self.server.transfers = self.transfers if mgmt.secondaries else None
+        self.server.history = self.history if mgmt.secondaries and mgmt.ixfr_history else None
 
     async def stop(self) -> None:
         if self.server.transfers is self.transfers:
             self.server.transfers = None
+        if self.server.history is self.history:
+            self.server.history = None
         await self.transfers.stop()
         if self.notifier is not None:
             await self.notifier.stop()

@@ -62,13 +62,16 @@ class RecordError(ValueError):
     """Raised by the consumer (``add``) to refuse a record; reported at the record's line."""
 
 
-def read(path: str, origin: dns.name.Name, zones_dir: str, add) -> None:
+def read(path: str, origin: dns.name.Name, zones_dir: str, add) -> tuple[str, ...]:
     """Read the zone ``origin`` from ``path``, calling ``add(owner, ttl, rdata, file, line)``
     once per record, in file order (``file`` is the included file's path for its records).
 
-    ``$INCLUDE`` paths are relative to ``zones_dir``. Raises :class:`MasterFileError`.
+    ``$INCLUDE`` paths are relative to ``zones_dir``. Returns the paths of the files
+    included (what a change to must reload the zone). Raises :class:`MasterFileError`.
     """
-    _Reading(origin, zones_dir, add).read_file(path, origin, None, origin)
+    reading = _Reading(origin, zones_dir, add)
+    reading.read_file(path, origin, None, origin)
+    return tuple(dict.fromkeys(reading.included))
 
 
 class _Reading:
@@ -80,6 +83,7 @@ class _Reading:
         self.zones_real = os.path.realpath(zones_dir)
         self.add = add
         self.reading: list[str] = []  # real paths of the files open, outermost first
+        self.included: list[str] = []  # every $INCLUDE path, as opened
 
     def read_file(self, path: str, origin: dns.name.Name, default_ttl: int | None,
                   owner: dns.name.Name, include_line: tuple | None = None) -> None:
@@ -124,7 +128,9 @@ class _Reading:
                     data = " ".join(tokens[i + 1:])
                     rdata = parsed.get((rdtype, data))
                     if rdata is None:
-                        rdata = _rdata(rdtype, data, origin)
+                        fast = _FAST.get(rdtype)
+                        rdata = fast and fast(rdtype, tokens[i + 1:], origin) \
+                            or _rdata(rdtype, data, origin)
                         if len(parsed) >= MAX_PARSED:
                             parsed.clear()
                         parsed[(rdtype, data)] = rdata
@@ -146,6 +152,7 @@ class _Reading:
                 raise RecordError("$INCLUDE takes a file name and an optional origin")
             path = self._include_path(_unquote(args[0]))
             new_origin = _name(args[1], origin) if len(args) == 2 else origin
+            self.included.append(path)
             self.read_file(path, new_origin, default_ttl, owner, where)
             return origin, default_ttl
         if len(args) != 1:
@@ -315,6 +322,66 @@ def _rdata(rdtype: int, text: str, origin: dns.name.Name) -> dns.rdata.Rdata:
         if detail in ("", "Text input is malformed."):
             raise RecordError(f"malformed {kind} record") from None
         raise RecordError(f"bad {kind} record: {detail}") from None
+
+
+# The fast path: the common types' data built with their classes' constructors (public
+# dnspython API), without the generic tokenizer. Each returns None for anything but the
+# plainest spelling, or for data the constructor refuses: the generic from_text then
+# reads it, or words the error, exactly as before.
+
+def _fast_address(rdtype: int, tokens: list, origin) -> dns.rdata.Rdata | None:
+    if len(tokens) != 1 or tokens[0][0] == '"':
+        return None
+    try:
+        return _CLASSES[rdtype](IN, rdtype, tokens[0])
+    except (dns.exception.DNSException, ValueError):
+        return None
+
+
+def _fast_target(rdtype: int, tokens: list, origin) -> dns.rdata.Rdata | None:
+    if len(tokens) != 1:
+        return None
+    try:
+        return _CLASSES[rdtype](IN, rdtype, _name(tokens[0], origin))
+    except (RecordError, dns.exception.DNSException, ValueError):
+        return None
+
+
+def _fast_mx(rdtype: int, tokens: list, origin) -> dns.rdata.Rdata | None:
+    if len(tokens) != 2 or not (tokens[0].isascii() and tokens[0].isdigit()) \
+            or int(tokens[0]) > 0xFFFF:
+        return None
+    try:
+        return _CLASSES[rdtype](IN, rdtype, int(tokens[0]), _name(tokens[1], origin))
+    except (RecordError, dns.exception.DNSException, ValueError):
+        return None
+
+
+def _fast_txt(rdtype: int, tokens: list, origin) -> dns.rdata.Rdata | None:
+    strings = []
+    for token in tokens:
+        if not token.isascii() or "\\" in token:
+            return None
+        if token[0] == '"':
+            if len(token) < 2 or token[-1] != '"' or '"' in token[1:-1]:
+                return None
+            token = token[1:-1]
+        elif '"' in token:
+            return None
+        strings.append(token.encode())
+    if not strings:
+        return None
+    try:
+        return _CLASSES[rdtype](IN, rdtype, strings)
+    except (dns.exception.DNSException, ValueError):
+        return None
+
+
+_A, _AAAA, _CNAME, _NS, _MX, _TXT = (dns.rdatatype.A, dns.rdatatype.AAAA, dns.rdatatype.CNAME,
+                                     dns.rdatatype.NS, dns.rdatatype.MX, dns.rdatatype.TXT)
+_CLASSES = {t: dns.rdata.get_rdata_class(IN, t) for t in (_A, _AAAA, _CNAME, _NS, _MX, _TXT)}
+_FAST = {_A: _fast_address, _AAAA: _fast_address, _CNAME: _fast_target, _NS: _fast_target,
+         _MX: _fast_mx, _TXT: _fast_txt}
 
 
 def _unquote(text: str) -> str:

@@ -12,6 +12,8 @@ key = "xfr.example.com"               # transfers must be signed with it; "" = a
 zones = ["example.com"]               # default: every zone served
 notify = ["192.0.2.53"]               # IP or IP:PORT; default: the single IPs of addresses, port 53
 
+ixfr_history = 10                     # differences kept per zone for IXFR (0: AXFR only)
+
 [[dns.health_name]]                   # a name answering with the healthy members of a policy
 zone = "example.com"
 name = "www"                          # relative to the zone, or absolute
@@ -37,7 +39,9 @@ import dns.tsig
 
 from clusterkit.definition.values import read_number
 
-KEYS = ("tsig", "secondary", "health_name")
+KEYS = ("tsig", "secondary", "health_name", "ixfr_history")
+IXFR_HISTORY = 10        # versions of each zone an IXFR can start from
+IXFR_HISTORY_MAX = 1000
 ALGORITHMS = {"hmac-sha256": dns.tsig.HMAC_SHA256, "hmac-sha384": dns.tsig.HMAC_SHA384,
               "hmac-sha512": dns.tsig.HMAC_SHA512}
 
@@ -87,6 +91,7 @@ class Management:
     keys: tuple = ()          # TsigKey
     secondaries: tuple = ()   # Secondary
     health_names: tuple = ()  # HealthName
+    ixfr_history: int = IXFR_HISTORY
 
     def key(self, name: str) -> TsigKey | None:
         wanted = _key_name(name)
@@ -161,7 +166,13 @@ def parse_management(table: dict, report) -> Management:
             if any(h.name == hn.name for h in names):
                 report(f"health_name[{i}].name", f"{hn.name} is already a health name")
             names.append(hn)
-    return Management(tuple(keys), tuple(secondaries), tuple(names))
+    history = table.get("ixfr_history", IXFR_HISTORY)
+    if not isinstance(history, int) or isinstance(history, bool) \
+            or not 0 <= history <= IXFR_HISTORY_MAX:
+        report("ixfr_history", f"must be a whole number from 0 to {IXFR_HISTORY_MAX} "
+                               f"(differences kept per zone), not {history!r}")
+        history = IXFR_HISTORY
+    return Management(tuple(keys), tuple(secondaries), tuple(names), history)
 
 
 def _parse_key(name, entry, key, report) -> TsigKey | None:

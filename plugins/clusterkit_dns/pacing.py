@@ -7,32 +7,45 @@ loop's thread gets the lock only when the loader is made to switch (every
 load the server answered about 100 queries a second, and the balancer in
 the same daemon stalled the same way (measured). So the loader rests: after
 each :data:`WORK` seconds of work it sleeps :data:`REST` seconds, while the
-loop has the lock to itself.
+loop has the lock to itself. A loader alone in its process (``dns serve``
+before it listens) need not rest.
+
+Loading also makes Python's cyclic garbage collector walk every object
+loaded so far, again and again as their number grows (a quarter of the time
+of loading 10,000 zones, measured); the records and the structures built from
+them hold no cycles and live as long as their zone, so every :data:`FREEZE`
+records the pacer moves what exists to the collector's permanent generation
+(``gc.freeze``): they are still freed by their reference counts.
 """
 
 from __future__ import annotations
 
+import gc
 import time
 
 WORK = 0.004   # seconds of loading between two rests
 REST = 0.003   # seconds the loop has the interpreter to itself
 EVERY = 128    # records (or names) between two looks at the clock
+FREEZE = 1 << 16  # records (or names) between two freezes of what the collector walks
 
 
 class Pacer:
     """Call once per unit of work (a record, a name); rests the thread as above."""
 
-    __slots__ = ("count", "since")
+    __slots__ = ("count", "since", "rest")
 
-    def __init__(self):
+    def __init__(self, rest: bool = True):
         self.count = 0
         self.since = time.perf_counter()
+        self.rest = rest
 
     def __call__(self) -> None:
         self.count += 1
         if self.count % EVERY:
             return
-        if time.perf_counter() - self.since >= WORK:
+        if not self.count % FREEZE:
+            gc.freeze()
+        if self.rest and time.perf_counter() - self.since >= WORK:
             time.sleep(REST)
             self.since = time.perf_counter()
 

@@ -80,7 +80,7 @@ class Responder:
 
     def __init__(self, identity: str = "", version: str = ""):
         self.identity, self.version = identity, version
-        self.state = State(ZoneSet({}), {}, {})
+        self.state = State(ZoneSet({}), {}, {}, {})
         self.rcodes = [0] * 24
         self.dropped = 0
         self.send_errors = 0

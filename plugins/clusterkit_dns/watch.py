@@ -24,20 +24,23 @@ EVENTS = [FileClosedEvent, FileMovedEvent, FileDeletedEvent, DirMovedEvent, DirD
 
 
 class _Handler(FileSystemEventHandler):
-    def __init__(self, callback: Callable[[], None]):
+    def __init__(self, callback: Callable[[tuple | None], None]):
         self.callback = callback
 
     def on_any_event(self, event) -> None:
+        paths = None if event.is_directory else \
+            tuple(p for p in (event.src_path, getattr(event, "dest_path", "")) if p)
         try:
-            self.callback()
+            self.callback(paths)
         except RuntimeError:  # the event loop is already closed: we are shutting down
             pass
 
 
 class ZoneWatcher:
-    """An observer thread on one directory calling ``callback()`` on every finished change."""
+    """An observer thread on one directory calling ``callback(paths)`` on every finished
+    change: the file paths it touched, or None for a directory (anything may have changed)."""
 
-    def __init__(self, directory: str, callback: Callable[[], None]):
+    def __init__(self, directory: str, callback: Callable[[tuple | None], None]):
         self.directory = directory
         self.callback = callback
         self.observer = None

@@ -1,4 +1,4 @@
-"""Zone transfers to outside secondaries: AXFR (RFC 5936), IXFR as a full transfer (RFC 1995 §4).
+"""Zone transfers to outside secondaries: AXFR (RFC 5936), IXFR (RFC 1995).
 
 The TCP listener hands every AXFR/IXFR query to :meth:`Transfers.answer`
 with the peer's address. A transfer is allowed when a ``[[dns.secondary]]``
@@ -6,6 +6,15 @@ lists the zone (or every zone), the peer's address, and — if it names a key
 — the query is signed with that key (TSIG, RFC 8945). Everyone else gets
 REFUSED; a bad signature, unknown key or skewed clock gets NOTAUTH with the
 TSIG error (BADSIG, BADKEY unsigned; BADTIME signed, RFC 8945 §5.2).
+
+An IXFR from a serial the zone's history reaches
+(:mod:`clusterkit_dns.journal`, kept by the server) is answered with the
+increments in the condensed form (new SOA; per version the old SOA, the
+records deleted, the newer SOA, the records added; new SOA); from any other
+older serial with the whole zone (RFC 1995 §4), from the current one with the
+SOA alone. Over UDP, as NSD does, the answer is the first message of what TCP
+would send, filled up to the UDP size (the SOA alone, or the increments when
+they fit); no UDP IXFR is refused that TCP would allow, nor the reverse.
 
 The zone sent is the :class:`~clusterkit_dns.zones.Zone` being served at that
 moment (immutable), so a reload during a transfer cannot mix two versions.
@@ -48,6 +57,7 @@ MESSAGE_SIZE = 16 * 1024  # bytes of records per message: many records per messa
 LIMIT = 65535 - 512       # a message's hard limit, room left for the TSIG record
 BATCH = 16                # messages written between two turns of the event loop
 BUFFER_HIGH = 1 << 20     # bytes queued for a slow reader before the stream waits
+UDP_EDNS = 1232           # the most sent over UDP (responder.EDNS_SIZE, NSD's default)
 
 
 def xfr_type(wire: bytes) -> int:
@@ -78,7 +88,7 @@ class Transfers:
     def __init__(self, server, management: Management):
         self.server = server
         self.configure(management)
-        self.stats = {"allowed": 0, "refused": 0, "notauth": 0}
+        self.stats = {"allowed": 0, "refused": 0, "notauth": 0, "incremental": 0}
         self.tasks: set[asyncio.Task] = set()
         self._bodies = weakref.WeakKeyDictionary()  # Zone -> {(qname wire, qtype): bodies}
 
@@ -96,19 +106,58 @@ class Transfers:
         transfer is streamed onto the connection by a task, and [] returned.
         """
         peer = protocol.transport.get_extra_info("peername")
-        address = peer[0] if peer else ""
+        query, zone, refusal = self._admit(wire, peer[0] if peer else "")
+        if zone is None:
+            return [frame(refusal)] if refusal else []
+        pairs = self._content(query, zone, peer[0] if peer else "")
+        if pairs is not None and len(pairs) == 1:  # RFC 1995 §2: current, the SOA alone
+            return [frame(m) for m in render_messages(query, render_bodies(query.question[0],
+                                                                           pairs))]
+        task = asyncio.ensure_future(self._stream(query, zone, protocol, pairs))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return []
+
+    def answer_udp(self, wire: bytes, address: str) -> bytes | None:
+        """An IXFR over UDP from ``address``: what NSD sends, the first message of the
+        transfer filled up to the UDP size (the client's EDNS size up to ours, else 512)."""
+        query, zone, refusal = self._admit(wire, address)
+        if zone is None:
+            return refusal or None
+        pairs = self._content(query, zone, address)
+        edns = None if query.edns < 0 else max(512, min(UDP_EDNS, query.payload))
+        size = 512 if edns is None else edns
+        room = size - 12 - (11 if edns is not None else 0) - (
+            _tsig_room(query.keyring) if query.had_tsig else 0)
+        writer, count = Writer(12 + room), 0
+        writer.question(query.question[0].name, query.question[0].rdtype)
+        for pair in pairs if pairs is not None else _zone_pairs(zone):
+            try:
+                count += writer.rrset(pair)
+            except TooBig:
+                break
+        wire = _header(query, count, 0 if edns is None else 1) + bytes(writer.buf[12:])
+        if edns is not None:
+            wire += b"\x00\x00\x29" + struct.pack("!H", edns) + bytes(6)
+        if query.had_tsig:
+            wire, _ = _sign(wire, query, query.keyring, None)
+        return wire
+
+    def _admit(self, wire: bytes, address: str) -> tuple:
+        """(query, zone, None) for an allowed transfer, else (query, None, the refusal:
+        b"" when nothing is to be sent)."""
         try:
             query, tsig_error = self._parse(wire)
         except dns.exception.DNSException:
-            return [frame(wire[:2] + bytes((0x80 | (wire[2] & 0x79), dns.rcode.FORMERR))
-                          + bytes(8))]
+            return None, None, wire[:2] + bytes((0x80 | (wire[2] & 0x79), dns.rcode.FORMERR)) \
+                + bytes(8)
         if query is None:
-            return []
+            return None, None, b""
         if tsig_error:
             self.stats["notauth"] += 1
             log.warning("dns: transfer from %s refused: TSIG %s", address,
                         dns.rcode.to_text(tsig_error))
-            return [frame(self._tsig_error(query, tsig_error))]
+            return query, None, self._tsig_error(query, tsig_error)
         qname, qtype = query.question[0].name, query.question[0].rdtype
         zone = self.server.zones.get(qname)
         if zone is None or query.question[0].rdclass != dns.rdataclass.IN \
@@ -116,28 +165,39 @@ class Transfers:
             self.stats["refused"] += 1
             log.info("dns: %s of %s refused to %s%s", dns.rdatatype.to_text(qtype), qname, address,
                      f" (key {query.keyname})" if query.had_tsig else "")
-            return [frame(self._simple(query, dns.rcode.REFUSED))]
+            return query, None, self._simple(query, dns.rcode.REFUSED)
         self.stats["allowed"] += 1
-        if qtype == IXFR and _client_serial(query) is not None \
-                and not serial_lt(_client_serial(query), zone.serial):
-            return [frame(m) for m in render_messages(  # RFC 1995 §2: current, the SOA alone
-                query, render_bodies(query.question[0], [zone.soa]))]
-        log.info("dns: %s of %s serial %d to %s", dns.rdatatype.to_text(qtype), qname, zone.serial,
-                 address)
-        task = asyncio.ensure_future(self._stream(query, zone, protocol))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        return []
+        return query, zone, None
 
-    async def _stream(self, query, zone, protocol) -> None:
-        """Write the transfer, rendering the zone's bodies once per version and question."""
+    def _content(self, query, zone, address: str) -> list | None:
+        """The RRsets an allowed IXFR gets: [SOA] when the client is current, the
+        increments when the history reaches its serial; None: the whole zone."""
+        serial = _client_serial(query) if query.question[0].rdtype == IXFR else None
+        kind = dns.rdatatype.to_text(query.question[0].rdtype)
+        if serial is not None:
+            if not serial_lt(serial, zone.serial):
+                return [zone.soa]
+            history = self.server.history
+            chain = history.chain(zone, serial) if history is not None else None
+            if chain and sum(diff.records for diff in chain) < zone.records:
+                self.stats["incremental"] += 1
+                log.info("dns: IXFR of %s serial %d to %d (%d versions) to %s", zone.origin,
+                         serial, zone.serial, len(chain), address)
+                return [zone.soa, *(pair for diff in chain for pair in diff.pairs()), zone.soa]
+        log.info("dns: %s of %s serial %d to %s", kind, zone.origin, zone.serial, address)
+        return None
+
+    async def _stream(self, query, zone, protocol, pairs=None) -> None:
+        """Write the transfer: ``pairs`` (increments), else the whole zone, whose bodies are
+        rendered once per version and question."""
         transport = protocol.transport
         question = query.question[0]
         slot = (question.name.to_wire(), question.rdtype)
         versions = self._bodies.setdefault(zone, {})
-        bodies = versions.get(slot)
-        fresh = [] if bodies is None else None
-        source = bodies if bodies is not None else render_bodies(question, _zone_pairs(zone))
+        bodies = versions.get(slot) if pairs is None else None
+        fresh = [] if bodies is None and pairs is None else None
+        source = bodies if bodies is not None else render_bodies(
+            question, _zone_pairs(zone) if pairs is None else pairs)
         key = query.keyring if query.had_tsig else None
         ctx = None
         for count, (body, records) in enumerate(source, 1):
@@ -275,9 +335,14 @@ def render_messages(query, bodies):
         yield wire
 
 
-def _header(query, count: int) -> bytes:
+def _header(query, count: int, additional: int = 0) -> bytes:
     flags = 0x8400 | (query.flags & dns.flags.RD)  # QR AA, opcode QUERY, RD echoed
-    return struct.pack("!HHHHHH", query.id, flags, 1, count, 0, 0)
+    return struct.pack("!HHHHHH", query.id, flags, 1, count, 0, additional)
+
+
+def _tsig_room(key) -> int:
+    """Bytes a TSIG record signed with ``key`` takes (the algorithm's MAC at most 64)."""
+    return len(key.name.to_wire()) + 10 + len(key.algorithm.to_wire()) + 16 + 64 + 6
 
 
 def _writer(question) -> Writer:

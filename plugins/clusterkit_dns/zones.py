@@ -51,6 +51,7 @@ class Zone:
     records: int
     warnings: tuple = ()  # "path:line: what": served, but not as written (see _Collector)
     compiled: dict = field(default_factory=dict)  # cache of compiled responses, see compiler.py
+    includes: tuple = ()  # paths of the $INCLUDE files read: a change to one reloads the zone
 
     @property
     def serial(self) -> int:
@@ -133,13 +134,14 @@ def load_zone(path: str, origin: dns.name.Name | None = None, zones_dir: str | N
     signature = file_signature(path)
     parsed = _Collector(pace)
     try:
-        masterfile.read(path, origin, zones_dir, parsed.add)
+        includes = masterfile.read(path, origin, zones_dir, parsed.add)
     except masterfile.MasterFileError as exc:
         raise ZoneError(exc.path, exc.message, exc.line) from None
-    return build_zone(origin, path, signature, parsed)
+    return build_zone(origin, path, signature, parsed, includes)
 
 
-def build_zone(origin: dns.name.Name, path: str, signature, parsed: _Collector) -> Zone:
+def build_zone(origin: dns.name.Name, path: str, signature, parsed: _Collector,
+               includes: tuple = ()) -> Zone:
     """Index the records: RRsets per owner, empty non-terminals, zone cuts, negative SOA."""
     okey = tuple(label.lower() for label in origin.labels)
     depth = len(okey)
@@ -171,4 +173,5 @@ def build_zone(origin: dns.name.Name, path: str, signature, parsed: _Collector) 
     negative = (soa[0], negative)
     return Zone(origin=origin, key=okey, path=path, signature=signature, nodes=nodes,
                 names=frozenset(names), cuts=frozenset(cuts), soa=soa, ns=apex[NS],
-                negative_soa=negative, records=records, warnings=tuple(parsed.warnings))
+                negative_soa=negative, records=records, warnings=tuple(parsed.warnings),
+                includes=includes)

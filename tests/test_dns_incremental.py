@@ -1,0 +1,158 @@
+"""Incremental reload: a changed zone among many is re-read and recompiled alone, swapped in
+whole while the others keep answering; the compiled bytes are accounted per zone."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+
+import dns.message
+import dns.name
+import dns.rcode
+import pytest
+
+from clusterkit_dns.server import PATCH_MAX
+from dns_support import ServerThread
+from support import wait_for
+
+ADDR = "127.87.32.1"
+ZONES = 300
+TEXT = ("$TTL 60\n@ SOA ns.hoster.test. hm {serial} 1 1 1 1\n@ NS ns.hoster.test.\n"
+        "www A 192.0.2.{serial}\nmail A 192.0.2.25\n{extra}")
+
+
+def replace(path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+@pytest.fixture
+def many(tmp_path):
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    for i in range(ZONES):
+        (zones / f"site{i}.test.zone").write_text(TEXT.format(serial=1, extra=""))
+    with ServerThread(zones, ADDR) as srv:
+        srv.zones = zones
+        yield srv
+
+
+def ask(srv, name: str, rdtype: str = "A", sock=None) -> dns.message.Message:
+    own = sock is None
+    sock = sock or socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.settimeout(2)
+    try:
+        sock.sendto(dns.message.make_query(name, rdtype).to_wire(), (srv.addr, srv.port))
+        return dns.message.from_wire(sock.recv(4096))
+    finally:
+        if own:
+            sock.close()
+
+
+def address(srv, name: str) -> str | None:
+    m = ask(srv, name)
+    return m.answer[0][0].address if m.answer else None
+
+
+def test_a_changed_zone_is_the_only_one_parsed_again(many):
+    """Every other zone keeps its loaded object and its compiled templates (same objects):
+    neither re-read nor recompiled."""
+    zones, parts = dict(many.server.zones), dict(many.server.responder.state.parts)
+    replace(many.zones / "site7.test.zone", TEXT.format(serial=2, extra="new A 192.0.2.77\n"))
+    wait_for(lambda: address(many, "new.site7.test") == "192.0.2.77")
+    site7 = dns.name.from_text("site7.test")
+    assert [o for o, z in many.server.zones.items() if zones[o] is not z] == [site7]
+    now = many.server.responder.state.parts
+    assert [k for k, p in now.items() if parts[k] is not p] == [key(site7)]
+    assert address(many, "www.site7.test") == "192.0.2.2"
+    assert all(address(many, f"www.site{i}.test") == "192.0.2.1" for i in range(0, ZONES, 37))
+
+
+def key(name: dns.name.Name) -> tuple:
+    return tuple(label.lower() for label in name.labels)
+
+
+def test_removed_and_added_zones_and_a_zone_nested_in_another(many):
+    replace(many.zones / "sub.site3.test.zone", TEXT.format(serial=9, extra=""))
+    wait_for(lambda: address(many, "www.sub.site3.test") == "192.0.2.9")
+    assert ask(many, "sub.site3.test", "SOA").answer[0][0].serial == 9  # the child's apex
+    assert address(many, "www.site3.test") == "192.0.2.1"  # the parent's own names stay
+    (many.zones / "sub.site3.test.zone").unlink()
+    wait_for(lambda: ask(many, "www.sub.site3.test").rcode() == dns.rcode.NXDOMAIN)
+    assert ask(many, "site3.test", "SOA").answer[0][0].serial == 1
+    (many.zones / "site5.test.zone").unlink()
+    wait_for(lambda: ask(many, "www.site5.test").rcode() == dns.rcode.REFUSED)
+    assert address(many, "www.site6.test") == "192.0.2.1"
+
+
+def test_a_broken_change_keeps_the_zone_and_reloads_nothing_else(many):
+    replace(many.zones / "site9.test.zone", TEXT.format(serial=2, extra="bad A 300.1.1.1\n"))
+    wait_for(lambda: many.server.status()["errors"])
+    assert address(many, "www.site9.test") == "192.0.2.1"
+    replace(many.zones / "site9.test.zone", TEXT.format(serial=3, extra=""))
+    wait_for(lambda: address(many, "www.site9.test") == "192.0.2.3")
+    assert many.server.status()["errors"] == []
+
+
+def test_the_other_zones_answer_throughout_the_changes(many):
+    """A thread asks another zone while zones are replaced one after another: every
+    answer comes, and is the right one."""
+    stop = threading.Event()
+    answers, wrong = [], []
+
+    def probe():
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        while not stop.is_set():
+            got = ask(many, "www.site299.test", sock=sock)
+            answers.append(got)
+            if not got.answer or got.answer[0][0].address != "192.0.2.1":
+                wrong.append(got)
+        sock.close()
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    try:
+        for serial in range(2, 12):
+            replace(many.zones / f"site{serial}.test.zone", TEXT.format(serial=serial, extra=""))
+            wait_for(lambda: address(many, f"www.site{serial}.test") == f"192.0.2.{serial}")
+    finally:
+        stop.set()
+        thread.join()
+    assert answers and not wrong
+
+
+def test_a_burst_of_changes_is_coalesced_and_none_is_lost(many):
+    before = many.server.reloads
+    for i in range(20, 60):
+        replace(many.zones / f"site{i}.test.zone", TEXT.format(serial=3, extra=""))
+    wait_for(lambda: all(address(many, f"www.site{i}.test") == "192.0.2.3" for i in range(20, 60)))
+    assert many.server.reloads - before < 40
+
+
+def test_a_big_change_is_merged_off_the_loop(many):
+    """Past PATCH_MAX templates the merged tables are rebuilt in the loader thread."""
+    extra = "".join(f"h{i} A 10.0.{i >> 8 & 255}.{i & 255}\n" for i in range(PATCH_MAX // 2 + 10))
+    replace(many.zones / "site4.test.zone", TEXT.format(serial=5, extra=extra))
+    wait_for(lambda: address(many, f"h{PATCH_MAX // 2}.site4.test") is not None, timeout=60)
+    state = many.server.responder.state
+    assert len(state.exact) == sum(len(p.exact) for p in state.parts.values())
+    assert address(many, "www.site8.test") == "192.0.2.1"
+
+
+def test_compiled_bytes_are_accounted_per_zone(many):
+    status = many.server.status()
+    sizes = {z: v["wire_bytes"] for z, v in status["zones"].items()}
+    assert len(sizes) == ZONES and all(s > 0 for s in sizes.values())
+    assert status["wire_bytes"] == sum(sizes.values())
+    small = sizes["site1.test."]
+    extra = "".join(f"h{i} TXT \"{'x' * 100}{i}\"\n" for i in range(50))
+    replace(many.zones / "site1.test.zone", TEXT.format(serial=2, extra=extra))
+    wait_for(lambda: many.server.status()["zones"]["site1.test."]["serial"] == 2)
+    grown = many.server.status()["zones"]["site1.test."]["wire_bytes"]
+    assert grown > small + 50 * 100  # at least every TXT answer's text
+    state = many.server.responder.state
+    part = state.parts[key(dns.name.from_text("site1.test"))]
+    bodies = {id(t): len(t.body) for t in (*part.exact.values(), *part.default.values())}
+    assert grown == sum(map(len, part.exact)) + sum(map(len, part.default)) + sum(bodies.values())
