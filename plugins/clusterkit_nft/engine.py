@@ -50,7 +50,8 @@ class NftEngine:
         self.index: dict[str, int] = {}                # policy key -> N in the table's names
         self.links: dict[str, tuple[str, str] | str] = {}  # node ip -> (device, mac) or why not
         self.macs: dict[str, str] = {}                 # device -> the manager's MAC
-        self.states: dict[tuple[str, str], tuple[str, float]] = {}
+        self.states: dict[tuple[str, str], tuple[str, float]] = {}   # as told
+        self.applied: dict[tuple[str, str], tuple[str, float]] = {}  # as the kernel has them
         self.owners: dict[str, list[str | None]] = {}  # policy key -> bucket -> node (new flows)
         self.counts: dict[str, tuple[int, int]] = {}
         self.installed = False
@@ -170,6 +171,7 @@ class NftEngine:
 
     async def _install(self) -> None:
         """Read the counters, render the table with them, swap it in (one transaction)."""
+        states = dict(self.states)
         plans = [p for p in (self._plan(self.carried[k]) for k in sorted(self.carried)) if p]
         await self._read_counters()
         fresh = await self._read_fresh() if any(p.old is not None for p in plans) else {}
@@ -181,6 +183,7 @@ class NftEngine:
         if code != 0:
             raise NftError(f"nft refused the table: {err.strip()[:2000]}")
         self.installed = True
+        self.applied = states
 
     async def _read_counters(self) -> None:
         data = await self._json("nft", "-j", "list", "counters", "table", "netdev", TABLE)
@@ -264,7 +267,7 @@ class NftEngine:
         for j, m in enumerate(policy.members):
             host = self.cluster.hosts.get(m.node)
             link = self.links.get(host.ip) if host else None
-            state, factor = self.states.get((key, m.node), ("up", 1.0))
+            state, factor = self.applied.get((key, m.node), ("up", 1.0))
             packets, octets = self.counts.get(f"c{n}_{j}", (0, 0))
             entry = {"address": f"{host.ip if host else '?'}:{policy.port}", "state": state,
                      "weight": m.weight, "weight_factor": factor,
