@@ -11,7 +11,7 @@ import clusterkit_nft
 from clusterkit.definition.tables import ConfigError
 from clusterkit.plugins import get_plugin_manager
 from clusterkit_nft.buckets import fill
-from clusterkit_nft.engine import NftEngine
+from clusterkit_nft.engine import NftEngine, nft_objects, objects
 from clusterkit_nft.ruleset import Member, PolicyPlan, removal, render
 from proxy_support import make_cluster, plugin_manager
 
@@ -83,34 +83,57 @@ def plan(**keys) -> PolicyPlan:
     return PolicyPlan(0, "10.1.1.100:80", "10.1.1.100", 80, **keys)
 
 
-def test_the_table_is_swapped_in_one_transaction():
-    text = render([plan()], {"eth0": "02:00:00:00:00:01"}, {"c0_0": (7, 700)})
+MACS = {"eth0": "02:00:00:00:00:01"}
+
+
+def test_the_first_transaction_replaces_any_table_of_that_name():
+    text, declared = render([plan()], MACS)
     first, second, third = text.splitlines()[:3]
     assert (first, second, third) == ("table netdev clusterkit {}", "delete table netdev clusterkit",
                                       "table netdev clusterkit {")
-    assert "flush" not in text
     assert "elements = { 0 : goto m0_0, 1 : goto m0_1, 3 : goto m0_1 }" in text  # 2 has no member
-    assert "counter c0_0 {\n\t\tpackets 7 bytes 700\n\t}" in text  # counters carried on
+    assert "\tcounter c0_0 {\n\t}" in text and "counter name \"c0_0\"" in text
     assert ('ether saddr set 02:00:00:00:00:01 ether daddr set 02:00:00:00:00:12 fwd to "eth0"'
             in text)
     assert 'type filter hook ingress device "eth0" priority 0' in text
     assert "ip daddr . tcp dport vmap { 10.1.1.100 . 80 : goto p0 }" in text
     assert "jhash ip saddr . tcp sport mod 4 " in text and "set f0" not in text
+    assert {"map n0", "chain m0_0", "chain m0_1", "counter c0_1", "chain p0", "chain in0"} <= set(declared)
     assert removal() == "table netdev clusterkit {}\ndelete table netdev clusterkit\n"
 
 
+def test_later_transactions_keep_counters_and_delete_only_what_is_gone():
+    _, declared = render([plan(old=["m0_0"] * 4)], MACS)
+    one = plan(members=[Member("m0_0", "node1", "02:00:00:00:00:11", "eth1")], new=["m0_0"] * 4,
+               device="eth1")
+    text, _ = render([one], {"eth1": "02:00:00:00:00:02"}, declared)
+    lines = text.splitlines()
+    assert lines[:2] == ["table netdev clusterkit {}", "flush table netdev clusterkit"]
+    assert "delete table" not in text
+    flushes = [i for i, line in enumerate(lines) if line.startswith("flush map")]
+    deletes = [line for line in lines if line.startswith("delete ")]
+    assert sorted(lines[i] for i in flushes) == ["flush map netdev clusterkit n0",
+                                                 "flush map netdev clusterkit o0"]
+    assert deletes == ["delete map netdev clusterkit o0", "delete set netdev clusterkit f0",
+                       "delete chain netdev clusterkit m0_1",
+                       "delete chain netdev clusterkit in0",  # now on eth1: declared anew
+                       "delete counter netdev clusterkit c0_1", "delete counter netdev clusterkit s0_1"]
+    assert max(flushes) < lines.index(deletes[0])  # no map still points at a deleted chain
+    assert "\tcounter c0_0 {\n\t}" in text  # declared again: an existing counter keeps its values
+
+
 def test_a_drain_keeps_old_flows_on_the_old_table():
-    text = render([plan(old=["m0_0", "m0_0", None, "m0_1"], fresh=["10.9.9.9 . 4000 expires 30s"])],
-                  {"eth0": "02:00:00:00:00:01"}, {})
+    text, _ = render([plan(old=["m0_0", "m0_0", None, "m0_1"])], MACS)
     assert "tcp flags & (syn | ack) == syn update @f0 { ip saddr . tcp sport }" in text
-    assert "elements = { 10.9.9.9 . 4000 expires 30s }" in text
+    assert "set f0 {\n\t\ttype ipv4_addr . inet_service\n\t\tsize 65536" in text
     rules = text[text.index("chain p0"):].splitlines()
-    assert rules[2].strip().endswith("meta mark vmap @n0") and "@f0 update" in rules[2]
+    assert "ip saddr . tcp sport @f0 update @f0" in rules[2]  # a recorded new flow
+    assert rules[2].strip().endswith("meta mark vmap @n0")
     assert rules[3].strip().endswith("meta mark vmap @o0")
 
 
 def test_sh_hashes_the_client_address_alone():
-    text = render([plan(by_client=True, old=["m0_0"] * 4)], {"eth0": "02:00:00:00:00:01"}, {})
+    text, _ = render([plan(by_client=True, old=["m0_0"] * 4)], MACS)
     assert "jhash ip saddr mod 4 " in text and "type ipv4_addr\n" in text
 
 
@@ -120,3 +143,41 @@ def test_a_set_member_state_before_any_apply_is_remembered():
     assert engine.states[("10.1.1.100:80", "node1")] == ("drain", 1.0)
     with pytest.raises(ValueError):
         engine.set_member_state("10.1.1.100:80", "node1", "sleepy")
+
+
+FAKE = r'''#!/bin/sh
+# stands for `ip`, `ping` and `nft`: answers from the files next to it
+case "$3 $4" in
+  "route get") cat "$(dirname "$0")/route.json" ;;
+  "neigh show") cat "$(dirname "$0")/neigh.json" ;;
+esac
+'''
+
+
+@pytest.mark.parametrize("route, neigh, why", [
+    ('[{"dev": "eth0\\" fwd to \\"x"}]', "[]", "no route to 10.1.1.11"),
+    ('[{"dev": "eth0"}]', '[{"lladdr": "02:00:00:00:00:11 } flush ruleset", "state": ["REACHABLE"]}]',
+     "no MAC for 10.1.1.11 on eth0"),
+    ('[{"dev": "eth0"}]', '[{"lladdr": "02:00:00:00:00:11", "state": ["FAILED"]}]',
+     "no MAC for 10.1.1.11 on eth0"),
+    ("not json", "[]", "no route to 10.1.1.11"),
+    ('{"dev": "eth0"}', "[]", "no route to 10.1.1.11"),
+    ('[{"dev": "eth0"}]', '{"lladdr": "02:00:00:00:00:11"}', "no MAC for 10.1.1.11 on eth0"),
+])
+def test_hostile_answers_of_ip_never_reach_the_table(tmp_path, route, neigh, why):
+    fake = tmp_path / "fake"
+    fake.write_text(FAKE)
+    fake.chmod(0o755)
+    (tmp_path / "route.json").write_text(route)
+    (tmp_path / "neigh.json").write_text(neigh)
+    from support import LoopThread
+    loop = LoopThread()
+    try:
+        assert loop.call(NftEngine(prefix=(str(fake),))._link("10.1.1.11")).startswith(why)
+    finally:
+        loop.close()
+
+
+def test_nft_and_ip_answers_that_are_not_lists_of_objects_are_no_answer():
+    assert objects('{"dev": "eth0"}') == [] and objects('[1, {"dev": "eth0"}]') == [{"dev": "eth0"}]
+    assert nft_objects('{"nftables": {"counter": 1}}') == [] and nft_objects("[]") == []

@@ -8,6 +8,7 @@ test process and programs the manager's namespace (``ip netns exec``).
 from __future__ import annotations
 
 import shutil
+import time
 from collections import Counter
 
 import pytest
@@ -105,6 +106,9 @@ def test_a_member_down_takes_no_new_flows_and_the_other_members_flows_go_on(dr):
     assert set(names(dr.client.step("new 40"))) == {"node2"}
     dr.set("node1", "up")
     assert set(names(dr.client.step("new 40"))) == {"node1", "node2"}
+    dr.stats()
+    time.sleep(0.3)  # past the counters' cache
+    assert dr.stats()["total"] == 40 + 40 + 40  # the counters lived through both changes
 
 
 def test_drain_keeps_the_members_flows_and_sends_new_ones_elsewhere(dr):
@@ -137,3 +141,25 @@ def test_no_member_up_refuses_and_close_removes_the_table(dr):
     assert dr.stats()["refused"] > 0
     dr.loop.call(dr.engine.close(1))
     assert dr.net.run("manager", ["nft", "list", "tables"]).stdout.strip() == ""
+
+
+def test_a_member_without_a_known_mac_gets_no_buckets_until_it_answers(dr):
+    dr.net.cut("node2")
+    dr.net.run("manager", ["ip", "neigh", "flush", "dev", "eth0"], check=True)
+    dr.apply()
+    member = dr.stats()["members"]["node2"]
+    assert member["unresolved"].startswith(f"no MAC for {dr.net.ip('node2')} on eth0")
+    assert member["buckets"] == 0 and dr.stats()["members"]["node1"]["buckets"] == 4096
+    assert set(names(dr.client.step("new 10"))) == {"node1"}
+    dr.net.restore("node2")
+    dr.set("node2", "down")
+    dr.set("node2", "up")  # health saw it answer: its MAC is looked up again
+    assert dr.stats()["members"]["node2"]["mac"]
+    assert set(names(dr.client.step("new 30"))) == {"node1", "node2"}
+
+
+def test_a_member_behind_a_router_is_named_not_forwarded_to(dr):
+    dr.net.run("manager", ["ip", "route", "add", "10.99.0.0/24", "via", dr.net.ip("client")], check=True)
+    why = dr.loop.call(dr.engine._link("10.99.0.5"))
+    assert why == (f"10.99.0.5 is reached through the gateway {dr.net.ip('client')}: direct "
+                   "routing needs the node on the manager's own segment")

@@ -48,6 +48,9 @@ class NftEngine:
         self.carried: dict[str, object] = {}          # policy key -> Policy
         self.failed: dict[str, str] = {}               # policy key -> why it is not carried
         self.index: dict[str, int] = {}                # policy key -> N in the table's names
+        self.member_ids: dict[str, dict[str, int]] = {}  # policy key -> node -> J (mN_J)
+        self._next = 0                                 # N is never reused: counters stay theirs
+        self.declared: dict[str, str] | None = None    # what the kernel's table has
         self.links: dict[str, tuple[str, str] | str] = {}  # node ip -> (device, mac) or why not
         self.macs: dict[str, str] = {}                 # device -> the manager's MAC
         self.states: dict[tuple[str, str], tuple[str, float]] = {}   # as told
@@ -67,21 +70,22 @@ class NftEngine:
         out, err = await proc.communicate(stdin.encode() if stdin is not None else None)
         return proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
 
-    async def _json(self, *argv: str):
+    async def _json(self, *argv: str) -> list[dict]:
+        """``ip -j ...``'s answer: its objects, nothing else."""
         code, out, _ = await self._run(*argv)
-        if code != 0:
-            return []
-        try:
-            return json.loads(out or "[]")
-        except ValueError:
-            return []
+        return objects(out) if code == 0 else []
+
+    async def _nft(self, *argv: str) -> list[dict]:
+        """``nft -j ...``'s answer: the objects of its ``nftables`` list."""
+        code, out, _ = await self._run("nft", "-j", *argv)
+        return nft_objects(out) if code == 0 else []
 
     async def _link(self, ip: str) -> tuple[str, str] | str:
         """(device, MAC) of a member, or why direct routing cannot reach it."""
         routes = await self._json("ip", "-j", "route", "get", ip)
-        route = routes[0] if routes and isinstance(routes[0], dict) else {}
-        device = route.get("dev", "")
-        if not DEVICE.fullmatch(device or ""):
+        route = routes[0] if routes else {}
+        device = route.get("dev")
+        if not isinstance(device, str) or not DEVICE.fullmatch(device):
             return f"no route to {ip}"
         if route.get("gateway"):
             return (f"{ip} is reached through the gateway {route['gateway']}: direct routing "
@@ -91,7 +95,7 @@ class NftEngine:
         for attempt in range(2):
             for entry in await self._json("ip", "-j", "neigh", "show", "to", ip, "dev", device):
                 mac = str(entry.get("lladdr", "")).lower()
-                if MAC.fullmatch(mac) and "FAILED" not in entry.get("state", []):
+                if MAC.fullmatch(mac) and "FAILED" not in (entry.get("state") or []):
                     return device, mac
             if attempt == 0:  # ask the neighbour table to learn it
                 await self._run("ping", "-c", "1", "-W", "1", "-I", device, ip)
@@ -125,11 +129,12 @@ class NftEngine:
                     self.macs[device] = await self._manager_mac(device) or ""
             for key in list(self.index):
                 if key not in self.carried:
-                    del self.index[key]
+                    del self.index[key], self.member_ids[key]
+                    self.owners.pop(key, None)
             for key in sorted(self.carried):
                 if key not in self.index:
-                    self.index[key] = next(i for i in range(len(self.index) + 1)
-                                           if i not in self.index.values())
+                    self.index[key], self._next = self._next, self._next + 1
+                    self.member_ids[key] = {}
             await self._install()
         if self.failed and first:
             raise NftError("; ".join(self.failed.values()))
@@ -139,12 +144,13 @@ class NftEngine:
     def _plan(self, policy) -> PolicyPlan | None:
         n = self.index[policy.key]
         members, weights, old_weights, devices = [], {}, {}, set()
-        for j, m in enumerate(policy.members):
+        for m in policy.members:
             host = self.cluster.hosts.get(m.node)
             link = self.links.get(host.ip) if host else None
             if not isinstance(link, tuple) or not self.macs.get(link[0]):
                 continue
-            members.append(Member(f"m{n}_{j}", m.node, link[1], link[0]))
+            members.append(Member(f"m{n}_{self._member_id(policy.key, m.node)}", m.node, link[1],
+                                  link[0]))
             devices.add(link[0])
             state, factor = self.states.get((policy.key, m.node), ("up", 1.0))
             weight = m.weight * factor
@@ -153,6 +159,7 @@ class NftEngine:
             if state in ("up", "drain"):
                 old_weights[m.node] = weight if state == "up" else m.weight
         if not members:
+            self.owners[policy.key] = []
             return None
         device = sorted(devices)[0]
         members = [m for m in members if m.device == device]  # one segment per policy
@@ -169,54 +176,35 @@ class NftEngine:
             plan.fresh_timeout = int(min(MAX_FRESH_TIMEOUT, max(1, policy.client_timeout)))
         return plan
 
+    def _member_id(self, key: str, node: str) -> int:
+        """J of a member's chain and counters, stable while the policy exists."""
+        ids = self.member_ids[key]
+        if node not in ids:
+            ids[node] = max(ids.values(), default=-1) + 1
+        return ids[node]
+
     async def _install(self) -> None:
-        """Read the counters, render the table with them, swap it in (one transaction)."""
+        """Render the table and swap it in, one transaction (a whole new table if the kernel's
+        is not the one we last wrote)."""
         states = dict(self.states)
         plans = [p for p in (self._plan(self.carried[k]) for k in sorted(self.carried)) if p]
-        await self._read_counters()
-        fresh = await self._read_fresh() if any(p.old is not None for p in plans) else {}
-        for plan in plans:
-            if plan.old is not None:
-                plan.fresh = fresh.get(plan.index, [])
-        text = render(plans, self.macs, self.counts) if plans else removal()
-        code, _, err = await self._run("nft", "-f", "-", stdin=text)
-        if code != 0:
+        for previous in ((self.declared, None) if self.declared is not None else (None,)):
+            text, declared = render(plans, self.macs, previous)
+            code, _, err = await self._run("nft", "-f", "-", stdin=text)
+            if code == 0:
+                break
+        else:
+            self.declared = None
             raise NftError(f"nft refused the table: {err.strip()[:2000]}")
-        self.installed = True
-        self.applied = states
+        self.installed, self.declared, self.applied = True, declared, states
 
-    async def _read_counters(self) -> None:
-        data = await self._json("nft", "-j", "list", "counters", "table", "netdev", TABLE)
-        self._take_counters(data)
-
-    def _take_counters(self, data) -> None:
-        for item in (data.get("nftables", []) if isinstance(data, dict) else []):
-            c = item.get("counter") if isinstance(item, dict) else None
+    def _take_counters(self, items: list[dict]) -> None:
+        counts = {}
+        for item in items:
+            c = item.get("counter")
             if isinstance(c, dict) and isinstance(c.get("name"), str):
-                self.counts[c["name"]] = (int(c.get("packets", 0)), int(c.get("bytes", 0)))
-
-    async def _read_fresh(self) -> dict[int, list[str]]:
-        """The new flows of drains in progress, to carry into the next table (with their expiry)."""
-        out: dict[int, list[str]] = {}
-        data = await self._json("nft", "-j", "list", "sets", "table", "netdev", TABLE)
-        for item in (data.get("nftables", []) if isinstance(data, dict) else []):
-            s = item.get("set") if isinstance(item, dict) else None
-            if not isinstance(s, dict) or not str(s.get("name", "")).startswith("f"):
-                continue
-            elements = []
-            for e in s.get("elem", []) or []:
-                elem = e.get("elem", {}) if isinstance(e, dict) else {}
-                val = elem.get("val")
-                parts = val.get("concat") if isinstance(val, dict) else [val]
-                try:
-                    key = " . ".join(str(ipaddress.IPv4Address(parts[0])) if i == 0 else str(int(part))
-                                     for i, part in enumerate(parts))
-                    expires = max(1, int(elem.get("expires", 1)))
-                except (TypeError, ValueError, IndexError):
-                    continue
-                elements.append(f"{key} expires {expires}s")
-            out[int(s["name"][1:])] = elements
-        return out
+                counts[c["name"]] = (_count(c.get("packets")), _count(c.get("bytes")))
+        self.counts = counts
 
     # ------------------------------------------------------- member states
 
@@ -250,9 +238,9 @@ class NftEngine:
                 done = subprocess.run([*self.prefix, "nft", "-j", "list", "counters", "table",
                                        "netdev", TABLE], capture_output=True, text=True, timeout=2)
                 if done.returncode == 0:
-                    self._take_counters(json.loads(done.stdout or "{}"))
+                    self._take_counters(nft_objects(done.stdout))
                 self._stats_at = now
-            except (OSError, subprocess.TimeoutExpired, ValueError) as exc:
+            except (OSError, subprocess.TimeoutExpired) as exc:
                 log.warning("nft counters: %s", exc)
         out = {key: {"engine": self.name, "listening": False, "error": error}
                for key, error in self.failed.items()}
@@ -264,7 +252,8 @@ class NftEngine:
         n = self.index[key]
         owners = self.owners.get(key, [])
         members = {}
-        for j, m in enumerate(policy.members):
+        for m in policy.members:
+            j = self.member_ids[key].get(m.node)
             host = self.cluster.hosts.get(m.node)
             link = self.links.get(host.ip) if host else None
             state, factor = self.applied.get((key, m.node), ("up", 1.0))
@@ -295,7 +284,30 @@ class NftEngine:
                 code, _, err = await self._run("nft", "-f", "-", stdin=removal())
                 if code != 0:
                     log.error("nft could not remove table %s: %s", TABLE, err.strip())
-                self.installed = False
+                self.installed, self.declared = False, None
+
+
+def _count(value) -> int:
+    return value if isinstance(value, int) and value >= 0 else 0
+
+
+def objects(text: str) -> list[dict]:
+    """The JSON objects of a list (what ``ip -j`` prints); anything else is no answer."""
+    try:
+        data = json.loads(text or "[]")
+    except ValueError:
+        return []
+    return [d for d in data if isinstance(d, dict)] if isinstance(data, list) else []
+
+
+def nft_objects(text: str) -> list[dict]:
+    """The objects of ``{"nftables": [...]}`` (what ``nft -j`` prints)."""
+    try:
+        data = json.loads(text or "{}")
+    except ValueError:
+        return []
+    items = data.get("nftables") if isinstance(data, dict) else None
+    return [d for d in items if isinstance(d, dict)] if isinstance(items, list) else []
 
 
 def cannot_carry(policy) -> str | None:

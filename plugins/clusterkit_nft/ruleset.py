@@ -19,18 +19,22 @@ member had stay on it and new ones go elsewhere. ``fN`` is bounded
 (``FRESH_MAX``): when it is full new flows of the drained member's buckets go
 to it as before the drain.
 
-The text starts with ``table ... {}`` and ``delete table``: ``nft -f`` of it is
-one transaction that swaps the old table for the new one, so a packet sees
-either the old rules or the new ones, never a half-filled table. Counters are
-named objects written with the values last read, so they carry across.
+``nft -f`` of the text is one transaction, so a packet sees either the old
+rules or the new ones, never a half-filled table. The first one replaces any
+table of that name (``table {}``, ``delete table``, the new table). Later
+ones keep the table and its objects: ``flush table`` (every rule), ``flush
+map`` (every bucket map), delete what is gone or declared otherwise now,
+then declare everything with its rules and elements again. The named
+counters and the drain sets' flows therefore live on across changes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 TABLE = "clusterkit"
 FRESH_MAX = 65536
+DELETE_ORDER = ("map", "set", "chain", "counter")  # what refers to what goes first
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,6 @@ class PolicyPlan:
     new: list[str | None]            # bucket -> member chain for new flows
     old: list[str | None] | None = None   # bucket -> member chain for the rest (a drain), or None
     fresh_timeout: int = 300
-    fresh: list[str] = field(default_factory=list)   # elements of fN to carry over (nft syntax)
 
     def hashed(self) -> str:
         key = "ip saddr" if self.by_client else "ip saddr . tcp sport"
@@ -63,42 +66,40 @@ class PolicyPlan:
         return "ip saddr" if self.by_client else "ip saddr . tcp sport"
 
 
-def _map(name: str, buckets: list[str | None]) -> str:
-    elements = ", ".join(f"{b} : goto {chain}" for b, chain in enumerate(buckets) if chain)
-    body = f"\t\telements = {{ {elements} }}\n" if elements else ""
-    return f"\tmap {name} {{\n\t\ttype mark : verdict\n{body}\t}}\n"
+def render(plans: list[PolicyPlan], macs: dict[str, str],
+           previous: dict[str, str] | None = None) -> tuple[str, dict[str, str]]:
+    """The transaction text, and what it declares (``{"map n0": declaration}``) for the next one.
 
+    ``macs``: the manager's MAC per interface; ``previous``: what the table has (the last
+    transaction's declarations), or ``None`` to replace whatever table is there.
+    """
+    declared: dict[str, str] = {}
+    contents: list[str] = []
 
-def render(plans: list[PolicyPlan], macs: dict[str, str], counters: dict[str, tuple[int, int]]) -> str:
-    """The transaction text. ``macs``: the manager's MAC per interface; ``counters``:
-    ``{name: (packets, bytes)}`` to start the named counters with."""
-    out = [f"table netdev {TABLE} {{}}\n", f"delete table netdev {TABLE}\n", f"table netdev {TABLE} {{\n"]
-
-    def counter(name: str) -> None:
-        packets, octets = counters.get(name, (0, 0))
-        out.append(f"\tcounter {name} {{\n\t\tpackets {packets} bytes {octets}\n\t}}\n")
+    def declare(kind: str, name: str, head: str = "", body: str = "") -> None:
+        declared[f"{kind} {name}"] = head
+        contents.append(f"\t{kind} {name} {{\n{head}{body}\t}}\n")
 
     devices: dict[str, list[PolicyPlan]] = {}
     for plan in plans:
         n = plan.index
         devices.setdefault(plan.device, []).append(plan)
         for m in plan.members:
-            counter(f"c{m.chain[1:]}")
-            counter(f"s{m.chain[1:]}")
-        counter(f"x{n}")  # packets no member took (none up): they go on to the manager's stack
-        out.append(_map(f"n{n}", plan.new))
+            declare("counter", f"c{m.chain[1:]}")
+            declare("counter", f"s{m.chain[1:]}")
+        declare("counter", f"x{n}")  # packets no member took (none up): on to the manager's stack
+        declare("map", f"n{n}", "\t\ttype mark : verdict\n", _elements(plan.new))
         if plan.old is not None:
             key = "ipv4_addr" if plan.by_client else "ipv4_addr . inet_service"
-            elements = f"\t\telements = {{ {', '.join(plan.fresh)} }}\n" if plan.fresh else ""
-            out.append(f"\tset f{n} {{\n\t\ttype {key}\n\t\tsize {FRESH_MAX}\n"
-                       f"\t\tflags dynamic,timeout\n\t\ttimeout {plan.fresh_timeout}s\n{elements}\t}}\n")
-            out.append(_map(f"o{n}", plan.old))
+            declare("set", f"f{n}", f"\t\ttype {key}\n\t\tsize {FRESH_MAX}\n"
+                    f"\t\tflags dynamic,timeout\n\t\ttimeout {plan.fresh_timeout}s\n")
+            declare("map", f"o{n}", "\t\ttype mark : verdict\n", _elements(plan.old))
         for m in plan.members:
-            out.append(f"\tchain {m.chain} {{\n"
-                       f"\t\tcounter name \"c{m.chain[1:]}\"\n"
-                       f"\t\ttcp flags & (syn | ack) == syn counter name \"s{m.chain[1:]}\"\n"
-                       f"\t\tether saddr set {macs[m.device]} ether daddr set {m.mac} "
-                       f"fwd to \"{m.device}\"\n\t}}\n")
+            declare("chain", m.chain, body=(
+                f"\t\tcounter name \"c{m.chain[1:]}\"\n"
+                f"\t\ttcp flags & (syn | ack) == syn counter name \"s{m.chain[1:]}\"\n"
+                f"\t\tether saddr set {macs[m.device]} ether daddr set {m.mac} "
+                f"fwd to \"{m.device}\"\n"))
         rules = []
         if plan.old is not None:
             key = plan.flow_key()
@@ -108,14 +109,29 @@ def render(plans: list[PolicyPlan], macs: dict[str, str], counters: dict[str, tu
         else:
             rules.append(f"{plan.hashed()} meta mark vmap @n{n}")
         rules.append(f"meta mark set 0 counter name \"x{n}\"")
-        out.append(f"\tchain p{n} {{\n" + "".join(f"\t\t{r}\n" for r in rules) + "\t}\n")
+        declare("chain", f"p{n}", body="".join(f"\t\t{r}\n" for r in rules))
     for i, (device, on) in enumerate(sorted(devices.items())):
         targets = ", ".join(f"{p.vip} . {p.port} : goto p{p.index}" for p in on)
-        out.append(f"\tchain in{i} {{\n"
-                   f"\t\ttype filter hook ingress device \"{device}\" priority 0; policy accept;\n"
-                   f"\t\tip daddr . tcp dport vmap {{ {targets} }}\n\t}}\n")
-    out.append("}\n")
-    return "".join(out)
+        declare("chain", f"in{i}",
+                f"\t\ttype filter hook ingress device \"{device}\" priority 0; policy accept;\n",
+                f"\t\tip daddr . tcp dport vmap {{ {targets} }}\n")
+    if previous is None:
+        out = [f"table netdev {TABLE} {{}}\n", f"delete table netdev {TABLE}\n"]
+    else:
+        out = [f"table netdev {TABLE} {{}}\n", f"flush table netdev {TABLE}\n"]
+        out += [f"flush {obj.replace(' ', f' netdev {TABLE} ')}\n" for obj in previous
+                if obj.startswith("map ")]
+        stale = [obj for obj, head in previous.items() if declared.get(obj) != head]
+        for kind in DELETE_ORDER:
+            out += [f"delete {obj.replace(' ', f' netdev {TABLE} ')}\n" for obj in stale
+                    if obj.startswith(kind + " ")]
+    out += [f"table netdev {TABLE} {{\n", *contents, "}\n"]
+    return "".join(out), declared
+
+
+def _elements(buckets: list[str | None]) -> str:
+    elements = ", ".join(f"{b} : goto {chain}" for b, chain in enumerate(buckets) if chain)
+    return f"\t\telements = {{ {elements} }}\n" if elements else ""
 
 
 def removal() -> str:
