@@ -163,3 +163,11 @@ def test_a_member_behind_a_router_is_named_not_forwarded_to(dr):
     why = dr.loop.call(dr.engine._link("10.99.0.5"))
     assert why == (f"10.99.0.5 is reached through the gateway {dr.net.ip('client')}: direct "
                    "routing needs the node on the manager's own segment")
+
+
+def test_a_table_changed_behind_its_back_is_replaced_whole(dr):
+    dr.apply()
+    dr.net.run("manager", ["nft", "delete", "table", "netdev", "clusterkit"], check=True)
+    dr.set("node2", "down")  # the kept-table transaction fails: the engine writes a new table
+    assert set(names(dr.client.step("new 20"))) == {"node1"}
+    assert "chain m0_1" in dr.table()
