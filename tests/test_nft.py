@@ -181,3 +181,21 @@ def test_hostile_answers_of_ip_never_reach_the_table(tmp_path, route, neigh, why
 def test_nft_and_ip_answers_that_are_not_lists_of_objects_are_no_answer():
     assert objects('{"dev": "eth0"}') == [] and objects('[1, {"dev": "eth0"}]') == [{"dev": "eth0"}]
     assert nft_objects('{"nftables": {"counter": 1}}') == [] and nft_objects("[]") == []
+
+
+def test_status_summary_names_members_the_manager_cannot_forward_to():
+    from clusterkit.cli.summary import Summary
+
+    report = {"policies": {
+        "10.1.1.100:80": {"engine": "nft", "members": {
+            "node1": {"state": "up", "mac": "02:00:00:00:00:11"},
+            "node2": {"state": "up", "unresolved": "no MAC for 10.1.1.12 on eth0 (unresolved: "
+                                                  "it did not answer ARP)"}}},
+        "10.1.1.100:81": {"engine": "native", "members": {"node2": {"unresolved": "x"}}}},
+        "direct_routing": {"errors": ["cannot put 10.1.1.100 on lo: RTNETLINK answers: denied"]}}
+    summary = Summary(report)
+    clusterkit_nft.clusterkit_status_summary(report=report, summary=summary)
+    assert summary.problems == [
+        "10.1.1.100:80: node2 gets no packets: no MAC for 10.1.1.12 on eth0 (unresolved: it did "
+        "not answer ARP)",
+        "direct routing: cannot put 10.1.1.100 on lo: RTNETLINK answers: denied"]

@@ -58,3 +58,17 @@ async def clusterkit_stop(runtime):
 @hookimpl
 def clusterkit_status(runtime):
     return runtime.component_status(COMPONENT, "direct_routing")
+
+
+@hookimpl
+def clusterkit_status_summary(report, summary):
+    """A DR member the manager cannot forward to (no MAC, behind a router) needs an operator;
+    so does a node whose daemon could not set the VIP up (its own ``status``)."""
+    for key, policy in report.get("policies", {}).items():
+        if not isinstance(policy, dict) or policy.get("engine") != "nft":
+            continue
+        for node, member in policy.get("members", {}).items():
+            if isinstance(member, dict) and member.get("unresolved"):
+                summary.problem(f"{key}: {node} gets no packets: {member['unresolved']}")
+    for error in (report.get("direct_routing") or {}).get("errors", []):
+        summary.problem(f"direct routing: {error}")
