@@ -1,0 +1,88 @@
+"""Direct routing in network namespaces: a client, a manager and nodes on one segment.
+
+Each node runs :data:`SERVER`, a small HTTP server that answers with its name
+and the client address it sees; :data:`CLIENT` makes requests from the client
+namespace and prints what answered, one JSON line per step.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+SERVER = r'''
+import http.server, sys
+name, port = sys.argv[1], int(sys.argv[2])
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        body = f"{name} {self.client_address[0]}".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer.daemon_threads = True
+http.server.ThreadingHTTPServer(("0.0.0.0", port), H).serve_forever()
+'''
+
+# argv: vip port; stdin commands: "new N" (N requests, Connection: close), "open N" (N
+# keep-alive connections, one request each), "again" (one more request on each open one)
+CLIENT = r'''
+import http.client, json, sys
+vip, port = sys.argv[1], int(sys.argv[2])
+conns = []
+def ask(conn, close):
+    try:
+        conn.request("GET", "/", headers={"Connection": "close"} if close else {})
+        return conn.getresponse().read().decode()
+    except OSError as exc:
+        return "error " + type(exc).__name__
+for line in sys.stdin:
+    cmd, _, n = line.strip().partition(" ")
+    if cmd == "new":
+        out = [ask(http.client.HTTPConnection(vip, port, timeout=3), True) for _ in range(int(n))]
+    elif cmd == "open":
+        conns = [http.client.HTTPConnection(vip, port, timeout=3) for _ in range(int(n))]
+        out = [ask(c, False) for c in conns]
+    else:
+        out = [ask(c, False) for c in conns]
+    print(json.dumps(out), flush=True)
+'''
+
+
+class Client:
+    """:data:`CLIENT` running in the client namespace."""
+
+    def __init__(self, net, tmp_path, vip: str, port: int):
+        script = tmp_path / "client.py"
+        script.write_text(CLIENT)
+        import subprocess
+        self.proc = net.popen("client", [sys.executable, str(script), vip, str(port)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def step(self, command: str) -> list[str]:
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise AssertionError("the client died")
+        return json.loads(line)
+
+
+def start_servers(net, tmp_path, port: int, nodes=("node1", "node2")) -> None:
+    script = tmp_path / "server.py"
+    script.write_text(SERVER)
+    for node in nodes:
+        net.popen(node, [sys.executable, str(script), node, str(port)])
+    for node in nodes:
+        net.wait_port("manager", net.ip(node), port)
+
+
+def node_side(net, node: str, vip: str) -> None:
+    """What the nft plugin's node side does, by hand (for tests of the manager's engine alone)."""
+    net.run(node, ["ip", "addr", "add", f"{vip}/32", "dev", "lo"], check=True)
+    for conf in ("all", "eth0"):
+        net.run(node, ["sysctl", "-q", "-w", f"net.ipv4.conf.{conf}.arp_ignore=1",
+                       f"net.ipv4.conf.{conf}.arp_announce=2"], check=True)

@@ -1,0 +1,201 @@
+"""The nft engine without a kernel: what it registers and refuses, the bucket table's
+movement and shares, and the transaction text it hands ``nft -f``."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+import clusterkit_nft
+from clusterkit.definition.tables import ConfigError
+from clusterkit.plugins import get_plugin_manager
+from clusterkit_nft.buckets import fill
+from clusterkit_nft.engine import NftEngine, nft_objects, objects
+from clusterkit_nft.ruleset import Member, PolicyPlan, removal, render
+from proxy_support import make_cluster, plugin_manager
+
+NET = "127.86.1"
+
+
+def policy_text(**keys) -> str:
+    keys = {"engine": "nft", "service": "http", **keys}
+    extra = "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in keys.items())
+    return (f'[[policy]]\nvip = "{NET}.100"\nport = 80\nmembers = {{ node1 = 1, node2 = 1 }}\n'
+            f'{extra}')
+
+
+def test_the_engine_is_registered_through_its_entry_point():
+    kind = get_plugin_manager().registry.engines["nft"]
+    assert kind.schedulers == ("rr", "wrr", "sh") and kind.proxy_protocols == ("",)
+    assert kind.handlers is False and kind.persistence is True
+
+
+@pytest.mark.parametrize("keys, message", [
+    ({"scheduler": "lc"}, "engine 'nft' has no scheduler 'lc'"),
+    ({"scheduler": "wlc"}, "engine 'nft' has no scheduler 'wlc'"),
+    ({"proxy_protocol": "v2"}, "engine 'nft' cannot send PROXY protocol v2"),
+])
+def test_what_the_kernel_cannot_do_is_refused_by_the_definition(tmp_path, keys, message):
+    with pytest.raises(ConfigError) as err:
+        make_cluster(tmp_path, NET, 2, policy_text(**keys), plugin_manager(clusterkit_nft))
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize("keys, message", [
+    ({"backend_port": 8080}, "backend_port 8080 must be the policy's port 80"),
+    ({"max_conn": 10}, "max_conn/member_max_conn cannot be enforced"),
+    ({"fallback": "node1"}, "a fallback needs a proxy"),
+])
+def test_what_direct_routing_cannot_carry_is_named(tmp_path, keys, message):
+    cluster = make_cluster(tmp_path, NET, 2, policy_text(**keys), plugin_manager(clusterkit_nft))
+    assert message in clusterkit_nft.cannot_carry(cluster.policies[0])
+
+
+def test_ipv6_vips_are_not_carried(tmp_path):
+    cluster = make_cluster(tmp_path, NET, 2, policy_text(), plugin_manager(clusterkit_nft))
+    import dataclasses
+    policy = dataclasses.replace(cluster.policies[0], vip="fd00::100")
+    assert "IPv4 VIPs only" in clusterkit_nft.cannot_carry(policy)
+
+
+def test_weights_are_bucket_shares():
+    shares = Counter(fill({"a": 3, "b": 1}))
+    assert abs(shares["a"] / 4096 - 0.75) < 0.03, shares
+    assert fill({"a": 0, "b": 0}) == [None] * 4096
+
+
+def test_a_member_leaving_moves_its_buckets_only():
+    before = fill({"a": 1, "b": 2, "c": 1})
+    after = fill({"a": 1, "c": 1})
+    moved = [i for i, (x, y) in enumerate(zip(before, after)) if x != y]
+    assert moved and all(before[i] == "b" for i in moved)
+    assert fill({"a": 1, "b": 2, "c": 1}) == before  # the same table every time (no seed state)
+    grown = fill({"a": 1, "b": 2, "c": 1, "d": 1})  # a member joining takes buckets, moves no other
+    assert all(y == "d" for x, y in zip(before, grown) if x != y)
+
+
+def plan(**keys) -> PolicyPlan:
+    members = [Member("m0_0", "node1", "02:00:00:00:00:11", "eth0"),
+               Member("m0_1", "node2", "02:00:00:00:00:12", "eth0")]
+    keys = {"by_client": False, "device": "eth0", "members": members,
+            "new": ["m0_0", "m0_1", None, "m0_1"], **keys}
+    return PolicyPlan(0, "10.1.1.100:80", "10.1.1.100", 80, **keys)
+
+
+MACS = {"eth0": "02:00:00:00:00:01"}
+
+
+def test_the_first_transaction_replaces_any_table_of_that_name():
+    text, declared = render([plan()], MACS)
+    first, second, third = text.splitlines()[:3]
+    assert (first, second, third) == ("table netdev clusterkit {}", "delete table netdev clusterkit",
+                                      "table netdev clusterkit {")
+    assert "elements = { 0 : goto m0_0, 1 : goto m0_1, 3 : goto m0_1 }" in text  # 2 has no member
+    assert "\tcounter c0_0 {\n\t}" in text and "counter name \"c0_0\"" in text
+    assert ('ether saddr set 02:00:00:00:00:01 ether daddr set 02:00:00:00:00:12 fwd to "eth0"'
+            in text)
+    assert 'type filter hook ingress device "eth0" priority 0' in text
+    assert "ip daddr . tcp dport vmap { 10.1.1.100 . 80 : goto p0 }" in text
+    assert "jhash ip saddr . tcp sport mod 4 " in text and "set f0" not in text
+    assert {"map n0", "chain m0_0", "chain m0_1", "counter c0_1", "chain p0", "chain in0"} <= set(declared)
+    assert removal() == "table netdev clusterkit {}\ndelete table netdev clusterkit\n"
+
+
+def test_later_transactions_keep_counters_and_delete_only_what_is_gone():
+    _, declared = render([plan(old=["m0_0"] * 4)], MACS)
+    one = plan(members=[Member("m0_0", "node1", "02:00:00:00:00:11", "eth1")], new=["m0_0"] * 4,
+               device="eth1")
+    text, _ = render([one], {"eth1": "02:00:00:00:00:02"}, declared)
+    lines = text.splitlines()
+    assert lines[:2] == ["table netdev clusterkit {}", "flush table netdev clusterkit"]
+    assert "delete table" not in text
+    flushes = [i for i, line in enumerate(lines) if line.startswith("flush map")]
+    deletes = [line for line in lines if line.startswith("delete ")]
+    assert sorted(lines[i] for i in flushes) == ["flush map netdev clusterkit n0",
+                                                 "flush map netdev clusterkit o0"]
+    assert deletes == ["delete map netdev clusterkit o0", "delete set netdev clusterkit f0",
+                       "delete chain netdev clusterkit m0_1",
+                       "delete chain netdev clusterkit in0",  # now on eth1: declared anew
+                       "delete counter netdev clusterkit c0_1", "delete counter netdev clusterkit s0_1"]
+    assert max(flushes) < lines.index(deletes[0])  # no map still points at a deleted chain
+    assert "\tcounter c0_0 {\n\t}" in text  # declared again: an existing counter keeps its values
+
+
+def test_a_drain_keeps_old_flows_on_the_old_table():
+    text, _ = render([plan(old=["m0_0", "m0_0", None, "m0_1"])], MACS)
+    assert "tcp flags & (syn | ack) == syn update @f0 { ip saddr . tcp sport }" in text
+    assert "set f0 {\n\t\ttype ipv4_addr . inet_service\n\t\tsize 65536" in text
+    rules = text[text.index("chain p0"):].splitlines()
+    assert "ip saddr . tcp sport @f0 update @f0" in rules[2]  # a recorded new flow
+    assert rules[2].strip().endswith("meta mark vmap @n0")
+    assert rules[3].strip().endswith("meta mark vmap @o0")
+
+
+def test_sh_hashes_the_client_address_alone():
+    text, _ = render([plan(by_client=True, old=["m0_0"] * 4)], MACS)
+    assert "jhash ip saddr mod 4 " in text and "type ipv4_addr\n" in text
+
+
+def test_a_set_member_state_before_any_apply_is_remembered():
+    engine = NftEngine(prefix=("false",))
+    assert engine.set_member_state("10.1.1.100:80", "node1", "drain") is None
+    assert engine.states[("10.1.1.100:80", "node1")] == ("drain", 1.0)
+    with pytest.raises(ValueError):
+        engine.set_member_state("10.1.1.100:80", "node1", "sleepy")
+
+
+FAKE = r'''#!/bin/sh
+# stands for `ip`, `ping` and `nft`: answers from the files next to it
+case "$3 $4" in
+  "route get") cat "$(dirname "$0")/route.json" ;;
+  "neigh show") cat "$(dirname "$0")/neigh.json" ;;
+esac
+'''
+
+
+@pytest.mark.parametrize("route, neigh, why", [
+    ('[{"dev": "eth0\\" fwd to \\"x"}]', "[]", "no route to 10.1.1.11"),
+    ('[{"dev": "eth0"}]', '[{"lladdr": "02:00:00:00:00:11 } flush ruleset", "state": ["REACHABLE"]}]',
+     "no MAC for 10.1.1.11 on eth0"),
+    ('[{"dev": "eth0"}]', '[{"lladdr": "02:00:00:00:00:11", "state": ["FAILED"]}]',
+     "no MAC for 10.1.1.11 on eth0"),
+    ("not json", "[]", "no route to 10.1.1.11"),
+    ('{"dev": "eth0"}', "[]", "no route to 10.1.1.11"),
+    ('[{"dev": "eth0"}]', '{"lladdr": "02:00:00:00:00:11"}', "no MAC for 10.1.1.11 on eth0"),
+])
+def test_hostile_answers_of_ip_never_reach_the_table(tmp_path, route, neigh, why):
+    fake = tmp_path / "fake"
+    fake.write_text(FAKE)
+    fake.chmod(0o755)
+    (tmp_path / "route.json").write_text(route)
+    (tmp_path / "neigh.json").write_text(neigh)
+    from support import LoopThread
+    loop = LoopThread()
+    try:
+        assert loop.call(NftEngine(prefix=(str(fake),))._link("10.1.1.11")).startswith(why)
+    finally:
+        loop.close()
+
+
+def test_nft_and_ip_answers_that_are_not_lists_of_objects_are_no_answer():
+    assert objects('{"dev": "eth0"}') == [] and objects('[1, {"dev": "eth0"}]') == [{"dev": "eth0"}]
+    assert nft_objects('{"nftables": {"counter": 1}}') == [] and nft_objects("[]") == []
+
+
+def test_status_summary_names_members_the_manager_cannot_forward_to():
+    from clusterkit.cli.summary import Summary
+
+    report = {"policies": {
+        "10.1.1.100:80": {"engine": "nft", "members": {
+            "node1": {"state": "up", "mac": "02:00:00:00:00:11"},
+            "node2": {"state": "up", "unresolved": "no MAC for 10.1.1.12 on eth0 (unresolved: "
+                                                  "it did not answer ARP)"}}},
+        "10.1.1.100:81": {"engine": "native", "members": {"node2": {"unresolved": "x"}}}},
+        "direct_routing": {"errors": ["cannot put 10.1.1.100 on lo: RTNETLINK answers: denied"]}}
+    summary = Summary(report)
+    clusterkit_nft.clusterkit_status_summary(report=report, summary=summary)
+    assert summary.problems == [
+        "10.1.1.100:80: node2 gets no packets: no MAC for 10.1.1.12 on eth0 (unresolved: it did "
+        "not answer ARP)",
+        "direct routing: cannot put 10.1.1.100 on lo: RTNETLINK answers: denied"]
