@@ -329,6 +329,6 @@ class Received(Component):
         else:
             state = "current"
         return {"serial": self.running, "manager_serial": received,
-                "epoch": self.received.epoch if self.received else None,
+                "epoch": epochs.read(self.runtime.state_dir),  # the highest this host has seen
                 "manager_time": self.received.time if self.received else None,
                 "received_at": self.received_at, "state": state}
