@@ -7,7 +7,8 @@ daemon and keepalived are SIGKILLed: the standby takes the VIP and the
 manager's role (epoch 2), requests succeed again, and the time until the VIP
 answers from the standby is printed (docs/high-availability.md keeps the
 measurements). The old manager then returns: it stays standby (nopreempt),
-takes the new manager's definition and never replicates. Needs root.
+takes the new manager's definition and never replicates. ``clusterkit manager
+switchover`` moves the role on purpose, the same way. Needs root.
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ import shutil
 import signal
 import sys
 import time
+import subprocess
 import tomllib
 
+import pytest
+
 from support import wait_for
-from sync_support import Daemon
+from sync_support import CLUSTERKIT, Daemon
 from test_health_netns import PORT, start_nginx
 
 NODES = ("node1", "node2")
@@ -91,7 +95,10 @@ def records(path) -> list[list]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("]")]
 
 
-def test_failover_by_crash_under_load_and_the_old_manager_returns_as_standby(netns, tmp_path):
+@pytest.fixture
+def ha(netns, tmp_path):
+    """Two nginx nodes, both managers started; VRRP has made the manager (priority 150)
+    MASTER and it manages under epoch 1, the VIP answering through it."""
     net = netns(["manager", "standby", *NODES, "client"])
     vip = f"{net.subnet}.100"
     for node in NODES:
@@ -99,57 +106,93 @@ def test_failover_by_crash_under_load_and_the_old_manager_returns_as_standby(net
     files = write_definition(net, tmp_path, vip)
     daemons = {"manager": manager(net, files, "manager"), "standby": manager(net, files, "standby")}
     try:
-        # Both start as standbys; VRRP makes the manager (priority 150) MASTER, and it manages.
-        wait_for(lambda: role(daemons["manager"]) == "manager", timeout=20, what="the manager promoted by VRRP")
+        wait_for(lambda: role(daemons["manager"]) == "manager", timeout=20,
+                 what="the manager promoted by VRRP")
         assert role(daemons["standby"]) == "standby"
         wait_for(lambda: '200, "node' in get(net, vip), timeout=10, what="the VIP answering")
         assert daemons["manager"].query("status")["managers"]["epoch"] == 1
-
-        load = tmp_path / "load.jsonl"
-        net.popen("client", [sys.executable, "-c", LOAD, vip, str(PORT), "16", str(load)])
-        time.sleep(2.0)
-        pids = keepalived_pids(tmp_path, "manager")
-        assert len(pids) == 2, pids
-        killed = time.time()
-        for pid in [daemons["manager"].proc.pid, *pids]:
-            os.kill(pid, signal.SIGKILL)
-        daemons["manager"].proc.wait(10)
-        wait_for(lambda: role(daemons["standby"]) == "manager", timeout=20, what="the standby promoted")
-        promoted = time.time()
-        wait_for(lambda: len(records(load)) and records(load)[-1][0] > promoted + 3, timeout=30,
-                 what="the load running past the promotion")
-
-        seen = records(load)
-        before = [r for r in seen if r[0] < killed]
-        after = [r for r in seen if r[0] >= killed]
-        assert before and all(r[1] == 200 for r in before), before[-5:]
-        failed = [r for r in after if r[1] != 200]
-        recovered = next(r for r in after if r[1] == 200 and (not failed or r[0] > failed[-1][0]))
-        takeover = recovered[0] - killed if failed else 0.0
-        print(f"\ntakeover: the VIP answered from the standby {takeover:.2f}s after the manager was killed "
-              f"(advert_int {ADVERT}s; the standby acting manager {promoted - killed:.2f}s after); "
-              f"{len(failed)} of {len(after)} requests failed meanwhile, then 0")
-        later = [r for r in after if r[0] >= recovered[0]]
-        assert len(later) > 20 and all(r[1] == 200 for r in later), [r for r in later if r[1] != 200][:5]
-        assert {r[2] for r in later} == set(NODES)
-        assert daemons["standby"].query("status")["managers"]["epoch"] == 2
-        assert tomllib.loads(files["standby"].read_text())["manager"]["name"] == "standby"
-
-        # The old manager returns with its old file: VRRP leaves the VIP with the standby (nopreempt),
-        # the old manager waits as standby, takes epoch 2 and the new manager's definition, and replicates nothing.
-        daemons["manager"] = manager(net, files, "manager")
-        wait_for(lambda: tomllib.loads(files["manager"].read_text())["manager"]["name"] == "standby",
-                 timeout=20, what="the old manager takes the new definition")
-        time.sleep(4 * ADVERT)  # longer than VRRP's master-down interval
-        assert role(daemons["manager"]) == "standby" and role(daemons["standby"]) == "manager"
-        shown = daemons["manager"].query("status")
-        assert shown["vrrp"]["holds_addresses"] is False and "nodes" not in shown.get("sync", {})
-        assert shown["definition"]["epoch"] == 2
-        probe = records_of(get(net, vip))
-        assert probe and all(r[1] == 200 for r in probe), probe
+        yield net, vip, files, daemons
     finally:
         for daemon in daemons.values():
             daemon.stop()
+
+
+def start_load(net, vip, tmp_path, seconds: float):
+    load = tmp_path / "load.jsonl"
+    net.popen("client", [sys.executable, "-c", LOAD, vip, str(PORT), str(seconds), str(load)])
+    time.sleep(2.0)
+    return load
+
+
+def takeover(load, moved: float, promoted: float, what: str) -> float:
+    """Wait for the load to run past the promotion; check it; print and return the gap."""
+    wait_for(lambda: len(records(load)) and records(load)[-1][0] > promoted + 3, timeout=30,
+             what="the load running past the promotion")
+    seen = records(load)
+    before = [r for r in seen if r[0] < moved]
+    after = [r for r in seen if r[0] >= moved]
+    assert before and all(r[1] == 200 for r in before), before[-5:]
+    failed = [r for r in after if r[1] != 200]
+    recovered = next(r for r in after if r[1] == 200 and (not failed or r[0] > failed[-1][0]))
+    gap = recovered[0] - moved if failed else 0.0
+    print(f"\n{what}: the VIP answered from the standby {gap:.2f}s after "
+          f"(advert_int {ADVERT}s; the standby acting manager {promoted - moved:.2f}s after); "
+          f"{len(failed)} of {len(after)} requests failed meanwhile, then 0")
+    later = [r for r in after if r[0] >= recovered[0]]
+    assert len(later) > 20 and all(r[1] == 200 for r in later), [r for r in later if r[1] != 200][:5]
+    assert {r[2] for r in later} == set(NODES)
+    return gap
+
+
+def test_failover_by_crash_under_load_and_the_old_manager_returns_as_standby(ha, tmp_path):
+    net, vip, files, daemons = ha
+    load = start_load(net, vip, tmp_path, 16)
+    pids = keepalived_pids(tmp_path, "manager")
+    assert len(pids) == 2, pids
+    killed = time.time()
+    for pid in [daemons["manager"].proc.pid, *pids]:
+        os.kill(pid, signal.SIGKILL)
+    daemons["manager"].proc.wait(10)
+    wait_for(lambda: role(daemons["standby"]) == "manager", timeout=20, what="the standby promoted")
+    takeover(load, killed, time.time(), "crash (SIGKILL of the daemon and keepalived)")
+    assert daemons["standby"].query("status")["managers"]["epoch"] == 2
+    assert tomllib.loads(files["standby"].read_text())["manager"]["name"] == "standby"
+
+    # The old manager returns with its old file: VRRP leaves the VIP with the standby
+    # (nopreempt); it waits as standby, takes epoch 2 and the new definition, replicates nothing.
+    daemons["manager"] = manager(net, files, "manager")
+    wait_for(lambda: tomllib.loads(files["manager"].read_text())["manager"]["name"] == "standby",
+             timeout=20, what="the old manager takes the new definition")
+    time.sleep(4 * ADVERT)  # longer than VRRP's master-down interval
+    assert role(daemons["manager"]) == "standby" and role(daemons["standby"]) == "manager"
+    shown = daemons["manager"].query("status")
+    assert shown["vrrp"]["holds_addresses"] is False and "nodes" not in shown.get("sync", {})
+    assert shown["definition"]["epoch"] == 2
+    probe = records_of(get(net, vip))
+    assert probe and all(r[1] == 200 for r in probe), probe
+
+
+def test_switchover_moves_the_role_on_purpose(ha, tmp_path):
+    net, vip, files, daemons = ha
+    load = start_load(net, vip, tmp_path, 14)
+    moved = time.time()
+    asked = cli("manager", "switchover", "-c", str(files["manager"]), "--as", "manager")
+    assert asked.returncode == 0, asked.stderr
+    wait_for(lambda: role(daemons["standby"]) == "manager", timeout=20, what="the standby promoted")
+    takeover(load, moved, time.time(), "switchover")
+    wait_for(lambda: role(daemons["manager"]) == "standby", timeout=10, what="the manager demoted")
+    assert daemons["standby"].query("status")["managers"]["epoch"] == 2
+    # Once its yield is over, the old manager stays BACKUP: the standby keeps the role.
+    wait_for(lambda: not daemons["manager"].query("status")["vrrp"]["yielding"], timeout=15,
+             what="the yield over")
+    time.sleep(4 * ADVERT)
+    assert role(daemons["manager"]) == "standby" and role(daemons["standby"]) == "manager"
+    refused = cli("manager", "switchover", "-c", str(files["manager"]), "--as", "manager")
+    assert refused.returncode == 1 and "does not act as the manager" in refused.stderr
+
+
+def cli(*args):
+    return subprocess.run([*CLUSTERKIT, *args], capture_output=True, text=True, timeout=60)
 
 
 def records_of(text: str) -> list[list]:

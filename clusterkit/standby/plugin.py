@@ -11,10 +11,11 @@ from clusterkit import hookimpl
 from clusterkit.standby import epoch, promotion
 
 
-def request_role(runtime, role: str, why: str) -> None:
-    """Promote or demote in the background (a control command or a notify must not wait)."""
+def request_role(runtime, role: str, why: str):
+    """Promote or demote in the background (a control command or a notify must not wait);
+    returns the task."""
     action = promotion.promote if role == "manager" else promotion.demote
-    runtime.spawn(action(runtime, why), f"role-{role}", lasting=True)
+    return runtime.spawn(action(runtime, why), f"role-{role}", lasting=True)
 
 
 @hookimpl

@@ -39,6 +39,7 @@ async def clusterkit_start(runtime):
     vrrp = Vrrp(runtime)
     runtime.add_control("vrrp_notify", _notify(vrrp))
     runtime.add_control("vrrp_health", vrrp.health)
+    runtime.add_control("vrrp_give_up", _give_up(vrrp))
     await runtime.start_component(COMPONENT, vrrp)
 
 
@@ -51,6 +52,15 @@ def _notify(vrrp):
         return vrrp.notified(state)
 
     return vrrp_notify
+
+
+def _give_up(vrrp):
+    def vrrp_give_up(why: str = "clusterkit manager switchover") -> dict:
+        if not vrrp.runtime.is_manager:
+            raise ValueError(f"{vrrp.runtime.host.name} does not act as the manager")
+        return vrrp.give_up(why)
+
+    return vrrp_give_up
 
 
 @hookimpl

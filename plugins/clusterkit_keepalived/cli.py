@@ -1,4 +1,5 @@
-"""``clusterkit manager vrrp-notify STATE``: keepalived's notify scripts tell the daemon."""
+"""``clusterkit manager vrrp-notify STATE`` (keepalived's notify scripts tell the daemon) and
+``clusterkit manager switchover``."""
 
 from __future__ import annotations
 
@@ -25,5 +26,18 @@ def vrrp_notify(state: Annotated[str, typer.Argument(help="MASTER, BACKUP, FAULT
     typer.echo(f"{state}: acts as {result['role']}")
 
 
+@guard
+def switchover(config: ConfigOpt,
+               as_: Annotated[Optional[str], typer.Option(
+                   "--as", help="The acting manager (default: the definition's manager).")] = None) -> None:
+    """Move the manager's role to a standby on purpose (maintenance): the acting manager gives
+    the public IPs up, VRRP gives them to a standby, which is promoted."""
+    result = request(daemon_state_dir(config, valid_name(as_, "--as")), "vrrp_give_up",
+                     why="clusterkit manager switchover")
+    typer.echo(f"giving the public IPs up for {result['yielding_for']:g}s; a standby takes them over")
+
+
 def register(groups) -> None:
-    groups.group("manager").command("vrrp-notify")(vrrp_notify)
+    manager = groups.group("manager")
+    manager.command("vrrp-notify")(vrrp_notify)
+    manager.command("switchover")(switchover)

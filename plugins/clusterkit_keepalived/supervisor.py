@@ -5,11 +5,16 @@
 dies (bounded back-off) and stops it with the daemon. The role follows
 VRRP two ways: ``notify_*`` (``clusterkit manager vrrp-notify STATE``) and a
 poll of the interface's addresses every ``[vrrp] poll`` seconds, so a lost
-BACKUP/FAULT/STOP notify cannot leave this host acting as manager without the
-addresses (two managers acting). Promotion needs VRRP's MASTER notify: the
-poll alone only brings back a promotion a MASTER notify asked for. Before keepalived starts (again), addresses a
-killed one left on the interface are removed: it starts BACKUP and holds
-nothing until VRRP gives it the addresses.
+notify cannot leave this host acting as manager without the addresses (two
+managers acting), or holding them without acting. Addresses a killed
+keepalived left on the interface are removed before keepalived starts
+(again), so an address seen while it runs is one VRRP gave this host.
+
+To give the addresses up on purpose (``clusterkit manager switchover``), or
+when another manager's push shows a higher epoch than this acting one's,
+:meth:`Vrrp.give_up` stops keepalived (its priority-0 advert hands the
+addresses over at once) and starts it again, as BACKUP, a few advert
+intervals later.
 
 It serves every role: a role switch leaves it running (``runtime.switching``).
 """
@@ -26,6 +31,7 @@ from clusterkit.contracts import Component
 from clusterkit.definition.files import private_dir, write_atomic
 from clusterkit.standby import epoch
 from clusterkit.standby.plugin import request_role
+from clusterkit.sync import definition
 from clusterkit_keepalived import conf
 from clusterkit_keepalived.settings import vrrp_settings
 
@@ -48,6 +54,9 @@ class Vrrp(Component):
         self.restarts = 0
         self.last_exit: int | None = None
         self._stopping = False
+        self._pending: asyncio.Task | None = None
+        self._view_mtime = 0
+        self.yield_until = 0.0      # time.monotonic() until which the track script fails
         self._tasks: list[asyncio.Task] = []
 
     # --------------------------------------------------------------- lifecycle
@@ -64,7 +73,7 @@ class Vrrp(Component):
 
     async def reload(self, old, new) -> None:
         await asyncio.to_thread(self._write)
-        if self.proc is not None and self.proc.returncode is None:
+        if self.running():
             self.proc.send_signal(signal.SIGHUP)  # keepalived reloads its configuration
 
     async def stop(self) -> None:
@@ -92,7 +101,7 @@ class Vrrp(Component):
         delay = RESTART_MIN
         while not self._stopping:
             started = time.monotonic()
-            if self.restarts:
+            if self.restarts or self.yield_until:
                 await self._release()
             log_file = open(os.path.join(self.dir, "keepalived.log"), "ab")
             try:
@@ -104,6 +113,9 @@ class Vrrp(Component):
             else:
                 log.info("keepalived started (pid %d) on %s", self.proc.pid, self.interface)
                 self.last_exit = await self.proc.wait()
+                if self.yielding():  # given up on purpose: back as BACKUP once the yield is over
+                    await asyncio.sleep(self.yield_until - time.monotonic())
+                    continue
                 log.error("keepalived exited with %s; started again", self.last_exit)
                 self.restarts += 1
             finally:
@@ -149,25 +161,65 @@ class Vrrp(Component):
                 log.error("cannot read the addresses of %s: %s", self.interface, exc)
             else:
                 self.holds = bool(wanted) and wanted <= here
-                if not self.holds or self.state == "MASTER":  # promotion needs VRRP's word
+                if self.runtime.is_manager:
+                    await asyncio.to_thread(self._stale)
+                if not self.holds or self.running():  # addresses only our keepalived adds
                     self._follow(self.holds, f"the public IPs are {'' if self.holds else 'not '}"
                                              f"on {self.interface} (poll)")
             await asyncio.sleep(settings.poll)
             wanted = set(conf.vips(self.runtime.cluster))
 
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
     def _follow(self, master: bool, why: str) -> None:
         rt = self.runtime
-        if master and not rt.is_manager and not rt.switching:
-            request_role(rt, "manager", why)
-        elif not master and rt.is_manager and not rt.switching:
-            request_role(rt, "standby", why)
+        if rt.switching or (self._pending is not None and not self._pending.done()):
+            return  # one role change at a time (each promotion takes a new epoch)
+        if master and not rt.is_manager and not self.yielding():
+            self._pending = request_role(rt, "manager", why)
+        elif not master and rt.is_manager:
+            self._pending = request_role(rt, "standby", why)
+
+    def _stale(self) -> None:
+        """Acting, but another manager published a higher epoch into this host's copy of the
+        definition set (its push reached us): that one manages; give the addresses up."""
+        rt = self.runtime
+        path = definition.view_path(rt)
+        try:
+            mtime = os.stat(path).st_mtime_ns
+        except OSError:
+            return
+        if mtime == self._view_mtime:
+            return
+        self._view_mtime = mtime
+        try:
+            view = definition.read_view(path)
+        except ValueError:
+            return
+        mine = epoch.read(rt.state_dir)
+        if view is not None and view.manager != rt.host.name and view.epoch > mine:
+            self.give_up(f"{view.manager} manages under epoch {view.epoch}, this host's is {mine}")
+
+    def give_up(self, why: str) -> dict:
+        """Fail the track script for a while: keepalived leaves MASTER (a priority-0 advert
+        lets the peer take over at once), the poll demotes, then this host waits as BACKUP."""
+        seconds = max(5.0, 6 * vrrp_settings(self.runtime.cluster).advert_int)
+        self.yield_until = time.monotonic() + seconds
+        log.warning("giving the public IPs up for %.1fs: %s", seconds, why)
+        if self.running():
+            self.proc.terminate()  # its priority-0 advert: a standby takes over at once
+        return {"yielding_for": seconds, "role": self.runtime.role}
+
+    def yielding(self) -> bool:
+        return time.monotonic() < self.yield_until
 
     def health(self) -> dict:
-        return {"ok": True, "role": self.runtime.role}
+        return {"ok": not self.yielding(), "role": self.runtime.role}
 
     def status(self) -> dict:
         return {"state": self.state, "notified_at": self.notified_at, "holds_addresses": self.holds,
                 "interface": self.interface, "conf": self.conf_path,
-                "pid": self.proc.pid if self.proc and self.proc.returncode is None else None,
-                "restarts": self.restarts, "last_exit": self.last_exit,
+                "pid": self.proc.pid if self.running() else None,
+                "restarts": self.restarts, "last_exit": self.last_exit, "yielding": self.yielding(),
                 "epoch": epoch.read(self.runtime.state_dir)}
