@@ -85,6 +85,7 @@ def render(cluster, host, settings: Settings, interface: str, config_path: str, 
         "# Written by clusterkit (the keepalived plugin): edits are replaced.",
         "global_defs {",
         f"    router_id {_q(host.name)}",
+        "    vrrp_version 3",  # adverts in centiseconds (version 2 counts whole seconds)
         "    script_user root",
         "    enable_script_security",
         "    vrrp_garp_master_delay 1",

@@ -3,10 +3,10 @@
 :class:`Vrrp` writes keepalived.conf into the host's state directory, runs
 ``keepalived -n -l -P -f FILE`` (pid files beside it), restarts it when it
 dies (bounded back-off) and stops it with the daemon. The role follows
-VRRP two ways: ``notify_*`` (``clusterkit manager vrrp-notify STATE``) and a
-poll of the interface's addresses every ``[vrrp] poll`` seconds, so a lost
-notify cannot leave this host acting as manager without the addresses (two
-managers acting), or holding them without acting. Addresses a killed
+the addresses on the interface, looked at every ``[vrrp] poll`` seconds and
+at once on every ``notify_*`` (``clusterkit manager vrrp-notify STATE``), so
+a lost or late notify cannot leave this host acting as manager without the
+addresses (two managers acting), or holding them without acting. Addresses a killed
 keepalived left on the interface are removed before keepalived starts
 (again), so an address seen while it runs is one VRRP gave this host.
 
@@ -22,6 +22,7 @@ It serves every role: a role switch leaves it running (``runtime.switching``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -55,6 +56,7 @@ class Vrrp(Component):
         self.last_exit: int | None = None
         self._stopping = False
         self._pending: asyncio.Task | None = None
+        self._wake = asyncio.Event()  # a notify: poll now
         self._view_mtime = 0
         self.yield_until = 0.0      # time.monotonic() until which the track script fails
         self._tasks: list[asyncio.Task] = []
@@ -145,10 +147,15 @@ class Vrrp(Component):
     # ------------------------------------------------------------ the role
 
     def notified(self, state: str) -> dict:
-        """``clusterkit manager vrrp-notify STATE``: act on it at once."""
+        """``clusterkit manager vrrp-notify STATE``: look at the addresses at once.
+
+        keepalived runs its notify scripts without waiting for them, so two can
+        arrive out of order (a BACKUP from before a MASTER): the addresses on the
+        interface decide, the notify only says when to look.
+        """
         self.state, self.notified_at = state, time.time()
         log.warning("VRRP %s", state)
-        self._follow(state == "MASTER", f"VRRP {state} (notify)")
+        self._wake.set()
         return {"state": state, "role": self.runtime.role}
 
     async def _poll(self) -> None:
@@ -165,8 +172,10 @@ class Vrrp(Component):
                     await asyncio.to_thread(self._stale)
                 if not self.holds or self.running():  # addresses only our keepalived adds
                     self._follow(self.holds, f"the public IPs are {'' if self.holds else 'not '}"
-                                             f"on {self.interface} (poll)")
-            await asyncio.sleep(settings.poll)
+                                             f"on {self.interface} (VRRP {self.state})")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), settings.poll)
+            self._wake.clear()
             wanted = set(conf.vips(self.runtime.cluster))
 
     def running(self) -> bool:
