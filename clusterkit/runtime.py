@@ -75,6 +75,7 @@ class Runtime:
         self.switching = False  # True while switch_role stops and starts the components
         self._tasks: set[asyncio.Task] = set()
         self._lasting: set[asyncio.Task] = set()  # tasks a role switch leaves running
+        self._own_controls: dict = {}
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._config_mtime = self._mtime()
@@ -166,6 +167,7 @@ class Runtime:
         private_dir(self.state_dir)
         self.add_control("status", self.status)
         self.add_control("reload", self.reload)
+        self._own_controls = dict(self.control.handlers)  # a role switch keeps only these
         await self.control.start()
         log.info("starting %s %s of cluster %s", self.role, self.host.name, self.cluster.name)
         await self._start_role()
@@ -197,7 +199,8 @@ class Runtime:
         """Act as ``role`` ("manager" or "standby") from now on; ``False`` if it already does.
 
         Every plugin's ``clusterkit_stop`` runs with :attr:`switching` set, the
-        tasks of the old role end (not ``lasting`` ones), the definition file is
+        tasks of the old role end (not ``lasting`` ones) and so do its control
+        commands (``clusterkit_start`` adds them again), the definition file is
         read again (a promotion has just rewritten it), and every
         ``clusterkit_start`` runs in the new role: the same hooks as a restart,
         within one process, its control socket kept.
@@ -210,6 +213,7 @@ class Runtime:
             try:
                 await self._stop_role()
                 await self._cancel_tasks(self._tasks - self._lasting - {asyncio.current_task()})
+                self.control.handlers = dict(self._own_controls)  # the new role's plugins add theirs
                 self._config_mtime = self._mtime()
                 self.cluster = await asyncio.to_thread(load_cluster, self.config_path, self.pm)
                 self.host = self.cluster.host(self.host.name)

@@ -11,10 +11,12 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
+import time
 import tomllib
 
 import pytest
 
+from clusterkit.control import ControlError
 from clusterkit.config import build_cluster, load_cluster, parse_cluster, registry_of
 from clusterkit.definition.tables import ConfigError
 from clusterkit.standby import epoch
@@ -124,7 +126,8 @@ def pair(tmp_path):
     """A manager, a standby and a node, each running from its own copy of the definition."""
     config = sync_cluster(tmp_path, nodes=1, prefix="127.86.5")
     text = config.read_text() + STANDBY.format(name="mgr2", ip="127.86.5.2", root=tmp_path / "mgr2")
-    config.write_text(text + '\n[dns]\nenabled = false\n\n[panel]\nenabled = false\n')
+    config.write_text(text + '\n[dns]\nenabled = false\n\n[panel]\nenabled = false\n'
+                      '\n[vrrp]\nenabled = false\n')  # promoted by hand here
     copies = {"manager": config}
     for host in HOSTS[1:]:
         copies[host] = tmp_path / f"{host}.toml"
@@ -213,3 +216,24 @@ def test_a_node_refuses_a_view_from_a_lower_epoch(pair, tmp_path):
                      and s, what="the stale view refused")
     assert "epoch 1 of manager is lower than the highest seen, 2" in shown["state"]
     assert "stale" not in copies["node1"].read_text()
+
+
+def test_a_demoted_manager_stops_replicating_and_answers_only_its_roles_commands(pair, tmp_path):
+    daemons, copies = pair
+    promote(copies, "manager")
+    wait_for(lambda: status(daemons["manager"])["role"] == "manager", what="manager acting")
+    assert "mgr2" in daemons["manager"].query("sync_status")["nodes"]
+    demoted = cli("manager", "demote", "-c", str(copies["manager"]))
+    assert demoted.returncode == 0, demoted.stderr
+    wait_for(lambda: status(daemons["manager"])["role"] == "standby", what="manager demoted")
+    with pytest.raises(ControlError, match="unknown command 'sync_status'"):
+        daemons["manager"].query("sync_status")
+    (tmp_path / "manager/srv/data/late").write_text("written on a demoted manager")
+    time.sleep(1.0)  # replication takes milliseconds: nobody replicates it
+    assert not (tmp_path / "node1/srv/data/late").exists()
+    assert status(daemons["manager"])["managers"]["epoch"] == 1  # a demotion takes no epoch
+    again = cli("manager", "promote", "-c", str(copies["manager"]))
+    assert again.returncode == 0, again.stderr
+    wait_for(lambda: status(daemons["manager"])["role"] == "manager", what="promoted again")
+    assert status(daemons["manager"])["managers"]["epoch"] == 2
+    wait_for(lambda: (tmp_path / "node1/srv/data/late").exists(), what="its tree replicated again")

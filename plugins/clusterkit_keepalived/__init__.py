@@ -33,14 +33,16 @@ async def clusterkit_start(runtime):
     from clusterkit_keepalived.settings import vrrp_settings
     from clusterkit_keepalived.supervisor import Vrrp
 
-    if (runtime.host.role not in ("manager", "standby") or not runtime.cluster.standbys
-            or not vrrp_settings(runtime.cluster).enabled or COMPONENT in runtime.components):
-        return  # (a role switch starts the plugins again: keepalived keeps running)
-    vrrp = Vrrp(runtime)
+    vrrp = runtime.components.get(COMPONENT)  # a role switch starts the plugins again:
+    if vrrp is None:                            # keepalived keeps running, its commands return
+        if (runtime.host.role not in ("manager", "standby") or not runtime.cluster.standbys
+                or not vrrp_settings(runtime.cluster).enabled):
+            return
+        vrrp = Vrrp(runtime)
+        await runtime.start_component(COMPONENT, vrrp)
     runtime.add_control("vrrp_notify", _notify(vrrp))
     runtime.add_control("vrrp_health", vrrp.health)
     runtime.add_control("vrrp_give_up", _give_up(vrrp))
-    await runtime.start_component(COMPONENT, vrrp)
 
 
 def _notify(vrrp):
