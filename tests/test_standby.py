@@ -237,3 +237,28 @@ def test_a_demoted_manager_stops_replicating_and_answers_only_its_roles_commands
     wait_for(lambda: status(daemons["manager"])["role"] == "manager", what="promoted again")
     assert status(daemons["manager"])["managers"]["epoch"] == 2
     wait_for(lambda: (tmp_path / "node1/srv/data/late").exists(), what="its tree replicated again")
+
+
+def test_a_returning_manager_reports_what_it_never_delivered(pair, tmp_path):
+    daemons, copies = pair
+    promote(copies, "manager")
+    wait_for(lambda: status(daemons["manager"])["role"] == "manager", what="manager acting")
+    wait_for(lambda: (tmp_path / "mgr2/srv/data").is_dir(), what="the set on the standby")
+    daemons["mgr2"].stop()
+    shutil.rmtree(tmp_path / "mgr2/srv/data")
+    (tmp_path / "mgr2/srv/data").write_text("not a directory: the standby cannot take the set")
+    (tmp_path / "manager/srv/data/lost.txt").write_text("written just before the crash")
+    wait_for(lambda: (tmp_path / "node1/srv/data/lost.txt").exists(), what="lost.txt on node1")
+    daemons["manager"].signal(signal.SIGKILL)
+    daemons["manager"].proc.wait(10)
+    (tmp_path / "mgr2/srv/data").unlink()
+    (tmp_path / "mgr2/srv/data").mkdir()
+    daemons["mgr2"].start()
+    promote(copies, "mgr2")
+    wait_for(lambda: status(daemons["mgr2"])["role"] == "manager", what="mgr2 acting")
+    daemons["manager"] = Daemon(copies["manager"], host="manager").start()
+    shown = status(daemons["manager"])["managers"]
+    assert shown["unsent"] == {"data": ["lost.txt"]}
+    summary = cli("status", "--as", "manager", "-c", str(copies["manager"]))
+    assert "set data: 1 path(s) written here were not delivered everywhere" in summary.stdout
+    assert "lost.txt" in (tmp_path / "daemon-manager.log").read_text()
