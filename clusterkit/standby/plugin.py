@@ -13,7 +13,7 @@ import os
 
 from clusterkit import hookimpl
 from clusterkit.standby import epoch, promotion
-from clusterkit.sync.store import FULL, DirtyStore
+from clusterkit.sync.store import DirtyStore
 
 log = logging.getLogger("clusterkit.standby")
 UNSENT = "standby-unsent"  # runtime.components: what this host's replication never delivered
