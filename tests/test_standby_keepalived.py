@@ -56,6 +56,17 @@ def test_a_host_ip_is_never_a_vrrp_address_and_quotes_cannot_be_broken_out_of(pm
     assert conf.vips(load_cluster(path, pm)) == ["127.87.2.100"]
     with pytest.raises(ValueError, match="cannot be written"):
         conf.check_script('/state/x"\nvrrp_script evil {')
+    with pytest.raises(ValueError, match="cannot be a word"):
+        conf.command("/etc/my cluster.toml", "mgr2", "vrrp-notify", "MASTER")
+    # A state directory is data to the track script, never shell code.
+    hostile = str(tmp_path / "$(touch pwned)`touch pwned2`'q")
+    script = tmp_path / "check"
+    script.write_text(conf.check_script(hostile))
+    script.chmod(0o700)
+    ran = subprocess.run([str(script)], capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert ran.returncode == 1 and "no daemon is running" in ran.stderr
+    assert hostile in ran.stderr
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "pwned2").exists()
 
 
 def test_bad_vrrp_settings_are_refused_with_their_lines(pm, tmp_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import shlex
 import subprocess
 import sys
 
@@ -63,9 +64,17 @@ def _q(text: str) -> str:
 
 def command(config_path: str, host: str, *args: str) -> str:
     """``clusterkit manager ARGS -c FILE --as HOST`` with this Python's clusterkit (a script whose
-    ``#!`` names the virtualenv's python, so keepalived may run it by its real path)."""
+    ``#!`` names the virtualenv's python, so keepalived may run it by its real path).
+
+    keepalived splits a script line at blanks and runs no shell: a path with a
+    blank (or a quote) is refused rather than split.
+    """
     program = os.path.join(os.path.dirname(sys.executable), "clusterkit")
-    return " ".join([program, "manager", *args, "-c", os.path.abspath(config_path), "--as", host])
+    words = [program, "manager", *args, "-c", os.path.abspath(config_path), "--as", host]
+    for word in words:
+        if not word or any(c.isspace() or c in "\"'\\" for c in word):
+            raise ValueError(f"{word!r} cannot be a word of a keepalived script line")
+    return " ".join(words)
 
 
 def check_script(state_dir: str) -> str:
@@ -73,8 +82,10 @@ def check_script(state_dir: str) -> str:
     program (``enable_script_security``), and a virtualenv's python by its real path is
     not the virtualenv's."""
     for text in (sys.executable, state_dir):
-        _q(text)
-    return f'#!/bin/sh\nexec "{sys.executable}" -m clusterkit_keepalived.check "{state_dir}"\n'
+        if any(c in text for c in "\n\r\0"):
+            raise ValueError(f"{text!r} cannot be written into a script")
+    return (f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -m clusterkit_keepalived.check "
+            f"{shlex.quote(state_dir)}\n")
 
 
 def render(cluster, host, settings: Settings, interface: str, config_path: str, check: str) -> str:
