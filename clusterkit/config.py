@@ -1,7 +1,7 @@
 """The cluster definition's model: frozen dataclasses, built from the TOML file.
 
 :func:`build_cluster` reads the core tables (``[cluster]``, ``[manager]``,
-``[[node]]``, ``[[policy]]``, ``[[sync]]``) through the declared table reader
+``[[standby]]``, ``[[node]]``, ``[[policy]]``, ``[[sync]]``) through the declared table reader
 (:mod:`clusterkit.definition.tables`), hands every plugin its section and
 collects *every* problem, each with the file, the key path, the line and what
 is wrong, so an operator fixes a broken file in one pass. Reading the file is
@@ -24,8 +24,9 @@ from clusterkit.definition.values import (absolute_problem, check_number, endpoi
 
 SCHEDULERS = ("rr", "wrr", "lc", "wlc", "sh")
 PROXY_PROTOCOLS = ("", "v1", "v2")
-ROLES = ("manager", "node")
-CORE_SECTIONS = ("cluster", "manager", "node", "policy", "sync")
+ROLES = ("manager", "standby", "node")
+CORE_SECTIONS = ("cluster", "manager", "standby", "node", "policy", "sync")
+PRIORITY = {"manager": 150, "standby": 100}  # VRRP priorities unless the definition sets them
 WEEK = 7 * 86400
 
 
@@ -34,7 +35,8 @@ WEEK = 7 * 86400
 
 @dataclass(frozen=True)
 class Host:
-    """The manager or a node. ``root`` is the directory standing for the host's ``/``."""
+    """The manager, a standby manager or a node. ``root`` is the directory standing for the
+    host's ``/``; ``priority`` is a manager's or standby's VRRP priority (docs/high-availability.md)."""
 
     name: str
     ip: str
@@ -43,6 +45,7 @@ class Host:
     root: str = "/"
     public_ips: tuple[str, ...] = ()
     options: dict = field(default_factory=dict, compare=True, hash=False)
+    priority: int = 0
 
     def local_path(self, path: str) -> str:
         """Where the cluster path ``path`` lives on this host's filesystem."""
@@ -128,6 +131,16 @@ class Cluster:
     def nodes(self) -> list[Host]:
         return [h for h in self.hosts.values() if h.role == "node"]
 
+    @property
+    def standbys(self) -> list[Host]:
+        """The standby managers: they receive what the nodes do and take over the addresses."""
+        return [h for h in self.hosts.values() if h.role == "standby"]
+
+    @property
+    def replicas(self) -> list[Host]:
+        """Where the manager replicates to: the standbys first, then the nodes."""
+        return self.standbys + self.nodes
+
     def host(self, name: str) -> Host:
         if name not in self.hosts:
             raise ConfigError(self.path, [Problem("", f"no host named {name!r} (hosts: "
@@ -152,7 +165,9 @@ NODE = Table({"name": Key(str, required=True, check=name_problem),
               "root": Key(str, default="/", check=absolute_problem),
               "options": Key(dict, default={})})
 MANAGER = Table({**NODE.keys, "public_ips": Key(list, items=str, default=(), check=ip_problem),
-                 "engine": Key(str, default="native")})  # the policies' engine unless they name one
+                 "engine": Key(str, default="native"),  # the policies' engine unless they name one
+                 "priority": Key(int, default=PRIORITY["manager"], low=1, high=254)})
+STANDBY = Table({**NODE.keys, "priority": Key(int, default=PRIORITY["standby"], low=1, high=254)})
 CHECK = Table({"kind": Key(str), "inter": Key(float, default=2.0, low=0.05, high=3600),
                "timeout": Key(float, default=1.0, low=0.01, high=600),
                "rise": Key(int, default=2, low=1, high=100), "fall": Key(int, default=3, low=1, high=100),
@@ -181,7 +196,7 @@ POLICY = Table({
 SYNC = Table({"name": Key(str, required=True, check=name_problem), "path": Key(str, required=True),
               "exclude": Key(list, items=str, default=()), "on_change": Key(str, default=""),
               "allow_mass_delete": Key(bool, default=False)})
-TOP = Table({"cluster": CLUSTER, "manager": MANAGER, "node": Tables(NODE), "policy": Tables(POLICY),
+TOP = Table({"cluster": CLUSTER, "manager": MANAGER, "standby": Tables(STANDBY), "node": Tables(NODE), "policy": Tables(POLICY),
              "sync": Tables(SYNC)}, extra=True)  # the other tables are plugins' sections
 # Numeric options any check kind may be given (the health checker reads them).
 CHECK_NUMBERS = {"fastinter": (float, 0.05, 3600), "downinter": (float, 0.05, 3600),
@@ -213,6 +228,7 @@ def parse_cluster(text: str, path: str, registry) -> Cluster:
     if "manager" not in raw:
         report("manager", "is required: the manager's name and ip")
     entries = [("manager", top["manager"], "manager")]
+    entries += [(f"standby[{i}]", item, "standby") for i, item in enumerate(top["standby"])]
     entries += [(f"node[{i}]", item, "node") for i, item in enumerate(top["node"])]
     for key, values, role in entries:
         host = _host(values, key, role, registry, report)
@@ -322,16 +338,18 @@ def _host(values: dict, key: str, role: str, registry, report) -> Host:
         known = ", ".join(sorted(registry.transports)) or "none registered"
         report(f"{key}.transport", f"unknown transport {transport!r} (known: {known})")
     options = dict(values["options"])
+    acts_as = "manager" if role == "standby" else role  # a standby is a manager in waiting
     for name, option in registry.host_options.items():  # the plugins' own options
-        if role in option.roles and name in options:
+        if acts_as in option.roles and name in options:
             read(options[name], option.key, report, f"{key}.options.{name}")
-    if role == "manager":
+    if acts_as == "manager":
         from clusterkit.sync.replicator import Settings  # the replicator's own tunables
 
         Settings.from_options(options, lambda name, msg: report(f"{key}.options.{name}", msg))
     return Host(name=values.get("name", ""), ip=values.get("ip", ""), role=role,
                 transport=transport, root=values["root"],
-                public_ips=values.get("public_ips", ()), options=options)
+                public_ips=values.get("public_ips", ()), options=options,
+                priority=values.get("priority", 0))
 
 
 def _policy(values: dict, key: str, hosts: dict, manager, registry, report) -> Policy:

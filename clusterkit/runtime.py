@@ -8,6 +8,13 @@ plugins find ``runtime.engine``); then plugins bring their servers up in
 change to the definition file reloads it; a broken file is logged and the last
 good definition keeps running. SIGTERM/SIGINT stop: plugins in reverse order,
 each bounded by the shutdown timeout.
+
+A cluster with a standby manager (``[[standby]]``) starts both managers in the
+*standby* role: they apply what is replicated to them, like a node, until one
+is promoted (``clusterkit manager promote``, or VRRP through the keepalived
+plugin). :meth:`Runtime.switch_role` then stops every plugin's components and
+starts them again in the new role through the same hooks
+(docs/high-availability.md).
 """
 
 from __future__ import annotations
@@ -62,7 +69,13 @@ class Runtime:
         self.components: dict[str, Component] = {}
         self.started = time.time()
         self.control = ControlServer(socket_path(self.state_dir))
+        # The role this daemon acts in: a manager with standbys waits to be promoted.
+        self.role = ("standby" if self.host.role in ("manager", "standby") and self.cluster.standbys
+                     else self.host.role)
+        self.switching = False  # True while switch_role stops and starts the components
         self._tasks: set[asyncio.Task] = set()
+        self._lasting: set[asyncio.Task] = set()  # tasks a role switch leaves running
+        self._own_controls: dict = {}
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._config_mtime = self._mtime()
@@ -71,17 +84,21 @@ class Runtime:
 
     @property
     def is_manager(self) -> bool:
-        return self.host.role == "manager"
+        """Does this daemon act as the manager (a promoted standby does, a waiting manager not)?"""
+        return self.role == "manager"
 
     def local_path(self, path: str) -> str:
         """Where the cluster path ``path`` is on this host's filesystem."""
         return self.host.local_path(path)
 
-    def spawn(self, coro: Awaitable, name: str) -> asyncio.Task:
-        """Run a background task owned by the daemon: logged if it dies, cancelled at stop."""
+    def spawn(self, coro: Awaitable, name: str, lasting: bool = False) -> asyncio.Task:
+        """Run a background task owned by the daemon: logged if it dies, cancelled at stop,
+        and at a role switch unless ``lasting`` (it serves every role)."""
         task = asyncio.ensure_future(coro)
         task.set_name(name)
         self._tasks.add(task)
+        if lasting:
+            self._lasting.add(task)
         task.add_done_callback(self._task_done)
         return task
 
@@ -139,7 +156,7 @@ class Runtime:
         try:
             await self.start()
             if self.watch_config:
-                self.spawn(self._watch_config(), "config-watch")
+                self.spawn(self._watch_config(), "config-watch", lasting=True)
             await self._stop.wait()
         finally:
             await self.stop()
@@ -150,27 +167,68 @@ class Runtime:
         private_dir(self.state_dir)
         self.add_control("status", self.status)
         self.add_control("reload", self.reload)
+        self._own_controls = dict(self.control.handlers)  # a role switch keeps only these
         await self.control.start()
-        log.info("starting %s %s of cluster %s", self.host.role, self.host.name, self.cluster.name)
+        log.info("starting %s %s of cluster %s", self.role, self.host.name, self.cluster.name)
+        await self._start_role()
+        log.info("%s %s is up", self.role, self.host.name)
+
+    async def _start_role(self) -> None:
         if self.is_manager and self.registry.engines:
             self.engine = Engines(self)
             await self.engine.apply(self.cluster)
         await call_each(self.pm, "clusterkit_start", runtime=self)
-        log.info("%s %s is up", self.host.role, self.host.name)
+
+    async def _stop_role(self) -> None:
+        if self.engine is not None:
+            engine, self.engine = self.engine, None
+            await self._bounded(engine.close(self.shutdown_timeout), "load balancer")
+        for error in await call_each(self.pm, "clusterkit_stop", keep_going=True, reverse=True,
+                                     timeout=self.shutdown_timeout, runtime=self):
+            log.error("while stopping: %s", error)
 
     async def stop(self) -> None:
         """Stop accepting, let plugins finish within the timeout, cancel what remains."""
         log.info("stopping %s", self.host.name)
-        if self.engine is not None:
-            await self._bounded(self.engine.close(self.shutdown_timeout), "load balancer")
-        for error in await call_each(self.pm, "clusterkit_stop", keep_going=True, reverse=True,
-                                     timeout=self.shutdown_timeout, runtime=self):
-            log.error("while stopping: %s", error)
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._stop_role()
+        await self._cancel_tasks(self._tasks)
         await self.control.stop()
         log.info("%s stopped", self.host.name)
+
+    async def switch_role(self, role: str, why: str) -> bool:
+        """Act as ``role`` ("manager" or "standby") from now on; ``False`` if it already does.
+
+        Every plugin's ``clusterkit_stop`` runs with :attr:`switching` set, the
+        tasks of the old role end (not ``lasting`` ones) and so do its control
+        commands (``clusterkit_start`` adds them again), the definition file is
+        read again (a promotion has just rewritten it), and every
+        ``clusterkit_start`` runs in the new role: the same hooks as a restart,
+        within one process, its control socket kept.
+        """
+        async with self._reload_lock:
+            if role == self.role:
+                return False
+            log.warning("%s: %s -> %s (%s)", self.host.name, self.role, role, why)
+            self.switching = True
+            try:
+                await self._stop_role()
+                await self._cancel_tasks(self._tasks - self._lasting - {asyncio.current_task()})
+                self.control.handlers = dict(self._own_controls)  # the new role's plugins add theirs
+                self._config_mtime = self._mtime()
+                self.cluster = await asyncio.to_thread(load_cluster, self.config_path, self.pm)
+                self.host = self.cluster.host(self.host.name)
+                self.role = role
+                await self._start_role()
+            finally:
+                self.switching = False
+            log.warning("%s acts as %s", self.host.name, role)
+            return True
+
+    async def _cancel_tasks(self, tasks) -> None:
+        tasks = [t for t in tasks if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def reload(self) -> dict:
         """Re-read the definition; a broken one is refused and the running one kept."""
@@ -203,7 +261,7 @@ class Runtime:
         report: dict[str, Any] = {
             "cluster": self.cluster.name,
             "host": self.host.name,
-            "role": self.host.role,
+            "role": self.role,
             "pid": os.getpid(),
             "uptime": round(time.time() - self.started, 1),
         }
@@ -227,6 +285,7 @@ class Runtime:
 
     def _task_done(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)
+        self._lasting.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("task %s died", task.get_name(), exc_info=task.exception())
 

@@ -174,7 +174,7 @@ def test_a_node_refuses_a_bad_or_older_view_and_keeps_running(cluster, tmp_path)
 
     without = good.body.replace('name = "node1"', 'name = "node9"')
     arrive(definition.render(without, running + 20, "manager", good.origin, time.time()))
-    refused("node1 is not a node in it")
+    refused("node1 is not a node or standby in it")
 
     arrive("x" * (17 << 20))
     refused("larger than 16 MiB")

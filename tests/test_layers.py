@@ -29,6 +29,8 @@ PARTS = {
     "clusterkit.membership": "membership",
     "clusterkit.proxy": "proxy",
     "clusterkit.sync": "sync",
+    "clusterkit.standby": "standby",
+    "clusterkit.standby.epoch": "foundation",  # a number in a file: every replica reads it
     "clusterkit.plugins": "plugin manager",
     "clusterkit.runtime": "runtime",
     "clusterkit.engines": "runtime",
@@ -44,6 +46,7 @@ MAY_IMPORT = {
     "membership": {"foundation", "model"},
     "proxy": {"foundation", "model"},
     "sync": {"foundation", "model"},
+    "standby": {"foundation", "model", "sync"},  # promotion reads the received view's epoch
     "plugin manager": {"foundation"},
     "runtime": {"foundation", "model", "control"},
     "cli": set(PARTS.values()),

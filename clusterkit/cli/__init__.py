@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from clusterkit import __version__
-from clusterkit.cli import config_cmd, daemon, hosts, operator, plugins_cmd, policy, sync  # noqa: F401
+from clusterkit.cli import config_cmd, daemon, hosts, managers, operator, plugins_cmd, policy, sync  # noqa: F401
 from clusterkit.plugins import get_plugin_manager
 
 
@@ -63,6 +63,7 @@ def get_app(pm=None) -> typer.Typer:
         ctx.obj = pm
 
     hosts.register(app)
+    managers.register(app)
     policy.register(app)
     sync.register(app)
     config_cmd.register(app)

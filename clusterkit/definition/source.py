@@ -86,7 +86,8 @@ def daemon_state_dir(path: str | os.PathLike, host: str | None = None) -> str:
     try:  # a bad byte elsewhere (that is when a reload was refused) must not hide the daemon
         raw = tomllib.loads(_read_bounded(str(path)).decode("utf-8", "replace"))
         state_dir = raw.get("cluster", {}).get("state_dir", "/var/lib/clusterkit")
-        names = [raw["manager"]["name"]] + [n.get("name") for n in raw.get("node", [])]
+        names = [raw["manager"]["name"]] + [n.get("name") for table in ("standby", "node")
+                                            for n in raw.get(table, [])]
     except (tomllib.TOMLDecodeError, ValueError, RecursionError, KeyError, TypeError,
             AttributeError) as exc:
         raise ConfigError(str(path), [Problem("", f"cannot find the daemon's state: {exc}")]) from None

@@ -3,15 +3,16 @@
 Manager: after every start and reload, the definition minus :data:`MANAGER_ONLY`
 is written atomically to ``STATE_DIR/_definition/cluster.toml`` (that cluster
 path under the manager's ``root``) behind one header line: a serial that only
-grows, the SHA-256 of the body, the manager's time and name, and a tag of the
-manager's own file. The built-in sync set :data:`SET` replicates that
+grows, the SHA-256 of the body, the manager's time and name, a tag of the
+manager's own file and the cluster epoch (:mod:`clusterkit.standby.epoch`). The built-in sync set :data:`SET` replicates that
 directory like any other, so the view reaches every node over its transport,
 with the replicator's retries and catch-up.
 
 Node: when a batch of :data:`SET` lands, the view is checked whole (header,
 digest, a serial newer than the running one, the definition through
 :func:`clusterkit.config.build_cluster` with the node's plugins, this host in it
-as a node), then written over the node's definition file (``-c FILE``) and
+as a node or standby, an epoch no lower than the highest the host has seen),
+then written over the node's definition file (``-c FILE``) and
 reloaded at once. A refused view is logged as an ERROR and shown in
 ``status``; the running definition stays. A node whose file *is* the
 manager's (one machine, one file: the demo, in-process tests) never writes it.
@@ -33,6 +34,7 @@ from clusterkit.config import ConfigError, SyncSet, build_cluster
 from clusterkit.contracts import Component
 from clusterkit.definition.files import private_dir, write_atomic
 from clusterkit.definition.source import DEFINITION_MODE, read_definition
+import clusterkit.standby.epoch as epochs
 
 log = logging.getLogger("clusterkit.definition")
 
@@ -52,7 +54,7 @@ MANAGER_ONLY = (
 HEADER = re.compile(r"# clusterkit-definition serial=(?P<serial>[0-9]{1,18}) "
                     r"sha256=(?P<digest>[0-9a-f]{64}) time=(?P<time>[0-9]{1,12}(\.[0-9]{1,6})?) "
                     r"manager=(?P<manager>[A-Za-z0-9][A-Za-z0-9_.-]{0,62}) "
-                    r"origin=(?P<origin>[0-9a-f]{16})\n")
+                    r"origin=(?P<origin>[0-9a-f]{16})( epoch=(?P<epoch>[0-9]{1,18}))?\n")
 NOTICE = ("# The manager's definition as its nodes receive it (clusterkit replicates it).\n"
           "# Edit the manager's definition: an edit here is replaced by the next one.\n")
 
@@ -84,6 +86,7 @@ class View:
     manager: str
     origin: str
     text: str  # the whole file, header included
+    epoch: int = 0  # the publishing manager's cluster epoch (0: a cluster without failover yet)
 
     @property
     def body(self) -> str:
@@ -101,10 +104,10 @@ def node_view(text: str) -> str:
     return tomlkit.dumps(doc)
 
 
-def render(body: str, serial: int, manager: str, origin: str, now: float) -> str:
+def render(body: str, serial: int, manager: str, origin: str, now: float, epoch: int = 0) -> str:
     digest = hashlib.sha256(body.encode()).hexdigest()
     return (f"# clusterkit-definition serial={serial} sha256={digest} time={now:.3f} "
-            f"manager={manager} origin={origin}\n{body}")
+            f"manager={manager} origin={origin} epoch={epoch}\n{body}")
 
 
 def parse_view(text: str) -> View:
@@ -113,7 +116,7 @@ def parse_view(text: str) -> View:
     if match is None:
         raise ValueError("not a definition view (no valid clusterkit-definition header line)")
     view = View(int(match["serial"]), match["digest"], float(match["time"]), match["manager"],
-                match["origin"], text)
+                match["origin"], text, int(match["epoch"] or 0))
     if hashlib.sha256(view.body.encode()).hexdigest() != view.digest:
         raise ValueError("damaged: the body does not match the header's sha256")
     return view
@@ -165,11 +168,12 @@ def publish(runtime) -> int | None:
         log.error("the definition was not published to the nodes: %s", exc)
         return None
     origin = origin_of(runtime.config_path)
+    epoch = epochs.read(runtime.state_dir)
     try:
         old = read_view(path)
     except ValueError:
         old = None
-    if old is not None and old.body == body and old.origin == origin:
+    if old is not None and old.body == body and old.origin == origin and old.epoch == epoch:
         return old.serial
     now = time.time()
     serial = max((old.serial + 1) if old else 1, int(now))
@@ -179,7 +183,7 @@ def publish(runtime) -> int | None:
     # one-file batch that rsync renames in place (a batch of several goes through rsync's
     # .~tmp~ and watchdog holds a cross-directory rename half a second on the node).
     staging = os.path.join(os.path.dirname(folder), f".{FOLDER}.{FILE}")
-    write_atomic(staging, render(body, serial, runtime.host.name, origin, now), DEFINITION_MODE)
+    write_atomic(staging, render(body, serial, runtime.host.name, origin, now, epoch), DEFINITION_MODE)
     os.replace(staging, path)
     log.info("definition serial %d published to the nodes", serial)
     return serial
@@ -214,7 +218,8 @@ class Published(Component):
             self.serial, self.at = serial, time.time()
 
     def status(self) -> dict:
-        return {"serial": self.serial, "published_at": self.at, "outbox": view_path(self.runtime)}
+        return {"serial": self.serial, "published_at": self.at, "outbox": view_path(self.runtime),
+                "epoch": epochs.read(self.runtime.state_dir)}
 
 
 # ------------------------------------------------------------------ a node
@@ -265,10 +270,17 @@ class Received(Component):
             return
         if view is None:
             return
+        if view.manager == rt.host.name:  # a manager waiting as standby: its own last view
+            return
         self.received, self.received_at = view, time.time()
         self.shared = view.origin == origin_of(rt.config_path)
         if self.shared:  # the manager's own file: its reload reaches this daemon by itself
             self.refused = ""
+            return
+        seen = await asyncio.to_thread(epochs.read, rt.state_dir)
+        if view.epoch < seen:  # a manager from before a failover: it gives no orders
+            self._refuse(f"epoch {view.epoch} of {view.manager} is lower than the highest seen, "
+                         f"{seen}: a stale manager's")
             return
         if self.running is not None and view.serial <= self.running:
             if view.serial < self.running:
@@ -283,9 +295,10 @@ class Received(Component):
             self._refuse(f"invalid: {type(exc).__name__}: {exc}")
             return
         mine = new.hosts.get(rt.host.name)
-        if mine is None or mine.role != "node":
-            self._refuse(f"{rt.host.name} is not a node in it")
+        if mine is None or mine.role not in ("node", "standby"):
+            self._refuse(f"{rt.host.name} is not a node or standby in it")
             return
+        await asyncio.to_thread(epochs.raise_to, rt.state_dir, view.epoch)
         await asyncio.to_thread(write_atomic, os.path.realpath(rt.config_path), view.text,
                                 DEFINITION_MODE)  # a symlinked definition stays a symlink
         log.info("definition serial %d from %s written to %s", view.serial, view.manager,
@@ -316,5 +329,6 @@ class Received(Component):
         else:
             state = "current"
         return {"serial": self.running, "manager_serial": received,
+                "epoch": epochs.read(self.runtime.state_dir),  # the highest this host has seen
                 "manager_time": self.received.time if self.received else None,
                 "received_at": self.received_at, "state": state}

@@ -14,6 +14,8 @@ running, changes gather and go as one batch the moment it ends. When the
 pending entries of one directory pass ``dir_threshold`` they become that
 directory, recursively; past ``set_threshold`` for a set, a full sync of it.
 
+Standby managers ([[standby]]) are replication targets like the nodes.
+
 A full sync of every set is queued for every node at start, for a node that
 joins, for a set after an inotify overflow, and every ``full_interval``; a set
 whose watcher fails its self-check (:mod:`clusterkit.sync.watchcheck`) is
@@ -115,7 +117,7 @@ class Replicator:
 
     async def start(self) -> None:
         self._watch(self.runtime.cluster.sync_sets)
-        for node in self.runtime.cluster.nodes:
+        for node in self.runtime.cluster.replicas:  # standby managers receive it all too
             self._add_worker(node)
         self.full_sync(reason="start")
         self.runtime.spawn(self._periodic(), "sync-periodic")
@@ -143,8 +145,8 @@ class Replicator:
             changed = [s.name for s in new.sync_sets if s not in old.sync_sets]
             if changed:
                 self.full_sync(sets=changed, reason="sync sets changed")
-        old_nodes = {n.name: n for n in old.nodes}
-        new_nodes = {n.name: n for n in new.nodes}
+        old_nodes = {n.name: n for n in old.replicas}
+        new_nodes = {n.name: n for n in new.replicas}
         for name in old_nodes.keys() - new_nodes.keys():
             worker = self.workers.pop(name)
             worker.task.cancel()

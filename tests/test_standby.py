@@ -1,0 +1,264 @@
+"""A standby manager: its table, ``manager add-standby``, replication to it, promotion, the epoch.
+
+Daemons run as subprocesses with the local transport, each host with its own
+root and its own copy of the definition (as ``clusterkit join`` leaves it);
+promotion is asked with ``clusterkit manager promote`` (keepalived asks the
+same thing in tests/test_standby_netns.py).
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import time
+import tomllib
+
+import pytest
+
+from clusterkit.control import ControlError
+from clusterkit.config import build_cluster, load_cluster, parse_cluster, registry_of
+from clusterkit.definition.tables import ConfigError
+from clusterkit.standby import epoch
+from clusterkit.standby.promotion import swap
+from clusterkit.sync import definition
+from conftest import write_cluster
+from support import wait_for
+from sync_support import CLUSTERKIT, Daemon, sync_cluster
+
+STANDBY = '\n[[standby]]\nname = "{name}"\nip = "{ip}"\ntransport = "local"\nroot = "{root}"\n'
+
+
+def cli(*args):
+    return subprocess.run([*CLUSTERKIT, *args], capture_output=True, text=True, timeout=60)
+
+
+def problems(pm, text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_cluster(text, "/etc/ck.toml", registry_of(pm))
+    return [p.format("/etc/ck.toml") for p in info.value.problems]
+
+
+# ----------------------------------------------------------------- definition
+
+
+def test_a_standby_is_a_manager_in_waiting_and_a_replication_target(pm, tmp_path):
+    path = write_cluster(tmp_path / "c.toml", "127.86.1", nodes=2,
+                         extra=STANDBY.format(name="mgr2", ip="127.86.1.2", root=tmp_path / "mgr2"))
+    cluster = load_cluster(path, pm)
+    (standby,) = cluster.standbys
+    assert (standby.name, standby.role, standby.priority) == ("mgr2", "standby", 100)
+    assert cluster.manager.priority == 150 and cluster.manager.name == "manager"
+    assert [h.name for h in cluster.replicas] == ["mgr2", "node1", "node2"]
+    assert [h.name for h in cluster.nodes] == ["node1", "node2"]
+
+
+def test_bad_standby_entries_are_refused_with_their_lines(pm, tmp_path):
+    text = write_cluster(tmp_path / "c.toml", "127.86.2", nodes=1).read_text()
+    text += ('\n[[standby]]\nname = "manager"\nip = "127.86.2.5"\n'        # a taken name
+             '\n[[standby]]\nname = "mgr2"\nip = "127.86.2.1"\npriority = 255\n'  # the manager's ip
+             'options = { sync_settle = -1 }\n'                              # a manager's option
+             '\n[[standby]]\nname = "mgr3"\nip = "10.0.0.3"\npublic_ips = ["10.0.0.9"]\n')
+    found = "\n".join(problems(pm, text))
+    assert "standby[0].name: duplicate host name 'manager'" in found
+    assert "standby[1].ip: 127.86.2.1 is already the ip of 'manager'" in found
+    assert "standby[1].priority:" in found and "254" in found
+    assert "standby[1].options.sync_settle:" in found
+    assert "standby[2].public_ips: unknown key" in found  # the addresses are the manager's
+    first = text.splitlines().index("[[standby]]") + 1
+    for problem in found.splitlines():  # each at its own line, within the standby tables
+        assert int(problem.split(":")[1]) > first, problem
+
+
+def test_manager_add_standby_writes_the_table(tmp_path):
+    config = tmp_path / "c.toml"
+    made = cli("init", "-c", str(config), "--name", "t", "--manager", "m1", "--manager-ip", "127.86.3.1",
+               "--public-ip", "127.86.3.100", "--state-dir", str(tmp_path / "state"))
+    assert made.returncode == 0, made.stderr
+    added = cli("manager", "add-standby", "m2", "-c", str(config), "--ip", "127.86.3.2",
+                "--priority", "120", "--root", str(tmp_path / "m2"))
+    assert added.returncode == 0, added.stderr
+    assert "added standby manager m2" in added.stdout
+    (entry,) = tomllib.loads(config.read_text())["standby"]
+    assert entry == {"name": "m2", "ip": "127.86.3.2", "transport": "local", "priority": 120,
+                     "root": str(tmp_path / "m2")}
+    listed = cli("node", "list", "-c", str(config))
+    assert any(line.split()[:2] == ["m2", "standby"] for line in listed.stdout.splitlines())
+    for bad in (["../x", "--ip", "127.86.3.3"], ["m3", "--ip", "127.86.3.1"],
+                ["m3", "--ip", "127.86.3.3", "--priority", "0"]):
+        refused = cli("manager", "add-standby", *bad, "-c", str(config))
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert len(tomllib.loads(config.read_text())["standby"]) == 1  # nothing half-written
+
+
+def test_swap_makes_the_standby_manager_and_priorities_follow_their_hosts(pm, tmp_path):
+    path = write_cluster(tmp_path / "c.toml", "127.86.4", nodes=1,
+                         extra=STANDBY.format(name="mgr2", ip="127.86.4.2", root=tmp_path / "mgr2")
+                         + '[[policy]]\nvip = "127.86.4.100"\nport = 80\nservice = "http"\n'
+                           'members = { node1 = 1 }\n')
+    swapped = build_cluster(swap(path.read_text(), "mgr2"), str(path), pm)
+    assert swapped.manager.name == "mgr2" and swapped.manager.public_ips == ("127.86.4.100",)
+    assert swapped.manager.priority == 100 and swapped.manager.root == str(tmp_path / "mgr2")
+    (old,) = swapped.standbys
+    assert (old.name, old.ip, old.priority, old.public_ips) == ("manager", "127.86.4.1", 150, ())
+    with pytest.raises(ValueError, match="not a \\[\\[standby\\]\\]"):
+        swap(path.read_text(), "node1")
+
+
+def test_the_epoch_file_only_grows_and_a_damaged_one_reads_as_zero(tmp_path):
+    assert epoch.read(str(tmp_path)) == 0
+    assert epoch.raise_to(str(tmp_path), 3) == 3
+    assert epoch.raise_to(str(tmp_path), 2) == 3 and epoch.read(str(tmp_path)) == 3
+    (tmp_path / "epoch").write_text("9" * 40)
+    assert epoch.read(str(tmp_path)) == 0
+    with pytest.raises(ValueError):
+        epoch.raise_to(str(tmp_path), -1)
+
+
+# --------------------------------------------------------- daemons: failover
+
+
+HOSTS = ("manager", "mgr2", "node1")
+
+
+@pytest.fixture
+def pair(tmp_path):
+    """A manager, a standby and a node, each running from its own copy of the definition."""
+    config = sync_cluster(tmp_path, nodes=1, prefix="127.86.5")
+    text = config.read_text() + STANDBY.format(name="mgr2", ip="127.86.5.2", root=tmp_path / "mgr2")
+    config.write_text(text + '\n[dns]\nenabled = false\n\n[panel]\nenabled = false\n'
+                      '\n[vrrp]\nenabled = false\n')  # promoted by hand here
+    copies = {"manager": config}
+    for host in HOSTS[1:]:
+        copies[host] = tmp_path / f"{host}.toml"
+        shutil.copy(config, copies[host])
+    daemons = {h: Daemon(copies[h], host=h).start() for h in HOSTS}
+    try:
+        yield daemons, copies
+    finally:
+        for daemon in daemons.values():
+            daemon.stop()
+
+
+def status(daemon: Daemon) -> dict:
+    return daemon.query("status")
+
+
+def promote(copies, host: str):
+    done = cli("manager", "promote", host, "-c", str(copies[host]))
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_promotion_failover_and_the_stale_managers_return(pair, tmp_path):
+    daemons, copies = pair
+    # Both managers wait as standbys until one is promoted: nobody replicates yet.
+    for name in ("manager", "mgr2"):
+        assert status(daemons[name])["role"] == "standby"
+        assert "nodes" not in status(daemons[name]).get("sync", {})
+    promote(copies, "manager")
+    wait_for(lambda: status(daemons["manager"])["role"] == "manager", what="manager acting")
+    assert status(daemons["manager"])["managers"]["epoch"] == 1
+    # The standby is a replication target like the node: files and the definition (epoch 1).
+    (tmp_path / "manager/srv/data/before").write_text("from the first manager")
+    for host in ("mgr2", "node1"):
+        wait_for(lambda: (tmp_path / host / "srv/data/before").exists(), what=f"file on {host}")
+        wait_for(lambda: status(daemons[host])["definition"].get("epoch") == 1, timeout=20,
+                 what=f"epoch 1 on {host}")
+    assert "mgr2" in status(daemons["manager"])["sync"]["nodes"]
+
+    # The manager dies; the standby is promoted: epoch 2, it is [manager] in its own file.
+    daemons["manager"].signal(signal.SIGKILL)
+    daemons["manager"].proc.wait(10)
+    promote(copies, "mgr2")
+    wait_for(lambda: status(daemons["mgr2"])["role"] == "manager", what="mgr2 acting")
+    assert status(daemons["mgr2"])["managers"]["epoch"] == 2
+    mine = tomllib.loads(copies["mgr2"].read_text())
+    assert mine["manager"]["name"] == "mgr2" and mine["manager"]["public_ips"] == ["127.86.5.100"]
+    assert [s["name"] for s in mine["standby"]] == ["manager"]
+    # It replicates now: a new file reaches the node, and the node runs its definition.
+    (tmp_path / "mgr2/srv/data/after").write_text("from the new manager")
+    wait_for(lambda: (tmp_path / "node1/srv/data/after").exists(), what="file from mgr2 on node1")
+    wait_for(lambda: tomllib.loads(copies["node1"].read_text())["manager"]["name"] == "mgr2",
+             timeout=20, what="node1 runs the new manager's definition")
+    assert status(daemons["node1"])["definition"]["epoch"] == 2
+
+    # The old manager comes back with its old file: it waits as standby, takes epoch 2 and
+    # the new definition from the new manager, and gives no orders.
+    daemons["manager"] = Daemon(copies["manager"], host="manager").start()
+    assert status(daemons["manager"])["role"] == "standby"
+    wait_for(lambda: tomllib.loads(copies["manager"].read_text())["manager"]["name"] == "mgr2",
+             timeout=20, what="the old manager takes the new definition")
+    assert epoch.read(str(tmp_path / "state" / "manager")) == 2
+    assert status(daemons["manager"])["role"] == "standby"
+    wait_for(lambda: (tmp_path / "manager/srv/data/after").exists(), what="the new file on the old one")
+
+
+def test_a_node_refuses_a_view_from_a_lower_epoch(pair, tmp_path):
+    daemons, copies = pair
+    promote(copies, "manager")
+    wait_for(lambda: status(daemons["node1"])["definition"].get("epoch") == 1, timeout=20,
+             what="epoch 1 on node1")
+    daemons["manager"].stop()
+    promote(copies, "mgr2")
+    wait_for(lambda: status(daemons["node1"])["definition"].get("epoch") == 2, timeout=20,
+             what="epoch 2 on node1")
+    # A view of the old manager's (epoch 1) with a newer serial lands on the node, as a push of
+    # a manager cut off during the failover would: the node keeps running the epoch-2 one.
+    inbox = tmp_path / "node1" / str(tmp_path / "state").lstrip("/") / definition.FOLDER / definition.FILE
+    current = definition.parse_view(inbox.read_text())
+    stale = definition.render(current.body.replace('"mgr2"', '"mgr2" # stale'), current.serial + 10,
+                              "manager", "0" * 16, current.time + 10, epoch=1)
+    daemons["node1"].stop()
+    inbox.write_text(stale)
+    daemons["node1"].start()
+    shown = wait_for(lambda: (s := status(daemons["node1"])["definition"])["state"].startswith("refused")
+                     and s, what="the stale view refused")
+    assert "epoch 1 of manager is lower than the highest seen, 2" in shown["state"]
+    assert "stale" not in copies["node1"].read_text()
+
+
+def test_a_demoted_manager_stops_replicating_and_answers_only_its_roles_commands(pair, tmp_path):
+    daemons, copies = pair
+    promote(copies, "manager")
+    wait_for(lambda: status(daemons["manager"])["role"] == "manager", what="manager acting")
+    assert "mgr2" in daemons["manager"].query("sync_status")["nodes"]
+    demoted = cli("manager", "demote", "-c", str(copies["manager"]))
+    assert demoted.returncode == 0, demoted.stderr
+    wait_for(lambda: status(daemons["manager"])["role"] == "standby", what="manager demoted")
+    with pytest.raises(ControlError, match="unknown command 'sync_status'"):
+        daemons["manager"].query("sync_status")
+    (tmp_path / "manager/srv/data/late").write_text("written on a demoted manager")
+    time.sleep(1.0)  # replication takes milliseconds: nobody replicates it
+    assert not (tmp_path / "node1/srv/data/late").exists()
+    assert status(daemons["manager"])["managers"]["epoch"] == 1  # a demotion takes no epoch
+    again = cli("manager", "promote", "-c", str(copies["manager"]))
+    assert again.returncode == 0, again.stderr
+    wait_for(lambda: status(daemons["manager"])["role"] == "manager", what="promoted again")
+    assert status(daemons["manager"])["managers"]["epoch"] == 2
+    wait_for(lambda: (tmp_path / "node1/srv/data/late").exists(), what="its tree replicated again")
+
+
+def test_a_returning_manager_reports_what_it_never_delivered(pair, tmp_path):
+    daemons, copies = pair
+    promote(copies, "manager")
+    wait_for(lambda: status(daemons["manager"])["role"] == "manager", what="manager acting")
+    wait_for(lambda: (tmp_path / "mgr2/srv/data").is_dir(), what="the set on the standby")
+    daemons["mgr2"].stop()
+    shutil.rmtree(tmp_path / "mgr2/srv/data")
+    (tmp_path / "mgr2/srv/data").write_text("not a directory: the standby cannot take the set")
+    (tmp_path / "manager/srv/data/lost.txt").write_text("written just before the crash")
+    wait_for(lambda: (tmp_path / "node1/srv/data/lost.txt").exists(), what="lost.txt on node1")
+    daemons["manager"].signal(signal.SIGKILL)
+    daemons["manager"].proc.wait(10)
+    (tmp_path / "mgr2/srv/data").unlink()
+    (tmp_path / "mgr2/srv/data").mkdir()
+    daemons["mgr2"].start()
+    promote(copies, "mgr2")
+    wait_for(lambda: status(daemons["mgr2"])["role"] == "manager", what="mgr2 acting")
+    daemons["manager"] = Daemon(copies["manager"], host="manager").start()
+    shown = status(daemons["manager"])["managers"]
+    assert shown["unsent"] == {"data": ["lost.txt"]}
+    summary = cli("status", "--as", "manager", "-c", str(copies["manager"]))
+    assert "set data: 1 path(s) written here were not delivered everywhere" in summary.stdout
+    assert "lost.txt" in (tmp_path / "daemon-manager.log").read_text()

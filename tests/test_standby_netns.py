@@ -1,0 +1,239 @@
+"""Failover across real links: two managers with keepalived, two nginx nodes, a client.
+
+Each manager's daemon runs in its own network namespace with keepalived as
+its child; the public IP (the VIP) lives on the interface of the one VRRP
+made MASTER. Under a bounded HTTP load from the client, the active manager's
+daemon and keepalived are SIGKILLed: the standby takes the VIP and the
+manager's role (epoch 2), requests succeed again, and the time until the VIP
+answers from the standby is printed (docs/high-availability.md keeps the
+measurements). The old manager then returns: it stays standby (nopreempt),
+takes the new manager's definition and never replicates. ``clusterkit manager
+switchover`` moves the role on purpose, the same way. Needs root.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+import subprocess
+import tomllib
+
+import pytest
+
+from support import wait_for
+from sync_support import CLUSTERKIT, Daemon
+from test_health_netns import PORT, start_nginx
+
+NODES = ("node1", "node2")
+ADVERT = 1.0
+TIMEOUT = 0.5  # each request of the load, connect to answer
+
+LOAD = r"""
+import http.client, json, sys, time
+vip, port, seconds, out = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+end = time.monotonic() + seconds
+with open(out, "w") as f:
+    while time.monotonic() < end:
+        began = time.time()
+        try:
+            c = http.client.HTTPConnection(vip, port, timeout=%s)
+            c.request("GET", "/")
+            r = c.getresponse()
+            record = [began, r.status, r.read().decode().strip()]
+            c.close()
+        except OSError as exc:
+            record = [began, 0, type(exc).__name__]
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        time.sleep(max(0.0, 0.02 - (time.time() - began)))  # at most ~50 requests a second
+""" % TIMEOUT
+
+
+def write_definition(net, tmp_path, vip, advert: float = ADVERT):
+    nodes = "".join(f'\n[[node]]\nname = "{n}"\nip = "{net.ip(n)}"\ntransport = "local"\n'
+                    f'root = "{tmp_path}/{n}"\n' for n in NODES)
+    config = tmp_path / "manager.toml"
+    config.write_text(
+        f'[cluster]\nname = "ha"\nstate_dir = "{tmp_path}/state"\n\n'
+        f'[manager]\nname = "manager"\nip = "{net.ip("manager")}"\npublic_ips = ["{vip}"]\nroot = "{tmp_path}/manager"\n\n'
+        f'[[standby]]\nname = "standby"\nip = "{net.ip("standby")}"\ntransport = "local"\nroot = "{tmp_path}/standby"\n'
+        f'{nodes}\n'
+        f'[[policy]]\nvip = "{vip}"\nport = {PORT}\nservice = "http"\nconnect_timeout = 0.3\n'
+        f'members = {{ node1 = 1, node2 = 1 }}\n\n'
+        f'[policy.check]\nkind = "http"\npath = "/"\ninter = 0.2\ntimeout = 0.3\nrise = 1\nfall = 2\n\n'
+        f'[vrrp]\nadvert_int = {advert}\ninterface = "eth0"\n\n'
+        f'[dns]\nenabled = false\n\n[panel]\nenabled = false\n')
+    copy = tmp_path / "standby.toml"
+    shutil.copy(config, copy)
+    return {"manager": config, "standby": copy}
+
+
+def manager(net, files, host) -> Daemon:
+    return Daemon(files[host], host=host, wrap=["ip", "netns", "exec", net.ns(host)]).start()
+
+
+def role(daemon: Daemon) -> str | None:
+    shown = daemon.query("status", check=False)
+    return shown and shown["role"]
+
+
+def get(net, vip) -> str:
+    probe = net.run("client", [sys.executable, "-c", LOAD, vip, str(PORT), "0.05", "/dev/stdout"])
+    return probe.stdout
+
+
+def keepalived_pids(tmp_path, host) -> list[int]:
+    folder = tmp_path / "state" / host / "keepalived"
+    return [int((folder / f"{name}.pid").read_text()) for name in ("keepalived", "vrrp")
+            if (folder / f"{name}.pid").exists()]
+
+
+def records(path) -> list[list]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("]")]
+
+
+@pytest.fixture
+def ha(netns, tmp_path, request):
+    """Two nginx nodes, both managers started; VRRP has made the manager (priority 150)
+    MASTER and it manages under epoch 1, the VIP answering through it. The advert
+    interval is the test's parameter, if it has one."""
+    advert = getattr(request, "param", ADVERT)
+    net = netns(["manager", "standby", *NODES, "client"])
+    vip = f"{net.subnet}.100"
+    for node in NODES:
+        start_nginx(net, node, tmp_path)
+    files = write_definition(net, tmp_path, vip, advert)
+    daemons = {"manager": manager(net, files, "manager"), "standby": manager(net, files, "standby")}
+    try:
+        wait_for(lambda: role(daemons["manager"]) == "manager", timeout=20,
+                 what="the manager promoted by VRRP")
+        assert role(daemons["standby"]) == "standby"
+        wait_for(lambda: '200, "node' in get(net, vip), timeout=10, what="the VIP answering")
+        assert daemons["manager"].query("status")["managers"]["epoch"] == 1
+        yield net, vip, files, daemons, advert
+    finally:
+        for daemon in daemons.values():
+            daemon.stop()
+
+
+def start_load(net, vip, tmp_path, seconds: float):
+    load = tmp_path / "load.jsonl"
+    net.popen("client", [sys.executable, "-c", LOAD, vip, str(PORT), str(seconds), str(load)])
+    time.sleep(2.0)
+    return load
+
+
+def takeover(load, moved: float, promoted: float, what: str, advert: float) -> float:
+    """Wait for the load to run past the promotion; check it; print and return the gap."""
+    wait_for(lambda: len(records(load)) and records(load)[-1][0] > promoted + 3, timeout=30,
+             what="the load running past the promotion")
+    seen = records(load)
+    before = [r for r in seen if r[0] + TIMEOUT < moved]  # ended before the move
+    after = [r for r in seen if r[0] + TIMEOUT >= moved]
+    assert before and all(r[1] == 200 for r in before), before[-5:]
+    failed = [r for r in after if r[1] != 200]
+    recovered = next(r for r in after if r[1] == 200 and (not failed or r[0] > failed[-1][0]))
+    gap = recovered[0] - moved if failed else 0.0
+    print(f"\n{what}: the VIP answered from the standby {gap:.2f}s after "
+          f"(advert_int {advert:g}s; the standby acting manager {promoted - moved:.2f}s after); "
+          f"{len(failed)} of {len(after)} requests failed meanwhile, then 0")
+    later = [r for r in after if r[0] >= recovered[0]]
+    assert len(later) > 20 and all(r[1] == 200 for r in later), [r for r in later if r[1] != 200][:5]
+    assert {r[2] for r in later} == set(NODES)
+    return gap
+
+
+@pytest.mark.parametrize("ha", [1.0, 0.1], indirect=True, ids=["advert-1s", "advert-0.1s"])
+def test_failover_by_crash_under_load_and_the_old_manager_returns_as_standby(ha, tmp_path):
+    net, vip, files, daemons, advert = ha
+    load = start_load(net, vip, tmp_path, 16)
+    pids = keepalived_pids(tmp_path, "manager")
+    assert len(pids) == 2, pids
+    killed = time.time()
+    for pid in [daemons["manager"].proc.pid, *pids]:
+        os.kill(pid, signal.SIGKILL)
+    daemons["manager"].proc.wait(10)
+    wait_for(lambda: role(daemons["standby"]) == "manager", timeout=20, what="the standby promoted")
+    takeover(load, killed, time.time(), "crash (SIGKILL of the daemon and keepalived)", advert)
+    assert daemons["standby"].query("status")["managers"]["epoch"] == 2
+    assert tomllib.loads(files["standby"].read_text())["manager"]["name"] == "standby"
+
+    # The old manager returns with its old file: VRRP leaves the VIP with the standby
+    # (nopreempt); it waits as standby, takes epoch 2 and the new definition, replicates nothing.
+    daemons["manager"] = manager(net, files, "manager")
+    wait_for(lambda: tomllib.loads(files["manager"].read_text())["manager"]["name"] == "standby",
+             timeout=20, what="the old manager takes the new definition")
+    time.sleep(max(4 * advert, 1.0))  # longer than VRRP's master-down interval
+    assert role(daemons["manager"]) == "standby" and role(daemons["standby"]) == "manager"
+    shown = daemons["manager"].query("status")
+    assert shown["vrrp"]["holds_addresses"] is False and "nodes" not in shown.get("sync", {})
+    assert shown["definition"]["epoch"] == 2
+    probe = records_of(get(net, vip))
+    assert probe and all(r[1] == 200 for r in probe), probe
+
+
+def test_switchover_moves_the_role_on_purpose(ha, tmp_path):
+    net, vip, files, daemons, advert = ha
+    load = start_load(net, vip, tmp_path, 14)
+    moved = time.time()
+    asked = cli("manager", "switchover", "-c", str(files["manager"]), "--as", "manager")
+    assert asked.returncode == 0, asked.stderr
+    wait_for(lambda: role(daemons["standby"]) == "manager", timeout=20, what="the standby promoted")
+    takeover(load, moved, time.time(), "switchover", advert)
+    wait_for(lambda: role(daemons["manager"]) == "standby", timeout=10, what="the manager demoted")
+    assert daemons["standby"].query("status")["managers"]["epoch"] == 2
+    # Once its yield is over, the old manager stays BACKUP: the standby keeps the role.
+    wait_for(lambda: not daemons["manager"].query("status")["vrrp"]["yielding"], timeout=15,
+             what="the yield over")
+    time.sleep(4 * advert)
+    assert role(daemons["manager"]) == "standby" and role(daemons["standby"]) == "manager"
+    refused = cli("manager", "switchover", "-c", str(files["manager"]), "--as", "manager")
+    assert refused.returncode == 1 and "does not act as the manager" in refused.stderr
+
+
+def cli(*args):
+    return subprocess.run([*CLUSTERKIT, *args], capture_output=True, text=True, timeout=60)
+
+
+def records_of(text: str) -> list[list]:
+    return [json.loads(line) for line in text.splitlines() if line.endswith("]")]
+
+
+def partition(net, on: bool) -> None:
+    """The managers stop hearing each other's adverts (nft drops VRRP coming in); their links
+    stay up and both still reach the nodes and the client: two MASTERs."""
+    rules = ("table inet ckpartition {\n chain input {\n  type filter hook input priority 0;\n"
+             "  ip protocol 112 drop\n }\n}\n" if on else "delete table inet ckpartition\n")
+    for here in ("manager", "standby"):
+        done = net.run(here, ["nft", "-f", "-"], input=rules)
+        assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.skipif(shutil.which("nft") is None, reason="needs nft to drop VRRP between the managers")
+def test_two_managers_acting_at_once_the_higher_epoch_keeps_the_role(ha, tmp_path):
+    """The managers cannot hear each other: the standby, hearing no adverts, takes the VIP under
+    epoch 2 while the manager still holds it. The new manager's push of the definition reaches
+    the old one (local transport: a shared disk), which gives the VIP up and is demoted; once
+    they hear each other again it stays standby."""
+    net, vip, files, daemons, advert = ha
+    partition(net, True)
+    wait_for(lambda: role(daemons["standby"]) == "manager", timeout=20, what="the standby promoted")
+    assert daemons["standby"].query("status")["managers"]["epoch"] == 2
+    wait_for(lambda: role(daemons["manager"]) == "standby", timeout=10,
+             what="the old manager giving the role up")
+    assert daemons["manager"].query("status")["vrrp"]["yielding"] is True
+    wait_for(lambda: daemons["manager"].query("status")["definition"]["epoch"] == 2, timeout=10,
+             what="the old manager running under epoch 2")
+    partition(net, False)
+    wait_for(lambda: not daemons["manager"].query("status")["vrrp"]["yielding"], timeout=15,
+             what="the yield over")
+    time.sleep(4 * advert)
+    assert role(daemons["manager"]) == "standby" and role(daemons["standby"]) == "manager"
+    assert tomllib.loads(files["manager"].read_text())["manager"]["name"] == "standby"
+    assert daemons["standby"].query("status")["managers"]["epoch"] == 2
+    probe = records_of(get(net, vip))
+    assert probe and all(r[1] == 200 for r in probe), probe
