@@ -82,6 +82,30 @@ def test_nodes_say_hello_and_see_the_managers_view(cluster):
     assert client.get("/control/v1/status")[0] == 403, "the manager serves no node endpoint"
 
 
+def test_the_summary_shows_each_nodes_definition_as_the_node_reports_it(cluster):
+    """The manager's summary gains a DEFINITION column from what each node last answered."""
+    from clusterkit.cli.summary import render, summarize
+
+    manager = cluster.hosts["manager"]
+
+    def seen():
+        nodes = cluster.loop.run(_status(manager))["panel"].get("nodes", {})
+        return nodes.get("node1", {}).get("definition")
+
+    state = wait_for(seen, what="node1's definition state in the manager's status")
+    own = cluster.loop.run(_status(cluster.hosts["node1"]))["definition"]["state"]
+    assert state == own  # in one process the node shares the manager's file: said so
+    text = render(summarize(cluster.pm, cluster.loop.run(_status(manager))))
+    header = next(line for line in text.splitlines() if line.startswith("NODE "))
+    row = next(line for line in text.splitlines() if line.startswith("node1 "))
+    assert "DEFINITION" in header
+    assert row[header.index("DEFINITION"):].startswith(own.split(":")[0])
+
+
+async def _status(runtime):
+    return runtime.status()
+
+
 def test_a_revoked_manager_certificate_is_refused_by_nodes(cluster):
     """The revocation list is written on the manager and replicated, as a revocation is: written
     on the node alone, a full sync from the manager (a node joining) would undo it."""

@@ -86,7 +86,8 @@ def clusterkit_status(runtime):
               "joined": panel.paths.has_host_cert(), "cert_expires": expires(panel.paths.cert)}
     if panel.is_manager:
         report["nodes"] = {name: {"reachable": seen.get("reachable"), "error": seen.get("error"),
-                                  "cert_expires": _cert_expires(seen.get("status"))}
+                                  "cert_expires": _cert_expires(seen.get("status")),
+                                  "definition": _definition(seen.get("status"))}
                            for name, seen in panel.node_status.items()}
         report["jobs"] = panel.store.job_counts()
     report["http_redirect"] = settings.http_port or None
@@ -102,6 +103,13 @@ def _cert_expires(status) -> float | None:
     return float(value) if ok else None
 
 
+def _definition(status) -> str | None:
+    """Whether a node runs the manager's definition (its ``definition`` status section's state)."""
+    shown = status.get("definition") if isinstance(status, dict) else None
+    state = shown.get("state") if isinstance(shown, dict) else None
+    return state[:200] if isinstance(state, str) else None
+
+
 @hookimpl
 def clusterkit_status_summary(report, summary):
     panel = report.get("panel")
@@ -109,6 +117,8 @@ def clusterkit_status_summary(report, summary):
         return
     for name, seen in (panel.get("nodes") or {}).items():
         summary.node(name, panel="reachable" if seen.get("reachable") else "unreachable")
+        if seen.get("definition"):  # as the node last said: current, older, refused: why
+            summary.node(name, definition=seen["definition"].split(":")[0])
         if not seen.get("reachable"):
             summary.problem(f"panel of {name} unreachable: {seen.get('error') or 'no answer yet'}")
     if panel.get("url") is None:
