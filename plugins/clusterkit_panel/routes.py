@@ -16,6 +16,7 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Callable
 
+from clusterkit.hookcalls import each_plugin
 from clusterkit_panel.responses import BODY, STATUS, USER, answer
 
 __all__ = ["AUTH", "BODY", "METHODS", "USER", "PanelError", "Route", "RouteError", "answer",
@@ -104,8 +105,8 @@ def collect(builtin: list[Route], pm) -> list[Route]:
 
     for route in builtin:
         add("the panel", route)
-    for impl in pm.hook.clusterkit_panel_routes.get_hookimpls():
-        for route in impl.function() or []:
-            _check(impl.plugin_name, route)
-            add(f"plugin {impl.plugin_name!r}", route)
+    for plugin, call in each_plugin(pm, "clusterkit_panel_routes"):  # per plugin, to name it
+        for route in next(iter(call()), None) or []:
+            _check(plugin, route)
+            add(f"plugin {plugin!r}", route)
     return routes
