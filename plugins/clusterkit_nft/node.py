@@ -27,10 +27,10 @@ ARP = {"arp_ignore": "1", "arp_announce": "2"}
 
 
 def dr_vips(cluster, node: str) -> list[str]:
-    """The IPv4 VIPs of the nft policies that have ``node`` as a member."""
+    """The IPv4 VIPs of the direct-routing policies (nft, IPVS's DR and TUN) with ``node`` as member."""
     vips = set()
     for policy in cluster.policies:
-        if policy.engine == "nft" and any(m.node == node for m in policy.members):
+        if policy.engine in ("nft", "ipvs", "ipvs-tun") and any(m.node == node for m in policy.members):
             try:
                 if ipaddress.ip_address(policy.vip).version == 4:
                     vips.add(policy.vip)

@@ -1,0 +1,173 @@
+"""The kernel's IPVS table through pyroute2's public IPVS API (generic netlink, no ipvsadm).
+
+Only TCP services addressed by VIP:port are read and written; firewall-mark
+services and UDP services are someone else's and never touched. The calls
+block (netlink round trips): the engine runs them in a thread, one at a time
+(``lock``), and the socket is opened on first use, in the network namespace
+the daemon runs in.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import threading
+from dataclasses import dataclass
+from socket import IPPROTO_TCP
+
+from clusterkit_ipvs.rules import Dest, Service
+
+PROC = "/proc/net/ip_vs"
+PERSISTENT = 0x0001  # IP_VS_SVC_F_PERSISTENT
+NO_IPVS = f"the kernel has no IPVS (ip_vs module not loaded): {PROC} missing"
+
+
+class IpvsError(Exception):
+    """The kernel refused a change, or has no IPVS."""
+
+
+def canonical(address) -> str:
+    """One spelling per address (the kernel's IPv6 is compressed, a definition's may not be)."""
+    return ipaddress.ip_address(str(address)).compressed
+
+
+def unavailable() -> str | None:
+    """Why this machine's kernel cannot carry IPVS policies, or ``None``."""
+    return None if os.path.exists(PROC) else NO_IPVS
+
+
+@dataclass(frozen=True)
+class Counters:
+    """One destination as the kernel reports it."""
+
+    weight: int
+    fwd_method: int
+    u_thresh: int
+    active: int
+    inactive: int
+    conns: int
+    packets_in: int
+    packets_out: int
+    bytes_in: int
+    bytes_out: int
+
+
+@dataclass(frozen=True)
+class KernelService:
+    scheduler: str
+    persistence: int
+
+
+class Kernel:
+    """The IPVS table of the daemon's network namespace."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self._socket = None
+
+    def _ipvs(self):
+        if self._socket is None:
+            why = unavailable()
+            if why:
+                raise IpvsError(why)
+            from pyroute2 import IPVS
+            self._socket = IPVS()
+        return self._socket
+
+    def _call(self, fn):
+        with self.lock:
+            try:
+                return fn(self._ipvs())
+            except IpvsError:
+                raise
+            except Exception as exc:  # NetlinkError, OSError: the kernel said no
+                raise IpvsError(f"IPVS: {exc}") from exc
+
+    @staticmethod
+    def _service(vip: str, port: int, s: Service | None = None):
+        from pyroute2 import IPVSService
+        fields = {"addr": vip, "port": port, "protocol": IPPROTO_TCP}
+        if s is not None:
+            fields.update(sched_name=s.scheduler, timeout=s.persistence,
+                          flags={"flags": PERSISTENT if s.persistence else 0, "mask": 0xFFFF})
+        return IPVSService(**fields)
+
+    @staticmethod
+    def _dest(d: Dest, fwd_method: int = 3):
+        from pyroute2 import IPVSDest
+        return IPVSDest(addr=d.address, port=d.port, fwd_method=fwd_method, weight=d.weight,
+                        u_thresh=d.u_thresh)
+
+    # ------------------------------------------------------------ services
+
+    def services(self) -> dict[tuple[str, int], KernelService]:
+        """Every TCP VIP:port service of the table (firewall-mark services left out)."""
+        def dump(ipvs):
+            out = {}
+            for msg in ipvs.service("dump"):
+                svc = msg.get("IPVS_CMD_ATTR_SERVICE")
+                addr = svc.get("IPVS_SVC_ATTR_ADDR") if svc is not None else None
+                if not addr or svc.get("IPVS_SVC_ATTR_PROTOCOL") != IPPROTO_TCP:
+                    continue
+                flags = (svc.get("IPVS_SVC_ATTR_FLAGS") or {}).get("flags", 0)
+                persistence = (svc.get("IPVS_SVC_ATTR_TIMEOUT") or 0) if flags & PERSISTENT else 0
+                out[(canonical(addr), int(svc.get("IPVS_SVC_ATTR_PORT")))] = KernelService(
+                    str(svc.get("IPVS_SVC_ATTR_SCHED_NAME")), int(persistence))
+            return out
+        return self._call(dump)
+
+    def add_service(self, s: Service) -> None:
+        self._call(lambda ipvs: ipvs.service("add", service=self._service(s.vip, s.port, s)))
+
+    def edit_service(self, s: Service) -> None:
+        self._call(lambda ipvs: ipvs.service("set", service=self._service(s.vip, s.port, s)))
+
+    def delete_service(self, vip: str, port: int) -> None:
+        self._call(lambda ipvs: ipvs.service("del", service=self._service(vip, port)))
+
+    # ------------------------------------------------------------ destinations
+
+    def dests(self, vip: str, port: int) -> dict[tuple[str, int], Counters]:
+        def dump(ipvs):
+            out = {}
+            for msg in ipvs.dest("dump", service=self._service(vip, port)):
+                d = msg.get("IPVS_CMD_ATTR_DEST")
+                if d is None or not d.get("IPVS_DEST_ATTR_ADDR"):
+                    continue
+                stats = d.get("IPVS_DEST_ATTR_STATS64") or d.get("IPVS_DEST_ATTR_STATS")
+
+                def count(name, stats=stats):
+                    value = stats.get(name) if stats is not None else 0
+                    return int(value or 0)
+                out[(canonical(d.get("IPVS_DEST_ATTR_ADDR")), int(d.get("IPVS_DEST_ATTR_PORT")))] = Counters(
+                    weight=int(d.get("IPVS_DEST_ATTR_WEIGHT") or 0),
+                    fwd_method=int(d.get("IPVS_DEST_ATTR_FWD_METHOD") or 0) & 0x7,
+                    u_thresh=int(d.get("IPVS_DEST_ATTR_U_THRESH") or 0),
+                    active=int(d.get("IPVS_DEST_ATTR_ACTIVE_CONNS") or 0),
+                    inactive=int(d.get("IPVS_DEST_ATTR_INACT_CONNS") or 0),
+                    conns=count("IPVS_STATS_ATTR_CONNS"),
+                    packets_in=count("IPVS_STATS_ATTR_INPKTS"),
+                    packets_out=count("IPVS_STATS_ATTR_OUTPKTS"),
+                    bytes_in=count("IPVS_STATS_ATTR_INBYTES"),
+                    bytes_out=count("IPVS_STATS_ATTR_OUTBYTES"))
+            return out
+        return self._call(dump)
+
+    def add_dest(self, s: Service, d: Dest) -> None:
+        self._call(lambda ipvs: ipvs.dest("add", service=self._service(s.vip, s.port),
+                                          dest=self._dest(d, s.fwd_method)))
+
+    def edit_dest(self, s: Service, d: Dest) -> None:
+        self._call(lambda ipvs: ipvs.dest("set", service=self._service(s.vip, s.port),
+                                          dest=self._dest(d, s.fwd_method)))
+
+    def delete_dest(self, vip: str, port: int, address: str, dport: int) -> None:
+        from pyroute2 import IPVSDest
+        self._call(lambda ipvs: ipvs.dest("del", service=self._service(vip, port),
+                                          dest=IPVSDest(addr=address, port=dport)))
+
+    def close(self) -> None:
+        with self.lock:
+            if self._socket is not None:
+                self._socket.close()
+                self._socket = None
