@@ -62,7 +62,7 @@ class IpvsEngine:
     async def apply(self, cluster) -> None:
         """Make the kernel's table carry ``cluster.policies`` (all of them this engine's)."""
         async with self._lock:
-            first = not self.applied
+            first, self.applied = not self.applied, True
             self.cluster = cluster
             self.policies, self.failed = {}, {}
             for policy in cluster.policies:
@@ -80,7 +80,6 @@ class IpvsEngine:
                 if first:
                     raise
                 log.error("%s", exc)
-            self.applied = True
         if self.failed and first:
             raise IpvsError("; ".join(self.failed.values()))
         if self._poller is None:

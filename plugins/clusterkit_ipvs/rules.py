@@ -78,9 +78,8 @@ def cannot_carry(policy, method: str, handler: bool = False) -> str | None:
         version = ipaddress.ip_address(policy.vip).version
     except ValueError:
         return f"VIP {policy.vip!r} is not an IP address"
-    if mode != "nat" and version != 4:
-        return (f"{mode.upper()} needs the VIP on the nodes' lo, which clusterkit sets for IPv4 "
-                "VIPs only: use engine ipvs-nat for an IPv6 VIP")
+    if version != 4:  # pyroute2's IPVSService sends no netmask (prefix length) for IPv6
+        return "the ipvs engines balance IPv4 VIPs only"
     if mode != "nat" and policy.backend_port != policy.port:
         return (f"{mode.upper()} keeps the destination port: backend_port {policy.backend_port} "
                 f"must be the policy's port {policy.port} (engine ipvs-nat can change it)")
@@ -119,7 +118,7 @@ def plan(policy, hosts: dict, states: dict[str, tuple[str, float]], method: str)
 
 
 def endpoint(address: str, port: int) -> str:
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+    return f"{address}:{port}"
 
 
 def render(services) -> list[str]:

@@ -1,0 +1,366 @@
+"""The IPVS engines without ip_vs: what they register and refuse, the ``ipvsadm -S -n`` lines
+rendered for every scheduler, method, persistence, weight and member state, the engine's
+changes to a table (an in-memory one with the kernel adapter's methods), and the failure on a
+kernel without IPVS. The kernel itself is driven in tests/test_ipvs_netns.py."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import subprocess
+import sys
+
+import pytest
+
+import clusterkit_ipvs
+from clusterkit.config import Member
+from clusterkit.definition.tables import ConfigError
+from clusterkit.plugins import get_plugin_manager
+from clusterkit_ipvs.cli import load
+from clusterkit_ipvs.engine import IpvsEngine
+from clusterkit_ipvs.kernel import NO_IPVS, Counters, IpvsError, Kernel, KernelService
+from clusterkit_ipvs.rules import cannot_carry, plan, render, weight
+from proxy_support import cluster_text, make_cluster, plugin_manager
+from support import free_port, wait_for
+from sync_support import CLUSTERKIT, Daemon
+
+NET = "127.87.1"
+VIP = f"{NET}.100"
+N1, N2 = f"{NET}.11", f"{NET}.12"
+HAS_IPVS = os.path.exists("/proc/net/ip_vs")
+
+
+def policy_text(port: int = 80, **keys) -> str:
+    keys = {"engine": "ipvs", "service": "http", **keys}
+    extra = "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in keys.items())
+    return (f'[[policy]]\nvip = "{VIP}"\nport = {port}\nmembers = {{ node1 = 3, node2 = 1 }}\n'
+            f'{extra}')
+
+
+def cluster(tmp_path, *policies: str):
+    """The definition judged as ``policy ipvs-rules`` judges it (this kernel's IPVS aside)."""
+    path = tmp_path / "cluster.toml"
+    path.write_text(cluster_text(NET, 2, "\n".join(policies), str(tmp_path / "state")))
+    return load(str(path), get_plugin_manager())
+
+
+def lines(tmp_path, states=None, **keys) -> list[str]:
+    c = cluster(tmp_path, policy_text(**keys))
+    policy = c.policies[0]
+    return render([plan(policy, c.hosts, states or {}, policy.engine)])
+
+
+# ------------------------------------------------------------------ registration and refusals
+
+def test_three_engines_one_per_forwarding_method_are_registered():
+    engines = get_plugin_manager().registry.engines
+    for name in ("ipvs", "ipvs-nat", "ipvs-tun"):
+        kind = engines[name]
+        assert kind.schedulers == ("rr", "wrr", "lc", "wlc", "sh")
+        assert kind.persistence and kind.proxy_protocols == ("",) and kind.handlers is False
+
+
+@pytest.mark.skipif(HAS_IPVS, reason="this kernel has IPVS")
+def test_config_check_refuses_ipvs_on_a_kernel_without_it(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        make_cluster(tmp_path, NET, 2, policy_text(), get_plugin_manager())
+    assert NO_IPVS in str(err.value)
+    assert str(err.value).startswith(f"{tmp_path / 'cluster.toml'}:")
+    assert clusterkit_ipvs.unavailable() == NO_IPVS
+    config = tmp_path / "cluster.toml"
+    config.write_text(cluster_text(NET, 2, policy_text(), str(tmp_path / "state")))
+    for argv in (["config", "check"], ["run"]):  # the daemon refuses to start, and says why
+        done = subprocess.run([*CLUSTERKIT, *argv, "-c", str(config)],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, done
+        assert "policy[0].engine: the kernel has no IPVS (ip_vs module not loaded): " \
+               "/proc/net/ip_vs missing" in done.stderr
+
+
+@pytest.mark.parametrize("keys, message", [
+    ({"proxy_protocol": "v1"}, "engine 'ipvs' cannot send PROXY protocol v1"),
+    ({"service": "ftp", "port": 21}, "the ftp service needs its protocol handler"),
+])
+def test_what_ipvs_cannot_do_is_refused_by_the_definition(tmp_path, keys, message):
+    with pytest.raises(ConfigError) as err:
+        cluster(tmp_path, policy_text(**keys))
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize("engine, keys, message", [
+    ("ipvs", {"backend_port": 8080}, "DR keeps the destination port: backend_port 8080"),
+    ("ipvs-tun", {"backend_port": 8080}, "TUN keeps the destination port"),
+    ("ipvs", {"max_conn": 10}, "max_conn cannot be enforced"),
+    ("ipvs-nat", {"fallback": "node1"}, "a fallback needs a proxy"),
+])
+def test_what_a_forwarding_method_cannot_carry_is_named(tmp_path, engine, keys, message):
+    policy = cluster(tmp_path, policy_text(engine=engine, **keys)).policies[0]
+    assert message in cannot_carry(policy, engine)
+
+
+def test_ftp_is_refused_with_the_lvs_way_named(tmp_path):
+    policy = cluster(tmp_path, policy_text()).policies[0]
+    why = cannot_carry(policy, "ipvs", handler=True)
+    assert "PASV" in why and "firewall mark" in why and "native or haproxy" in why
+
+
+def test_ipv6_vips_are_not_carried(tmp_path):
+    policy = dataclasses.replace(cluster(tmp_path, policy_text()).policies[0], vip="fd00::100")
+    for engine in ("ipvs", "ipvs-nat", "ipvs-tun"):
+        assert cannot_carry(policy, engine) == "the ipvs engines balance IPv4 VIPs only"
+
+
+# ------------------------------------------------------------------ rendering
+
+@pytest.mark.parametrize("scheduler", ["rr", "wrr", "lc", "wlc", "sh"])
+def test_every_scheduler_is_ipvs_own(tmp_path, scheduler):
+    assert lines(tmp_path, scheduler=scheduler) == [
+        f"-A -t {VIP}:80 -s {scheduler}",
+        f"-a -t {VIP}:80 -r {N1}:80 -g -w 3", f"-a -t {VIP}:80 -r {N2}:80 -g -w 1"]
+
+
+@pytest.mark.parametrize("engine, flag", [("ipvs", "-g"), ("ipvs-nat", "-m"), ("ipvs-tun", "-i")])
+def test_each_forwarding_method_has_its_flag(tmp_path, engine, flag):
+    assert lines(tmp_path, engine=engine)[1:] == [f"-a -t {VIP}:80 -r {N1}:80 {flag} -w 3",
+                                                   f"-a -t {VIP}:80 -r {N2}:80 {flag} -w 1"]
+
+
+def test_nat_reaches_another_backend_port_and_member_limits(tmp_path):
+    assert lines(tmp_path, engine="ipvs-nat", backend_port=8080, member_max_conn=50)[1:] == [
+        f"-a -t {VIP}:80 -r {N1}:8080 -m -w 3 -x 50", f"-a -t {VIP}:80 -r {N2}:8080 -m -w 1 -x 50"]
+
+
+def test_persistence_is_ipvsadm_p_and_services_bring_their_default(tmp_path):
+    assert lines(tmp_path, persistence=300)[0] == f"-A -t {VIP}:80 -s wrr -p 300"
+    assert lines(tmp_path, persistence=0)[0] == f"-A -t {VIP}:80 -s wrr"
+    assert lines(tmp_path, service="https", port=443)[0].endswith(" -p 300")  # https's default
+
+
+def test_member_states_weights_and_slow_start(tmp_path):
+    states = {"node1": ("drain", 1.0), "node2": ("up", 0.5)}
+    assert lines(tmp_path, states=states)[1:] == [f"-a -t {VIP}:80 -r {N1}:80 -g -w 0",
+                                                  f"-a -t {VIP}:80 -r {N2}:80 -g -w 1"]
+    for gone in ("down", "maintenance"):  # out of the table (once idle)
+        assert lines(tmp_path, states={"node1": (gone, 1.0)})[1:] == [
+            f"-a -t {VIP}:80 -r {N2}:80 -g -w 1"]
+    assert lines(tmp_path, states={"node1": ("down", 1.0), "node2": ("down", 1.0)}) == [
+        f"-A -t {VIP}:80 -s wrr"]
+    assert [weight(100, "up", f) for f in (0.0, 0.001, 0.25, 1.0)] == [0, 1, 25, 100]
+    assert weight(0, "up") == 0 and weight(5, "drain") == 0 and weight(256, "up") == 256
+
+
+def test_the_command_prints_what_a_definition_asks(tmp_path):
+    config = tmp_path / "cluster.toml"
+    config.write_text(cluster_text(NET, 2, policy_text(scheduler="wlc", persistence=60) + "\n"
+                                   + policy_text(81, engine="native"),
+                                   str(tmp_path / "state")))
+
+    def run(*args):
+        return subprocess.run([*CLUSTERKIT, "policy", "ipvs-rules", "-c",
+                               str(config), *args], capture_output=True, text=True, timeout=60)
+    done = run()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"-A -t {VIP}:80 -s wlc -p 60",
+                                        f"-a -t {VIP}:80 -r {N1}:80 -g -w 3",
+                                        f"-a -t {VIP}:80 -r {N2}:80 -g -w 1"]
+    done = run("--all", "--mode", "nat")  # the native policy too, as NAT would carry it
+    assert done.stdout.splitlines()[3:] == [f"-A -t {VIP}:81 -s wrr",
+                                            f"-a -t {VIP}:81 -r {N1}:81 -m -w 3",
+                                            f"-a -t {VIP}:81 -r {N2}:81 -m -w 1"]
+    assert run("--mode", "gre").returncode == 2
+
+
+def test_the_command_takes_member_states_from_the_running_daemon(tmp_path):
+    """A real manager daemon (native engine) with node2's service absent: health takes it down,
+    and the rules rendered with --live leave it out."""
+    import socket
+    port = free_port(N1)
+    server = socket.create_server((N1, port))
+    text = (f'[[policy]]\nvip = "{VIP}"\nport = {port}\nservice = "http"\n'
+            'members = { node1 = 2, node2 = 1 }\n'
+            'check = { kind = "tcp", inter = 0.1, timeout = 0.2, rise = 1, fall = 1 }\n')
+    config = tmp_path / "cluster.toml"
+    text = cluster_text(NET, 2, text, str(tmp_path / "state"))
+    for host, ip in (("manager", f"{NET}.1"), ("node1", N1), ("node2", N2)):  # files under tmp_path
+        (tmp_path / host).mkdir()
+        text = text.replace(f'ip = "{ip}"\n', f'ip = "{ip}"\nroot = "{tmp_path}/{host}"\n')
+    config.write_text(text)
+    with Daemon(config) as daemon:
+        key = f"{VIP}:{port}"
+        wait_for(lambda: daemon.query("status")["policies"][key]["members"]["node2"]["state"]
+                 == "down", what="node2 down")
+        done = subprocess.run([*CLUSTERKIT, "policy", "ipvs-rules", "-c",
+                               str(config), "--all", "--live"], capture_output=True, text=True,
+                              timeout=60)
+    server.close()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"-A -t {VIP}:{port} -s wrr",
+                                        f"-a -t {VIP}:{port} -r {N1}:{port} -g -w 2"]
+
+
+# ------------------------------------------------------------------ the engine on a table
+
+FLAGS = {3: "-g", 0: "-m", 2: "-i"}
+
+
+class Table:
+    """An IPVS table in memory, with :class:`~clusterkit_ipvs.kernel.Kernel`'s methods."""
+
+    def __init__(self):
+        self.known: dict[tuple[str, int], KernelService] = {}
+        self.table: dict[tuple[str, int], dict[tuple[str, int], Counters]] = {}
+        self.closed = False
+
+    def services(self):
+        return dict(self.known)
+
+    def add_service(self, s):
+        assert (s.vip, s.port) not in self.known
+        self.known[(s.vip, s.port)] = KernelService(s.scheduler, s.persistence)
+        self.table[(s.vip, s.port)] = {}
+
+    def edit_service(self, s):
+        self.known[(s.vip, s.port)] = KernelService(s.scheduler, s.persistence)
+
+    def delete_service(self, vip, port):
+        del self.known[(vip, port)], self.table[(vip, port)]
+
+    def dests(self, vip, port):
+        return dict(self.table[(vip, port)])
+
+    def add_dest(self, s, d):
+        self.table[(s.vip, s.port)][(d.address, d.port)] = Counters(
+            d.weight, s.fwd_method, d.u_thresh, 0, 0, 0, 0, 0, 0, 0)
+
+    def edit_dest(self, s, d):
+        old = self.table[(s.vip, s.port)][(d.address, d.port)]
+        self.table[(s.vip, s.port)][(d.address, d.port)] = dataclasses.replace(
+            old, weight=d.weight, fwd_method=s.fwd_method, u_thresh=d.u_thresh)
+
+    def delete_dest(self, vip, port, address, dport):
+        del self.table[(vip, port)][(address, dport)]
+
+    def activity(self, vip, port, address, active):
+        dests = self.table[(vip, port)]
+        dests[(address, port)] = dataclasses.replace(dests[(address, port)], active=active,
+                                                     conns=active + 10, bytes_in=1000)
+
+    def close(self):
+        self.closed = True
+
+    def lines(self) -> list[str]:
+        out = []
+        for (vip, port), s in self.known.items():
+            out.append(f"-A -t {vip}:{port} -s {s.scheduler}" + (f" -p {s.persistence}" if s.persistence else ""))
+            for (addr, dport), c in self.table[(vip, port)].items():
+                out.append(f"-a -t {vip}:{port} -r {addr}:{dport} {FLAGS[c.fwd_method]} -w {c.weight}"
+                           + (f" -x {c.u_thresh}" if c.u_thresh else ""))
+        return out
+
+
+def engine_on(tmp_path, *policies, poll=0.05):
+    c = cluster(tmp_path, *policies)
+    table = Table()
+    return IpvsEngine("ipvs", kernel=table, registry=get_plugin_manager().registry, poll=poll), \
+        table, c
+
+
+def test_the_engine_programs_what_is_rendered_and_follows_member_states(tmp_path):
+    async def scenario():
+        engine, table, c = engine_on(tmp_path, policy_text(scheduler="wlc", persistence=120))
+        await engine.apply(c)
+        assert table.lines() == render(engine.rules())
+        assert table.lines() == [f"-A -t {VIP}:80 -s wlc -p 120",
+                                 f"-a -t {VIP}:80 -r {N1}:80 -g -w 3",
+                                 f"-a -t {VIP}:80 -r {N2}:80 -g -w 1"]
+        await engine.set_member_state(f"{VIP}:80", "node2", "drain")   # stays, weight 0
+        assert table.lines()[2] == f"-a -t {VIP}:80 -r {N2}:80 -g -w 0"
+        await engine.set_member_state(f"{VIP}:80", "node2", "up", 0.34)  # slow start steps
+        assert table.lines()[2] == f"-a -t {VIP}:80 -r {N2}:80 -g -w 1"
+        await engine.set_member_state(f"{VIP}:80", "node1", "up", 0.34)
+        assert table.lines()[1] == f"-a -t {VIP}:80 -r {N1}:80 -g -w 1"
+        await engine.set_member_state(f"{VIP}:80", "node1", "up", 1.0)
+        table.activity(VIP, 80, N1, active=2)
+        await engine.set_member_state(f"{VIP}:80", "node1", "down")    # weight 0 while busy
+        assert table.lines()[1] == f"-a -t {VIP}:80 -r {N1}:80 -g -w 0"
+        member = engine.stats()[f"{VIP}:80"]["members"]["node1"]
+        assert member["leaving"] and member["active"] == 2 and member["total"] == 12
+        assert member["bytes_in"] == 1000 and member["state"] == "down"
+        await asyncio.sleep(0.3)
+        assert len(table.lines()) == 3                                  # still busy: kept
+        table.activity(VIP, 80, N1, active=0)
+        await wait_async(lambda: len(table.lines()) == 2)               # idle: removed
+        assert table.lines() == render(engine.rules())
+        await engine.set_member_state(f"{VIP}:80", "node1", "up")
+        assert table.lines()[2] == f"-a -t {VIP}:80 -r {N1}:80 -g -w 3"
+        await engine.close(1)
+        assert table.lines() == [] and table.closed
+    asyncio.run(scenario())
+
+
+def test_a_reload_changes_services_in_place_and_leaves_the_operators_alone(tmp_path):
+    async def scenario():
+        engine, table, c = engine_on(tmp_path, policy_text())
+        table.known[("10.0.0.1", 25)] = KernelService("rr", 0)  # the operator's own
+        table.table[("10.0.0.1", 25)] = {}
+        await engine.apply(c)
+        c2 = cluster(tmp_path, policy_text(scheduler="lc", persistence=30).replace(
+            "node1 = 3, node2 = 1", "node1 = 3"))
+        table.activity(VIP, 80, N2, active=1)
+        await engine.apply(c2)
+        assert table.lines() == [f"-A -t 10.0.0.1:25 -s rr", f"-A -t {VIP}:80 -s lc -p 30",
+                                 f"-a -t {VIP}:80 -r {N1}:80 -g -w 3",
+                                 f"-a -t {VIP}:80 -r {N2}:80 -g -w 0"]  # out of it: leaves
+        table.activity(VIP, 80, N2, active=0)
+        await wait_async(lambda: len(table.lines()) == 3)
+        await engine.apply(dataclasses.replace(c2, policies=()))
+        assert table.lines() == ["-A -t 10.0.0.1:25 -s rr"]
+        await engine.close(1)
+        assert table.lines() == ["-A -t 10.0.0.1:25 -s rr"]
+    asyncio.run(scenario())
+
+
+def test_close_quiesces_and_waits_for_connections_up_to_its_timeout(tmp_path):
+    async def scenario():
+        engine, table, c = engine_on(tmp_path, policy_text())
+        await engine.apply(c)
+        table.activity(VIP, 80, N1, active=1)
+        closing = asyncio.ensure_future(engine.close(5))
+        await wait_async(lambda: all(" -w 0" in line for line in table.lines()[1:]))
+        await asyncio.sleep(0.2)
+        assert not closing.done() and len(table.lines()) == 3
+        table.activity(VIP, 80, N1, active=0)
+        await asyncio.wait_for(closing, 5)
+        assert table.lines() == []
+    asyncio.run(scenario())
+
+
+@pytest.mark.skipif(HAS_IPVS, reason="this kernel has IPVS")
+def test_apply_on_a_kernel_without_ipvs_fails_loudly_then_reports(tmp_path, caplog):
+    async def scenario():
+        c = cluster(tmp_path, policy_text())
+        engine = IpvsEngine("ipvs", kernel=Kernel(), registry=get_plugin_manager().registry)
+        with pytest.raises(IpvsError, match="the kernel has no IPVS \\(ip_vs module not loaded\\)"):
+            await engine.apply(c)
+        await engine.apply(c)  # a later apply keeps the daemon up and says why in status and log
+        stats = engine.stats()[f"{VIP}:80"]
+        assert stats["error"] == NO_IPVS and stats["listening"] is False
+        assert NO_IPVS in caplog.text
+        await engine.close(0.1)
+    asyncio.run(scenario())
+
+
+async def wait_async(predicate, timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+def test_members_without_a_host_are_left_out_of_the_plan(tmp_path):
+    c = cluster(tmp_path, policy_text())
+    policy = dataclasses.replace(c.policies[0], members=(Member("ghost", 1),))
+    assert render([plan(policy, c.hosts, {}, "ipvs")]) == [f"-A -t {VIP}:80 -s wrr"]
