@@ -245,6 +245,7 @@ class IpvsEngine:
             entry = {"engine": self.name, "mode": s.mode, "service": policy.service,
                      "scheduler": s.scheduler, "persistence": s.persistence,
                      "proxy_protocol": "none", "listening": key in self.held and not self.error,
+                     "leaving": sorted(endpoint(*addr) for addr in leaving),
                      "active": sum(m["active"] for m in members.values()),
                      "total": sum(m["total"] for m in members.values()), "members": members}
             if self.error:
