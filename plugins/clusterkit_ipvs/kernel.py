@@ -22,8 +22,9 @@ PERSISTENT = 0x0001  # IP_VS_SVC_F_PERSISTENT
 NO_IPVS = f"the kernel has no IPVS (ip_vs module not loaded): {PROC} missing"
 
 
-class IpvsError(Exception):
-    """The kernel refused a change, or has no IPVS."""
+class IpvsError(OSError):
+    """The kernel refused a change, or has no IPVS (an OSError: ``clusterkit run`` ends with the
+    message, not a traceback, when the first apply fails)."""
 
 
 def canonical(address) -> str:
