@@ -9,7 +9,6 @@ import asyncio
 import dataclasses
 import os
 import subprocess
-import sys
 
 import pytest
 
@@ -19,9 +18,10 @@ from clusterkit.definition.tables import ConfigError
 from clusterkit.plugins import get_plugin_manager
 from clusterkit_ipvs.cli import load
 from clusterkit_ipvs.engine import IpvsEngine
-from clusterkit_ipvs.kernel import NO_IPVS, Counters, IpvsError, Kernel, KernelService
+from clusterkit_ipvs.kernel import (NO_IPVS, Counters, IpvsError, Kernel, KernelService,
+                                    dest_request, read_dest, read_service, service_request)
 from clusterkit_ipvs.rules import cannot_carry, plan, render, weight
-from proxy_support import cluster_text, make_cluster, plugin_manager
+from proxy_support import cluster_text, make_cluster
 from support import free_port, wait_for
 from sync_support import CLUSTERKIT, Daemon
 
@@ -197,6 +197,59 @@ def test_the_command_takes_member_states_from_the_running_daemon(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [f"-A -t {VIP}:{port} -s wrr",
                                         f"-a -t {VIP}:{port} -r {N1}:{port} -g -w 2"]
+
+
+# ------------------------------------------------------------------ netlink messages
+
+def message(**attrs):
+    """An IPVS generic-netlink message as the kernel sends it (encoded, then decoded)."""
+    from pyroute2.netlink.generic import ipvs
+    msg = ipvs.ipvsmsg()
+    msg["cmd"], msg["version"] = ipvs.IPVS_CMD_GET_SERVICE, 1
+    msg["attrs"] = list(attrs.items())
+    msg.encode()
+    back = ipvs.ipvsmsg(msg.data)
+    back.decode()
+    return back
+
+
+def test_what_is_sent_for_a_service_is_read_back(tmp_path):
+    c = cluster(tmp_path, policy_text(scheduler="sh", persistence=300))
+    service = plan(c.policies[0], c.hosts, {}, "ipvs")
+    sent = service_request(service.vip, service.port, service).dump_nla()
+    assert ("IPVS_SVC_ATTR_FLAGS", {"flags": 1, "mask": 0xFFFF}) in sent["attrs"]  # persistent
+    assert read_service(message(IPVS_CMD_ATTR_SERVICE=sent)) == (
+        (VIP, 80), KernelService("sh", 300))
+    plain = dataclasses.replace(service, persistence=0)
+    sent = service_request(plain.vip, plain.port, plain).dump_nla()
+    assert read_service(message(IPVS_CMD_ATTR_SERVICE=sent)) == ((VIP, 80), KernelService("sh", 0))
+    udp = {"attrs": [(k, 17 if k == "IPVS_SVC_ATTR_PROTOCOL" else v) for k, v in sent["attrs"]]}
+    assert read_service(message(IPVS_CMD_ATTR_SERVICE=udp)) is None      # not ours to read
+    mark = {"attrs": [("IPVS_SVC_ATTR_AF", 2), ("IPVS_SVC_ATTR_FWMARK", 7),
+                      ("IPVS_SVC_ATTR_PROTOCOL", 6)]}
+    assert read_service(message(IPVS_CMD_ATTR_SERVICE=mark)) is None     # a firewall-mark one
+
+
+def test_a_destination_and_its_counters_are_read_back(tmp_path):
+    c = cluster(tmp_path, policy_text(engine="ipvs-nat", backend_port=8080, member_max_conn=9))
+    service = plan(c.policies[0], c.hosts, {"node1": ("up", 0.5)}, "ipvs-nat")
+    sent = dest_request(service.dests[0], service.fwd_method).dump_nla()
+    sent["attrs"] += [("IPVS_DEST_ATTR_ACTIVE_CONNS", 4), ("IPVS_DEST_ATTR_INACT_CONNS", 2),
+                      ("IPVS_DEST_ATTR_STATS64", {"attrs": [
+                          ("IPVS_STATS_ATTR_CONNS", 120), ("IPVS_STATS_ATTR_INPKTS", 900),
+                          ("IPVS_STATS_ATTR_OUTPKTS", 800), ("IPVS_STATS_ATTR_INBYTES", 2 ** 40),
+                          ("IPVS_STATS_ATTR_OUTBYTES", 7)]})]
+    assert read_dest(message(IPVS_CMD_ATTR_DEST=sent)) == ((N1, 8080), Counters(
+        weight=2, fwd_method=0, u_thresh=9, active=4, inactive=2, conns=120, packets_in=900,
+        packets_out=800, bytes_in=2 ** 40, bytes_out=7))
+    assert read_dest(message()) is None
+
+
+def test_the_nodes_put_the_vip_on_lo_for_dr_and_tun_only(tmp_path):
+    from clusterkit_nft.node import dr_vips
+    for engine in ("ipvs", "ipvs-tun"):
+        assert dr_vips(cluster(tmp_path, policy_text(engine=engine)), "node1") == [VIP]
+    assert dr_vips(cluster(tmp_path, policy_text(engine="ipvs-nat")), "node1") == []
 
 
 # ------------------------------------------------------------------ the engine on a table

@@ -19,6 +19,7 @@ from clusterkit_ipvs.rules import Dest, Service
 
 PROC = "/proc/net/ip_vs"
 PERSISTENT = 0x0001  # IP_VS_SVC_F_PERSISTENT
+FWD_MASK = 0x0007    # IP_VS_CONN_F_FWD_MASK: the forwarding method in a destination's flags
 NO_IPVS = f"the kernel has no IPVS (ip_vs module not loaded): {PROC} missing"
 
 
@@ -59,6 +60,56 @@ class KernelService:
     persistence: int
 
 
+def service_request(vip: str, port: int, s: Service | None = None):
+    """The ``IPVSService`` naming VIP:port (TCP), with scheduler and persistence when ``s``."""
+    from pyroute2 import IPVSService
+    fields = {"addr": vip, "port": port, "protocol": IPPROTO_TCP}
+    if s is not None:
+        fields.update(sched_name=s.scheduler, timeout=s.persistence,
+                      flags={"flags": PERSISTENT if s.persistence else 0, "mask": 0xFFFF})
+    return IPVSService(**fields)
+
+
+def dest_request(d: Dest, fwd_method: int = 3):
+    """The ``IPVSDest`` for a destination: address, port, method, weight, upper threshold."""
+    from pyroute2 import IPVSDest
+    return IPVSDest(addr=d.address, port=d.port, fwd_method=fwd_method, weight=d.weight,
+                    u_thresh=d.u_thresh)
+
+
+def read_service(msg) -> tuple[tuple[str, int], KernelService] | None:
+    """((VIP, port), service) of a dumped service message; ``None`` for a firewall-mark or
+    non-TCP service."""
+    svc = msg.get("IPVS_CMD_ATTR_SERVICE")
+    addr = svc.get("IPVS_SVC_ATTR_ADDR") if svc is not None else None
+    if not addr or svc.get("IPVS_SVC_ATTR_PROTOCOL") != IPPROTO_TCP:
+        return None
+    flags = (svc.get("IPVS_SVC_ATTR_FLAGS") or {}).get("flags", 0)
+    persistence = (svc.get("IPVS_SVC_ATTR_TIMEOUT") or 0) if flags & PERSISTENT else 0
+    return ((canonical(addr), int(svc.get("IPVS_SVC_ATTR_PORT"))),
+            KernelService(str(svc.get("IPVS_SVC_ATTR_SCHED_NAME")), int(persistence)))
+
+
+def read_dest(msg) -> tuple[tuple[str, int], Counters] | None:
+    """((address, port), counters) of a dumped destination message."""
+    d = msg.get("IPVS_CMD_ATTR_DEST")
+    if d is None or not d.get("IPVS_DEST_ATTR_ADDR"):
+        return None
+    stats = d.get("IPVS_DEST_ATTR_STATS64") or d.get("IPVS_DEST_ATTR_STATS")
+
+    def count(name: str) -> int:
+        return int((stats.get(name) if stats is not None else 0) or 0)
+
+    def attr(name: str) -> int:
+        return int(d.get(f"IPVS_DEST_ATTR_{name}") or 0)
+    return ((canonical(d.get("IPVS_DEST_ATTR_ADDR")), attr("PORT")), Counters(
+        weight=attr("WEIGHT"), fwd_method=attr("FWD_METHOD") & FWD_MASK,
+        u_thresh=attr("U_THRESH"), active=attr("ACTIVE_CONNS"), inactive=attr("INACT_CONNS"),
+        conns=count("IPVS_STATS_ATTR_CONNS"), packets_in=count("IPVS_STATS_ATTR_INPKTS"),
+        packets_out=count("IPVS_STATS_ATTR_OUTPKTS"), bytes_in=count("IPVS_STATS_ATTR_INBYTES"),
+        bytes_out=count("IPVS_STATS_ATTR_OUTBYTES")))
+
+
 class Kernel:
     """The IPVS table of the daemon's network namespace."""
 
@@ -84,88 +135,38 @@ class Kernel:
             except Exception as exc:  # NetlinkError, OSError: the kernel said no
                 raise IpvsError(f"IPVS: {exc}") from exc
 
-    @staticmethod
-    def _service(vip: str, port: int, s: Service | None = None):
-        from pyroute2 import IPVSService
-        fields = {"addr": vip, "port": port, "protocol": IPPROTO_TCP}
-        if s is not None:
-            fields.update(sched_name=s.scheduler, timeout=s.persistence,
-                          flags={"flags": PERSISTENT if s.persistence else 0, "mask": 0xFFFF})
-        return IPVSService(**fields)
-
-    @staticmethod
-    def _dest(d: Dest, fwd_method: int = 3):
-        from pyroute2 import IPVSDest
-        return IPVSDest(addr=d.address, port=d.port, fwd_method=fwd_method, weight=d.weight,
-                        u_thresh=d.u_thresh)
-
     # ------------------------------------------------------------ services
 
     def services(self) -> dict[tuple[str, int], KernelService]:
         """Every TCP VIP:port service of the table (firewall-mark services left out)."""
-        def dump(ipvs):
-            out = {}
-            for msg in ipvs.service("dump"):
-                svc = msg.get("IPVS_CMD_ATTR_SERVICE")
-                addr = svc.get("IPVS_SVC_ATTR_ADDR") if svc is not None else None
-                if not addr or svc.get("IPVS_SVC_ATTR_PROTOCOL") != IPPROTO_TCP:
-                    continue
-                flags = (svc.get("IPVS_SVC_ATTR_FLAGS") or {}).get("flags", 0)
-                persistence = (svc.get("IPVS_SVC_ATTR_TIMEOUT") or 0) if flags & PERSISTENT else 0
-                out[(canonical(addr), int(svc.get("IPVS_SVC_ATTR_PORT")))] = KernelService(
-                    str(svc.get("IPVS_SVC_ATTR_SCHED_NAME")), int(persistence))
-            return out
-        return self._call(dump)
+        return self._call(lambda ipvs: dict(filter(None, map(read_service, ipvs.service("dump")))))
 
     def add_service(self, s: Service) -> None:
-        self._call(lambda ipvs: ipvs.service("add", service=self._service(s.vip, s.port, s)))
+        self._call(lambda ipvs: ipvs.service("add", service=service_request(s.vip, s.port, s)))
 
     def edit_service(self, s: Service) -> None:
-        self._call(lambda ipvs: ipvs.service("set", service=self._service(s.vip, s.port, s)))
+        self._call(lambda ipvs: ipvs.service("set", service=service_request(s.vip, s.port, s)))
 
     def delete_service(self, vip: str, port: int) -> None:
-        self._call(lambda ipvs: ipvs.service("del", service=self._service(vip, port)))
+        self._call(lambda ipvs: ipvs.service("del", service=service_request(vip, port)))
 
     # ------------------------------------------------------------ destinations
 
     def dests(self, vip: str, port: int) -> dict[tuple[str, int], Counters]:
-        def dump(ipvs):
-            out = {}
-            for msg in ipvs.dest("dump", service=self._service(vip, port)):
-                d = msg.get("IPVS_CMD_ATTR_DEST")
-                if d is None or not d.get("IPVS_DEST_ATTR_ADDR"):
-                    continue
-                stats = d.get("IPVS_DEST_ATTR_STATS64") or d.get("IPVS_DEST_ATTR_STATS")
-
-                def count(name, stats=stats):
-                    value = stats.get(name) if stats is not None else 0
-                    return int(value or 0)
-                out[(canonical(d.get("IPVS_DEST_ATTR_ADDR")), int(d.get("IPVS_DEST_ATTR_PORT")))] = Counters(
-                    weight=int(d.get("IPVS_DEST_ATTR_WEIGHT") or 0),
-                    fwd_method=int(d.get("IPVS_DEST_ATTR_FWD_METHOD") or 0) & 0x7,
-                    u_thresh=int(d.get("IPVS_DEST_ATTR_U_THRESH") or 0),
-                    active=int(d.get("IPVS_DEST_ATTR_ACTIVE_CONNS") or 0),
-                    inactive=int(d.get("IPVS_DEST_ATTR_INACT_CONNS") or 0),
-                    conns=count("IPVS_STATS_ATTR_CONNS"),
-                    packets_in=count("IPVS_STATS_ATTR_INPKTS"),
-                    packets_out=count("IPVS_STATS_ATTR_OUTPKTS"),
-                    bytes_in=count("IPVS_STATS_ATTR_INBYTES"),
-                    bytes_out=count("IPVS_STATS_ATTR_OUTBYTES"))
-            return out
-        return self._call(dump)
+        return self._call(lambda ipvs: dict(filter(None, map(
+            read_dest, ipvs.dest("dump", service=service_request(vip, port))))))
 
     def add_dest(self, s: Service, d: Dest) -> None:
-        self._call(lambda ipvs: ipvs.dest("add", service=self._service(s.vip, s.port),
-                                          dest=self._dest(d, s.fwd_method)))
+        self._call(lambda ipvs: ipvs.dest("add", service=service_request(s.vip, s.port),
+                                          dest=dest_request(d, s.fwd_method)))
 
     def edit_dest(self, s: Service, d: Dest) -> None:
-        self._call(lambda ipvs: ipvs.dest("set", service=self._service(s.vip, s.port),
-                                          dest=self._dest(d, s.fwd_method)))
+        self._call(lambda ipvs: ipvs.dest("set", service=service_request(s.vip, s.port),
+                                          dest=dest_request(d, s.fwd_method)))
 
     def delete_dest(self, vip: str, port: int, address: str, dport: int) -> None:
-        from pyroute2 import IPVSDest
-        self._call(lambda ipvs: ipvs.dest("del", service=self._service(vip, port),
-                                          dest=IPVSDest(addr=address, port=dport)))
+        self._call(lambda ipvs: ipvs.dest("del", service=service_request(vip, port),
+                                          dest=dest_request(Dest("", address, dport, 0, "down"))))
 
     def close(self) -> None:
         with self.lock:
