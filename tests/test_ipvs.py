@@ -400,6 +400,9 @@ def test_apply_on_a_kernel_without_ipvs_fails_loudly_then_reports(tmp_path, capl
         stats = engine.stats()[f"{VIP}:80"]
         assert stats["error"] == NO_IPVS and stats["listening"] is False
         assert NO_IPVS in caplog.text
+        from clusterkit.cli.summary import summarize
+        summary = summarize(get_plugin_manager(), {"policies": engine.stats()})
+        assert f"{VIP}:80: {NO_IPVS}" in summary.problems           # clusterkit status says why
         await engine.close(0.1)
     asyncio.run(scenario())
 

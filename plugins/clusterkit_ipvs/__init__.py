@@ -46,3 +46,12 @@ def clusterkit_register_commands(app, groups):
     from clusterkit_ipvs.cli import register
 
     register(groups)
+
+
+@hookimpl
+def clusterkit_status_summary(report, summary):
+    """A policy IPVS does not carry (the kernel has no IPVS, refused a change, or the policy asks
+    what IPVS cannot do) says why in ``clusterkit status``, not only "not listening"."""
+    for key, policy in report.get("policies", {}).items():
+        if isinstance(policy, dict) and policy.get("engine") in METHODS and policy.get("error"):
+            summary.problem(f"{key}: {policy['error']}")

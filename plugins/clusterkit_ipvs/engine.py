@@ -210,7 +210,7 @@ class IpvsEngine:
             return
         self._stats_at = now
         try:
-            for key, (vip, port) in self.held.items():
+            for key, (vip, port) in self.held.copy().items():  # a thread may be changing it
                 self.counters[key] = self.kernel.dests(vip, port)
         except IpvsError as exc:
             self.error = str(exc)
@@ -227,7 +227,7 @@ class IpvsEngine:
         for key, s in self.services.items():
             policy = self.policies[key]
             counters = self.counters.get(key, {})
-            leaving = self.leaving.get(key, {})
+            leaving = self.leaving.get(key, {}).copy()  # a thread may be changing it
             members = {}
             for d in s.dests:
                 addr = (canonical(d.address), d.port)
