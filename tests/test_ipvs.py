@@ -262,6 +262,7 @@ class Table:
 
     def __init__(self):
         self.known: dict[tuple[str, int], KernelService] = {}
+        self.refuse: set[int] = set()  # ports whose service the "kernel" refuses
         self.table: dict[tuple[str, int], dict[tuple[str, int], Counters]] = {}
         self.closed = False
 
@@ -270,6 +271,8 @@ class Table:
 
     def add_service(self, s):
         assert (s.vip, s.port) not in self.known
+        if s.port in self.refuse:
+            raise IpvsError("IPVS: (22, 'Invalid argument')")
         self.known[(s.vip, s.port)] = KernelService(s.scheduler, s.persistence)
         self.table[(s.vip, s.port)] = {}
 
@@ -371,6 +374,22 @@ def test_a_reload_changes_services_in_place_and_leaves_the_operators_alone(tmp_p
         assert table.lines() == ["-A -t 10.0.0.1:25 -s rr"]
         await engine.close(1)
         assert table.lines() == ["-A -t 10.0.0.1:25 -s rr"]
+    asyncio.run(scenario())
+
+
+def test_a_service_the_kernel_refuses_is_left_out_and_named(tmp_path):
+    async def scenario():
+        engine, table, c = engine_on(tmp_path, policy_text(80), policy_text(81))
+        table.refuse.add(81)
+        with pytest.raises(IpvsError, match=f"policy {VIP}:81: IPVS: .*Invalid argument"):
+            await engine.apply(c)  # the first apply: the daemon stops with the reason
+        await engine.apply(c)      # later: the others are carried, the refused one says why
+        stats = engine.stats()
+        assert stats[f"{VIP}:80"]["listening"] and "error" not in stats[f"{VIP}:80"]
+        assert stats[f"{VIP}:81"] == {"engine": "ipvs", "listening": False,
+                                      "error": f"policy {VIP}:81: IPVS: (22, 'Invalid argument')"}
+        assert [line for line in table.lines() if line.startswith("-A")] == [f"-A -t {VIP}:80 -s wrr"]
+        await engine.close(0.1)
     asyncio.run(scenario())
 
 

@@ -73,8 +73,11 @@ class IpvsEngine:
                     self.policies[policy.key] = policy
             self._plan_all()
             try:
-                await asyncio.to_thread(self._sync)
+                refused = await asyncio.to_thread(self._sync)
                 self.error = ""
+                for key, why in refused.items():  # the kernel said no to this one: left out
+                    self.failed[key] = f"policy {key}: {why}"
+                    del self.policies[key], self.services[key]
             except IpvsError as exc:
                 self.error = str(exc)
                 if first:
@@ -102,8 +105,11 @@ class IpvsEngine:
         """What the kernel should have now, in policy order (``clusterkit policy ipvs-rules``)."""
         return [self.services[k] for k in sorted(self.services)]
 
-    def _sync(self) -> None:
-        """(In a thread.) Services this engine no longer carries go; the others match their plan."""
+    def _sync(self) -> dict[str, str]:
+        """(In a thread.) Services this engine no longer carries go; the others match their plan.
+
+        Returns the policies whose service the kernel refused, with its reason.
+        """
         table = self.kernel.services()
         for key in [k for k in self.held if k not in self.services]:
             vip, port = self.held.pop(key)
@@ -112,8 +118,13 @@ class IpvsEngine:
             if (vip, port) in table:
                 self.kernel.delete_service(vip, port)
                 log.info("ipvs: service %s removed", key)
+        refused = {}
         for key, service in self.services.items():
-            self._sync_service(service, table.get((canonical(service.vip), service.port)))
+            try:
+                self._sync_service(service, table.get((canonical(service.vip), service.port)))
+            except IpvsError as exc:
+                refused[key] = str(exc)
+        return refused
 
     def _sync_service(self, s: Service, present: KernelService | None) -> None:
         if present is None:
