@@ -21,6 +21,7 @@ import inspect
 import logging
 
 from clusterkit.contracts import LbEngine
+from clusterkit.hookcalls import PluginError
 
 log = logging.getLogger("clusterkit.engines")
 
@@ -33,6 +34,17 @@ class Engines:
         self.states: dict[tuple[str, str], tuple[str, float]] = {}  # (policy, node) -> last state
 
     async def apply(self, cluster) -> None:
+        """Hand each engine its policies; one engine failing does not stop the others being
+        applied, and the failures end as one :class:`PluginError` naming each engine."""
+        failures: list[str] = []
+
+        async def each(name: str, step) -> None:
+            try:
+                await step
+            except Exception as exc:  # an engine plugin's fault, whatever its type
+                log.error("engine %s: %s", name, exc, exc_info=not isinstance(exc, OSError))
+                failures.append(f"engine {name}: {exc}")
+
         wanted: dict[str, list] = {}
         for policy in cluster.policies:
             wanted.setdefault(policy.engine, []).append(policy)
@@ -41,7 +53,7 @@ class Engines:
         for name, engine in self.running.items():
             keep = [p for p in wanted.get(name, []) if self.owner.get(p.key) == name]
             if len(keep) < sum(1 for owner in self.owner.values() if owner == name):
-                await engine.apply(dataclasses.replace(cluster, policies=tuple(keep)))
+                await each(name, engine.apply(dataclasses.replace(cluster, policies=tuple(keep))))
         for name, policies in wanted.items():
             engine = self.running.get(name)
             if engine is None:
@@ -50,12 +62,14 @@ class Engines:
             for (key, node), (state, factor) in self.states.items():
                 if any(p.key == key for p in policies) and (key in moved or key not in self.owner):
                     await _maybe(engine.set_member_state(key, node, state, factor))
-            await engine.apply(dataclasses.replace(cluster, policies=tuple(policies)))
+            await each(name, engine.apply(dataclasses.replace(cluster, policies=tuple(policies))))
         self.owner = {p.key: p.engine for p in cluster.policies}
         for name in [n for n in self.running if n not in wanted]:  # no policy left: stop it
             engine = self.running.pop(name)
             log.info("engine %s has no policy left: stopping it", name)
             self.runtime.spawn(engine.close(self.runtime.shutdown_timeout), f"engine-{name}-close")
+        if failures:
+            raise PluginError("; ".join(failures))
 
     def set_member_state(self, policy_key: str, node: str, state: str, weight_factor: float = 1.0):
         self.states[(policy_key, node)] = (state, weight_factor)

@@ -247,13 +247,19 @@ class Runtime:
             self.host = new.host(self.host.name)
             if old == new:
                 return {"reloaded": True, "changed": False}
+            errors = []
             if self.engine is not None:
-                await self.engine.apply(new)
+                try:
+                    await self.engine.apply(new)
+                except PluginError as exc:  # logged per engine; the other plugins still reload
+                    errors.append(str(exc))
             try:
                 await call_each(self.pm, "clusterkit_reload", runtime=self, old=old, new=new)
             except PluginError as exc:
                 log.error("reload: %s", exc)
-                return {"reloaded": True, "changed": True, "error": str(exc)}
+                errors.append(str(exc))
+            if errors:
+                return {"reloaded": True, "changed": True, "error": "; ".join(errors)}
             log.info("reloaded %s", self.config_path)
             return {"reloaded": True, "changed": True}
 

@@ -174,3 +174,69 @@ def test_policy_add_writes_the_engine(tmp_path):
                           "--port", "8083", "--service", "http", "--members", "node1=1",
                           "--engine", "nope"], capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2 and "unknown engine 'nope'" in bad.stderr
+
+
+BROKEN = '''
+from clusterkit import hookimpl
+from clusterkit.registry import EngineKind
+
+
+class Broken:
+    """An engine whose apply fails with an error that is not an OSError."""
+
+    async def apply(self, cluster):
+        if cluster.policies:
+            raise RuntimeError("the engine's table is full")
+
+    def set_member_state(self, policy_key, node, state, weight_factor=1.0):
+        return None
+
+    def stats(self):
+        return {}
+
+    async def close(self, timeout):
+        return None
+
+
+@hookimpl
+def clusterkit_register_engines(register):
+    register(EngineKind("broken", create=lambda runtime: Broken(), schedulers=("rr",)))
+'''
+
+
+@pytest.fixture
+def broken_site(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "broken_engine.py").write_text(BROKEN)
+    fake_install(site, "broken-engine", "1.0", {"broken": "broken_engine"})
+    return site
+
+
+def test_an_engine_failing_at_start_ends_run_with_its_name_not_a_traceback(tmp_path, broken_site):
+    ports = [common_port([f"{PREFIX}.100"]), common_port([f"{PREFIX}.100"])]
+    config = tmp_path / "cluster.toml"
+    config.write_text(definition(tmp_path, ports, second_engine='engine = "broken"\n'))
+    done = subprocess.run([*CLUSTERKIT, "run", "-c", str(config)], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": str(broken_site)})
+    assert done.returncode == 1
+    assert "error: engine broken: the engine's table is full" in done.stderr
+    assert "Traceback" not in done.stderr.split("error: engine broken")[-1]
+
+
+def test_an_engine_failing_at_reload_is_reported_and_the_others_keep_serving(tmp_path, broken_site):
+    ips = [f"{PREFIX}.11", f"{PREFIX}.12", f"{PREFIX}.100"]
+    ports = [common_port(ips), common_port(ips)]
+    servers = [tcp_server(f"{PREFIX}.1{i}", port, f"node{i}".encode()) for i in (1, 2) for port in ports]
+    config = tmp_path / "cluster.toml"
+    config.write_text(definition(tmp_path, ports, second_engine=""))
+    try:
+        with Daemon(config, env={"PYTHONPATH": str(broken_site)}) as daemon:
+            config.write_text(definition(tmp_path, ports, second_engine='engine = "broken"\n'))
+            answer = daemon.query("reload")
+            assert answer["reloaded"] and "engine broken: the engine's table is full" in answer["error"]
+            assert {ask(ports[0]) for _ in range(6)} == {"node1", "node2"}  # native still serves
+            assert "ERROR" in daemon.log.read_text()
+    finally:
+        for s in servers:
+            s.close()
