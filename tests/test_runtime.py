@@ -197,8 +197,8 @@ def test_the_config_watch_outlives_a_reload_that_raises(tmp_path):
     try:
         wait_for(lambda: status(cfg), what="the daemon's control socket")
         cfg.write_text(good.replace('name = "test"', 'name = "boom"'))
-        wait_for(lambda: any("watching for the next change" in line for line in _log(proc)),
-                 what="the failed reload in the log")
+        wait_for(lambda: any("engine picky: cannot apply boom" in line for line in _log(proc)),
+                 what="the failed apply in the log")
         cfg.write_text(good.replace('name = "test"', 'name = "renamed"'))
         wait_for(lambda: (status(cfg) or {}).get("cluster") == "renamed", what="the next edit")
         assert not any("config-watch died" in line for line in _log(proc))
