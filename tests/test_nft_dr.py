@@ -162,7 +162,7 @@ def test_a_member_behind_a_router_is_named_not_forwarded_to(dr):
     dr.net.run("manager", ["ip", "route", "add", "10.99.0.0/24", "via", dr.net.ip("client")], check=True)
     why = dr.loop.call(dr.engine._link("10.99.0.5"))
     assert why == (f"10.99.0.5 is reached through the gateway {dr.net.ip('client')}: direct "
-                   "routing needs the node on the manager's own segment")
+                   "routing needs the node on the manager's own segment (forward = \"nat\" does not)")
 
 
 def test_a_table_changed_behind_its_back_is_replaced_whole(dr):

@@ -18,6 +18,7 @@ import logging
 import os
 
 from clusterkit.contracts import Component
+from clusterkit_nft.carry import forward_of
 from clusterkit_nft.engine import DEVICE
 
 log = logging.getLogger("clusterkit.nft")
@@ -27,10 +28,12 @@ ARP = {"arp_ignore": "1", "arp_announce": "2"}
 
 
 def dr_vips(cluster, node: str) -> list[str]:
-    """The IPv4 VIPs of the nft policies that have ``node`` as a member."""
+    """The IPv4 VIPs of the nft direct-routing policies that have ``node`` as a member (a NAT
+    node gets its connections addressed to itself: no VIP on its ``lo``)."""
     vips = set()
     for policy in cluster.policies:
-        if policy.engine == "nft" and any(m.node == node for m in policy.members):
+        if policy.engine == "nft" and forward_of(policy) == "dr" \
+                and any(m.node == node for m in policy.members):
             try:
                 if ipaddress.ip_address(policy.vip).version == 4:
                     vips.add(policy.vip)
