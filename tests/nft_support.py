@@ -116,3 +116,40 @@ def node_side(net, node: str, vip: str) -> None:
     for conf in ("all", "eth0"):
         net.run(node, ["sysctl", "-q", "-w", f"net.ipv4.conf.{conf}.arp_ignore=1",
                        f"net.ipv4.conf.{conf}.arp_announce=2"], check=True)
+
+
+# argv: name root vip first last. pyftpdlib serving ``root`` (user u/p), its banner the node's
+# name, announcing the VIP in PASV replies with passive ports first..last (FTP through DR)
+FTP_NODE = r'''
+import sys
+from pyftpdlib.authorizers import DummyAuthorizer
+from pyftpdlib.handlers import FTPHandler
+from pyftpdlib.servers import FTPServer
+name, root, vip, first, last = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+authorizer = DummyAuthorizer()
+authorizer.add_user("u", "p", root, perm="elr")
+handler = type("Node", (FTPHandler,), {"authorizer": authorizer, "banner": name,
+                                       "passive_ports": list(range(first, last + 1)),
+                                       "masquerade_address": vip})
+FTPServer(("0.0.0.0", 21), handler).serve_forever()
+'''
+
+# argv: vip source...: one passive session from each source address: the banner's node, the
+# address the PASV reply announced, LIST's names and who.txt's content, one JSON list
+FTP_CLIENT = r'''
+import ftplib, io, json, sys
+vip, sources = sys.argv[1], sys.argv[2:]
+out = []
+for source in sources:
+    with ftplib.FTP(timeout=10, source_address=(source, 0)) as ftp:
+        ftp.trust_server_pasv_ipv4_address = True  # connect where the node's PASV says
+        welcome = ftp.connect(vip, 21).split(None, 1)[1]
+        ftp.login("u", "p")
+        host = ftplib.parse227(ftp.sendcmd("PASV"))[0]
+        names = sorted(ftp.nlst())
+        data = io.BytesIO()
+        ftp.retrbinary("RETR who.txt", data.write)
+        out.append({"welcome": welcome, "pasv_host": host, "list": names,
+                    "retr": data.getvalue().decode()})
+print(json.dumps(out))
+'''

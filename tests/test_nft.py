@@ -13,7 +13,7 @@ import clusterkit_nft
 from clusterkit.definition.tables import ConfigError
 from clusterkit.plugins import get_plugin_manager
 from clusterkit_nft.buckets import fill
-from clusterkit_nft.carry import check_policy
+from clusterkit_nft.carry import check_policy, passive_range, requirements
 from clusterkit_nft.engine import NftEngine, nft_objects, objects
 from clusterkit_nft.ruleset import Member, PolicyPlan, ct_mark, removal, render
 from proxy_support import cluster_text, make_cluster, plugin_manager
@@ -83,6 +83,50 @@ def test_nat_mode_carries_another_backend_port_and_proxies_have_no_forward(tmp_p
            "carry this policy: none)" in text
     text, _ = refused(tmp_path, policy_text(forward="masquerade"))
     assert "policy[0].forward: unknown forward 'masquerade' (known: dr, nat, tun)" in text
+
+
+def ftp_text(**keys) -> str:
+    keys = {"engine": "nft", "service": "ftp", **keys}
+    extra = "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in keys.items())
+    return (f'[[policy]]\nvip = "{NET}.100"\nport = 21\nmembers = {{ node1 = 1, node2 = 1 }}\n'
+            f'{extra}')
+
+
+PASSIVE = '{ passive_ports = "30000-30100" }'
+
+
+@pytest.mark.parametrize("keys, where, message", [
+    ({"persistence": 0, "options": PASSIVE}, "persistence",
+     'FTP through direct routing needs persistence (or scheduler "sh"): the client address alone '
+     "must pick the node, so that its data connections reach the node of its control connection"),
+    ({}, "options.passive_ports",  # the ftp service's persistence (300 s) is there
+     "FTP through direct routing needs the nodes' passive port range declared "
+     '(options.passive_ports = "30000-30100", the range the FTP servers on the nodes use, with the '
+     "VIP as the address they announce): the engine forwards it too"),
+    ({"forward": "nat", "options": PASSIVE}, "forward",
+     'FTP through the nft engine needs direct routing (forward = "dr"): NAT mode would need the '
+     "PASV rewriting of a protocol handler"),
+])
+def test_ftp_on_nft_needs_direct_routing_persistence_and_the_passive_range(tmp_path, keys, where,
+                                                                          message):
+    import clusterkit_ftp
+
+    text = ftp_text(**keys).replace(f'options = "{PASSIVE}"', f"options = {PASSIVE}")
+    error, _ = refused(tmp_path, text, plugin_manager(clusterkit_nft, clusterkit_ftp))
+    able = "none" if "forward" in keys else "native"  # a proxy has no forward
+    assert f"policy[0].{where}: {message} (engines that can carry this policy: {able})" in error
+
+
+def test_ftp_with_persistence_and_the_passive_range_is_carried_with_the_range(tmp_path):
+    import clusterkit_ftp
+
+    text = ftp_text(scheduler="sh").replace('scheduler = "sh"',
+                                            f'scheduler = "sh"\noptions = {PASSIVE}')
+    cluster = make_cluster(tmp_path, NET, 2, text, plugin_manager(clusterkit_nft, clusterkit_ftp))
+    policy = cluster.policies[0]
+    assert check_policy(policy, None, cluster.hosts) is None
+    assert passive_range(policy) == (30000, 30100)
+    assert "passive ports 30000-30100" in requirements(policy)
 
 
 def test_ipv6_vips_are_not_carried(tmp_path):
