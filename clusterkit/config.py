@@ -24,6 +24,7 @@ from clusterkit.definition.values import (absolute_problem, check_number, endpoi
 
 SCHEDULERS = ("rr", "wrr", "lc", "wlc", "sh")
 PROXY_PROTOCOLS = ("", "v1", "v2")
+FORWARDS = ("dr", "nat", "tun")  # a kernel engine's forwarding method (EngineKind.forwards)
 ROLES = ("manager", "standby", "node")
 CORE_SECTIONS = ("cluster", "manager", "standby", "node", "policy", "sync")
 PRIORITY = {"manager": 150, "standby": 100}  # VRRP priorities unless the definition sets them
@@ -86,6 +87,7 @@ class Policy:
     proxy_protocol: str = ""
     engine: str = "native"  # which load-balancing engine realises it (clusterkit.engines)
     fallback: str = ""
+    forward: str = ""  # a kernel engine's forwarding method, "" for the engine's own default
     max_conn: int = 0
     member_max_conn: int = 0
     connect_timeout: float = 1.0
@@ -191,6 +193,7 @@ POLICY = Table({
     "server_timeout": Key(float, low=0.1, high=WEEK),
     "check": CHECK,
     "engine": Key(str),  # the manager's engine unless set
+    "forward": Key(str, default="", choices=FORWARDS),
     "options": Key(dict, default={}),
 })
 SYNC = Table({"name": Key(str, required=True, check=name_problem), "path": Key(str, required=True),
@@ -380,6 +383,7 @@ def _policy(values: dict, key: str, hosts: dict, manager, registry, report) -> P
         check=_check(values["check"], f"{key}.check", service.check if service else "tcp",
                      registry, report),
         proxy_protocol=values["proxy_protocol"], engine=values["engine"], fallback=fallback,
+        forward=values["forward"],
         max_conn=values["max_conn"], member_max_conn=values["member_max_conn"],
         connect_timeout=values["connect_timeout"], idle_timeout=idle_timeout,
         client_timeout=values.get("client_timeout", idle_timeout),
@@ -389,11 +393,11 @@ def _policy(values: dict, key: str, hosts: dict, manager, registry, report) -> P
     if service is not None and service.check_options is not None:
         service.check_options(policy.options,
                               lambda name, msg: report(f"{key}.options.{name}", msg))
-    _check_engine(policy, key, service, registry, report)
+    _check_engine(policy, key, service, registry, report, hosts)
     return policy
 
 
-def _check_engine(policy: Policy, key: str, service, registry, report) -> None:
+def _check_engine(policy: Policy, key: str, service, registry, report, hosts: dict) -> None:
     """The policy's engine exists, runs here, and can carry it; else say which engines can."""
     engines = registry.engines
     if not engines:  # no engine plugin at all: nothing is balanced (the daemon says so)
@@ -402,10 +406,10 @@ def _check_engine(policy: Policy, key: str, service, registry, report) -> None:
     if kind is None:
         report(f"{key}.engine", f"unknown engine {policy.engine!r} (known: {', '.join(sorted(engines))})")
         return
-    refusal = kind.refusal(policy, service) or kind.unavailable()
+    where, refusal = kind.problem(policy, service, hosts) or ("engine", kind.unavailable())
     if refusal:
-        able = [n for n, k in sorted(engines.items()) if not k.refusal(policy, service)]
-        report(f"{key}.engine", f"{refusal} (engines that can carry this policy: "
+        able = [n for n, k in sorted(engines.items()) if not k.problem(policy, service, hosts)]
+        report(f"{key}.{where}", f"{refusal} (engines that can carry this policy: "
                                 f"{', '.join(able) or 'none'})")
 
 

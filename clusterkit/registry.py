@@ -113,10 +113,18 @@ class EngineKind:
     ``create(runtime)`` returns a :class:`clusterkit.contracts.LbEngine` that
     the manager hands the policies naming this engine. What it can carry:
     ``schedulers``, ``persistence`` (client affinity), ``proxy_protocols``
-    (``""`` is none), and ``handlers`` (whether it runs a service's protocol
-    handler, as FTP's PASV/PORT rewriting needs). ``unavailable()`` says why it
-    cannot run on this machine (a missing binary), or ``None``; it is asked
-    only when a policy uses the engine.
+    (``""`` is none), ``handlers`` (whether it runs a service's protocol
+    handler, as FTP's PASV/PORT rewriting needs) and ``forwards`` (a kernel
+    engine's forwarding methods, a policy's ``forward``; none for a proxy).
+    ``check_policy(policy, service, hosts)``, when set, is asked first: the
+    engine's own refusal as ``(key under the policy, message)``, or ``None``;
+    for a service with a handler, ``None`` means the engine carries the
+    policy without it (FTP in direct routing with persistence and the
+    nodes' passive range). ``requirements(policy)``, when set, says what the
+    engine needs from the network and the nodes for it (``config check``
+    prints it). ``unavailable()`` says why it cannot run on this
+    machine (a missing binary), or ``None``; it is asked only when a policy
+    uses the engine.
     """
 
     name: str
@@ -125,20 +133,31 @@ class EngineKind:
     persistence: bool = True
     proxy_protocols: tuple[str, ...] = ("", "v1", "v2")
     handlers: bool = False
+    forwards: tuple[str, ...] = ()
+    check_policy: Callable[[Any, Any, dict], tuple[str, str] | None] | None = None
+    requirements: Callable[[Any], str] | None = None
     unavailable: Callable[[], str | None] = lambda: None
     description: str = ""
 
-    def refusal(self, policy, service: ServiceKind | None) -> str | None:
-        """Why this engine cannot carry ``policy``, or ``None``."""
-        if service is not None and service.handler is not None and not self.handlers:
-            return (f"the {service.name} service needs its protocol handler, which engine "
-                    f"{self.name!r} cannot run")
+    def problem(self, policy, service: ServiceKind | None,
+                hosts: dict | None = None) -> tuple[str, str] | None:
+        """Why this engine cannot carry ``policy``: ``(key under the policy, message)``, or ``None``."""
+        if policy.forward and policy.forward not in self.forwards:
+            how = f"forwards by {', '.join(self.forwards)} only" if self.forwards else "is a proxy"
+            return "forward", f"engine {self.name!r} {how}: it has no forward = {policy.forward!r}"
+        own = self.check_policy(policy, service, hosts or {}) if self.check_policy else None
+        if own:
+            return own
+        if service is not None and service.handler is not None and not self.handlers \
+                and self.check_policy is None:
+            return "engine", (f"the {service.name} service needs its protocol handler, which "
+                              f"engine {self.name!r} cannot run")
         if policy.scheduler not in self.schedulers:
-            return f"engine {self.name!r} has no scheduler {policy.scheduler!r}"
+            return "engine", f"engine {self.name!r} has no scheduler {policy.scheduler!r}"
         if policy.persistence and not self.persistence:
-            return f"engine {self.name!r} cannot keep a client on one member (persistence)"
+            return "engine", f"engine {self.name!r} cannot keep a client on one member (persistence)"
         if policy.proxy_protocol not in self.proxy_protocols:
-            return f"engine {self.name!r} cannot send PROXY protocol {policy.proxy_protocol}"
+            return "engine", f"engine {self.name!r} cannot send PROXY protocol {policy.proxy_protocol}"
         return None
 
 

@@ -1,4 +1,5 @@
-"""Direct routing in network namespaces: a client, a manager and nodes on one segment.
+"""The nft engine in network namespaces: a client, a manager and nodes on one segment (direct
+routing), or the nodes moved to a segment of their own behind the manager (:func:`nat_segment`).
 
 Each node runs :data:`SERVER`, a small HTTP server that answers with its name
 and the client address it sees; :data:`CLIENT` makes requests from the client
@@ -8,6 +9,7 @@ namespace and prints what answered, one JSON line per step.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 
 SERVER = r'''
@@ -58,7 +60,6 @@ class Client:
     def __init__(self, net, tmp_path, vip: str, port: int):
         script = tmp_path / "client.py"
         script.write_text(CLIENT)
-        import subprocess
         self.proc = net.popen("client", [sys.executable, str(script), vip, str(port)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
@@ -71,13 +72,42 @@ class Client:
         return json.loads(line)
 
 
-def start_servers(net, tmp_path, port: int, nodes=("node1", "node2")) -> None:
+def start_servers(net, tmp_path, port: int, nodes=("node1", "node2"), at=None) -> None:
+    """:data:`SERVER` on each node; ``at``: node -> the address the manager reaches it at."""
     script = tmp_path / "server.py"
     script.write_text(SERVER)
     for node in nodes:
         net.popen(node, [sys.executable, str(script), node, str(port)])
     for node in nodes:
-        net.wait_port("manager", net.ip(node), port)
+        net.wait_port("manager", (at or {}).get(node) or net.ip(node), port)
+
+
+def nat_segment(net, nodes=("node1", "node2")) -> dict[str, str]:
+    """Move the nodes behind the manager: a bridge ``back`` in the manager's namespace holds
+    ``{back}.1``, each node leaves the client's segment (its eth0 down) for its own ``eth1``
+    on ``back`` at ``{back}.1N`` with its default route via the manager, which routes between
+    the two subnets. Returns node -> its new address (and ``"manager"`` -> ``{back}.1``)."""
+    first, second, third = net.subnet.split(".")
+    back = f"{first}.{int(second) - 50}.{third}"  # net.subnet's second number is 200..249
+    manager = net.ns("manager")
+    for argv in (["link", "add", "back", "type", "bridge"], ["link", "set", "back", "up"],
+                 ["addr", "add", f"{back}.1/24", "dev", "back"]):
+        subprocess.run(["ip", "-n", manager, *argv], check=True)
+    found = {"manager": f"{back}.1"}
+    for i, node in enumerate(nodes):
+        outer, inner, ns = f"{net.tag}b{i}", f"{net.tag}c{i}", net.ns(node)
+        subprocess.run(["ip", "link", "add", outer, "type", "veth", "peer", "name", inner], check=True)
+        subprocess.run(["ip", "link", "set", outer, "netns", manager], check=True)
+        subprocess.run(["ip", "link", "set", inner, "netns", ns], check=True)
+        found[node] = f"{back}.{11 + i}"
+        for argv in (["link", "set", outer, "master", "back"], ["link", "set", outer, "up"]):
+            subprocess.run(["ip", "-n", manager, *argv], check=True)
+        for argv in (["link", "set", inner, "name", "eth1"], ["link", "set", "eth1", "up"],
+                     ["addr", "add", f"{found[node]}/24", "dev", "eth1"],
+                     ["addr", "flush", "dev", "eth0"], ["link", "set", "eth0", "down"],
+                     ["route", "add", "default", "via", f"{back}.1"]):
+            subprocess.run(["ip", "-n", ns, *argv], check=True)
+    return found
 
 
 def node_side(net, node: str, vip: str) -> None:
@@ -86,3 +116,40 @@ def node_side(net, node: str, vip: str) -> None:
     for conf in ("all", "eth0"):
         net.run(node, ["sysctl", "-q", "-w", f"net.ipv4.conf.{conf}.arp_ignore=1",
                        f"net.ipv4.conf.{conf}.arp_announce=2"], check=True)
+
+
+# argv: name root vip first last. pyftpdlib serving ``root`` (user u/p), its banner the node's
+# name, announcing the VIP in PASV replies with passive ports first..last (FTP through DR)
+FTP_NODE = r'''
+import sys
+from pyftpdlib.authorizers import DummyAuthorizer
+from pyftpdlib.handlers import FTPHandler
+from pyftpdlib.servers import FTPServer
+name, root, vip, first, last = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+authorizer = DummyAuthorizer()
+authorizer.add_user("u", "p", root, perm="elr")
+handler = type("Node", (FTPHandler,), {"authorizer": authorizer, "banner": name,
+                                       "passive_ports": list(range(first, last + 1)),
+                                       "masquerade_address": vip})
+FTPServer(("0.0.0.0", 21), handler).serve_forever()
+'''
+
+# argv: vip source...: one passive session from each source address: the banner's node, the
+# address the PASV reply announced, LIST's names and who.txt's content, one JSON list
+FTP_CLIENT = r'''
+import ftplib, io, json, sys
+vip, sources = sys.argv[1], sys.argv[2:]
+out = []
+for source in sources:
+    with ftplib.FTP(timeout=10, source_address=(source, 0)) as ftp:
+        ftp.trust_server_pasv_ipv4_address = True  # connect where the node's PASV says
+        welcome = ftp.connect(vip, 21).split(None, 1)[1]
+        ftp.login("u", "p")
+        host = ftplib.parse227(ftp.sendcmd("PASV"))[0]
+        names = sorted(ftp.nlst())
+        data = io.BytesIO()
+        ftp.retrbinary("RETR who.txt", data.write)
+        out.append({"welcome": welcome, "pasv_host": host, "list": names,
+                    "retr": data.getvalue().decode()})
+print(json.dumps(out))
+'''

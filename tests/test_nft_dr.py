@@ -7,15 +7,18 @@ test process and programs the manager's namespace (``ip netns exec``).
 
 from __future__ import annotations
 
+import json
 import shutil
+import sys
 import time
 from collections import Counter
 
 import pytest
 
+import clusterkit_ftp
 import clusterkit_nft
 from clusterkit_nft import NftEngine
-from nft_support import Client, node_side, start_servers
+from nft_support import FTP_CLIENT, FTP_NODE, Client, node_side, start_servers
 from proxy_support import make_cluster, plugin_manager
 from support import LoopThread
 
@@ -35,13 +38,14 @@ class DR:
         start_servers(net, tmp_path, PORT)
         self.loop = LoopThread()
         self.engine = NftEngine(prefix=("ip", "netns", "exec", net.ns("manager")))
-        self.pm = plugin_manager(clusterkit_nft)
+        self.pm = plugin_manager(clusterkit_nft, clusterkit_ftp)
         self.client = Client(net, tmp_path, self.vip, PORT)
 
-    def apply(self, members: str = "node1 = 1, node2 = 1", **keys):
-        extra = "".join(f'{k} = {v!r}\n'.replace("'", '"') for k, v in keys.items())
-        text = (f'[[policy]]\nvip = "{self.vip}"\nport = {PORT}\nservice = "http"\nengine = "nft"\n'
-                f'members = {{ {members} }}\n{extra}')
+    def apply(self, members: str = "node1 = 1, node2 = 1", port: int = PORT,
+              service: str = "http", **keys):
+        extra = "".join(f"{k} = {toml_value(v)}\n" for k, v in keys.items())
+        text = (f'[[policy]]\nvip = "{self.vip}"\nport = {port}\nservice = "{service}"\n'
+                f'engine = "nft"\nmembers = {{ {members} }}\n{extra}')
         self.cluster = make_cluster(self.tmp_path, self.subnet, 2, text, self.pm)
         self.loop.call(self.engine.apply(self.cluster))
 
@@ -52,10 +56,10 @@ class DR:
                 await result
         self.loop.call(run())
 
-    def stats(self) -> dict:
+    def stats(self, port: int = PORT) -> dict:
         async def run():
             return self.engine.stats()
-        return self.loop.call(run())[self.key]
+        return self.loop.call(run())[f"{self.vip}:{port}"]
 
     def table(self) -> str:
         return self.net.run("manager", ["nft", "list", "table", "netdev", "clusterkit"]).stdout
@@ -65,6 +69,12 @@ class DR:
             self.loop.call(self.engine.close(5))
         finally:
             self.loop.close()
+
+
+def toml_value(value) -> str:
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    return repr(value).replace("'", '"')
 
 
 @pytest.fixture
@@ -162,7 +172,7 @@ def test_a_member_behind_a_router_is_named_not_forwarded_to(dr):
     dr.net.run("manager", ["ip", "route", "add", "10.99.0.0/24", "via", dr.net.ip("client")], check=True)
     why = dr.loop.call(dr.engine._link("10.99.0.5"))
     assert why == (f"10.99.0.5 is reached through the gateway {dr.net.ip('client')}: direct "
-                   "routing needs the node on the manager's own segment")
+                   "routing needs the node on the manager's own segment (forward = \"nat\" does not)")
 
 
 def test_a_table_changed_behind_its_back_is_replaced_whole(dr):
@@ -171,3 +181,37 @@ def test_a_table_changed_behind_its_back_is_replaced_whole(dr):
     dr.set("node2", "down")  # the kept-table transaction fails: the engine writes a new table
     assert set(names(dr.client.step("new 20"))) == {"node1"}
     assert "chain m0_1" in dr.table()
+
+
+def test_ftp_in_direct_routing_keeps_control_and_data_on_one_node(dr):
+    """pyftpdlib on each node announces the VIP and passive ports 30000-30100; the engine
+    forwards VIP:21 and VIP:30000-30100 by the client address, so LIST and RETR (passive) work
+    through the VIP and land on the control connection's node, from a dozen client addresses."""
+    for node in ("node1", "node2"):
+        root = dr.tmp_path / f"ftp-{node}"
+        root.mkdir()
+        (root / "who.txt").write_text(node)
+        (root / f"on-{node}").write_text("")
+    (dr.tmp_path / "ftpnode.py").write_text(FTP_NODE)
+    for node in ("node1", "node2"):
+        dr.net.popen(node, [sys.executable, str(dr.tmp_path / "ftpnode.py"), node,
+                            str(dr.tmp_path / f"ftp-{node}"), dr.vip, "30000", "30100"])
+    for node in ("node1", "node2"):
+        dr.net.wait_port("manager", dr.net.ip(node), 21)
+    sources = [f"{dr.subnet}.{150 + i}" for i in range(12)]
+    for address in sources:
+        dr.net.add_address("client", address)
+    dr.apply(port=21, service="ftp", options={"passive_ports": "30000-30100"})
+    assert f"{dr.vip} . 30000-30100 : goto p0" in dr.table()
+    (dr.tmp_path / "ftpclient.py").write_text(FTP_CLIENT)
+    done = dr.net.run("client", [sys.executable, str(dr.tmp_path / "ftpclient.py"), dr.vip,
+                                 *sources])
+    sessions = json.loads(done.stdout or "null")
+    assert sessions and len(sessions) == len(sources), done.stderr
+    for s in sessions:
+        assert s["pasv_host"] == dr.vip, s  # the node announced the VIP
+        assert s["retr"] == s["welcome"] and s["list"] == [f"on-{s['welcome']}", "who.txt"], s
+    assert {s["welcome"] for s in sessions} == {"node1", "node2"}, sessions  # both took clients
+    stats = dr.stats(21)
+    assert stats["passive_ports"] == "30000-30100" and stats["mode"] == "dr"
+    assert stats["total"] >= 2 * len(sources)  # a control and a data connection each at least

@@ -1,9 +1,12 @@
-"""nftables as a load-balancing engine: direct routing in the manager's kernel (docs/load-balancing.md).
+"""nftables as a load-balancing engine in the manager's kernel (docs/load-balancing.md).
 
-Registered as the engine ``nft``: the manager forwards each packet for
-VIP:port to a member's MAC unchanged, the member answers the client itself
-and sees the client's own address (no PROXY header). On the nodes the same
-plugin puts the DR VIPs on ``lo`` (:mod:`clusterkit_nft.node`).
+Registered as the engine ``nft``: in direct routing (``forward = "dr"``, the
+default) the manager forwards each packet for VIP:port to a member's MAC
+unchanged and the member answers the client itself; in NAT (``forward =
+"nat"``) conntrack DNATs each connection to a member, which routes its
+replies through the manager. Either way the member sees the client's own
+address (no PROXY header). On the nodes the same plugin puts the DR VIPs on
+``lo`` (:mod:`clusterkit_nft.node`).
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ import shutil
 
 from clusterkit import hookimpl
 from clusterkit.registry import EngineKind
-from clusterkit_nft.engine import NftEngine, NftError, cannot_carry
+from clusterkit_nft.carry import check_policy, requirements
+from clusterkit_nft.engine import NftEngine, NftError
 from clusterkit_nft.node import NodeSide
 
-__all__ = ["NftEngine", "NftError", "cannot_carry", "unavailable"]
+__all__ = ["NftEngine", "NftError", "check_policy", "unavailable"]
 
 COMPONENT = "nft-dr"
 
@@ -34,9 +38,11 @@ def create(runtime) -> NftEngine:
 @hookimpl
 def clusterkit_register_engines(register):
     register(EngineKind("nft", create=create, schedulers=("rr", "wrr", "sh"), persistence=True,
-                        proxy_protocols=("",), handlers=False, unavailable=unavailable,
-                        description="nftables direct routing in the manager's kernel: "
-                                    "nodes answer clients themselves, client IPs kept"))
+                        proxy_protocols=("",), handlers=False, forwards=("dr", "nat"),
+                        check_policy=check_policy, requirements=requirements,
+                        unavailable=unavailable,
+                        description="nftables direct routing or NAT in the manager's kernel: "
+                                    "client IPs kept"))
 
 
 @hookimpl

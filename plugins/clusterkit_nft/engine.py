@@ -1,19 +1,19 @@
-"""The nftables engine: policies realised as direct routing in the manager's kernel.
+"""The nftables engine: policies realised in the manager's kernel, by direct routing or NAT.
 
-``apply`` finds, for each member, the interface it is reached on and its MAC
-(the neighbour table, after a ping when the entry is missing), fills each
+``apply`` finds, for each member of a direct-routing policy, the interface it
+is reached on and its MAC (the neighbour table, after a ping when the entry
+is missing); a NAT policy's members need only a route. It fills each
 policy's bucket table from the weights and member states
-(:mod:`clusterkit_nft.buckets`) and installs the whole table in one ``nft -f``
+(:mod:`clusterkit_nft.buckets`) and installs both tables in one ``nft -f``
 transaction (:mod:`clusterkit_nft.ruleset`). ``set_member_state`` refills and
-installs at once. A policy the engine cannot carry (IPv6, another backend
-port, connection limits, a fallback) is left out with the reason in
+installs at once. A policy the engine cannot carry
+(:func:`clusterkit_nft.carry.check_policy`) is left out with the reason in
 ``stats()``; at the first apply that raises, like the other engines.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import logging
 import re
@@ -22,7 +22,8 @@ import time
 
 from clusterkit.contracts import MEMBER_STATES
 from clusterkit_nft.buckets import BUCKETS, fill
-from clusterkit_nft.ruleset import TABLE, Member, PolicyPlan, removal, render
+from clusterkit_nft.carry import by_client, check_policy, forward_of, passive_range
+from clusterkit_nft.ruleset import FAMILIES, TABLE, Member, PolicyPlan, removal, render
 
 log = logging.getLogger("clusterkit.nft")
 
@@ -37,7 +38,7 @@ class NftError(Exception):
 
 
 class NftEngine:
-    """Direct routing by nftables; ``prefix`` runs its commands elsewhere (``ip netns exec NS``)."""
+    """Direct routing and NAT by nftables; ``prefix`` runs its commands elsewhere (``ip netns exec NS``)."""
 
     name = "nft"
 
@@ -89,7 +90,7 @@ class NftEngine:
             return f"no route to {ip}"
         if route.get("gateway"):
             return (f"{ip} is reached through the gateway {route['gateway']}: direct routing "
-                    "needs the node on the manager's own segment")
+                    "needs the node on the manager's own segment (forward = \"nat\" does not)")
         if device == "lo":
             return f"{ip} is an address of the manager itself"
         for attempt in range(2):
@@ -116,13 +117,15 @@ class NftEngine:
             hosts = cluster.hosts
             self.failed, self.carried = {}, {}
             for policy in cluster.policies:
-                why = cannot_carry(policy)
+                why = check_policy(policy, None, hosts, addresses=[])
                 if why:
-                    self.failed[policy.key] = f"policy {policy.key}: {why}"
+                    self.failed[policy.key] = f"policy {policy.key}: {why[0]}: {why[1]}"
                 else:
                     self.carried[policy.key] = policy
+            if any(forward_of(p) == "nat" for p in self.carried.values()):
+                await self._forwarding()
             ips = sorted({hosts[m.node].ip for p in self.carried.values() for m in p.members
-                          if m.node in hosts})
+                          if m.node in hosts and forward_of(p) == "dr"})
             self.links = dict(zip(ips, await asyncio.gather(*(self._link(ip) for ip in ips))))
             for device in {link[0] for link in self.links.values() if isinstance(link, tuple)}:
                 if device not in self.macs:
@@ -143,15 +146,19 @@ class NftEngine:
 
     def _plan(self, policy) -> PolicyPlan | None:
         n = self.index[policy.key]
+        nat = forward_of(policy) == "nat"
         members, weights, old_weights, devices = [], {}, {}, set()
         for m in policy.members:
             host = self.cluster.hosts.get(m.node)
-            link = self.links.get(host.ip) if host else None
-            if not isinstance(link, tuple) or not self.macs.get(link[0]):
-                continue
-            members.append(Member(f"m{n}_{self._member_id(policy.key, m.node)}", m.node, link[1],
-                                  link[0]))
-            devices.add(link[0])
+            chain = f"m{n}_{self._member_id(policy.key, m.node)}"
+            if nat and host is not None:
+                members.append(Member(chain, m.node, address=f"{host.ip}:{policy.backend_port}"))
+            else:
+                link = self.links.get(host.ip) if host else None
+                if not isinstance(link, tuple) or not self.macs.get(link[0]):
+                    continue
+                members.append(Member(chain, m.node, link[1], link[0]))
+                devices.add(link[0])
             state, factor = self.states.get((policy.key, m.node), ("up", 1.0))
             weight = m.weight * factor
             if state == "up":
@@ -161,16 +168,16 @@ class NftEngine:
         if not members:
             self.owners[policy.key] = []
             return None
-        device = sorted(devices)[0]
-        members = [m for m in members if m.device == device]  # one segment per policy
+        device = sorted(devices)[0] if devices else ""
+        members = [m for m in members if m.device == device]  # one segment per DR policy
         chains = {m.node: m.chain for m in members}
         new = fill({k: w for k, w in weights.items() if k in chains}, self.buckets)
         self.owners[policy.key] = new
-        plan = PolicyPlan(n, policy.key, policy.vip, policy.port,
-                          by_client=policy.scheduler == "sh" or policy.persistence > 0,
-                          device=device, members=members,
-                          new=[chains.get(node) for node in new])
-        if old_weights.keys() - weights.keys():  # someone drains: its flows stay on it
+        plan = PolicyPlan(n, policy.key, policy.vip, policy.port, by_client=by_client(policy),
+                          device=device, members=members, new=[chains.get(node) for node in new],
+                          nat=nat, ports=passive_range(policy))
+        # a drain in NAT needs nothing more: only new connections pass the nat hook
+        if not nat and old_weights.keys() - weights.keys():  # its flows stay on it
             old = fill({k: w for k, w in old_weights.items() if k in chains}, self.buckets)
             plan.old = [chains.get(node) for node in old]
             plan.fresh_timeout = int(min(MAX_FRESH_TIMEOUT, max(1, policy.client_timeout)))
@@ -198,11 +205,22 @@ class NftEngine:
             raise NftError(f"nft refused the table: {err.strip()[:2000]}")
         self.installed, self.declared, self.applied = True, declared, states
 
+    async def _forwarding(self) -> None:
+        """NAT needs the manager to forward: ``net.ipv4.ip_forward=1`` (said in the log once)."""
+        code, out, _ = await self._run("sysctl", "-n", "net.ipv4.ip_forward")
+        if code == 0 and out.strip() == "1":
+            return
+        code, _, err = await self._run("sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+        if code:
+            raise NftError(f"NAT needs net.ipv4.ip_forward=1 and it cannot be set: {err.strip()}")
+        log.info("NAT: net.ipv4.ip_forward set to 1 (the manager routes the nodes' replies)")
+
     def _take_counters(self, items: list[dict]) -> None:
         counts = {}
         for item in items:
             c = item.get("counter")
-            if isinstance(c, dict) and isinstance(c.get("name"), str):
+            if isinstance(c, dict) and isinstance(c.get("name"), str) \
+                    and c.get("table") == TABLE and c.get("family") in FAMILIES:
                 counts[c["name"]] = (_count(c.get("packets")), _count(c.get("bytes")))
         self.counts = counts
 
@@ -224,7 +242,9 @@ class NftEngine:
     async def _reinstall(self, policy_key: str, node: str, state: str) -> None:
         async with self._lock:
             host = self.cluster.hosts.get(node)
-            if state == "up" and host is not None and not isinstance(self.links.get(host.ip), tuple):
+            policy = self.carried.get(policy_key)
+            if state == "up" and host is not None and policy is not None \
+                    and forward_of(policy) == "dr" and not isinstance(self.links.get(host.ip), tuple):
                 self.links[host.ip] = await self._link(host.ip)  # it answers: learn its MAC now
             await self._install()
 
@@ -235,8 +255,8 @@ class NftEngine:
         now = time.monotonic()
         if self.installed and now - self._stats_at > STATS_TTL:
             try:
-                done = subprocess.run([*self.prefix, "nft", "-j", "list", "counters", "table",
-                                       "netdev", TABLE], capture_output=True, text=True, timeout=2)
+                done = subprocess.run([*self.prefix, "nft", "-j", "list", "counters"],
+                                      capture_output=True, text=True, timeout=2)
                 if done.returncode == 0:
                     self._take_counters(nft_objects(done.stdout))
                 self._stats_at = now
@@ -251,6 +271,7 @@ class NftEngine:
     def _policy_stats(self, key: str, policy) -> dict:
         n = self.index[key]
         owners = self.owners.get(key, [])
+        nat = forward_of(policy) == "nat"
         members = {}
         for m in policy.members:
             j = self.member_ids[key].get(m.node)
@@ -258,17 +279,19 @@ class NftEngine:
             link = self.links.get(host.ip) if host else None
             state, factor = self.applied.get((key, m.node), ("up", 1.0))
             packets, octets = self.counts.get(f"c{n}_{j}", (0, 0))
-            entry = {"address": f"{host.ip if host else '?'}:{policy.port}", "state": state,
+            entry = {"address": f"{host.ip if host else '?'}:{policy.backend_port}", "state": state,
                      "weight": m.weight, "weight_factor": factor,
                      "total": self.counts.get(f"s{n}_{j}", (0, 0))[0],
                      "packets_in": packets, "bytes_in": octets,
                      "buckets": sum(1 for o in owners if o == m.node)}
             if isinstance(link, tuple):
                 entry.update(device=link[0], mac=link[1])
-            else:
+            elif not nat:
                 entry["unresolved"] = link or "not looked up yet"
             members[m.node] = entry
-        return {"engine": self.name, "mode": "dr", "service": policy.service,
+        ports = passive_range(policy)
+        return {"engine": self.name, "mode": "nat" if nat else "dr", "service": policy.service,
+                **({"passive_ports": f"{ports[0]}-{ports[1]}"} if ports else {}),
                 "scheduler": policy.scheduler, "persistence": policy.persistence,
                 "proxy_protocol": "none", "listening": self.installed and any(owners),
                 "total": sum(e["total"] for e in members.values()),
@@ -278,7 +301,7 @@ class NftEngine:
     # ------------------------------------------------------------ close
 
     async def close(self, timeout: float) -> None:
-        """Take the table away: packets for the VIPs go to the manager's own stack again."""
+        """Take the tables away: packets for the VIPs go to the manager's own stack again."""
         async with self._lock:
             if self.installed:
                 code, _, err = await self._run("nft", "-f", "-", stdin=removal())
@@ -309,19 +332,3 @@ def nft_objects(text: str) -> list[dict]:
     items = data.get("nftables") if isinstance(data, dict) else None
     return [d for d in items if isinstance(d, dict)] if isinstance(items, list) else []
 
-
-def cannot_carry(policy) -> str | None:
-    """Why direct routing cannot realise ``policy`` (beyond what the engine kind says)."""
-    try:
-        if ipaddress.ip_address(policy.vip).version != 4:
-            return "the nft engine balances IPv4 VIPs only"
-    except ValueError:
-        return f"VIP {policy.vip!r} is not an IP address"
-    if policy.backend_port != policy.port:
-        return (f"direct routing keeps the destination port: backend_port {policy.backend_port} "
-                f"must be the policy's port {policy.port}")
-    if policy.max_conn or policy.member_max_conn:
-        return "the nft engine keeps no connection state: max_conn/member_max_conn cannot be enforced"
-    if policy.fallback:
-        return "the nft engine has no fallback: a fallback needs a proxy"
-    return None

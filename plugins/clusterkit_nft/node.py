@@ -26,11 +26,18 @@ LABEL = "lo:ck"
 ARP = {"arp_ignore": "1", "arp_announce": "2"}
 
 
-def dr_vips(cluster, node: str) -> list[str]:
-    """The IPv4 VIPs of the direct-routing policies (nft, IPVS's DR and TUN) with ``node`` as member."""
+def dr_vips(cluster, node: str, engines: dict) -> list[str]:
+    """The IPv4 VIPs of the policies with ``node`` as member that a kernel engine forwards to it
+    with the VIP still as destination: direct routing or tunnelling (``engines``: the registry's
+    engine kinds; a kernel engine declares ``forwards``, its first one the default). A NAT node
+    gets its connections addressed to itself: no VIP on its ``lo``."""
     vips = set()
     for policy in cluster.policies:
-        if policy.engine in ("nft", "ipvs", "ipvs-tun") and any(m.node == node for m in policy.members):
+        kind = engines.get(policy.engine)
+        if kind is None or not kind.forwards:
+            continue
+        if (policy.forward or kind.forwards[0]) in ("dr", "tun") \
+                and any(m.node == node for m in policy.members):
             try:
                 if ipaddress.ip_address(policy.vip).version == 4:
                     vips.add(policy.vip)
@@ -73,7 +80,7 @@ class NodeSide(Component):
         await self.sync()
 
     async def sync(self) -> None:
-        wanted = dr_vips(self.runtime.cluster, self.runtime.host.name)
+        wanted = dr_vips(self.runtime.cluster, self.runtime.host.name, self.runtime.registry.engines)
         errors = []
         present = set()
         for link in await _ip_json("addr", "show", "dev", "lo"):
