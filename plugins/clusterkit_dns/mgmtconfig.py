@@ -38,7 +38,7 @@ import dns.exception
 import dns.tsig
 
 from clusterkit.definition.tables import Key, Table, Tables, read
-from clusterkit.definition.values import ip_problem, shown
+from clusterkit.definition.values import ip_problem, problem_of, shown
 
 IXFR_HISTORY = 10        # versions of each zone an IXFR can start from
 IXFR_HISTORY_MAX = 1000
@@ -115,23 +115,11 @@ def _name(value: str, origin=None) -> str:
         raise ValueError(f"{shown(value)} is not a domain name: {exc}") from None
 
 
-def _name_problem(value: str) -> str | None:
-    try:
-        _name(value)
-    except ValueError as exc:
-        return str(exc)
-    return None
-
-
-def _zone_problem(value: str) -> str | None:
+def _zone(value: str) -> str:
     """A health name's zone is written as DIR/<zone>.zone: checked as a file name too."""
-    from clusterkit_dns.zoneedit import ZoneEditError, zone_name  # only with health names
+    from clusterkit_dns.zoneedit import zone_name  # only with health names
 
-    try:
-        zone_name(_name(value))
-    except (ValueError, ZoneEditError) as exc:
-        return str(exc)
-    return None
+    return zone_name(_name(value))
 
 
 def _network_problem(text: str) -> str | None:
@@ -163,11 +151,11 @@ SECONDARY = Table({
     "addresses": Key(list, items=str, check=_network_problem,
                      required="the secondary's addresses (IPs or networks)"),
     "key": Key(str, default=""),
-    "zones": Key(list, items=str, check=_name_problem, default=()),
+    "zones": Key(list, items=str, check=problem_of(_name), default=()),
     "notify": Key(list, items=str, check=_notify_problem),
 })
 HEALTH_NAME = Table({
-    "zone": Key(str, required="the zone the name is in", check=_zone_problem),
+    "zone": Key(str, required="the zone the name is in", check=problem_of(_zone)),
     "name": Key(str, required="relative to the zone, or absolute"),
     "policy": Key(str, required="a policy's VIP:PORT", check=_policy_problem),
     "ttl": Key(int, default=30, low=0, high=86400),
@@ -210,7 +198,7 @@ def parse_management(table: dict, report) -> Management:
 
 
 def _parse_key(name: str, entry: dict, key: str, report) -> TsigKey | None:
-    problem = _name_problem(name)
+    problem = problem_of(_name)(name)
     if problem:
         report(key, problem)
         return None

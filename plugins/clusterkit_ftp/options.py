@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from clusterkit.definition.tables import Key, Table, read
-from clusterkit.definition.values import shown
+from clusterkit.definition.values import problem_of, shown
 
 DEFAULT_PASSIVE = range(50000, 51000)
 DEFAULT_FTPS_PASSIVE = range(51000, 52000)
@@ -63,17 +63,9 @@ def parse_range(text) -> range:
     return range(lo, hi + 1)
 
 
-def range_problem(text: str) -> str | None:
-    try:
-        parse_range(text)
-    except ValueError as exc:
-        return str(exc)
-    return None
-
-
 OPTIONS = Table({
-    "passive_ports": Key(str, check=range_problem),
-    "ftps_passive_ports": Key(str, check=range_problem),
+    "passive_ports": Key(str, check=problem_of(parse_range)),
+    "ftps_passive_ports": Key(str, check=problem_of(parse_range)),
     "data_timeout": Key(float, default=DEFAULT_DATA_TIMEOUT, low=0.1, high=3600),
     "passive_per_client": Key(int, default=DEFAULT_PASSIVE_PER_CLIENT, low=1, high=65535),
 })
