@@ -72,8 +72,12 @@ def test_nodes_policies_and_sync_sets_round_trip(ck, cfg, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (("node", "add", "n", "--ip", "300.1.1.1"), "node[0].ip: '300.1.1.1' is not an IP address"),
-    (("node", "add", "mgr", "--ip", "127.91.0.5"), "node[0].name: duplicate host name 'mgr'"),
+    (("node", "add", "n", "--ip", "300.1.1.1", "--transport", "ssh"),
+     "node[0].ip: '300.1.1.1' is not an IP address"),
+    (("node", "add", "mgr", "--ip", "127.91.0.5", "--transport", "ssh"),
+     "node[0].name: duplicate host name 'mgr'"),
+    (("node", "add", "n", "--ip", "127.91.0.5"),
+     "node[0].root: is required with transport 'local' (the directory standing for the node's /"),
     (("node", "add", "n", "--ip", "127.91.0.5", "--transport", "ftp"), "unknown transport 'ftp'"),
     (("policy", "add", "--vip", "127.91.0.100", "--port", "80", "--service", "http",
       "--members", "ghost=1"), "unknown member 'ghost'"),
@@ -216,7 +220,8 @@ def test_the_definition_and_the_managers_state_are_owner_only(ck, cfg, tmp_path)
 
     assert oct(os.stat(cfg).st_mode & 0o777) == "0o600"
     assert oct(os.stat(tmp_path / "st" / "mgr").st_mode & 0o777) == "0o700"
-    assert ck("node", "add", "web1", "--ip", "127.91.0.11", "-c", cfg).exit_code == 0
+    assert ck("node", "add", "web1", "--ip", "127.91.0.11", "--root", str(tmp_path / "w1"),
+              "-c", cfg).exit_code == 0
     assert oct(os.stat(cfg).st_mode & 0o777) == "0o600", "an edit keeps it owner-only"
 
 

@@ -132,6 +132,20 @@ def test_the_reader_without_a_file():
             from_text(Key(float, low=0, high=1), "0.5"), from_text(Key(bool), "true")) == (7, "auto", 0.5, True)
 
 
+def test_keys_the_operator_names_are_read_through_the_extra_shape():
+    problems = []
+    report = lambda *p: problems.append(p)  # noqa: E731
+    named = Table({"default": Key(str)}, extra=Table({"port": Key(int, default=53, low=1, high=65535)}))
+    values = read({"default": "a", "a": {}, "b": {"port": 0}, "c": 5}, named, report, "keys")
+    assert values == {"default": "a", "a": {"port": 53}, "b": {"port": 53}, "c": {"port": 53}}
+    assert problems == [("keys.b.port", "0 is out of range (1..65535)"),
+                        ("keys.c", "must be a table, not an integer")]
+    problems.clear()
+    ips = Table(extra=Key(str, check=lambda v: None if v.count(".") == 3 else f"{v!r} is no IPv4"))
+    assert read({"n1": "1.2.3.4", "n2": "x", "n3": 7}, ips, report) == {"n1": "1.2.3.4"}
+    assert problems == [("n2", "'x' is no IPv4"), ("n3", "must be a string, not 7")]
+
+
 def test_the_core_tables_go_through_the_same_reader(pm):
     text = ('[cluster]\nname = "c"\n\n[manager]\nname = "m"\nip = "127.94.0.1"\n'
             'public_ips = ["127.94.0.100", "x"]\n\n[[policy]]\nvip = "127.94.0.100"\nport = 80\n'

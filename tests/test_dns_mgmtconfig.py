@@ -82,6 +82,17 @@ policy = "127.87.6.1:80"
     ('[[dns.health_name]]\nzone = "example.com"\nname = "www"\npolicy = "1.2.3.4:80"\n'
      'addresses = { node1 = "nope" }', "dns.health_name[0].addresses.node1: 'nope'"),
     ('secondary = "x"', "dns.secondary: must be an array of tables"),
+    ('tsig = "x"', "dns.tsig: must be a table, not a string"),
+    ('[dns.tsig.k]\nsecret = 5', "dns.tsig.k.secret: must be a string, not 5"),
+    ('[dns.tsig.""]\nsecret = "x"', "dns.tsig.: must be a domain name, not ''"),
+    ('[[dns.secondary]]\naddresses = ["192.0.2.1"]\nzones = ["example.com", ""]',
+     "dns.secondary[0].zones[1]: must be a domain name, not ''"),
+    ('[[dns.secondary]]\naddresses = "192.0.2.1"', "dns.secondary[0].addresses: must be a list of strings"),
+    ('[[dns.health_name]]\nzone = "example.com"\nname = "www"', "dns.health_name[0].policy: is required"),
+    ('[[dns.health_name]]\nzone = "example.com"\nname = "www"\npolicy = "1.2.3.4:80"\n'
+     'addresses = { node1 = 5 }', "dns.health_name[0].addresses.node1: must be a string, not 5"),
+    ('[dns.health_name]\nzone = "example.com"', "dns.health_name: must be an array of tables"),
+    ('ixfr_history = 1001', "dns.ixfr_history: 1001 is out of range (0..1000)"),
     ('[[dns.health_name]]\nzone = "\\\\047etc\\\\047x.example"\nname = "www"\npolicy = "1.2.3.4:80"',
      "dns.health_name[0].zone: zone name"),  # \047 is '/' once unescaped: it names a file
 ])

@@ -481,6 +481,39 @@ def test_close_lets_connections_finish(ha):
     assert not ha.engine.master.alive()
 
 
+@needs_haproxy
+def test_nothing_of_the_engine_outlives_close(tmp_path, tmp_path_factory):
+    """Close with an apply under way, after a reload and a restart (two masters, two stderr
+    readers): no task of the engine on its loop, no thread of its own, every reader done."""
+    env = HAEnv(tmp_path, tmp_path_factory.mktemp("ha"), "127.89.9")
+    try:
+        env.start(nodes=(1,))
+        env.policy("node1 = 1")
+        env.policy("node1 = 2")  # a reload: the counters are read on the engine's thread
+        pid = env.engine.master.pid
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: env.engine.master.pid not in (None, pid)
+                 and env.stats()[env.key]["listening"], timeout=20, what="a new master")
+        cluster = make_cluster(env.tmp_path, env.net, env.nodes, env.text("node1 = 3"), env.pm)
+        applying = asyncio.run_coroutine_threadsafe(env.engine.apply(cluster), env.loop.loop)
+        env.loop.call(env.engine.close(5.0))
+        assert applying.done(), "close waited for the apply under way"
+        assert not env.engine.master.alive() and not env.engine.master.readers
+
+        async def others():
+            return [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+
+        assert env.loop.call(others()) == []
+        assert [t.name for t in threading.enumerate() if t.name.startswith("haproxy-engine")] == []
+        with pytest.raises(HAProxyError, match="the HAProxy engine is closed"):
+            env.loop.call(env.engine.apply(cluster))
+        assert not env.engine.master.alive(), "no master started after close"
+    finally:
+        env.loop.close()
+        for backend in env.backends.values():
+            backend.stop()
+
+
 def test_the_policy_becomes_one_listen_section(tmp_path):
     from clusterkit_haproxy.config import render
 

@@ -126,6 +126,8 @@ def test_join_on_the_command_line(ck, tmp_path):
         assert "joined cluster test as node1" in result.output
         got = definition.parse_view(fresh.read_text())  # as nodes receive it: with its serial
         assert got.body == definition.NOTICE + definition.node_view(cluster.config.read_text())
+        assert stat.S_IMODE(os.stat(fresh).st_mode) == 0o600, "the definition may hold secrets"
+        assert os.listdir(fresh.parent) == ["cluster.toml"], "no temp file left beside it"
         assert pki.Paths.of(str(tmp_path / "state" / "node1")).has_host_cert()
         again = ck("join", cluster.url("manager"), "--token", token, "--as", "node1", "-c", config)
         assert again.exit_code == 1 and "used already" in again.output

@@ -11,6 +11,7 @@ import typer
 from clusterkit.cli.common import (ConfigOpt, JsonOpt, UsageError, emit, guard,
                                    parse_pairs, plugin_manager, table, valid_name)
 from clusterkit.config import load_cluster
+from clusterkit.definition import edits
 from clusterkit.definition.edits import edit_config
 from clusterkit.definition.files import private_dir
 from clusterkit.definition.tables import UNSET, from_text
@@ -101,9 +102,7 @@ def node_add(ctx: typer.Context, name: str, config: ConfigOpt,
             options.update(lab)
     if options:
         entry["options"] = options
-    with edit_config(config, plugin_manager(ctx)) as doc:
-        nodes = doc.setdefault("node", tomlkit.aot())
-        nodes.append(entry)
+    edits.add_node(config, plugin_manager(ctx), entry)
     typer.echo(f"added node {name} ({ip}, transport {transport})")
     if lab:
         typer.echo("lab paths under the manager's root: "
@@ -120,18 +119,7 @@ def node_remove(ctx: typer.Context, name: str, config: ConfigOpt,
                 force: Annotated[bool, typer.Option(help="Also remove it from every policy.")] = False) -> None:
     """Remove a node; refused while a policy names it unless --force."""
     valid_name(name)
-    with edit_config(config, plugin_manager(ctx)) as doc:
-        nodes = doc.get("node", [])
-        index = next((i for i, n in enumerate(nodes) if n.get("name") == name), None)
-        if index is None:
-            raise UsageError(f"no node named {name!r} in {config}")
-        users = [p for p in doc.get("policy", []) if name in p.get("members", {})]
-        if users and not force:
-            keys = ", ".join(f"{p['vip']}:{p['port']}" for p in users)
-            raise UsageError(f"node {name!r} is a member of {keys} (use --force to remove it there too)")
-        for p in users:
-            del p["members"][name]
-        del nodes[index]
+    edits.remove_node(config, plugin_manager(ctx), name, force)
     typer.echo(f"removed node {name}")
 
 

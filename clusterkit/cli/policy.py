@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Optional
 
-import tomlkit
 import typer
 
-from clusterkit.cli.common import (ConfigOpt, JsonOpt, UsageError, emit, guard, parse_pairs,
+from clusterkit.cli.common import (ConfigOpt, JsonOpt, emit, guard, parse_pairs,
                                    plugin_manager, table)
 from clusterkit.config import SCHEDULERS, load_cluster
-from clusterkit.definition.edits import edit_config
+from clusterkit.definition import edits
 
 policy_app = typer.Typer(help="Balance a public IP:port over nodes.", no_args_is_help=True)
 
@@ -54,15 +53,7 @@ def policy_add(
     checks.update(parse_pairs(check_option or [], "--check-option"))
     if checks:
         entry["check"] = checks
-    with edit_config(config, plugin_manager(ctx)) as doc:
-        policies = doc.setdefault("policy", tomlkit.aot())
-        index = _find(policies, vip, port)
-        if index is not None and not replace:
-            raise UsageError(f"a policy for {vip}:{port} exists (use --replace to change it)")
-        if index is not None:
-            policies[index] = entry
-        else:
-            policies.append(entry)
+    edits.add_policy(config, plugin_manager(ctx), entry, replace)
     typer.echo(f"policy {vip}:{port} ({service}, {scheduler}{', ' + engine if engine else ''}) "
                f"-> {members}")
 
@@ -73,12 +64,7 @@ def policy_remove(ctx: typer.Context, config: ConfigOpt,
                   vip: Annotated[str, typer.Option(help="The public IP.")],
                   port: Annotated[int, typer.Option(help="The public port.")]) -> None:
     """Remove the policy for VIP:PORT (the manager's own service answers again)."""
-    with edit_config(config, plugin_manager(ctx)) as doc:
-        policies = doc.get("policy", [])
-        index = _find(policies, vip, port)
-        if index is None:
-            raise UsageError(f"no policy for {vip}:{port} in {config}")
-        del policies[index]
+    edits.remove_policy(config, plugin_manager(ctx), vip, port)
     typer.echo(f"removed policy {vip}:{port}")
 
 
@@ -102,11 +88,6 @@ def policy_list(ctx: typer.Context, config: ConfigOpt, as_json: JsonOpt = False)
                       "check"])
 
     emit(rows, as_json, render)
-
-
-def _find(policies, vip: str, port: int) -> int | None:
-    return next((i for i, p in enumerate(policies)
-                 if p.get("vip") == vip and p.get("port") == port), None)
 
 
 def register(app: typer.Typer) -> None:

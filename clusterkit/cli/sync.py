@@ -8,13 +8,12 @@ import sys
 import time
 from typing import Annotated, Optional
 
-import tomlkit
 import typer
 
 from clusterkit.cli.common import (EXIT_FAILURE, ConfigOpt, JsonOpt, UsageError, emit,
                                    guard, plugin_manager, table, valid_name)
 from clusterkit.config import load_cluster, registry_of
-from clusterkit.definition.edits import edit_config
+from clusterkit.definition import edits
 from clusterkit.definition.source import daemon_state_dir
 from clusterkit.control import ControlError, request
 
@@ -36,11 +35,7 @@ def sync_add(ctx: typer.Context, name: str, config: ConfigOpt,
         entry["exclude"] = list(exclude)
     if on_change:
         entry["on_change"] = on_change
-    with edit_config(config, plugin_manager(ctx)) as doc:
-        sets = doc.setdefault("sync", tomlkit.aot())
-        if any(s.get("name") == name for s in sets):
-            raise UsageError(f"a sync set named {name!r} exists")
-        sets.append(entry)
+    edits.add_sync_set(config, plugin_manager(ctx), entry)
     typer.echo(f"added sync set {name} ({path})")
 
 
@@ -49,12 +44,7 @@ def sync_add(ctx: typer.Context, name: str, config: ConfigOpt,
 def sync_remove(ctx: typer.Context, name: str, config: ConfigOpt) -> None:
     """Remove a sync set (files already on nodes stay)."""
     valid_name(name)
-    with edit_config(config, plugin_manager(ctx)) as doc:
-        sets = doc.get("sync", [])
-        index = next((i for i, s in enumerate(sets) if s.get("name") == name), None)
-        if index is None:
-            raise UsageError(f"no sync set named {name!r} in {config}")
-        del sets[index]
+    edits.remove_sync_set(config, plugin_manager(ctx), name)
     typer.echo(f"removed sync set {name}")
 
 

@@ -65,12 +65,13 @@ class Key:
 class Table:
     """A table's declared keys (each a :class:`Key`, :class:`Table` or :class:`Tables`).
 
-    Undeclared keys are refused as unknown unless ``extra`` (then they are
-    returned as written, for free-form options).
+    Undeclared keys are refused as unknown unless ``extra``: ``True`` returns
+    them as written (free-form options); a shape reads each of them through it
+    (keys the operator names: ``[dns.tsig."NAME"]`` tables, ``{node1 = "IP"}``).
     """
 
     keys: dict = field(default_factory=dict)
-    extra: bool = False
+    extra: bool | Key | Table = False
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,11 @@ def _read_table(data, shape: Table, report, key: str) -> dict:
     for name in data:
         if name in shape.keys:
             continue
-        if shape.extra:
+        if isinstance(shape.extra, (Key, Table)):
+            value = read(data[name], shape.extra, report, f"{key}.{name}" if key else name)
+            if value is not UNSET:
+                values[name] = value
+        elif shape.extra:
             values[name] = data[name]
         else:
             known = ", ".join(shape.keys) or "none"

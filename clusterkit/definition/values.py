@@ -11,6 +11,7 @@ import ipaddress
 import math
 import posixpath
 import re
+from typing import Any, Callable
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 # Sync paths refused as a whole (a full sync with --delete would wipe the node's system),
@@ -60,6 +61,19 @@ def read_number(table: dict, name: str, kind: type, default, low, high, report, 
     except ValueError as exc:
         report(key or name, str(exc))
         return default
+
+
+def problem_of(parse: Callable[[Any], Any]) -> Callable[[Any], str | None]:
+    """A ``Key``'s ``check`` from a parser that raises ``ValueError`` saying what is wrong."""
+
+    def check(value) -> str | None:
+        try:
+            parse(value)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
+    return check
 
 
 def name_problem(name) -> str | None:

@@ -57,6 +57,7 @@ class Settings:
     full_interval: float = 3600.0
     timeout: int = 30
     contimeout: int = 10
+    run_limit: float = rsync.RUN_LIMIT  # wall-clock seconds one rsync run may take
     backoff_min: float = 0.5
     backoff_max: float = 60.0
     atomic_batch: int = 1000   # batches up to this many paths appear at once (--delay-updates)
@@ -92,7 +93,7 @@ class Settings:
 
 RANGES = {"settle": (0, 10), "max_wait": (0, 60), "dir_threshold": (1, 10**8),
           "set_threshold": (1, 10**9), "full_interval": (0.1, 7 * 86400), "timeout": (1, 86400),
-          "contimeout": (1, 3600), "backoff_min": (0.01, 3600), "backoff_max": (0.01, 86400),
+          "contimeout": (1, 3600), "run_limit": (1, 7 * 86400), "backoff_min": (0.01, 3600), "backoff_max": (0.01, 86400),
           "atomic_batch": (0, 10**6), "mass_delete": (0, 10**9), "watch_quiet": (0.1, 86400),
           "watch_timeout": (0.05, 60), "watch_audit": (1, 86400), "watch_scan_min": (0.1, 3600)}
 

@@ -15,6 +15,10 @@ its files are in, so a small batch (a zone and its include, a config and its
 template) appears at once; bulk batches and full syncs go without it (it
 costs a third more time there, and a bulk upload has no such consistency).
 ``--timeout``/``--contimeout`` are always set: a dead node costs seconds.
+A peer that trickles, or an rsync that hangs for any other reason, meets the
+wall-clock cap (``Job.limit``, the ``sync_run_limit`` option): rsync runs in
+a process group of its own (with its ssh), which is killed when the cap
+passes; the run then ends as an I/O timeout (exit 30), the node's problem.
 
 A full sync never deletes most of a node's copy by surprise (a set pointed at
 the wrong tree, a manager with an empty disk): :func:`run_full` first runs with
@@ -30,8 +34,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import tempfile
 import threading
@@ -49,6 +55,8 @@ PARTIAL = (23, 24)          # partial transfer / vanished files: requeue the bat
 CONNECTION = (5, 10, 12, 30, 35, 255)  # daemon refused, socket, protocol stream, timeouts, ssh
 MAX_DELETE = 25             # --max-delete stopped deletions
 MASS_DELETE = 1000          # files a full sync may delete without asking, however small the node
+TIMEOUT = 30                # rsync's "timeout in data send/receive": a run stopped by Job.limit too
+RUN_LIMIT = 6 * 3600.0      # seconds one rsync run may take at the most (sync_run_limit)
 # anything else is an error of configuration or of the node (syntax, bad paths, file I/O...)
 
 
@@ -88,6 +96,7 @@ class Job:
     full: bool = False
     timeout: int = 30
     contimeout: int = 10
+    limit: float = RUN_LIMIT  # wall-clock seconds before the run's process group is killed
     dry_run: bool = False
     checksum: bool = False
     progress: Callable[[int], None] | None = None
@@ -174,7 +183,8 @@ async def run(job: Job) -> Result:
     try:
         proc = subprocess.Popen(
             job.argv(), stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=stderr, env={**os.environ, "LC_ALL": "C"})
+            stdout=subprocess.PIPE, stderr=stderr, env={**os.environ, "LC_ALL": "C"},
+            process_group=0)  # rsync and its ssh: killed together
     except OSError as exc:
         return Result(127, "error", f"cannot run rsync: {exc}")
 
@@ -196,10 +206,19 @@ async def run(job: Job) -> Result:
         stderr.seek(0)
         return b"\n".join(out), stderr.read()
 
+    waiting = _in_thread(loop, wait)
     try:
-        out, err = await _in_thread(loop, wait)
+        out, err = await asyncio.wait_for(asyncio.shield(waiting), job.limit)
+    except TimeoutError:
+        _kill_group(proc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(waiting), 10)  # the pipes close with the group
+        return Result(TIMEOUT, classify(TIMEOUT),
+                      f"rsync stopped after {job.limit:g}s, its wall-clock limit (sync_run_limit): "
+                      "the node stalls, or the transfer is larger than the limit allows",
+                      seconds=loop.time() - started)
     except asyncio.CancelledError:
-        proc.kill()
+        _kill_group(proc)
         raise
     finally:
         if progress is not None:
@@ -213,6 +232,13 @@ async def run(job: Job) -> Result:
                   loop.time() - started, items=lines,
                   stats={m[1].decode(): int(m[2].replace(b",", b"")) for m in _STAT.finditer(out)},
                   skipped_deletes=int(skipped.group(1)) if skipped else 0)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL rsync's process group (a stopped process dies too), while rsync is not reaped yet."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _in_thread(loop: asyncio.AbstractEventLoop, fn) -> asyncio.Future:

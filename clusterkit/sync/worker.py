@@ -367,7 +367,8 @@ class NodeWorker:
             return rsync.Job(source=source, destination=kind.destination(self.node, sset.path),
                              transport_args=list(kind.rsync_args(self.node, r.runtime)),
                              exclude=(*sset.exclude, PROBE_EXCLUDE),
-                             timeout=r.settings.timeout, contimeout=r.settings.contimeout, **kw)
+                             timeout=r.settings.timeout, contimeout=r.settings.contimeout,
+                             limit=r.settings.run_limit, **kw)
 
         if full:
             self.progress = 0

@@ -37,9 +37,9 @@ import dns.name
 import dns.exception
 import dns.tsig
 
-from clusterkit.definition.values import read_number
+from clusterkit.definition.tables import Key, Table, Tables, read
+from clusterkit.definition.values import ip_problem, problem_of, shown
 
-KEYS = ("tsig", "secondary", "health_name", "ixfr_history")
 IXFR_HISTORY = 10        # versions of each zone an IXFR can start from
 IXFR_HISTORY_MAX = 1000
 ALGORITHMS = {"hmac-sha256": dns.tsig.HMAC_SHA256, "hmac-sha384": dns.tsig.HMAC_SHA384,
@@ -105,86 +105,102 @@ def _key_name(name: str) -> str:
     return dns.name.from_text(name).to_text().lower()
 
 
-def _name(value, key, report, origin=None) -> str:
-    if not isinstance(value, str) or not value:
-        report(key, f"must be a domain name, not {value!r}")
-        return ""
+def _name(value: str, origin=None) -> str:
+    """``value`` as an absolute lower-case domain name (``ValueError`` says why not)."""
+    if not value:
+        raise ValueError("must be a domain name, not ''")  # dnspython reads "" as the root
     try:
         return dns.name.from_text(value, origin or dns.name.root).to_text().lower()
     except dns.exception.DNSException as exc:
-        report(key, f"{value!r} is not a domain name: {exc}")
-        return ""
+        raise ValueError(f"{shown(value)} is not a domain name: {exc}") from None
 
 
-def _strings(table, name, key, report) -> list:
-    value = table.get(name, [])
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        report(f"{key}.{name}", f"must be a list of strings, not {value!r}")
-        return []
-    return value
+def _zone(value: str) -> str:
+    """A health name's zone is written as DIR/<zone>.zone: checked as a file name too."""
+    from clusterkit_dns.zoneedit import zone_name  # only with health names
+
+    return zone_name(_name(value))
 
 
-def _unknown(table, known, key, report) -> None:
-    for k in table:
-        if k not in known:
-            report(f"{key}.{k}", f"unknown key (known: {', '.join(known)})")
+def _network_problem(text: str) -> str | None:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return f"{shown(text)} is not an IP address or network"
+    return None
+
+
+def _notify_problem(text: str) -> str | None:
+    return None if _endpoint(text) else f"{shown(text)} is not IP or IP:PORT ([V6]:PORT)"
+
+
+def _policy_problem(text: str) -> str | None:
+    target = _endpoint(text)
+    return None if target and target != (text, 53) else f"must be a policy's VIP:PORT, not {shown(text)}"
+
+
+def _algorithm_problem(value: str) -> str | None:
+    return None if value in ALGORITHMS else \
+        f"{shown(value)} is not supported (known: {', '.join(ALGORITHMS)})"
+
+
+TSIG_KEY = Table({"algorithm": Key(str, default="hmac-sha256", check=_algorithm_problem),
+                  "secret": Key(str), "secret_file": Key(str)})
+SECONDARY = Table({
+    "name": Key(str),
+    "addresses": Key(list, items=str, check=_network_problem,
+                     required="the secondary's addresses (IPs or networks)"),
+    "key": Key(str, default=""),
+    "zones": Key(list, items=str, check=problem_of(_name), default=()),
+    "notify": Key(list, items=str, check=_notify_problem),
+})
+HEALTH_NAME = Table({
+    "zone": Key(str, required="the zone the name is in", check=problem_of(_zone)),
+    "name": Key(str, required="relative to the zone, or absolute"),
+    "policy": Key(str, required="a policy's VIP:PORT", check=_policy_problem),
+    "ttl": Key(int, default=30, low=0, high=86400),
+    "addresses": Table(extra=Key(str, check=ip_problem)),
+})
+MANAGEMENT = Table({
+    "tsig": Table(extra=TSIG_KEY),
+    "secondary": Tables(SECONDARY),
+    "health_name": Tables(HEALTH_NAME),
+    "ixfr_history": Key(int, default=IXFR_HISTORY, low=0, high=IXFR_HISTORY_MAX),
+})
+KEYS = tuple(MANAGEMENT.keys)
 
 
 def parse_management(table: dict, report) -> Management:
-    """Validate the management keys of ``[dns]`` (the others belong to the server)."""
-    keys = []
-    tsig = table.get("tsig", {})
-    if not isinstance(tsig, dict):
-        report("tsig", "must be a table of keys: [dns.tsig.\"NAME\"]")
-        tsig = {}
-    for name, entry in tsig.items():
-        key = _parse_key(name, entry, f"tsig.{name}", report)
-        if key is not None:
-            keys.append(key)
+    """Validate the management keys of ``[dns]`` (the others belong to the server).
+
+    The keys are declared (:data:`MANAGEMENT`) and read by the core's table
+    reader; what it cannot judge alone (a key's secret, names relative to a
+    zone, references between tables, duplicates) is checked here.
+    """
+    values = read({k: v for k, v in table.items() if k in KEYS}, MANAGEMENT, report)
+    keys = [k for k in (_parse_key(name, entry, f"tsig.{name}", report)
+                        for name, entry in values["tsig"].items()) if k is not None]
     known_keys = {_key_name(k.name) for k in keys}
-
     secondaries = []
-    entries = table.get("secondary", [])
-    if not isinstance(entries, list):
-        report("secondary", "must be an array of tables: [[dns.secondary]]")
-        entries = []
-    for i, entry in enumerate(entries):
+    for i, entry in enumerate(values["secondary"]):
         sec = _parse_secondary(entry, f"secondary[{i}]", known_keys, report)
-        if sec is not None:
-            if any(s.name == sec.name for s in secondaries):
-                report(f"secondary[{i}].name", f"duplicate secondary {sec.name!r}")
-            secondaries.append(sec)
-
+        if any(s.name == sec.name for s in secondaries):
+            report(f"secondary[{i}].name", f"duplicate secondary {sec.name!r}")
+        secondaries.append(sec)
     names = []
-    entries = table.get("health_name", [])
-    if not isinstance(entries, list):
-        report("health_name", "must be an array of tables: [[dns.health_name]]")
-        entries = []
-    for i, entry in enumerate(entries):
+    for i, entry in enumerate(values["health_name"]):
         hn = _parse_health_name(entry, f"health_name[{i}]", report)
         if hn is not None:
             if any(h.name == hn.name for h in names):
                 report(f"health_name[{i}].name", f"{hn.name} is already a health name")
             names.append(hn)
-    history = table.get("ixfr_history", IXFR_HISTORY)
-    if not isinstance(history, int) or isinstance(history, bool) \
-            or not 0 <= history <= IXFR_HISTORY_MAX:
-        report("ixfr_history", f"must be a whole number from 0 to {IXFR_HISTORY_MAX} "
-                               f"(differences kept per zone), not {history!r}")
-        history = IXFR_HISTORY
-    return Management(tuple(keys), tuple(secondaries), tuple(names), history)
+    return Management(tuple(keys), tuple(secondaries), tuple(names), values["ixfr_history"])
 
 
-def _parse_key(name, entry, key, report) -> TsigKey | None:
-    if not isinstance(entry, dict):
-        report(key, "must be a table with algorithm and secret")
-        return None
-    _unknown(entry, ("algorithm", "secret", "secret_file"), key, report)
-    if not _name(name, key, report):
-        return None
-    algorithm = entry.get("algorithm", "hmac-sha256")
-    if algorithm not in ALGORITHMS:
-        report(f"{key}.algorithm", f"{algorithm!r} is not supported (known: {', '.join(ALGORITHMS)})")
+def _parse_key(name: str, entry: dict, key: str, report) -> TsigKey | None:
+    problem = problem_of(_name)(name)
+    if problem:
+        report(key, problem)
         return None
     text = entry.get("secret")
     if "secret_file" in entry:
@@ -195,10 +211,10 @@ def _parse_key(name, entry, key, report) -> TsigKey | None:
         try:
             with open(path) as f:
                 text = f.read().strip()
-        except (OSError, TypeError) as exc:
-            report(f"{key}.secret_file", f"cannot read {path!r}: {getattr(exc, 'strerror', exc)}")
+        except (OSError, ValueError) as exc:
+            report(f"{key}.secret_file", f"cannot read {shown(path)}: {getattr(exc, 'strerror', exc)}")
             return None
-    if not isinstance(text, str) or not text:
+    if not text:
         report(f"{key}.secret", "is required: the key's secret, base64 (tsig-keygen, "
                                 "openssl rand -base64 32)")
         return None
@@ -210,51 +226,25 @@ def _parse_key(name, entry, key, report) -> TsigKey | None:
     if len(secret) < 16:
         report(f"{key}.secret", f"is {len(secret)} bytes: use at least 16 (RFC 8945 §6)")
         return None
-    return TsigKey(name, algorithm, secret)
+    return TsigKey(name, algorithm=entry["algorithm"], secret=secret)
 
 
-def _parse_secondary(entry, key, known_keys, report) -> Secondary | None:
-    if not isinstance(entry, dict):
-        report(key, "must be a table")
-        return None
-    _unknown(entry, ("name", "addresses", "key", "zones", "notify"), key, report)
-    name = entry.get("name", key)
-    if not isinstance(name, str):
-        report(f"{key}.name", f"must be a string, not {name!r}")
-        name = key
-    networks = []
-    for j, text in enumerate(_strings(entry, "addresses", key, report)):
-        try:
-            networks.append(ipaddress.ip_network(text, strict=False))
-        except ValueError:
-            report(f"{key}.addresses[{j}]", f"{text!r} is not an IP address or network")
-    if not networks and "addresses" not in entry:
-        report(f"{key}.addresses", "is required: the secondary's addresses (IPs or networks)")
-    key_name = entry.get("key", "")
-    if not isinstance(key_name, str):
-        report(f"{key}.key", f"must be a TSIG key name, not {key_name!r}")
-        key_name = ""
+def _parse_secondary(entry: dict, key: str, known_keys: set, report) -> Secondary:
+    networks = [ipaddress.ip_network(text, strict=False) for text in entry.get("addresses", ())]
+    key_name = entry["key"]
     if key_name:
         try:
             if _key_name(key_name) not in known_keys:
                 report(f"{key}.key", f"no TSIG key {key_name!r} in [dns.tsig] "
                                      f"(known: {', '.join(sorted(known_keys)) or 'none'})")
         except dns.exception.DNSException:
-            report(f"{key}.key", f"{key_name!r} is not a key name")
-    zones = tuple(z for z in (_name(z, f"{key}.zones[{j}]", report)
-                              for j, z in enumerate(_strings(entry, "zones", key, report))) if z)
-    notify = []
+            report(f"{key}.key", f"{shown(key_name)} is not a key name")
+    zones = tuple(_name(z) for z in entry["zones"])
     if "notify" in entry:
-        for j, text in enumerate(_strings(entry, "notify", key, report)):
-            target = _endpoint(text)
-            if target is None:
-                report(f"{key}.notify[{j}]", f"{text!r} is not IP or IP:PORT ([V6]:PORT)")
-            else:
-                notify.append(target)
+        notify = [_endpoint(text) for text in entry["notify"]]
     else:
-        notify = [(str(n.network_address), 53) for n in networks
-                  if n.num_addresses == 1]
-    return Secondary(name, tuple(networks), key_name, zones, tuple(notify))
+        notify = [(str(n.network_address), 53) for n in networks if n.num_addresses == 1]
+    return Secondary(entry.get("name", key), tuple(networks), key_name, zones, tuple(notify))
 
 
 def _endpoint(text: str) -> tuple[str, int] | None:
@@ -271,38 +261,19 @@ def _endpoint(text: str) -> tuple[str, int] | None:
     return (ip, number) if sep and 0 < number < 65536 else None
 
 
-def _parse_health_name(entry, key, report) -> HealthName | None:
-    if not isinstance(entry, dict):
-        report(key, "must be a table")
-        return None
-    _unknown(entry, ("zone", "name", "policy", "ttl", "addresses"), key, report)
-    zone = _name(entry.get("zone"), f"{key}.zone", report)
-    if zone:
-        from clusterkit_dns.zoneedit import ZoneEditError, zone_name  # only with health names
-
+def _parse_health_name(entry: dict, key: str, report) -> HealthName | None:
+    zone = _name(entry["zone"]) if "zone" in entry else ""
+    name = ""
+    if "name" in entry:
         try:
-            zone_name(zone)  # it is written as DIR/<zone>.zone: checked as a file name too
-        except ZoneEditError as exc:
-            report(f"{key}.zone", str(exc))
-            zone = ""
-    name = _name(entry.get("name"), f"{key}.name", report, dns.name.from_text(zone) if zone else None)
+            name = _name(entry["name"], dns.name.from_text(zone) if zone else None)
+        except ValueError as exc:
+            report(f"{key}.name", str(exc))
     if zone and name and not dns.name.from_text(name).is_subdomain(dns.name.from_text(zone)):
         report(f"{key}.name", f"{name} is not inside zone {zone}")
-    policy = entry.get("policy")
-    if not isinstance(policy, str) or _endpoint(policy) is None or _endpoint(policy) == (policy, 53):
-        report(f"{key}.policy", f"must be a policy's VIP:PORT, not {policy!r}")
-        policy = ""
-    ttl = read_number(entry, "ttl", int, 30, 0, 86400, report, f"{key}.ttl")
-    addresses = entry.get("addresses", {})
-    pairs = []
-    if not isinstance(addresses, dict):
-        report(f"{key}.addresses", "must be a table NODE = \"ADDRESS\"")
-        addresses = {}
-    for node, address in addresses.items():
-        try:
-            pairs.append((node, str(ipaddress.ip_address(address))))
-        except (ValueError, TypeError):
-            report(f"{key}.addresses.{node}", f"{address!r} is not an IP address")
-    if not (zone and name and policy):
+        name = ""
+    if not (zone and name and "policy" in entry):
         return None
-    return HealthName(zone, name, policy, ttl, tuple(pairs))
+    pairs = tuple((node, str(ipaddress.ip_address(address)))
+                  for node, address in entry["addresses"].items())
+    return HealthName(zone, name, entry["policy"], entry["ttl"], pairs)

@@ -9,6 +9,11 @@ once; the states are also written into the config (down/maintenance as
 ``disabled``) and, before each reload, into the server-state file, so the
 new worker starts with them. A master that dies is restarted, with an ERROR
 in the log and ``engine_error`` in every policy's stats.
+
+Nothing of the engine outlives :meth:`HAProxyEngine.close`: an apply under
+way finishes first and none starts after, its tasks are ended and awaited,
+its blocking calls' threads (its own pool) have exited, and every stderr
+reader of every master it started is done.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import logging
 import os
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 try:  # where the core keeps them (they moved from clusterkit.config to clusterkit.definition)
     from clusterkit.definition.files import private_dir, write_atomic
@@ -68,6 +74,7 @@ class HAProxyEngine:
         self._watcher: asyncio.Task | None = None
         self._closing = False
         self._stats_at = 0.0
+        self._threads = ThreadPoolExecutor(1, thread_name_prefix="haproxy-engine")  # close ends it
 
     @staticmethod
     def check_binary(binary: str = "haproxy") -> tuple[str, str]:
@@ -86,9 +93,11 @@ class HAProxyEngine:
         refused policy is logged and retried at the next apply.
         """
         async with self._lock:
+            if self._closing:
+                raise HAProxyError("the HAProxy engine is closed")
             first = self.master is None
             if first:
-                path, version = await asyncio.to_thread(check_binary, self.binary)
+                path, version = await self._in_thread(check_binary, self.binary)
                 self.binary = path
                 private_dir(self.directory)
                 self.master = Master(path, self.directory)
@@ -123,6 +132,10 @@ class HAProxyEngine:
             raise HAProxyError("; ".join(failed.values()))
         for error in failed.values():
             log.error("%s (retried at the next reload)", error)
+
+    async def _in_thread(self, fn, *args):
+        """A blocking call on the engine's own thread (awaited, so close finds it idle)."""
+        return await asyncio.get_running_loop().run_in_executor(self._threads, fn, *args)
 
     def _id(self, key: str, server: str) -> int:
         """A server id stable for as long as the policy exists (stick tables store it)."""
@@ -169,7 +182,7 @@ class HAProxyEngine:
         write_atomic(master.config, rendered.text, 0o600)
         try:
             if master.alive():
-                await asyncio.to_thread(self._refresh_counters)
+                await self._in_thread(self._refresh_counters)
                 await master.reload()
             else:
                 await master.start()
@@ -212,7 +225,8 @@ class HAProxyEngine:
             raise ValueError(f"member state {state!r} is not one of {', '.join(STATES)}")
         weight_factor = min(1.0, max(0.0, float(weight_factor)))
         self.states[(policy_key, node)] = (state, weight_factor)
-        if self.rendered is not None and node in self.rendered.servers.get(policy_key, {}):
+        if self.rendered is not None and node in self.rendered.servers.get(policy_key, {}) \
+                and not self._closing:
             self._pending.add((policy_key, node))
             if self._flusher is None or self._flusher.done():
                 self._flusher = asyncio.ensure_future(self._flush_locked())
@@ -361,8 +375,11 @@ class HAProxyEngine:
     async def close(self, timeout: float) -> None:
         """Soft-stop HAProxy: listeners close, connections finish up to ``timeout``."""
         self._closing = True
-        for task in (self._flusher, self._watcher):
-            if task is not None and not task.done():
-                task.cancel()
-        if self.master is not None:
-            await self.master.stop(timeout)
+        tasks = [t for t in (self._flusher, self._watcher) if t is not None and not t.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        async with self._lock:  # an apply under way ends first; none starts after
+            if self.master is not None:
+                await self.master.stop(timeout)  # its stderr readers end with it
+        self._threads.shutdown(wait=True)  # idle: every call on it was awaited under the lock

@@ -136,7 +136,8 @@ class Master:
         self.proc: asyncio.subprocess.Process | None = None
         self.said: collections.deque = collections.deque(maxlen=200)  # (sequence, recent stderr line)
         self.said_total = 0
-        self._reader: asyncio.Task | None = None
+        self._reader: asyncio.Task | None = None  # the current master's
+        self.readers: set[asyncio.Task] = set()     # every master's, until it is done
 
     @property
     def pid(self) -> int | None:
@@ -153,6 +154,8 @@ class Master:
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             cwd=self.directory, start_new_session=True, preexec_fn=_die_with_parent)
         self._reader = asyncio.ensure_future(self._read_stderr(self.proc))
+        self.readers.add(self._reader)
+        self._reader.add_done_callback(self.readers.discard)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while loop.time() < deadline:
@@ -245,9 +248,18 @@ class Master:
                 await asyncio.wait_for(self.proc.wait(), max(0.0, wait))
             except asyncio.TimeoutError:
                 continue
-        if self._reader is not None:
-            with _quiet():
-                await asyncio.wait_for(self._reader, 2)
+        await self._end_readers(2.0)
+
+    async def _end_readers(self, timeout: float) -> None:
+        """Let every reader drain to its end (workers of an earlier master may still hold
+        their stderr), up to ``timeout``; cancel and await those still reading."""
+        readers = list(self.readers)
+        if not readers:
+            return
+        _, reading = await asyncio.wait(readers, timeout=timeout)
+        for reader in reading:
+            reader.cancel()
+        await asyncio.gather(*reading, return_exceptions=True)
 
 
 class _quiet:

@@ -1,19 +1,19 @@
-"""Cluster-changing actions of the panel: the same ``edit_config`` edits the CLI makes.
+"""Cluster-changing actions of the panel: the core's edits (:mod:`clusterkit.definition.edits`),
+the very ones the CLI makes.
 
 The definition stays the one source of truth: every change is validated by
 :mod:`clusterkit.config` before it replaces the file (a :class:`ConfigError`
 names every problem), then the daemon reloads it. Request bodies are checked
-for unknown fields and JSON types first, so nothing but TOML scalars, lists
-and tables reaches the document.
+here for unknown fields and JSON types first, so nothing but TOML scalars,
+lists and tables reaches the document; what the core refuses comes back as
+an :class:`EditError` with the HTTP status of its kind and the core's words.
 """
 
 from __future__ import annotations
 
-import os
+import functools
 
-import tomlkit
-
-from clusterkit.definition.edits import edit_config
+from clusterkit.definition import edits
 
 
 class EditError(Exception):
@@ -22,6 +22,26 @@ class EditError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
+
+
+STATUS = {"invalid": 400, "missing": 404, "conflict": 409}
+
+
+def _answered(edit):
+    """The core's refusal as an :class:`EditError`: ``field 'root' is required ...`` for a bad
+    field of the request, else the core's message (the definition's file stays unnamed)."""
+
+    @functools.wraps(edit)
+    def call(*args, **kwargs):
+        try:
+            return edit(*args, **kwargs)
+        except edits.EditError as exc:
+            message = exc.problem.message
+            if exc.kind == "invalid":
+                message = f"field {exc.problem.key.rpartition('.')[2]!r} {message}"
+            raise EditError(STATUS[exc.kind], message) from None
+
+    return call
 
 
 SCALARS = (str, int, float, bool)
@@ -67,37 +87,12 @@ NODE_FIELDS = {"name": "scalar", "ip": "scalar", "transport": "scalar", "root": 
                "options": "scalar-table"}
 
 
+@_answered
 def add_node(config: str, pm, body) -> dict:
-    """A node needs its transport said: a ``local`` node without ``root`` would be the manager's /."""
-    entry = _fields(body, NODE_FIELDS, ("name", "ip", "transport"))
-    if entry["transport"] == "local" and "root" not in entry:
-        raise EditError(400, "field 'root' is required with transport 'local' (the directory "
-                             "standing for the node's /; without it the node would be this "
-                             "manager's own /)")
-    if "root" in entry:
-        if not isinstance(entry["root"], str) or not entry["root"].startswith("/"):
-            raise EditError(400, "field 'root' must be an absolute path")
-        entry["root"] = os.path.normpath(entry["root"])
-    with edit_config(config, pm) as doc:
-        if any(n.get("name") == entry["name"] for n in doc.get("node", [])):
-            raise EditError(409, f"a node named {entry['name']!r} exists")
-        doc.setdefault("node", tomlkit.aot()).append(entry)
-    return entry
+    return edits.add_node(config, pm, _fields(body, NODE_FIELDS, ("name", "ip", "transport")))
 
 
-def remove_node(config: str, pm, name: str, force: bool = False) -> None:
-    with edit_config(config, pm) as doc:
-        nodes = doc.get("node", [])
-        index = next((i for i, n in enumerate(nodes) if n.get("name") == name), None)
-        if index is None:
-            raise EditError(404, f"no node named {name!r}")
-        users = [p for p in doc.get("policy", []) if name in p.get("members", {})]
-        if users and not force:
-            keys = ", ".join(f"{p['vip']}:{p['port']}" for p in users)
-            raise EditError(409, f"node {name!r} is a member of {keys} (force=true removes it there too)")
-        for p in users:
-            del p["members"][name]
-        del nodes[index]
+remove_node = _answered(edits.remove_node)
 
 
 POLICY_FIELDS = {"vip": "scalar", "port": "scalar", "service": "scalar", "members": "scalar-table",
@@ -108,54 +103,21 @@ POLICY_FIELDS = {"vip": "scalar", "port": "scalar", "service": "scalar", "member
                  "check": "scalar-table", "replace": "scalar"}
 
 
+@_answered
 def add_policy(config: str, pm, body) -> dict:
     entry = _fields(body, POLICY_FIELDS, ("vip", "port", "service", "members"))
     replace = bool(entry.pop("replace", False))
-    with edit_config(config, pm) as doc:
-        policies = doc.setdefault("policy", tomlkit.aot())
-        index = _find_policy(policies, entry["vip"], entry["port"])
-        if index is not None and not replace:
-            raise EditError(409, f"a policy for {entry['vip']}:{entry['port']} exists "
-                                 "(replace=true changes it)")
-        if index is not None:
-            policies[index] = entry
-        else:
-            policies.append(entry)
-    return entry
+    return edits.add_policy(config, pm, entry, replace)
 
 
-def remove_policy(config: str, pm, vip: str, port: int) -> None:
-    with edit_config(config, pm) as doc:
-        policies = doc.get("policy", [])
-        index = _find_policy(policies, vip, port)
-        if index is None:
-            raise EditError(404, f"no policy for {vip}:{port}")
-        del policies[index]
-
-
-def _find_policy(policies, vip, port) -> int | None:
-    return next((i for i, p in enumerate(policies) if p.get("vip") == vip and p.get("port") == port),
-                None)
-
+remove_policy = _answered(edits.remove_policy)
 
 SYNC_FIELDS = {"name": "scalar", "path": "scalar", "exclude": "strings", "on_change": "scalar"}
 
 
+@_answered
 def add_sync_set(config: str, pm, body) -> dict:
-    entry = _fields(body, SYNC_FIELDS, ("name", "path"))
-    with edit_config(config, pm) as doc:
-        sets = doc.setdefault("sync", tomlkit.aot())
-        if any(s.get("name") == entry["name"] for s in sets):
-            raise EditError(409, f"a sync set named {entry['name']!r} exists")
-        sets.append(entry)
-    return entry
+    return edits.add_sync_set(config, pm, _fields(body, SYNC_FIELDS, ("name", "path")))
 
 
-def remove_sync_set(config: str, pm, name: str) -> None:
-    with edit_config(config, pm) as doc:
-        sets = doc.get("sync", [])
-        index = next((i for i, s in enumerate(sets) if s.get("name") == name), None)
-        if index is None:
-            raise EditError(404, f"no sync set named {name!r} in the definition "
-                                 "(sets added by plugins are not removed here)")
-        del sets[index]
+remove_sync_set = _answered(edits.remove_sync_set)

@@ -15,6 +15,8 @@ import os
 import ssl
 from urllib.parse import urlsplit
 
+from clusterkit.definition.files import write_atomic
+from clusterkit.definition.source import DEFINITION_MODE
 from clusterkit_panel import pki
 
 PREFIX = "ck1"
@@ -81,7 +83,7 @@ def join(url: str, token: str, name: str, state_dir_of, config_path: str) -> dic
     wrote_definition = False
     if not os.path.exists(config_path):
         os.makedirs(os.path.dirname(os.path.abspath(config_path)), exist_ok=True)
-        pki.write_private(config_path, answer["definition"].encode(), 0o644)
+        write_atomic(config_path, answer["definition"], DEFINITION_MODE)  # owner-only, as every copy
         wrote_definition = True
     state_dir = state_dir_of(config_path, name)
     paths = pki.store_host_cert(state_dir, pki.key_pem(key), answer["certificate"].encode(), ca_pem)
