@@ -10,22 +10,14 @@ here (``clusterkit_host_options``), so the definition checks it with its line.
 from clusterkit import hookimpl
 from clusterkit.registry import EngineKind
 from clusterkit.definition.tables import Key
+from clusterkit.definition.values import problem_of
 from clusterkit.proxy.engine import Engine
 from clusterkit.proxy.supervisor import process_count
 
 
-def workers_problem(value) -> str | None:
-    """Why ``value`` cannot be ``proxy_workers``, or ``None``."""
-    try:
-        process_count(value)
-    except ValueError as exc:
-        return str(exc)
-    return None
-
-
 @hookimpl
 def clusterkit_host_options(register):
-    register("proxy_workers", Key(object, check=workers_problem), roles=("manager",),
+    register("proxy_workers", Key(object, check=problem_of(process_count)), roles=("manager",),
              initial="auto")
 
 
