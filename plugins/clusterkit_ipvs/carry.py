@@ -9,7 +9,8 @@ policy out and says why).
 
 The refusals every kernel engine shares (an IPv4 VIP, no ``max_conn`` nor
 fallback, the VIP's own port in DR and TUN) are the core's
-:func:`clusterkit.registry.forwarding_problem`; IPVS enforces
+:func:`clusterkit.registry.forwarding_problem` (for IPVS, IPv4 because
+pyroute2's ``IPVSService`` sends no netmask for an IPv6 one); IPVS enforces
 ``member_max_conn`` (ipvsadm ``-x``). A service needing its protocol handler
 (FTP) is refused: IPVS does not rewrite ``PASV`` replies.
 """
