@@ -7,6 +7,7 @@ the health checker, the replicator) looks kinds up here by name.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
@@ -159,6 +160,42 @@ class EngineKind:
         if policy.proxy_protocol not in self.proxy_protocols:
             return "engine", f"engine {self.name!r} cannot send PROXY protocol {policy.proxy_protocol}"
         return None
+
+
+#: A kernel engine's forwarding methods (``forward``) as messages name them.
+FORWARD_NAMES = {"dr": "direct routing", "nat": "NAT", "tun": "IP-in-IP tunnelling"}
+
+
+def forwarding_problem(policy, engine: str, forward: str,
+                       member_limits: bool = False) -> tuple[str, str] | None:
+    """What no kernel forwarding engine carries, as ``(key under the policy, message)``, or ``None``.
+
+    For an engine's ``check_policy``: an IPv4 VIP only, no ``max_conn`` (nor
+    ``member_max_conn`` unless the engine counts connections per member:
+    ``member_limits``), no fallback (a proxy's), and in ``forward`` dr or tun
+    the members serve the VIP's own port (the packet reaches them unchanged;
+    only NAT rewrites it).
+    """
+    try:
+        if ipaddress.ip_address(policy.vip).version != 4:
+            return "vip", f"the {engine} engine balances IPv4 VIPs only"
+    except ValueError:
+        return "vip", f"VIP {policy.vip!r} is not an IP address"
+    if policy.max_conn or (policy.member_max_conn and not member_limits):
+        if member_limits:
+            return "max_conn", (f"the {engine} engine limits connections per member only "
+                                "(member_max_conn): max_conn cannot be enforced")
+        return ("max_conn" if policy.max_conn else "member_max_conn",
+                f"the {engine} engine keeps no connection state: max_conn/member_max_conn "
+                "cannot be enforced")
+    if policy.fallback:
+        return "fallback", f"the {engine} engine has no fallback: a fallback needs a proxy"
+    if forward != "nat" and policy.backend_port != policy.port:
+        return "backend_port", (
+            f"{FORWARD_NAMES.get(forward, forward)} cannot change the port: the members must "
+            f"serve {policy.port}, the VIP's port, not backend_port {policy.backend_port} "
+            f"(forward = \"nat\", the {engine} engine's NAT mode, can)")
+    return None
 
 
 class RegistryError(Exception):

@@ -1,5 +1,5 @@
-"""The IPVS engines without ip_vs: what they register and refuse, the ``ipvsadm -S -n`` lines
-rendered for every scheduler, method, persistence, weight and member state, the engine's
+"""The IPVS engine without ip_vs: what it registers and refuses, the ``ipvsadm -S -n`` lines
+rendered for every scheduler, forward, persistence, weight and member state, the engine's
 changes to a table (an in-memory one with the kernel adapter's methods), and the failure on a
 kernel without IPVS. The kernel itself is driven in tests/test_ipvs_netns.py."""
 
@@ -20,7 +20,8 @@ from clusterkit_ipvs.cli import load
 from clusterkit_ipvs.engine import IpvsEngine
 from clusterkit_ipvs.kernel import (NO_IPVS, Counters, IpvsError, Kernel, KernelService,
                                     dest_request, read_dest, read_service, service_request)
-from clusterkit_ipvs.rules import cannot_carry, plan, render, weight
+from clusterkit_ipvs.carry import check_policy, requirements
+from clusterkit_ipvs.rules import plan, render, weight
 from proxy_support import cluster_text, make_cluster
 from support import free_port, wait_for
 from sync_support import CLUSTERKIT, Daemon
@@ -47,18 +48,18 @@ def cluster(tmp_path, *policies: str):
 
 def lines(tmp_path, states=None, **keys) -> list[str]:
     c = cluster(tmp_path, policy_text(**keys))
-    policy = c.policies[0]
-    return render([plan(policy, c.hosts, states or {}, policy.engine)])
+    return render([plan(c.policies[0], c.hosts, states or {})])
 
 
 # ------------------------------------------------------------------ registration and refusals
 
-def test_three_engines_one_per_forwarding_method_are_registered():
+def test_one_engine_with_dr_nat_and_tun_is_registered():
     engines = get_plugin_manager().registry.engines
-    for name in ("ipvs", "ipvs-nat", "ipvs-tun"):
-        kind = engines[name]
-        assert kind.schedulers == ("rr", "wrr", "lc", "wlc", "sh")
-        assert kind.persistence and kind.proxy_protocols == ("",) and kind.handlers is False
+    kind = engines["ipvs"]
+    assert kind.forwards == ("dr", "nat", "tun")  # dr first: the default
+    assert kind.schedulers == ("rr", "wrr", "lc", "wlc", "sh")
+    assert kind.persistence and kind.proxy_protocols == ("",) and kind.handlers is False
+    assert not {"ipvs-nat", "ipvs-tun"} & set(engines)
 
 
 @pytest.mark.skipif(HAS_IPVS, reason="this kernel has IPVS")
@@ -78,37 +79,80 @@ def test_config_check_refuses_ipvs_on_a_kernel_without_it(tmp_path):
                "/proc/net/ip_vs missing" in done.stderr
 
 
-@pytest.mark.parametrize("keys, message", [
-    ({"proxy_protocol": "v1"}, "engine 'ipvs' cannot send PROXY protocol v1"),
-    ({"service": "ftp", "port": 21}, "the ftp service needs its protocol handler"),
-])
-def test_what_ipvs_cannot_do_is_refused_by_the_definition(tmp_path, keys, message):
+def refused(tmp_path, text: str) -> tuple[str, list[str]]:
+    """The definition's refusal (judged as ``policy ipvs-rules`` judges it), and its lines."""
     with pytest.raises(ConfigError) as err:
-        cluster(tmp_path, policy_text(**keys))
-    assert message in str(err.value)
+        cluster(tmp_path, text)
+    return str(err.value), cluster_text(NET, 2, text, str(tmp_path / "state")).splitlines()
 
 
-@pytest.mark.parametrize("engine, keys, message", [
-    ("ipvs", {"backend_port": 8080}, "DR keeps the destination port: backend_port 8080"),
-    ("ipvs-tun", {"backend_port": 8080}, "TUN keeps the destination port"),
-    ("ipvs", {"max_conn": 10}, "max_conn cannot be enforced"),
-    ("ipvs-nat", {"fallback": "node1"}, "a fallback needs a proxy"),
+def line_of(lines: list[str], start: str) -> int:
+    return next(i for i, line in enumerate(lines, 1) if line.startswith(start))
+
+
+@pytest.mark.parametrize("keys, where, message", [
+    ({"backend_port": 8080}, "backend_port",
+     "direct routing cannot change the port: the members must serve 80, the VIP's port, not "
+     'backend_port 8080 (forward = "nat", the ipvs engine\'s NAT mode, can)'),
+    ({"forward": "tun", "backend_port": 8080}, "backend_port",
+     "IP-in-IP tunnelling cannot change the port: the members must serve 80"),
+    ({"max_conn": 10}, "max_conn", "the ipvs engine limits connections per member only "
+                                   "(member_max_conn): max_conn cannot be enforced"),
+    ({"forward": "nat", "fallback": "node1"}, "fallback",
+     "the ipvs engine has no fallback: a fallback needs a proxy"),
+    ({"proxy_protocol": "v1"}, "engine", "engine 'ipvs' cannot send PROXY protocol v1"),
 ])
-def test_what_a_forwarding_method_cannot_carry_is_named(tmp_path, engine, keys, message):
-    policy = cluster(tmp_path, policy_text(engine=engine, **keys)).policies[0]
-    assert message in cannot_carry(policy, engine)
+def test_what_ipvs_cannot_carry_is_refused_at_its_key_and_line(tmp_path, keys, where, message):
+    text, lines = refused(tmp_path, policy_text(**keys))
+    assert f"cluster.toml:{line_of(lines, where + ' =')}: policy[0].{where}: {message}" in text
+    assert "(engines that can carry this policy: " in text
+
+
+def test_config_check_names_the_line_of_each_refusal(tmp_path):
+    """The CLI on a file: FILE:LINE: policy[0].KEY, exit 2 (what the policy asks is judged before
+    whether this kernel has IPVS)."""
+    text = policy_text(forward="tun", backend_port=8080, member_max_conn=5)
+    config = tmp_path / "cluster.toml"
+    config.write_text(cluster_text(NET, 2, text, str(tmp_path / "state")))
+    lines = config.read_text().splitlines()
+    done = subprocess.run([*CLUSTERKIT, "config", "check", "-c", str(config)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done
+    assert (f"{config}:{line_of(lines, 'backend_port =')}: policy[0].backend_port: IP-in-IP "
+            "tunnelling cannot change the port") in done.stderr
+
+
+def test_nat_carries_another_port_and_member_limits_and_proxies_have_no_forward(tmp_path):
+    c = cluster(tmp_path, policy_text(forward="nat", backend_port=8080, member_max_conn=50))
+    assert c.policies[0].forward == "nat" and c.policies[0].member_max_conn == 50
+    text, _ = refused(tmp_path, policy_text(forward="tun").replace('engine = "ipvs"',
+                                                                    'engine = "native"'))
+    assert "policy[0].forward: engine 'native' is a proxy: it has no forward = 'tun' " \
+           "(engines that can carry this policy: ipvs)" in text
 
 
 def test_ftp_is_refused_with_the_lvs_way_named(tmp_path):
-    policy = cluster(tmp_path, policy_text()).policies[0]
-    why = cannot_carry(policy, "ipvs", handler=True)
-    assert "PASV" in why and "firewall mark" in why and "native or haproxy" in why
+    text, lines = refused(tmp_path, policy_text(service="ftp", port=21))
+    assert f"cluster.toml:{line_of(lines, 'engine =')}: policy[0].engine: the ftp service needs " \
+           "its protocol handler, which IPVS does not run (FTP's PASV/PORT rewriting)" in text
+    assert "firewall mark" in text and "native engine, or nft's direct routing" in text
 
 
 def test_ipv6_vips_are_not_carried(tmp_path):
     policy = dataclasses.replace(cluster(tmp_path, policy_text()).policies[0], vip="fd00::100")
-    for engine in ("ipvs", "ipvs-nat", "ipvs-tun"):
-        assert cannot_carry(policy, engine) == "the ipvs engines balance IPv4 VIPs only"
+    for forward in ("", "dr", "nat", "tun"):
+        assert check_policy(dataclasses.replace(policy, forward=forward), None, {}) == (
+            "vip", "the ipvs engine balances IPv4 VIPs only")
+
+
+def test_requirements_say_what_each_forward_needs(tmp_path):
+    policy = cluster(tmp_path, policy_text()).policies[0]
+    need = {f: requirements(dataclasses.replace(policy, forward=f)) for f in ("", "dr", "nat", "tun")}
+    assert need[""] == need["dr"] and "manager's L2 segment" in need["dr"]
+    assert "VIP on their lo" in need["dr"] and "VIP on their lo" in need["tun"]
+    assert "tunl0" in need["tun"] and "modprobe ipip" in need["tun"]
+    assert "through the manager" in need["nat"] and "ip_forward=1" in need["nat"]
+    assert "VIP on their lo" not in need["nat"]
 
 
 # ------------------------------------------------------------------ rendering
@@ -120,14 +164,14 @@ def test_every_scheduler_is_ipvs_own(tmp_path, scheduler):
         f"-a -t {VIP}:80 -r {N1}:80 -g -w 3", f"-a -t {VIP}:80 -r {N2}:80 -g -w 1"]
 
 
-@pytest.mark.parametrize("engine, flag", [("ipvs", "-g"), ("ipvs-nat", "-m"), ("ipvs-tun", "-i")])
-def test_each_forwarding_method_has_its_flag(tmp_path, engine, flag):
-    assert lines(tmp_path, engine=engine)[1:] == [f"-a -t {VIP}:80 -r {N1}:80 {flag} -w 3",
+@pytest.mark.parametrize("forward, flag", [("dr", "-g"), ("nat", "-m"), ("tun", "-i")])
+def test_each_forward_has_its_flag(tmp_path, forward, flag):
+    assert lines(tmp_path, forward=forward)[1:] == [f"-a -t {VIP}:80 -r {N1}:80 {flag} -w 3",
                                                    f"-a -t {VIP}:80 -r {N2}:80 {flag} -w 1"]
 
 
 def test_nat_reaches_another_backend_port_and_member_limits(tmp_path):
-    assert lines(tmp_path, engine="ipvs-nat", backend_port=8080, member_max_conn=50)[1:] == [
+    assert lines(tmp_path, forward="nat", backend_port=8080, member_max_conn=50)[1:] == [
         f"-a -t {VIP}:80 -r {N1}:8080 -m -w 3 -x 50", f"-a -t {VIP}:80 -r {N2}:8080 -m -w 1 -x 50"]
 
 
@@ -152,8 +196,9 @@ def test_member_states_weights_and_slow_start(tmp_path):
 
 def test_the_command_prints_what_a_definition_asks(tmp_path):
     config = tmp_path / "cluster.toml"
-    config.write_text(cluster_text(NET, 2, policy_text(scheduler="wlc", persistence=60) + "\n"
-                                   + policy_text(81, engine="native"),
+    config.write_text(cluster_text(NET, 2, policy_text(scheduler="wlc", persistence=60,
+                                                       forward="tun") + "\n"
+                                   + policy_text(81, engine="native", backend_port=8081),
                                    str(tmp_path / "state")))
 
     def run(*args):
@@ -161,13 +206,17 @@ def test_the_command_prints_what_a_definition_asks(tmp_path):
                                str(config), *args], capture_output=True, text=True, timeout=60)
     done = run()
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == [f"-A -t {VIP}:80 -s wlc -p 60",
-                                        f"-a -t {VIP}:80 -r {N1}:80 -g -w 3",
-                                        f"-a -t {VIP}:80 -r {N2}:80 -g -w 1"]
-    done = run("--all", "--mode", "nat")  # the native policy too, as NAT would carry it
-    assert done.stdout.splitlines()[3:] == [f"-A -t {VIP}:81 -s wrr",
-                                            f"-a -t {VIP}:81 -r {N1}:81 -m -w 3",
-                                            f"-a -t {VIP}:81 -r {N2}:81 -m -w 1"]
+    own = [f"-A -t {VIP}:80 -s wlc -p 60", f"-a -t {VIP}:80 -r {N1}:80 -i -w 3",
+           f"-a -t {VIP}:80 -r {N2}:80 -i -w 1"]
+    assert done.stdout.splitlines() == own
+    done = run("--all")  # the native policy as DR would carry it: not to another port
+    assert done.returncode == 2 and done.stdout.splitlines() == own
+    assert f"policy {VIP}:81: backend_port: direct routing cannot change the port" in done.stderr
+    done = run("--all", "--mode", "nat")  # as NAT would carry it; the ipvs policy keeps its own
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == own + [f"-A -t {VIP}:81 -s wrr",
+                                              f"-a -t {VIP}:81 -r {N1}:8081 -m -w 3",
+                                              f"-a -t {VIP}:81 -r {N2}:8081 -m -w 1"]
     assert run("--mode", "gre").returncode == 2
 
 
@@ -215,7 +264,7 @@ def message(**attrs):
 
 def test_what_is_sent_for_a_service_is_read_back(tmp_path):
     c = cluster(tmp_path, policy_text(scheduler="sh", persistence=300))
-    service = plan(c.policies[0], c.hosts, {}, "ipvs")
+    service = plan(c.policies[0], c.hosts, {})
     sent = service_request(service.vip, service.port, service).dump_nla()
     assert ("IPVS_SVC_ATTR_FLAGS", {"flags": 1, "mask": 0xFFFF}) in sent["attrs"]  # persistent
     assert read_service(message(IPVS_CMD_ATTR_SERVICE=sent)) == (
@@ -231,8 +280,8 @@ def test_what_is_sent_for_a_service_is_read_back(tmp_path):
 
 
 def test_a_destination_and_its_counters_are_read_back(tmp_path):
-    c = cluster(tmp_path, policy_text(engine="ipvs-nat", backend_port=8080, member_max_conn=9))
-    service = plan(c.policies[0], c.hosts, {"node1": ("up", 0.5)}, "ipvs-nat")
+    c = cluster(tmp_path, policy_text(forward="nat", backend_port=8080, member_max_conn=9))
+    service = plan(c.policies[0], c.hosts, {"node1": ("up", 0.5)})
     sent = dest_request(service.dests[0], service.fwd_method).dump_nla()
     sent["attrs"] += [("IPVS_DEST_ATTR_ACTIVE_CONNS", 4), ("IPVS_DEST_ATTR_INACT_CONNS", 2),
                       ("IPVS_DEST_ATTR_STATS64", {"attrs": [
@@ -247,9 +296,12 @@ def test_a_destination_and_its_counters_are_read_back(tmp_path):
 
 def test_the_nodes_put_the_vip_on_lo_for_dr_and_tun_only(tmp_path):
     from clusterkit_nft.node import dr_vips
-    for engine in ("ipvs", "ipvs-tun"):
-        assert dr_vips(cluster(tmp_path, policy_text(engine=engine)), "node1") == [VIP]
-    assert dr_vips(cluster(tmp_path, policy_text(engine="ipvs-nat")), "node1") == []
+    engines = get_plugin_manager().registry.engines
+    for keys in ({}, {"forward": "dr"}, {"forward": "tun"}):  # dr: the ipvs engine's default
+        c = cluster(tmp_path, policy_text(**keys))
+        assert dr_vips(c, "node1", engines) == [VIP] and dr_vips(c, "node2", engines) == [VIP]
+        assert dr_vips(c, "manager", engines) == []  # not a member
+    assert dr_vips(cluster(tmp_path, policy_text(forward="nat")), "node1", engines) == []
 
 
 # ------------------------------------------------------------------ the engine on a table
@@ -318,8 +370,7 @@ class Table:
 def engine_on(tmp_path, *policies, poll=0.05):
     c = cluster(tmp_path, *policies)
     table = Table()
-    return IpvsEngine("ipvs", kernel=table, registry=get_plugin_manager().registry, poll=poll), \
-        table, c
+    return IpvsEngine(kernel=table, poll=poll), table, c
 
 
 def test_the_engine_programs_what_is_rendered_and_follows_member_states(tmp_path):
@@ -412,7 +463,7 @@ def test_close_quiesces_and_waits_for_connections_up_to_its_timeout(tmp_path):
 def test_apply_on_a_kernel_without_ipvs_fails_loudly_then_reports(tmp_path, caplog):
     async def scenario():
         c = cluster(tmp_path, policy_text())
-        engine = IpvsEngine("ipvs", kernel=Kernel(), registry=get_plugin_manager().registry)
+        engine = IpvsEngine(kernel=Kernel())
         with pytest.raises(IpvsError, match="the kernel has no IPVS \\(ip_vs module not loaded\\)"):
             await engine.apply(c)
         await engine.apply(c)  # a later apply keeps the daemon up and says why in status and log
@@ -438,4 +489,4 @@ async def wait_async(predicate, timeout: float = 5.0) -> None:
 def test_members_without_a_host_are_left_out_of_the_plan(tmp_path):
     c = cluster(tmp_path, policy_text())
     policy = dataclasses.replace(c.policies[0], members=(Member("ghost", 1),))
-    assert render([plan(policy, c.hosts, {}, "ipvs")]) == [f"-A -t {VIP}:80 -s wrr"]
+    assert render([plan(policy, c.hosts, {})]) == [f"-A -t {VIP}:80 -s wrr"]

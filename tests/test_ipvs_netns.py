@@ -1,4 +1,4 @@
-"""The IPVS engines in the kernel, through the daemons, in network namespaces.
+"""The IPVS engine in the kernel, through the daemons, in network namespaces.
 
 client → manager (VIP on its eth0, its daemon programs the namespace's IPVS
 table through netlink) → node1/node2, each answering with its name and the
@@ -55,36 +55,34 @@ else:
 pytestmark = pytest.mark.skipif(not os.path.exists(PROC), reason=NO_IPVS)
 
 
-def definition(tmp_path, net, engine: str | None, **keys) -> str:
+def definition(tmp_path, net, forward: str, **keys) -> str:
     vip = f"{net.subnet}.100"
     text = (f'[cluster]\nname = "lvs"\nstate_dir = "{tmp_path}/state"\n\n'
             f'[manager]\nname = "manager"\nip = "{net.ip("manager")}"\npublic_ips = ["{vip}"]\n'
             f'root = "{tmp_path}/manager"\n')
     for node in ("node1", "node2"):
         text += f'\n[[node]]\nname = "{node}"\nip = "{net.ip(node)}"\nroot = "{tmp_path}/{node}"\n'
-    if engine:
-        keys = {"scheduler": "wrr", **keys}
-        extra = "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in keys.items())
-        text += (f'\n[[policy]]\nvip = "{vip}"\nport = {PORT}\nservice = "http"\n'
-                 f'engine = "{engine}"\nmembers = {{ node1 = 3, node2 = 1 }}\n{extra}'
-                 'check = { kind = "tcp", inter = 0.2, timeout = 0.5, rise = 1, fall = 1 }\n')
-    return text
+    keys = {"engine": "ipvs", "forward": forward, "scheduler": "wrr", **keys}
+    extra = "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in keys.items())
+    return text + (f'\n[[policy]]\nvip = "{vip}"\nport = {PORT}\nservice = "http"\n'
+                   f'members = {{ node1 = 3, node2 = 1 }}\n{extra}'
+                   'check = { kind = "tcp", inter = 0.2, timeout = 0.5, rise = 1, fall = 1 }\n')
 
 
 class Lvs:
     """The namespaces, the node servers, the daemons and the client of one test."""
 
-    def __init__(self, netns, tmp_path, engine: str, **keys):
+    def __init__(self, netns, tmp_path, forward: str, **keys):
         self.net = net = netns(["manager", "node1", "node2", "client"])
-        self.tmp_path, self.engine = tmp_path, engine
+        self.tmp_path, self.forward = tmp_path, forward
         self.vip = f"{net.subnet}.100"
         self.key = f"{self.vip}:{PORT}"
         for host in ("manager", "node1", "node2"):
             (tmp_path / host).mkdir()
         self.config = tmp_path / "cluster.toml"
-        self.config.write_text(definition(tmp_path, net, engine, **keys))
+        self.config.write_text(definition(tmp_path, net, forward, **keys))
         net.add_address("manager", self.vip)
-        if engine == "ipvs-nat":  # replies to the client go back through the manager
+        if forward == "nat":  # replies to the client go back through the manager
             net.run("manager", ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"], check=True)
             for node in ("node1", "node2"):
                 net.run(node, ["ip", "route", "add", f"{net.ip('client')}/32", "via",
@@ -106,7 +104,7 @@ class Lvs:
     def start(self) -> None:
         for daemon in self.nodes:
             daemon.start()
-        if self.engine != "ipvs-nat":
+        if self.forward != "nat":  # DR: the nodes' daemons put the VIP on lo
             for node, daemon in zip(("node1", "node2"), self.nodes):
                 wait_for(lambda: daemon.query("status").get("direct_routing", {}).get("vips_on_lo"),
                          what=f"{node}'s VIP on lo")
@@ -136,8 +134,8 @@ class Lvs:
 def lvs(netns, tmp_path):
     made = []
 
-    def make(engine: str, **keys) -> Lvs:
-        made.append(Lvs(netns, tmp_path, engine, **keys))
+    def make(forward: str, **keys) -> Lvs:
+        made.append(Lvs(netns, tmp_path, forward, **keys))
         made[-1].start()
         return made[-1]
     yield make
@@ -149,10 +147,12 @@ def answered(answers: list[str]) -> Counter:
     return Counter(a.split()[0] for a in answers)
 
 
-@pytest.mark.parametrize("engine", ["ipvs", "ipvs-nat"])
-def test_balances_by_weight_keeps_the_client_address_and_follows_health(lvs, engine):
-    lvs = lvs(engine)
+@pytest.mark.parametrize("forward", ["dr", "nat"])
+def test_balances_by_weight_keeps_the_client_address_and_follows_health(lvs, forward):
+    lvs = lvs(forward)
     net = lvs.net
+    on_lo = [d.query("status").get("direct_routing", {}).get("vips_on_lo") for d in lvs.nodes]
+    assert on_lo == ([[lvs.vip]] * 2 if forward == "dr" else [[], []])  # NAT: addressed to the node
     answers = lvs.client.step("new 40")
     counts = answered(answers)
     assert counts["node1"] == 30 and counts["node2"] == 10, answers  # wrr 3:1
@@ -175,7 +175,7 @@ def test_balances_by_weight_keeps_the_client_address_and_follows_health(lvs, eng
 
 @pytest.mark.parametrize("action, leaves", [("drain", False), ("maintenance", True)])
 def test_drained_or_maintained_member_keeps_its_connections(lvs, action, leaves):
-    lvs = lvs("ipvs")
+    lvs = lvs("dr")
     kept = lvs.client.step("open 8")
     on_node2 = [k for k in kept if k.startswith("node2")]
     assert on_node2, kept
@@ -203,12 +203,12 @@ def test_drained_or_maintained_member_keeps_its_connections(lvs, action, leaves)
 
 
 def test_persistence_keeps_a_client_on_its_member(lvs):
-    lvs = lvs("ipvs", persistence=60)
+    lvs = lvs("dr", persistence=60)
     assert len(answered(lvs.client.step("new 20"))) == 1
 
 
 def test_stopping_removes_only_its_own_services(lvs):
-    lvs = lvs("ipvs")
+    lvs = lvs("dr")
     lvs.manager.stop()
     assert lvs.table() == [f"-A -t {lvs.vip}:9 -s rr"]
     lo = lvs.net.run("node1", ["ip", "-4", "-o", "addr", "show", "dev", "lo"]).stdout

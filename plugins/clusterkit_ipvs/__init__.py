@@ -1,10 +1,11 @@
-"""The kernel's IPVS (LVS) as load-balancing engines, driven through netlink (docs/load-balancing.md).
+"""The kernel's IPVS (LVS) as a load-balancing engine, driven through netlink (docs/load-balancing.md).
 
-Three engine kinds, one per forwarding method: ``ipvs`` (direct routing: the
-node answers the client itself and sees its address), ``ipvs-nat``
-(masquerading: the nodes route their replies through the manager) and
-``ipvs-tun`` (IP-in-IP to nodes on other segments). The nodes' side of DR and
-TUN (the VIP on ``lo``, ARP kept quiet) is the one the nft plugin keeps
+Registered as the engine ``ipvs``, with the policy's ``forward`` as IPVS's
+forwarding method: ``"dr"`` (the default; direct routing: the node answers
+the client itself and sees its address), ``"nat"`` (masquerading: the nodes
+route their replies through the manager) or ``"tun"`` (IP-in-IP to nodes on
+other segments). The nodes' side of DR and TUN (the VIP on ``lo``, ARP kept
+quiet) is the one the nft plugin keeps for every engine declaring forwards
 (:mod:`clusterkit_nft.node`). ``clusterkit policy ipvs-rules`` prints the
 table as ``ipvsadm -S -n`` lines.
 """
@@ -12,33 +13,30 @@ table as ``ipvsadm -S -n`` lines.
 from __future__ import annotations
 
 from clusterkit import hookimpl
+from clusterkit_ipvs.carry import check_policy, requirements
 from clusterkit_ipvs.engine import IpvsEngine
 from clusterkit_ipvs.kernel import IpvsError, unavailable
-from clusterkit_ipvs.rules import METHODS, SCHEDULERS, cannot_carry, plan, render
+from clusterkit_ipvs.rules import METHODS, SCHEDULERS, plan, render
 
-__all__ = ["IpvsEngine", "IpvsError", "cannot_carry", "plan", "render", "unavailable"]
+__all__ = ["IpvsEngine", "IpvsError", "check_policy", "plan", "render", "unavailable"]
 
-DESCRIPTIONS = {
-    "dr": "the kernel's IPVS, direct routing: nodes answer clients themselves, client IPs kept",
-    "nat": "the kernel's IPVS, NAT: nodes route replies through the manager, client IPs kept",
-    "tun": "the kernel's IPVS, IP-in-IP tunnels to the nodes: client IPs kept, any segment",
-}
+NAME = "ipvs"
 
 
-def _creator(name: str):
-    def create(runtime) -> IpvsEngine:
-        return IpvsEngine(name, registry=runtime.registry)
-    return create
+def create(runtime) -> IpvsEngine:
+    return IpvsEngine()
 
 
 @hookimpl
 def clusterkit_register_engines(register):
     from clusterkit.registry import EngineKind
 
-    for name, (_, _, mode) in METHODS.items():
-        register(EngineKind(name, create=_creator(name), schedulers=SCHEDULERS, persistence=True,
-                            proxy_protocols=("",), handlers=False, unavailable=unavailable,
-                            description=DESCRIPTIONS[mode]))
+    register(EngineKind(NAME, create=create, schedulers=SCHEDULERS, persistence=True,
+                        proxy_protocols=("",), handlers=False, forwards=tuple(METHODS),
+                        check_policy=check_policy, requirements=requirements,
+                        unavailable=unavailable,
+                        description="the kernel's IPVS: direct routing, NAT or IP-in-IP "
+                                    "tunnels (forward = dr, nat, tun), client IPs kept"))
 
 
 @hookimpl
@@ -50,8 +48,8 @@ def clusterkit_register_commands(app, groups):
 
 @hookimpl
 def clusterkit_status_summary(report, summary):
-    """A policy IPVS does not carry (the kernel has no IPVS, refused a change, or the policy asks
-    what IPVS cannot do) says why in ``clusterkit status``, not only "not listening"."""
+    """A policy IPVS does not carry (the kernel has no IPVS or refused a change) says why in
+    ``clusterkit status``, not only "not listening"."""
     for key, policy in report.get("policies", {}).items():
-        if isinstance(policy, dict) and policy.get("engine") in METHODS and policy.get("error"):
+        if isinstance(policy, dict) and policy.get("engine") == NAME and policy.get("error"):
             summary.problem(f"{key}: {policy['error']}")

@@ -12,15 +12,15 @@ from clusterkit.cli.common import ConfigOpt, UsageError, guard, plugin_manager
 from clusterkit.config import parse_cluster, registry_of
 from clusterkit.control import request
 from clusterkit.definition.source import daemon_state_dir, read_definition
-from clusterkit_ipvs.rules import METHODS, cannot_carry, plan, render
+from clusterkit_ipvs.rules import METHODS, plan, render
 
-MODES = {mode: name for name, (_, _, mode) in METHODS.items()}
+ENGINE = "ipvs"
 
 
 def load(config: str, pm):
     """The definition, judged as everywhere but for this kernel's IPVS: rendering needs none."""
     registry = registry_of(pm)
-    engines = {name: dataclasses.replace(kind, unavailable=lambda: None) if name in METHODS else kind
+    engines = {name: dataclasses.replace(kind, unavailable=lambda: None) if name == ENGINE else kind
                for name, kind in registry.engines.items()}
     return parse_cluster(read_definition(config), str(config),
                          dataclasses.replace(registry, engines=engines))
@@ -44,29 +44,31 @@ def live_states(config: str) -> dict[str, dict[str, tuple[str, float]]]:
 def ipvs_rules(
     ctx: typer.Context, config: ConfigOpt,
     all_: Annotated[bool, typer.Option(
-        "--all", help="Every policy, not only those naming an ipvs engine.")] = False,
+        "--all", help="Every policy, not only those naming the ipvs engine.")] = False,
     mode: Annotated[str, typer.Option(
-        help="Forwarding for policies of other engines with --all: dr, nat or tun.")] = "dr",
+        help="The forward for policies of other engines with --all: dr, nat or tun.")] = "dr",
     live: Annotated[bool, typer.Option(
         help="Member states from the running manager's daemon (default: every member up).")] = False,
 ) -> None:
     """Print the IPVS rules of the policies as `ipvsadm -S -n` lines (apply: `ipvsadm -R`)."""
-    if mode not in MODES:
-        raise UsageError(f"--mode {mode!r}: one of {', '.join(MODES)}")
+    if mode not in METHODS:
+        raise UsageError(f"--mode {mode!r}: one of {', '.join(METHODS)}")
     pm = plugin_manager(ctx)
     cluster = load(config, pm)
+    registry = registry_of(pm)
     states = live_states(config) if live else {}
     services, refused = [], []
     for policy in cluster.policies:
-        method = policy.engine if policy.engine in METHODS else MODES[mode] if all_ else None
-        if method is None:
-            continue
-        kind = registry_of(pm).services.get(policy.service)
-        why = cannot_carry(policy, method, kind is not None and kind.handler is not None)
-        if why:
-            refused.append(f"policy {policy.key}: {why}")
-            continue
-        services.append(plan(policy, cluster.hosts, states.get(policy.key, {}), method))
+        if policy.engine != ENGINE:  # judged as IPVS would carry it with --mode
+            if not all_:
+                continue
+            policy = dataclasses.replace(policy, forward=mode)
+            why = registry.engines[ENGINE].problem(policy, registry.services.get(policy.service),
+                                                   cluster.hosts)
+            if why:
+                refused.append(f"policy {policy.key}: {why[0]}: {why[1]}")
+                continue
+        services.append(plan(policy, cluster.hosts, states.get(policy.key, {})))
     for line in render(services):
         typer.echo(line)
     if refused:

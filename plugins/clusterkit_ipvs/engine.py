@@ -13,9 +13,12 @@ connections), removal when the kernel counts no active connection on it
 (polled every ``poll`` seconds). A drained member keeps weight 0 and its
 place. Slow start re-weights the destination at each step.
 
-A kernel without IPVS, or one refusing a change, is an error with the reason
-in the log and in every policy's ``stats()``; at the first apply it raises,
-like the other engines.
+The policies come judged by the engine kind's ``check_policy``
+(:mod:`clusterkit_ipvs.carry`): what IPVS cannot carry never reaches
+``apply``. A kernel without IPVS, or one refusing a change, is an error with
+the reason in the log and in the policy's ``stats()`` (a refused service is
+left out, the others carried); at the first apply it raises, like the other
+engines.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import time
 
 from clusterkit.contracts import MEMBER_STATES
 from clusterkit_ipvs.kernel import Counters, IpvsError, Kernel, KernelService, canonical
-from clusterkit_ipvs.rules import Dest, Service, cannot_carry, endpoint, plan
+from clusterkit_ipvs.rules import Dest, Service, endpoint, plan
 
 log = logging.getLogger("clusterkit.ipvs")
 
@@ -35,13 +38,12 @@ POLL = 1.0
 
 
 class IpvsEngine:
-    """One forwarding method's policies (``name``: ipvs, ipvs-nat or ipvs-tun) in the kernel."""
+    """The policies naming the ``ipvs`` engine, each with its ``forward``, in the kernel."""
 
-    def __init__(self, name: str = "ipvs", kernel: Kernel | None = None, registry=None,
-                 poll: float = POLL):
-        self.name = name
+    name = "ipvs"
+
+    def __init__(self, kernel: Kernel | None = None, poll: float = POLL):
         self.kernel = kernel or Kernel()
-        self.registry = registry
         self.poll = poll
         self.cluster = None
         self.policies: dict[str, object] = {}       # policy key -> Policy carried
@@ -64,13 +66,8 @@ class IpvsEngine:
         async with self._lock:
             first, self.applied = not self.applied, True
             self.cluster = cluster
-            self.policies, self.failed = {}, {}
-            for policy in cluster.policies:
-                why = cannot_carry(policy, self.name, self._needs_handler(policy))
-                if why:
-                    self.failed[policy.key] = f"policy {policy.key}: {why}"
-                else:
-                    self.policies[policy.key] = policy
+            self.policies = {policy.key: policy for policy in cluster.policies}
+            self.failed = {}
             self._plan_all()
             try:
                 refused = await asyncio.to_thread(self._sync)
@@ -90,16 +87,11 @@ class IpvsEngine:
         for error in self.failed.values():
             log.error("%s", error)
 
-    def _needs_handler(self, policy) -> bool:
-        services = getattr(self.registry, "services", {}) or {}
-        kind = services.get(policy.service)
-        return kind is not None and kind.handler is not None
-
     def _plan_all(self) -> None:
         self.services = {}
         for key, policy in self.policies.items():
             states = {node: s for (k, node), s in self.states.items() if k == key}
-            self.services[key] = plan(policy, self.cluster.hosts, states, self.name)
+            self.services[key] = plan(policy, self.cluster.hosts, states)
 
     def rules(self) -> list[Service]:
         """What the kernel should have now, in policy order (``clusterkit policy ipvs-rules``)."""
@@ -129,7 +121,7 @@ class IpvsEngine:
     def _sync_service(self, s: Service, present: KernelService | None) -> None:
         if present is None:
             self.kernel.add_service(s)
-            log.info("ipvs: service %s added (%s, %s)", s.key, s.mode, s.scheduler)
+            log.info("ipvs: service %s added (%s, %s)", s.key, s.forward, s.scheduler)
         else:
             if s.key not in self.held:
                 log.warning("ipvs: %s was already in the kernel's table: the policy takes it over",
@@ -206,7 +198,7 @@ class IpvsEngine:
             if policy is None:
                 return
             states = {node: s for (k, node), s in self.states.items() if k == key}
-            service = self.services[key] = plan(policy, self.cluster.hosts, states, self.name)
+            service = self.services[key] = plan(policy, self.cluster.hosts, states)
             try:
                 await asyncio.to_thread(self._sync_dests, service)
             except IpvsError as exc:
@@ -253,7 +245,7 @@ class IpvsEngine:
                     "total": c.conns if c else 0,
                     "packets_in": c.packets_in if c else 0, "packets_out": c.packets_out if c else 0,
                     "bytes_in": c.bytes_in if c else 0, "bytes_out": c.bytes_out if c else 0}
-            entry = {"engine": self.name, "mode": s.mode, "service": policy.service,
+            entry = {"engine": self.name, "mode": s.forward, "service": policy.service,
                      "scheduler": s.scheduler, "persistence": s.persistence,
                      "proxy_protocol": "none", "listening": key in self.held and not self.error,
                      "leaving": sorted(endpoint(*addr) for addr in leaving),

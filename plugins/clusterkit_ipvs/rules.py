@@ -14,14 +14,13 @@ weight 0 and removes the destination once its active connections are gone).
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 
-#: The three engine kinds and their forwarding method: (ipvsadm flag, netlink fwd_method, mode).
+#: Each ``forward`` as IPVS does it: (ipvsadm flag, netlink fwd_method).
 METHODS = {
-    "ipvs": ("-g", 3, "dr"),       # IP_VS_CONN_F_DROUTE: direct routing, "gatewaying"
-    "ipvs-nat": ("-m", 0, "nat"),  # IP_VS_CONN_F_MASQ
-    "ipvs-tun": ("-i", 2, "tun"),  # IP_VS_CONN_F_TUNNEL: IP-in-IP
+    "dr": ("-g", 3),   # IP_VS_CONN_F_DROUTE: direct routing, "gatewaying" (the default)
+    "nat": ("-m", 0),  # IP_VS_CONN_F_MASQ
+    "tun": ("-i", 2),  # IP_VS_CONN_F_TUNNEL: IP-in-IP
 }
 #: clusterkit's schedulers are IPVS's own (rr, wrr, lc, wlc, sh), same names, same meanings.
 SCHEDULERS = ("rr", "wrr", "lc", "wlc", "sh")
@@ -51,45 +50,17 @@ class Service:
     port: int
     scheduler: str
     persistence: int  # seconds (ipvsadm -p), 0: none
-    method: str       # an engine name of METHODS
+    forward: str      # dr, nat or tun (METHODS)
     dests: tuple[Dest, ...] = field(default=())
 
     @property
     def fwd_method(self) -> int:
-        return METHODS[self.method][1]
-
-    @property
-    def mode(self) -> str:
-        return METHODS[self.method][2]
+        return METHODS[self.forward][1]
 
 
-def cannot_carry(policy, method: str, handler: bool = False) -> str | None:
-    """Why IPVS with ``method`` cannot realise ``policy`` (beyond what the engine kind says).
-
-    ``handler``: the policy's service needs a protocol handler (FTP's PASV rewriting).
-    """
-    mode = METHODS[method][2]
-    if handler:
-        return (f"the {policy.service} service needs its protocol handler (FTP's PASV/PORT "
-                "rewriting), which IPVS does not run; the LVS way (persistence on a firewall "
-                "mark covering port 21 and the nodes' passive range) is not programmed by "
-                "clusterkit: use the native or haproxy engine for FTP")
-    try:
-        version = ipaddress.ip_address(policy.vip).version
-    except ValueError:
-        return f"VIP {policy.vip!r} is not an IP address"
-    if version != 4:  # pyroute2's IPVSService sends no netmask (prefix length) for IPv6
-        return "the ipvs engines balance IPv4 VIPs only"
-    if mode != "nat" and policy.backend_port != policy.port:
-        return (f"{mode.upper()} keeps the destination port: backend_port {policy.backend_port} "
-                f"must be the policy's port {policy.port} (engine ipvs-nat can change it)")
-    if policy.max_conn:
-        return "IPVS limits connections per member only: max_conn cannot be enforced"
-    if policy.fallback:
-        return "IPVS has no fallback server: a fallback needs a proxy"
-    if policy.scheduler not in SCHEDULERS:
-        return f"IPVS has no scheduler {policy.scheduler!r}"
-    return None
+def forward_of(policy) -> str:
+    """The policy's forwarding method: direct routing unless ``forward`` says otherwise."""
+    return policy.forward or "dr"
 
 
 def weight(configured: int, state: str, factor: float = 1.0) -> int:
@@ -103,8 +74,9 @@ def weight(configured: int, state: str, factor: float = 1.0) -> int:
     return min(MAX_WEIGHT, max(1, round(configured * min(1.0, factor))))
 
 
-def plan(policy, hosts: dict, states: dict[str, tuple[str, float]], method: str) -> Service:
-    """The service for ``policy``; ``states``: node → (state, weight factor), ``up`` if absent."""
+def plan(policy, hosts: dict, states: dict[str, tuple[str, float]], forward: str = "") -> Service:
+    """The service for ``policy``; ``states``: node → (state, weight factor), ``up`` if absent;
+    ``forward``: the method to render with instead of the policy's own."""
     dests = []
     for m in policy.members:
         host = hosts.get(m.node)
@@ -114,7 +86,7 @@ def plan(policy, hosts: dict, states: dict[str, tuple[str, float]], method: str)
         dests.append(Dest(m.node, host.ip, policy.backend_port, weight(m.weight, state, factor),
                           state, policy.member_max_conn))
     return Service(policy.key, policy.vip, policy.port, policy.scheduler, policy.persistence,
-                   method, tuple(dests))
+                   forward or forward_of(policy), tuple(dests))
 
 
 def endpoint(address: str, port: int) -> str:
@@ -130,7 +102,7 @@ def render(services) -> list[str]:
         if s.persistence:
             line += f" -p {s.persistence}"
         lines.append(line)
-        flag = METHODS[s.method][0]
+        flag = METHODS[s.forward][0]
         for d in s.dests:
             if not d.kept:
                 continue

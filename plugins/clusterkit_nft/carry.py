@@ -26,6 +26,8 @@ import json
 import subprocess
 import time
 
+from clusterkit.registry import forwarding_problem
+
 _ADDRESSES: tuple[float, list] = (0.0, [])
 ADDRESSES_TTL = 2.0
 
@@ -60,29 +62,12 @@ def check_policy(policy, service, hosts: dict,
     ``addresses``: this machine's interface addresses (read with ``ip -j addr`` when
     ``None``); the segment check runs only where the manager's ip is one of them.
     """
-    try:
-        if ipaddress.ip_address(policy.vip).version != 4:
-            return "vip", "the nft engine balances IPv4 VIPs only"
-    except ValueError:
-        return "vip", f"VIP {policy.vip!r} is not an IP address"
-    if policy.max_conn or policy.member_max_conn:
-        return ("max_conn" if policy.max_conn else "member_max_conn",
-                "the nft engine keeps no connection state: max_conn/member_max_conn cannot be "
-                "enforced")
-    if policy.fallback:
-        return "fallback", "the nft engine has no fallback: a fallback needs a proxy"
+    why = forwarding_problem(policy, "nft", forward_of(policy))
     nat = forward_of(policy) == "nat"
-    if service is not None and service.handler is not None:
+    if not why and service is not None and service.handler is not None:
         why = _without_handler(policy, service, nat)
-        if why:
-            return why
-    if nat:
-        return None
-    if policy.backend_port != policy.port:
-        return "backend_port", (
-            f"direct routing cannot change the port: the members must serve {policy.port}, the "
-            f"VIP's port, not backend_port {policy.backend_port} (forward = \"nat\", the nft "
-            "engine's NAT mode, can)")
+    if why or nat:
+        return why
     return _off_segment(policy, hosts, addresses)
 
 
