@@ -13,6 +13,30 @@ from typing import Any, Awaitable, Protocol, runtime_checkable
 #: A member's effective state, as membership decides it and the engine applies it.
 MEMBER_STATES = ("up", "down", "drain", "maintenance")
 
+class MemberStates(dict):
+    """What an engine was told of each member: ``(policy key, node) -> (state, weight factor)``.
+
+    Every engine validates and remembers states the same way (a state for a
+    policy not applied yet is kept for when it is); :meth:`record` is that
+    one step.
+    """
+
+    def record(self, policy_key: str, node: str, state: str, weight_factor: float = 1.0) -> bool:
+        """Remember a state (``weight_factor`` clamped to [0, 1]); ``False`` when it is the one
+        already held. An unknown state is a ``ValueError``."""
+        if state not in MEMBER_STATES:
+            raise ValueError(f"member state {state!r} is not one of {', '.join(MEMBER_STATES)}")
+        told = (state, min(1.0, max(0.0, float(weight_factor))))
+        if self.get((policy_key, node)) == told:
+            return False
+        self[(policy_key, node)] = told
+        return True
+
+    def of(self, policy_key: str, node: str) -> tuple[str, float]:
+        """The member's state and factor, ``("up", 1.0)`` until told otherwise."""
+        return self.get((policy_key, node), ("up", 1.0))
+
+
 #: The name under which the membership component is kept in ``runtime.components``.
 MEMBERSHIP = "membership"
 

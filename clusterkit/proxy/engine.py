@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from clusterkit.contracts import MEMBER_STATES
+from clusterkit.contracts import MemberStates
 from clusterkit.proxy.listener import Listener, ProxyError
 from clusterkit.proxy.supervisor import WorkerPool, merge_stats, shareable
 
@@ -45,7 +45,7 @@ class Engine:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.listeners: dict[str, Listener] = {}
         self.retired: set = set()
-        self.states: dict[tuple[str, str], tuple[str, float]] = {}
+        self.states = MemberStates()
         self.failed: dict[str, str] = {}   # policy key -> why its listener is not open
         self.applied = False
         self._tick: asyncio.TimerHandle | None = None
@@ -121,10 +121,8 @@ class Engine:
         ``down``/``maintenance`` are out of rotation, connections continue.
         Remembered across ``apply`` and for members not (yet) in a policy.
         """
-        if state not in MEMBER_STATES:
-            raise ValueError(f"member state {state!r} is not one of {', '.join(MEMBER_STATES)}")
-        weight_factor = min(1.0, max(0.0, float(weight_factor)))  # slow start ramps from ~0
-        self.states[(policy_key, node)] = (state, weight_factor)
+        self.states.record(policy_key, node, state, weight_factor)
+        state, weight_factor = self.states.of(policy_key, node)  # the factor clamped to [0, 1]
         if self.workers is not None:
             self.workers.set_member_state(policy_key, node, state, weight_factor)
         listener = self.listeners.get(policy_key)

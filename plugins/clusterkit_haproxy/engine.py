@@ -25,14 +25,8 @@ import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-try:  # where the core keeps them (they moved from clusterkit.config to clusterkit.definition)
-    from clusterkit.definition.files import private_dir, write_atomic
-except ImportError:
-    from clusterkit.config import private_dir, write_atomic
-try:
-    from clusterkit.contracts import MEMBER_STATES as STATES
-except ImportError:
-    from clusterkit.proxy.pool import STATES
+from clusterkit.contracts import MemberStates
+from clusterkit.definition.files import private_dir, write_atomic
 from clusterkit_haproxy.config import SUPPORTS, Rendered, cannot_carry, render, runtime_weight
 from clusterkit_haproxy.process import (HAProxyError, Master, check_binary, parse_proc, query,
                                         query_sync)
@@ -62,7 +56,7 @@ class HAProxyEngine:
         self.master: Master | None = None
         self.cluster = None
         self.rendered: Rendered | None = None      # what the running HAProxy was given
-        self.states: dict[tuple[str, str], tuple[str, float]] = {}
+        self.states = MemberStates()
         self.failed: dict[str, str] = {}           # policy key -> why HAProxy does not carry it
         self.counters = Counters()
         self.restarts = 0
@@ -221,10 +215,7 @@ class HAProxyEngine:
                          weight_factor: float = 1.0) -> None:
         """Health or the operator says how a member takes new connections (see the native
         engine); sent to HAProxy's Runtime API at once, remembered across reloads."""
-        if state not in STATES:
-            raise ValueError(f"member state {state!r} is not one of {', '.join(STATES)}")
-        weight_factor = min(1.0, max(0.0, float(weight_factor)))
-        self.states[(policy_key, node)] = (state, weight_factor)
+        self.states.record(policy_key, node, state, weight_factor)
         if self.rendered is not None and node in self.rendered.servers.get(policy_key, {}) \
                 and not self._closing:
             self._pending.add((policy_key, node))
@@ -260,7 +251,7 @@ class HAProxyEngine:
         if server is None:
             return []
         name = f"{key}/{server.name}"
-        state, factor = self.states.get((key, node), ("up", 1.0))
+        state, factor = self.states.of(key, node)
         if state == "up":
             return [f"set server {name} state ready",
                     f"set weight {name} {runtime_weight(server.weight, factor)}"]
@@ -346,7 +337,7 @@ class HAProxyEngine:
         members = {}
         for node, server in servers.items():
             row = self.counters.row(key, server.name)
-            state, factor = self.states.get((key, node), ("up", 1.0))
+            state, factor = self.states.of(key, node)
             members[node] = {
                 "address": f"{server.ip}:{server.port}", "state": state,
                 "weight": weights.get(node, server.weight), "weight_factor": factor,

@@ -27,7 +27,7 @@ import asyncio
 import logging
 import time
 
-from clusterkit.contracts import MEMBER_STATES
+from clusterkit.contracts import MemberStates
 from clusterkit_ipvs.kernel import Counters, IpvsError, Kernel, KernelService, canonical
 from clusterkit_ipvs.rules import Dest, Service, endpoint, plan
 
@@ -51,7 +51,7 @@ class IpvsEngine:
         self.failed: dict[str, str] = {}            # policy key -> why it is not carried
         self.held: dict[str, tuple[str, int]] = {}  # policy key -> (vip, port) in the kernel
         self.leaving: dict[str, dict[tuple[str, int], str]] = {}  # key -> dest -> node
-        self.states: dict[tuple[str, str], tuple[str, float]] = {}
+        self.states = MemberStates()
         self.counters: dict[str, dict[tuple[str, int], Counters]] = {}
         self.error = ""                             # the kernel's last refusal
         self.applied = False
@@ -182,12 +182,8 @@ class IpvsEngine:
     def set_member_state(self, policy_key: str, node: str, state: str,
                          weight_factor: float = 1.0):
         """Re-plan the policy and change its destination at once (returns the awaitable)."""
-        if state not in MEMBER_STATES:
-            raise ValueError(f"member state {state!r} is not one of {', '.join(MEMBER_STATES)}")
-        factor = min(1.0, max(0.0, float(weight_factor)))
-        if self.states.get((policy_key, node)) == (state, factor):
+        if not self.states.record(policy_key, node, state, weight_factor):
             return None
-        self.states[(policy_key, node)] = (state, factor)
         if policy_key not in self.policies:
             return None  # remembered for when it is applied
         return self._update(policy_key)
@@ -235,7 +231,7 @@ class IpvsEngine:
             for d in s.dests:
                 addr = (canonical(d.address), d.port)
                 c = counters.get(addr)
-                state, factor = self.states.get((key, d.node), ("up", 1.0))
+                state, factor = self.states.of(key, d.node)
                 weight = next((m.weight for m in policy.members if m.node == d.node), 0)
                 members[d.node] = {
                     "address": endpoint(d.address, d.port), "state": state, "weight": weight,

@@ -20,7 +20,7 @@ import re
 import subprocess
 import time
 
-from clusterkit.contracts import MEMBER_STATES
+from clusterkit.contracts import MemberStates
 from clusterkit_nft.buckets import BUCKETS, fill
 from clusterkit_nft.carry import by_client, check_policy, forward_of, passive_range
 from clusterkit_nft.ruleset import FAMILIES, TABLE, Member, PolicyPlan, removal, render
@@ -54,7 +54,7 @@ class NftEngine:
         self.declared: dict[str, str] | None = None    # what the kernel's table has
         self.links: dict[str, tuple[str, str] | str] = {}  # node ip -> (device, mac) or why not
         self.macs: dict[str, str] = {}                 # device -> the manager's MAC
-        self.states: dict[tuple[str, str], tuple[str, float]] = {}   # as told
+        self.states = MemberStates()  # as told
         self.applied: dict[tuple[str, str], tuple[str, float]] = {}  # as the kernel has them
         self.owners: dict[str, list[str | None]] = {}  # policy key -> bucket -> node (new flows)
         self.counts: dict[str, tuple[int, int]] = {}
@@ -159,7 +159,7 @@ class NftEngine:
                     continue
                 members.append(Member(chain, m.node, link[1], link[0]))
                 devices.add(link[0])
-            state, factor = self.states.get((policy.key, m.node), ("up", 1.0))
+            state, factor = self.states.of(policy.key, m.node)
             weight = m.weight * factor
             if state == "up":
                 weights[m.node] = weight
@@ -229,12 +229,8 @@ class NftEngine:
     def set_member_state(self, policy_key: str, node: str, state: str,
                          weight_factor: float = 1.0):
         """Refill the policy's buckets and swap the table in at once (returns the awaitable)."""
-        if state not in MEMBER_STATES:
-            raise ValueError(f"member state {state!r} is not one of {', '.join(MEMBER_STATES)}")
-        factor = min(1.0, max(0.0, float(weight_factor)))
-        if self.states.get((policy_key, node)) == (state, factor):
+        if not self.states.record(policy_key, node, state, weight_factor):
             return None
-        self.states[(policy_key, node)] = (state, factor)
         if not self.installed or policy_key not in self.carried:
             return None
         return self._reinstall(policy_key, node, state)
