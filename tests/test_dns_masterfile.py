@@ -8,6 +8,7 @@ import os
 
 import dns.name
 import dns.rdata
+import dns.rdataclass
 import dns.rdatatype
 import dns.zone
 import pytest
@@ -40,9 +41,10 @@ def records(tmp_path, body: str, files: dict | None = None, head: str = HEAD) ->
     path = write(tmp_path, head + body, files)
     out = []
 
-    def add(owner, ttl, rdata, file, line):
-        out.append((owner.to_text(), ttl, dns.rdatatype.to_text(rdata.rdtype), rdata.to_text(),
-                    os.path.relpath(file, tmp_path), line))
+    def add(owner, ttl, rdtype, rdata, file, line):
+        text = dns.rdata.from_wire(dns.rdataclass.IN, rdtype, rdata, 0, len(rdata)).to_text()
+        out.append((dns.name.from_wire(owner, 0)[0].to_text(), ttl, dns.rdatatype.to_text(rdtype),
+                    text, os.path.relpath(file, tmp_path), line))
 
     masterfile.read(str(path), ORIGIN, str(tmp_path), add)
     return [r for r in out if r[4] != "z.test.zone" or r[5] > head.count("\n")]
