@@ -49,6 +49,12 @@ def encode_node(owner: bytes, rrsets) -> bytes:
     return b"".join(parts)
 
 
+def encode_single(owner: bytes, rdtype: int, ttl: int, rdata: bytes) -> bytes:
+    """The node of a name with one record (most names): :func:`encode_node`, faster."""
+    return b"".join((owner, _HEAD.pack(rdtype, ttl, len(rdata) + 2),
+                     len(rdata).to_bytes(2, "big"), rdata))
+
+
 def decode_node(key: bytes, node: bytes) -> dict:
     """A node → ``{rdtype: RRset}``, in file order (``key``: its lower-cased name)."""
     out: dict = {}

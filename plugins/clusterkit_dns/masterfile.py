@@ -290,6 +290,8 @@ def _ttl_and_class(tokens: list, i: int) -> tuple[int | None, int]:
         if i >= len(tokens):
             break
         text = tokens[i]
+        if text in _TYPES:
+            break
         if ttl is None and "0" <= text[0] <= "9":
             ttl = _ttl(text)
         elif not klass and _is_class(text):
@@ -316,13 +318,24 @@ def _is_class(text: str) -> bool:
     return True
 
 
+_TYPES: dict = {}  # a type as spelled -> its number, for the spellings that are no class
+_TYPES_MAX = 1024
+
+
 def _rdtype(text: str) -> int:
+    rdtype = _TYPES.get(text)
+    if rdtype is not None:
+        return rdtype
     try:
         rdtype = dns.rdatatype.from_text(text)
     except (dns.exception.DNSException, ValueError):
         raise RecordError(f"unknown record type {text[:40]!r}") from None
     if dns.rdatatype.is_metatype(rdtype):
         raise RecordError(f"{dns.rdatatype.to_text(rdtype)} is not a type of record a zone holds")
+    upper = text.upper()
+    if len(_TYPES) < _TYPES_MAX and upper not in dns.rdataclass.RdataClass.__members__ \
+            and not upper.startswith("CLASS"):
+        _TYPES[text] = rdtype
     return rdtype
 
 

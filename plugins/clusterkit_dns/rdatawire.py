@@ -16,6 +16,7 @@ import struct
 
 import dns.rdatatype
 
+_LENGTH = {n: bytes((n,)) for n in range(1, 64)}
 _ESCAPE = re.compile(rb"\\(\d{3}|[^\d])", re.DOTALL)
 _PLAIN_ESCAPES = re.compile(rb'(?:[^\\"]|\\(?:\d{3}|[^\d]))*\Z', re.DOTALL)
 
@@ -30,14 +31,12 @@ def name(text: str, origin: bytes) -> bytes | None:
         if text == ".":
             return b"\x00"
         text, origin = text[:-1], b"\x00"
-    out = bytearray()
-    for label in text.encode().split(b"."):
-        if not 0 < len(label) < 64:
-            return None
-        out.append(len(label))
-        out += label
-    out += origin
-    return bytes(out) if len(out) <= 255 else None
+    try:
+        wire = b"".join([_LENGTH[len(label)] + label for label in text.encode().split(b".")])
+    except KeyError:  # an empty label, or one longer than 63
+        return None
+    wire += origin
+    return wire if len(wire) <= 255 else None
 
 
 def _uint(text: str, top: int) -> int | None:

@@ -93,8 +93,10 @@ class _Collector:
     def __init__(self, pace=unpaced):
         self.pace = pace
         self.warnings: list[str] = []
-        # lower-cased wire name -> (owner as written, {rdtype: [ttl, [rdata], set | None]},
-        # the (type, covered type) pairs seen, for the CNAME check)
+        # lower-cased wire name -> (owner, rdtype, ttl, rdata) while the name has one record
+        # (most names: a tuple of bytes and ints, which the garbage collector soon stops
+        # walking), then [owner, {rdtype: [ttl, [rdata], set | None]}, the (type, covered
+        # type) pairs seen, for the CNAME check]
         self.nodes: dict = {}
 
     def add(self, owner: bytes, ttl: int, rdtype: int, rdata: bytes, path: str,
@@ -103,7 +105,13 @@ class _Collector:
         key = owner.lower()
         entry = self.nodes.get(key)
         if entry is None:
-            entry = self.nodes[key] = (owner, {}, set())
+            self.nodes[key] = (owner, rdtype, ttl, rdata)
+            return
+        if type(entry) is tuple:
+            first = entry[1]
+            covered = int.from_bytes(entry[3][:2], "big") if first == RRSIG else 0
+            entry = self.nodes[key] = [entry[0], {first: [entry[2], [entry[3]], None]},
+                                       {(first, covered)}]
         rrsets = entry[1]
         rrset = rrsets.get(rdtype)
         covers = int.from_bytes(rdata[:2], "big") if rdtype == RRSIG else 0
@@ -183,11 +191,18 @@ def build_zone(origin: dns.name.Name, path: str, signature, parsed: _Collector,
     names: dict = {}
     cuts: set = set()
     records = 0
-    for key, (owner, rrsets, _) in parsed.nodes.items():
-        names[key] = compact.encode_node(
-            owner, ((rdtype, ttl, rdatas) for rdtype, (ttl, rdatas, _) in rrsets.items()))
-        records += sum(len(rrset[1]) for rrset in rrsets.values())
-        if NS in rrsets and key != okey:
+    for key, entry in parsed.nodes.items():
+        if type(entry) is tuple:
+            owner, rdtype, ttl, rdata = entry
+            names[key] = compact.encode_single(owner, rdtype, ttl, rdata)
+            records += 1
+            types: tuple | dict = (rdtype,)
+        else:
+            owner, types, _ = entry
+            names[key] = compact.encode_node(
+                owner, ((rdtype, ttl, rdatas) for rdtype, (ttl, rdatas, _) in types.items()))
+            records += sum(len(rrset[1]) for rrset in types.values())
+        if NS in types and key != okey:
             cuts.add(key)
     for key in list(names):
         while key != okey:  # every name is at or below the apex (the reader checks)
