@@ -86,9 +86,8 @@ class _Reading:
         self.zone = origin
         self.zone_wire = origin.to_wire().lower()
         self.zones_dir = zones_dir
-        self.zones_real = os.path.realpath(zones_dir)
         self.add = add
-        self.reading: list[str] = []  # real paths of the files open, outermost first
+        self.reading: list[str] = []  # paths of the files open, outermost first
         self.included: list[str] = []  # every $INCLUDE path, as opened
 
     def read_file(self, path: str, origin: dns.name.Name, default_ttl: int | None,
@@ -102,7 +101,7 @@ class _Reading:
                 raise MasterFileError(path, None, exc.strerror or str(exc)) from None
             raise MasterFileError(*include_line[:2], f"cannot open $INCLUDE file {path}: "
                                   f"{exc.strerror or exc}", include_line[2]) from None
-        self.reading.append(os.path.realpath(path))
+        self.reading.append(path)
         zone, add = self.zone, self.add
         zone_wire = self.zone_wire
         origin_wire = origin.to_wire()
@@ -180,10 +179,11 @@ class _Reading:
             raise RecordError(f"$INCLUDE nested more than {MAX_INCLUDE_DEPTH} deep")
         path = os.path.normpath(os.path.join(self.zones_dir, name))
         real = os.path.realpath(path)
-        if os.path.commonpath([real, self.zones_real]) != self.zones_real:
+        zones_real = os.path.realpath(self.zones_dir)  # resolved here: most zones include nothing
+        if os.path.commonpath([real, zones_real]) != zones_real:
             raise RecordError(f"$INCLUDE {name[:120]} is outside the zones directory "
                               f"{self.zones_dir}")
-        if real in self.reading:
+        if real in map(os.path.realpath, self.reading):
             raise RecordError(f"$INCLUDE loop: {path} is already being read")
         return path
 

@@ -22,6 +22,7 @@ from clusterkit_dns.pacing import unpaced
 
 SUFFIX = ".zone"
 SOA, NS, RRSIG = dns.rdatatype.SOA, dns.rdatatype.NS, dns.rdatatype.RRSIG
+_NS_TYPE = NS.to_bytes(2, "big")
 
 
 class ZoneError(Exception):
@@ -93,10 +94,10 @@ class _Collector:
     def __init__(self, pace=unpaced):
         self.pace = pace
         self.warnings: list[str] = []
-        # lower-cased wire name -> (owner, rdtype, ttl, rdata) while the name has one record
-        # (most names: a tuple of bytes and ints, which the garbage collector soon stops
-        # walking), then [owner, {rdtype: [ttl, [rdata], set | None]}, the (type, covered
-        # type) pairs seen, for the CNAME check]
+        # lower-cased wire name -> its node (compact.encode_single) while the name has one
+        # record (most names: the bytes kept, nothing left behind to free), then
+        # [owner, {rdtype: [ttl, [rdata], set | None]}, the (type, covered type) pairs seen,
+        # for the CNAME check]
         self.nodes: dict = {}
 
     def add(self, owner: bytes, ttl: int, rdtype: int, rdata: bytes, path: str,
@@ -105,21 +106,21 @@ class _Collector:
         key = owner.lower()
         entry = self.nodes.get(key)
         if entry is None:
-            self.nodes[key] = (owner, rdtype, ttl, rdata)
+            self.nodes[key] = compact.encode_single(owner, rdtype, ttl, rdata)
             return
-        if type(entry) is tuple:
-            first = entry[1]
-            covered = int.from_bytes(entry[3][:2], "big") if first == RRSIG else 0
-            entry = self.nodes[key] = [entry[0], {first: [entry[2], [entry[3]], None]},
+        if type(entry) is bytes:
+            (first, rrset), = compact.decode_node(key, entry).items()
+            covered = int.from_bytes(rrset.rdatas[0][:2], "big") if first == RRSIG else 0
+            entry = self.nodes[key] = [rrset.owner, {first: [rrset.ttl, list(rrset.rdatas), None]},
                                        {(first, covered)}]
         rrsets = entry[1]
         rrset = rrsets.get(rdtype)
         covers = int.from_bytes(rdata[:2], "big") if rdtype == RRSIG else 0
         pair = (rdtype, covers)
         if pair not in entry[2]:
-            kind = NodeKind.classify(rdtype, covers)
+            kind = _kind(pair)
             if kind != NodeKind.NEUTRAL and any(
-                    NodeKind.classify(t, c) not in (kind, NodeKind.NEUTRAL) for t, c in entry[2]):
+                    _kind(other) not in (kind, NodeKind.NEUTRAL) for other in entry[2]):
                 raise masterfile.RecordError("CNAME and other data at the same name")
             entry[2].add(pair)
         if rrset is None:
@@ -141,6 +142,18 @@ class _Collector:
         if canonical not in seen:
             seen.add(canonical)
             rrset[1].append(rdata)
+
+
+_KINDS: dict = {}  # (type, covered type) -> NodeKind: CNAME, NEUTRAL or REGULAR
+
+
+def _kind(pair: tuple) -> NodeKind:
+    kind = _KINDS.get(pair)
+    if kind is None:
+        kind = NodeKind.classify(*pair)
+        if len(_KINDS) < 4096:  # covered types are the file's: bounded
+            _KINDS[pair] = kind
+    return kind
 
 
 _NAME_AT = {dns.rdatatype.NS: 0, dns.rdatatype.CNAME: 0, dns.rdatatype.PTR: 0,
@@ -188,20 +201,20 @@ def build_zone(origin: dns.name.Name, path: str, signature, parsed: _Collector,
                includes: tuple = ()) -> Zone:
     """Encode the records: one node per owner, empty non-terminals, zone cuts, negative SOA."""
     okey = origin.to_wire().lower()
-    names: dict = {}
     cuts: set = set()
     records = 0
-    for key, entry in parsed.nodes.items():
-        if type(entry) is tuple:
-            owner, rdtype, ttl, rdata = entry
-            names[key] = compact.encode_single(owner, rdtype, ttl, rdata)
+    names = parsed.nodes  # encoded in place: the zone is never twice in memory
+    for key, entry in names.items():
+        if type(entry) is bytes:  # one record, encoded as it was read
             records += 1
-            types: tuple | dict = (rdtype,)
-        else:
-            owner, types, _ = entry
-            names[key] = compact.encode_node(
-                owner, ((rdtype, ttl, rdatas) for rdtype, (ttl, rdatas, _) in types.items()))
-            records += sum(len(rrset[1]) for rrset in types.values())
+            at = len(key)
+            if entry[at:at + 2] == _NS_TYPE and key != okey:
+                cuts.add(key)
+            continue
+        owner, types, _ = entry
+        names[key] = compact.encode_node(
+            owner, ((rdtype, ttl, rdatas) for rdtype, (ttl, rdatas, _) in types.items()))
+        records += sum(len(rrset[1]) for rrset in types.values())
         if NS in types and key != okey:
             cuts.add(key)
     for key in list(names):
