@@ -23,6 +23,7 @@ from clusterkit_dns.pacing import unpaced
 SUFFIX = ".zone"
 SOA, NS, RRSIG = dns.rdatatype.SOA, dns.rdatatype.NS, dns.rdatatype.RRSIG
 _NS_TYPE = NS.to_bytes(2, "big")
+_NO_CUTS: frozenset = frozenset()  # one for every zone without delegations
 
 
 class ZoneError(Exception):
@@ -33,7 +34,7 @@ class ZoneError(Exception):
         super().__init__(f"{path}:{line}: {message}" if line else f"{path}: {message}")
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True, weakref_slot=True)
 class Zone:
     """One loaded zone, kept as bytes (see :mod:`clusterkit_dns.compact`). Never mutated
     once built: a reload builds a new one."""
@@ -231,6 +232,6 @@ def build_zone(origin: dns.name.Name, path: str, signature, parsed: _Collector,
     soa = apex[SOA]
     negative = soa._replace(ttl=min(soa.ttl, compact.soa_minimum(soa)))
     return Zone(origin=origin, key=okey, path=path, signature=signature, names=names,
-                cuts=frozenset(cuts), soa=soa, ns=apex[NS], negative_soa=negative,
+                cuts=frozenset(cuts) if cuts else _NO_CUTS, soa=soa, ns=apex[NS], negative_soa=negative,
                 records=records, wire_bytes=sum(len(k) + len(v) for k, v in names.items()),
                 warnings=tuple(parsed.warnings), includes=includes)
