@@ -146,3 +146,29 @@ def test_the_bytes_of_each_zone_are_accounted(many):
     assert small + 50 * 100 < grown < small + 50 * 200  # every TXT's text, kept once
     zone = many.server.zones[dns.name.from_text("site1.test")]
     assert grown == sum(len(name) + len(node) for name, node in zone.names.items())
+
+
+def test_a_reload_keeps_the_answers_of_the_zones_it_did_not_change(many):
+    """Rendered answers of unchanged zones survive a reload (the same template objects);
+    the changed zone's, one crossing zones (a CNAME), and those under a zone added
+    below their own are rendered again, from the new data."""
+    replace(many.zones / "site2.test.zone",
+            TEXT.format(serial=2, extra="alias CNAME www.site3.test.\nwww.sub A 192.0.2.50\n"))
+    wait_for(lambda: address(many, "www.sub.site2.test") == "192.0.2.50")
+    for name in ("www.site1.test", "www.site3.test", "alias.site2.test", "mail.site2.test"):
+        ask(many, name)
+    cache = dict(many.server.responder.state.cache)
+
+    def template(name):
+        return cache[dns.name.from_text(name).to_wire().lower() + b"\x00\x01"]
+
+    replace(many.zones / "site3.test.zone", TEXT.format(serial=2, extra=""))
+    wait_for(lambda: address(many, "www.site3.test") == "192.0.2.2")
+    kept = many.server.responder.state.cache
+    assert any(t is template("www.site1.test") for t in kept.values())
+    assert any(t is template("mail.site2.test") for t in kept.values())
+    assert not any(t is template("alias.site2.test") for t in kept.values())  # into site3
+    assert ask(many, "alias.site2.test").answer[-1][0].address == "192.0.2.2"
+    replace(many.zones / "sub.site2.test.zone", TEXT.format(serial=7, extra=""))
+    wait_for(lambda: address(many, "www.sub.site2.test") == "192.0.2.7")
+    assert address(many, "mail.site2.test") == "192.0.2.25"

@@ -20,6 +20,7 @@ import dns.rdatatype
 
 from clusterkit_dns.compact import RRset, name_end
 from clusterkit_dns.engine import Answer, ZoneSet
+from clusterkit_dns.pacing import unpaced
 
 IN = dns.rdataclass.IN
 TCP_MAX = 65535
@@ -39,7 +40,7 @@ class Template:
     not kept; the rare response that must be truncated is resolved again.
     """
 
-    __slots__ = ("flags", "counts", "counts_opt", "body", "size", "rcode")
+    __slots__ = ("flags", "counts", "counts_opt", "body", "size", "rcode", "zone")
 
     def __init__(self, answer: Answer, body: bytes, counts: tuple[int, int, int]):
         aa = 0x04 if answer.aa else 0
@@ -51,6 +52,7 @@ class Template:
         self.body = body
         self.size = len(body) + 5  # + the zero byte's offset z = the response's length
         self.rcode = answer.rcode
+        self.zone = answer.zone  # what a reload checks to keep the template (see carry_over)
 
 
 class TooBig(Exception):
@@ -175,13 +177,29 @@ class State:
     is a packet cache, as PowerDNS keeps one: a UDP query's bytes after its
     ID map to the response's bytes after its ID and the rcode, so a repeated
     query (the usual case: resolvers ask the same few names) costs one dict
-    lookup and one concatenation. Both die with the state, so a reload can't
-    serve stale answers.
+    lookup and one concatenation. The packet cache dies with the state; of
+    the templates a reload keeps only those :func:`carry_over` finds still
+    true, so a reload can't serve stale answers.
     """
 
     __slots__ = ("zones", "cache", "packets")
 
-    def __init__(self, zones: ZoneSet):
+    def __init__(self, zones: ZoneSet, cache: dict | None = None):
         self.zones = zones
-        self.cache: dict = {}
+        self.cache: dict = {} if cache is None else cache
         self.packets: dict = {}
+
+
+def carry_over(old: State, zones: ZoneSet, pace=unpaced) -> dict:
+    """The templates of ``old`` still true for ``zones``: those that depend on one zone,
+    still served as the same object and still the one holding the name. A reload of one
+    zone among many then re-renders only that zone's answers. Run it off the event loop:
+    it reads a copy of the cache (one C call, atomic under the interpreter lock)."""
+    kept = {}
+    served = zones.zones
+    for key, template in old.cache.copy().items():
+        pace()
+        zone = template.zone
+        if zone is not None and served.get(zone.key) is zone and zones.find(key[:-2]) is zone:
+            kept[key] = template
+    return kept

@@ -42,6 +42,7 @@ class Answer:
     authority: list = field(default_factory=list)
     additional: list = field(default_factory=list)
     referral: bool = False
+    zone: Zone | None = None  # the one zone the answer depends on, when there is one
 
 
 def key_of(name: dns.name.Name) -> tuple:
@@ -75,14 +76,18 @@ def resolve(zones: ZoneSet, qname: bytes, qtype: int) -> Answer:
     zone = zones.find(qkey)
     if zone is None:
         return Answer(rcode=REFUSED, aa=False)
+    alone = True
     if qtype == DS and qkey == zone.key and len(qkey) > 1:
         parent = zones.find(compact.parent(qkey))  # DS lives on the parent side of the cut
         if parent is not None:
             if qkey not in parent.names:  # the child's apex exists, whatever the parent says
                 return Answer(authority=[parent.negative_soa])
-            zone = parent
+            zone, alone = parent, False
     result = Answer()
-    _lookup(zones, zone, qname, qkey, qtype, result, [])
+    chain: list = []
+    _lookup(zones, zone, qname, qkey, qtype, result, chain)
+    if alone and not chain:  # no CNAME followed: the answer is this zone's alone
+        result.zone = zone
     return result
 
 

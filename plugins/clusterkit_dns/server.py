@@ -19,7 +19,7 @@ from clusterkit_dns.engine import ZoneSet
 from clusterkit_dns.pacing import Pacer
 from clusterkit_dns.settings import TCP_PER_CLIENT  # connections from one address
 from clusterkit_dns.watch import ZoneWatcher
-from clusterkit_dns.compiler import State
+from clusterkit_dns.compiler import State, carry_over
 from clusterkit_dns.responder import Responder
 from clusterkit_dns.xfr import IXFR, xfr_type
 from clusterkit_dns.zones import SUFFIX, Zone, ZoneError, file_signature, load_zone, zone_origin
@@ -435,8 +435,8 @@ class DnsServer:
         ``paths`` (from the watcher) limits the work to the zones those files
         are or are included by; None reads the directory again (stat only:
         unchanged files are not parsed). Changed files are parsed off the event
-        loop, and the new set of zones is swapped in with one assignment (the
-        answers are rendered from it as they are asked). A file that fails to load
+        loop, and the new set of zones is swapped in with one assignment, with
+        the rendered answers of the zones that did not change. A file that fails to load
         is logged with file and line, and its previous version keeps serving.
         """
         async with self._lock:
@@ -445,7 +445,9 @@ class DnsServer:
             if changed and self.history is not None:  # before the new versions are served
                 await asyncio.to_thread(self._record, zones, pace)
             if changed:
-                self.responder.install(State(ZoneSet(zones)))
+                new = ZoneSet(zones)
+                kept = await asyncio.to_thread(carry_over, self.responder.state, new, pace)
+                self.responder.install(State(new, kept))
                 self.zones = zones
                 self.reloads += 1
                 self.last_reload = time.time()
