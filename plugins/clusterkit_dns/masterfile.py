@@ -75,7 +75,7 @@ def read(path: str, origin: dns.name.Name, zones_dir: str, add) -> tuple[str, ..
     included (what a change to must reload the zone). Raises :class:`MasterFileError`.
     """
     reading = _Reading(origin, zones_dir, add)
-    reading.read_file(path, origin, None, origin.to_wire())
+    reading.read_file(path, origin, None, reading.origin_wire)
     return tuple(dict.fromkeys(reading.included))
 
 
@@ -84,7 +84,8 @@ class _Reading:
 
     def __init__(self, origin: dns.name.Name, zones_dir: str, add):
         self.zone = origin
-        self.zone_wire = origin.to_wire().lower()
+        self.origin_wire = origin.to_wire()
+        self.zone_wire = self.origin_wire.lower()
         self.zones_dir = zones_dir
         self.add = add
         self.reading: list[str] = []  # paths of the files open, outermost first
@@ -104,9 +105,9 @@ class _Reading:
         self.reading.append(path)
         zone, add = self.zone, self.add
         zone_wire = self.zone_wire
-        origin_wire = origin.to_wire()
+        origin_wire = self.origin_wire if origin is zone else origin.to_wire()
         owner_text = None  # spelling of the previous owner, when it had one
-        inside = origin.is_subdomain(zone)
+        inside = compact.is_below(origin_wire.lower(), zone_wire)
         parsed: dict = {}  # (type, data as written) -> rdata (wire), under this origin
         with f:
             for line, text, tokens, blank in _entries(f, path):
@@ -115,8 +116,9 @@ class _Reading:
                     if first[0] == "$" and not blank:
                         origin, default_ttl = self._directive(
                             tokens, origin, default_ttl, owner_wire, (path, line, text))
-                        owner_text, inside = None, origin.is_subdomain(zone)
                         origin_wire = origin.to_wire()
+                        owner_text = None
+                        inside = compact.is_below(origin_wire.lower(), zone_wire)
                         parsed = {}
                         continue
                     i = 0
