@@ -1,6 +1,6 @@
 """Loading a big zone in a thread without starving the event loop.
 
-Zones are parsed and compiled in a worker thread, but the threads of one
+Zones are parsed in a worker thread, but the threads of one
 Python process share the interpreter lock. While the loader runs, the event
 loop's thread gets the lock only when the loader is made to switch (every
 5 ms), and gives it up again at each socket call: during a 100,000-record
