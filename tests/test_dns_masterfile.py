@@ -448,6 +448,7 @@ def test_common_types_refused_as_before(tmp_path, rdtype, data, message):
     ("SOA", "ns hm 1 2 3 4 5"), ("SOA", "ns.example. h.m. 4294967295 0 0 0 0"),
     ("SRV", "1 2 3 @"), ("SRV", "0 0 443 sip.example."), ("CAA", '0 issue "ca.example"'),
     ("CAA", "128 iodef mailto:x@example.com"), ("CAA", '0 issuewild ";"'),
+    ("TXT", '"a\\200b" \\255 a\\;b'), ("CAA", '0 issue "a\\200b"'), ("CAA", "0 issue a\\059b"),
 ])
 def test_the_encoders_write_what_dnspython_writes(rtype, data):
     origin = dns.name.from_text("z.test.")
