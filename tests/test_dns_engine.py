@@ -79,10 +79,10 @@ def test_parser_cases(tmp_path):
     (tmp_path / "inc").mkdir()
     (tmp_path / "inc" / "more.txt").write_text("x A 192.0.2.9\n")
     zone = load_zone(str(tmp_path / "t.test.zone"), zones_dir=str(tmp_path))
-    from clusterkit_dns.engine import key_of
+    from clusterkit_dns.compact import label_key
 
     def n(text):
-        return key_of(dns.name.from_text(text))
+        return label_key(dns.name.from_text(text).to_wire())
 
     assert zone.nodes[n("ns.t.test.")][1][1].ttl == 129600
     assert zone.nodes[n("www.sub.t.test.")][1][1].ttl == 60

@@ -22,10 +22,8 @@ import dns.name
 import dns.rdata
 import dns.rdataclass
 import dns.rdataset
-import dns.rdatatype
 
 IN = dns.rdataclass.IN
-SOA = dns.rdatatype.SOA
 _HEAD = struct.Struct("!HIL")  # type, TTL, length of the records
 _SOA_NUMBERS = struct.Struct("!IIIII")
 
@@ -74,16 +72,6 @@ def decode_node(key: bytes, node: bytes) -> dict:
             at += 2 + length
         out[rdtype] = RRset(owner, rdtype, ttl, tuple(rdatas))
     return out
-
-
-def types_of(key: bytes, node: bytes) -> list:
-    """The types of a node, in file order, without decoding its records."""
-    at, end, types = len(key), len(node), []
-    while at < end:
-        rdtype, _, size = _HEAD.unpack_from(node, at)
-        types.append(rdtype)
-        at += 10 + size
-    return types
 
 
 def find(key: bytes, node: bytes, wanted: int) -> RRset | None:

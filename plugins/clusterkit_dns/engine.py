@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import dns.name
 import dns.rcode
 import dns.rdatatype
 
@@ -43,12 +42,6 @@ class Answer:
     additional: list = field(default_factory=list)
     referral: bool = False
     zone: Zone | None = None  # the one zone the answer depends on, when there is one
-
-
-def key_of(name: dns.name.Name) -> tuple:
-    """A name as a tuple of lower-cased labels (root label included), the key of
-    :attr:`Zone.nodes <clusterkit_dns.zones.Zone.nodes>` (the tools' view)."""
-    return tuple(label.lower() for label in name.labels)
 
 
 class ZoneSet:

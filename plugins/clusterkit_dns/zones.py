@@ -60,7 +60,8 @@ class Zone:
     @property
     def nodes(self) -> dict:
         """A structured view built on each call, for tools and tests (the server never asks):
-        label tuple (:func:`~clusterkit_dns.engine.key_of`) -> {rdtype: (owner, Rdataset)}."""
+        lower-cased labels (:func:`~clusterkit_dns.compact.label_key`) -> {rdtype: (owner,
+        Rdataset)}."""
         view = {}
         for key, node in self.names.items():
             if node:
