@@ -197,9 +197,11 @@ def carry_over(old: State, zones: ZoneSet, pace=unpaced) -> dict:
     it reads a copy of the cache (one C call, atomic under the interpreter lock)."""
     kept = {}
     served = zones.zones
+    moved = served.keys() != old.zones.zones.keys()  # else every name stays in its zone
     for key, template in old.cache.copy().items():
         pace()
         zone = template.zone
-        if zone is not None and served.get(zone.key) is zone and zones.find(key[:-2]) is zone:
+        if zone is not None and served.get(zone.key) is zone \
+                and (not moved or zones.find(key[:-2]) is zone):
             kept[key] = template
     return kept

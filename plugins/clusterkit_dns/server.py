@@ -435,8 +435,9 @@ class DnsServer:
         ``paths`` (from the watcher) limits the work to the zones those files
         are or are included by; None reads the directory again (stat only:
         unchanged files are not parsed). Changed files are parsed off the event
-        loop, and the new set of zones is swapped in with one assignment, with
-        the rendered answers of the zones that did not change. A file that fails to load
+        loop, and the new set of zones is swapped in with one assignment; the
+        rendered answers of the zones that did not change follow (looked over
+        in the thread meanwhile). A file that fails to load
         is logged with file and line, and its previous version keeps serving.
         """
         async with self._lock:
@@ -445,12 +446,12 @@ class DnsServer:
             if changed and self.history is not None:  # before the new versions are served
                 await asyncio.to_thread(self._record, zones, pace)
             if changed:
-                new = ZoneSet(zones)
-                kept = await asyncio.to_thread(carry_over, self.responder.state, new, pace)
-                self.responder.install(State(new, kept))
+                old, new = self.responder.state, State(ZoneSet(zones))
+                self.responder.install(new)  # served at once; then the answers still true:
                 self.zones = zones
                 self.reloads += 1
                 self.last_reload = time.time()
+                new.cache.update(await asyncio.to_thread(carry_over, old, new.zones, pace))
             for path, message in errors.items():
                 if self.errors.get(path) != message:
                     log.error("dns: zone not loaded, previous version kept: %s", message)
