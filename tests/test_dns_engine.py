@@ -395,3 +395,17 @@ def test_rcode_counters(tmp_path):
 def test_zones_fixture_is_what_nsd_checks():
     """The shared zones include every file they need (a guard for the other tests)."""
     assert "example.com.inc" in EXTRA_FILES and "$INCLUDE example.com.inc" in ZONES["example.com"]
+
+
+def test_a_loaded_zone_is_bytes_the_garbage_collector_does_not_walk(tmp_path):
+    """No Python object per record: a name maps to one bytes node, and the dict of them is
+    not tracked by the collector (why the server needs no gc.freeze)."""
+    import gc
+
+    directory = write_zones(tmp_path)
+    zone = load_zone(str(directory / "example.com.zone"), zones_dir=str(directory))
+    assert zone.records > 20
+    assert all(type(k) is bytes and type(v) is bytes for k, v in zone.names.items())
+    gc.collect()
+    assert not gc.is_tracked(zone.names)
+    assert zone.wire_bytes == sum(len(k) + len(v) for k, v in zone.names.items())
