@@ -8,11 +8,12 @@ import os
 
 import dns.name
 import dns.rdata
+import dns.rdataclass
 import dns.rdatatype
 import dns.zone
 import pytest
 
-from clusterkit_dns import masterfile, zoneview
+from clusterkit_dns import masterfile, rdatawire, zoneview
 from clusterkit_dns.zones import ZoneError, load_zone
 from dns_support import ZONES
 
@@ -40,9 +41,10 @@ def records(tmp_path, body: str, files: dict | None = None, head: str = HEAD) ->
     path = write(tmp_path, head + body, files)
     out = []
 
-    def add(owner, ttl, rdata, file, line):
-        out.append((owner.to_text(), ttl, dns.rdatatype.to_text(rdata.rdtype), rdata.to_text(),
-                    os.path.relpath(file, tmp_path), line))
+    def add(owner, ttl, rdtype, rdata, file, line):
+        text = dns.rdata.from_wire(dns.rdataclass.IN, rdtype, rdata, 0, len(rdata)).to_text()
+        out.append((dns.name.from_wire(owner, 0)[0].to_text(), ttl, dns.rdatatype.to_text(rdtype),
+                    text, os.path.relpath(file, tmp_path), line))
 
     masterfile.read(str(path), ORIGIN, str(tmp_path), add)
     return [r for r in out if r[4] != "z.test.zone" or r[5] > head.count("\n")]
@@ -433,3 +435,68 @@ def test_common_types_read_as_dnspython_reads_them(tmp_path, rdtype, data):
 def test_common_types_refused_as_before(tmp_path, rdtype, data, message):
     assert error(tmp_path, f"{HEAD}x {rdtype} {data}\n").startswith("DIR/z.test.zone:4: ")
     assert message in error(tmp_path, f"{HEAD}x {rdtype} {data}\n")
+
+
+# ------------------------------------------------------------ wire encoders
+
+@pytest.mark.parametrize("rtype, data", [
+    ("A", "192.0.2.1"), ("A", "0.0.0.0"), ("AAAA", "2001:db8::1"), ("AAAA", "::ffff:192.0.2.1"),
+    ("AAAA", "::"), ("NS", "ns1"), ("NS", "Ns.Example.NET."), ("NS", "@"), ("CNAME", "*.w"),
+    ("PTR", "host.z.test."), ("DNAME", "target.example."), ("MX", "10 mail"), ("MX", "0 ."),
+    ("MX", "65535 mx.example."), ("TXT", '"two words" third'), ("TXT", '"esc\\"aped" \\065'),
+    ("TXT", '"a\\\\b" "" x\\ y'), ("TXT", '"' + "x" * 255 + '"'), ("SPF", '"v=spf1 -all"'),
+    ("SOA", "ns hm 1 2 3 4 5"), ("SOA", "ns.example. h.m. 4294967295 0 0 0 0"),
+    ("SRV", "1 2 3 @"), ("SRV", "0 0 443 sip.example."), ("CAA", '0 issue "ca.example"'),
+    ("CAA", "128 iodef mailto:x@example.com"), ("CAA", '0 issuewild ";"'),
+    ("TXT", '"a\\200b" \\255 a\\;b'), ("CAA", '0 issue "a\\200b"'), ("CAA", "0 issue a\\059b"),
+])
+def test_the_encoders_write_what_dnspython_writes(rtype, data):
+    origin = dns.name.from_text("z.test.")
+    rdtype = dns.rdatatype.from_text(rtype)
+    tokens = []
+    masterfile._scan(data, tokens, 0, "-", 1)
+    ours = rdatawire.ENCODERS[rdtype](tokens, origin.to_wire())
+    theirs = dns.rdata.from_text(dns.rdataclass.IN, rdtype, data, origin=origin,
+                                 relativize=False).to_wire()
+    assert ours == theirs
+
+
+@pytest.mark.parametrize("rtype, data", [
+    ("A", "192.0.2"), ("A", "192.0.2.01"), ("A", "192.0.2.1 x"), ("AAAA", "1::2::3"),
+    ("NS", "a..b"), ("NS", "x" * 64), ("NS", ".".join(["x" * 60] * 5)), ("NS", "caf\\233"),
+    ("MX", "65536 mail"), ("MX", "-1 mail"), ("MX", "ten mail"), ("TXT", '"' + "x" * 256 + '"'),
+    ("TXT", '"\\256"'), ("TXT", '"\\12x"'), ("SOA", "ns hm 1 2 3 4 1h"),
+    ("SOA", "ns hm 4294967296 2 3 4 5"), ("SRV", "1 2 65536 @"), ("CAA", "0 is-sue x"),
+    ("CAA", '256 issue "x"'),
+])
+def test_the_encoders_leave_other_spellings_to_dnspython(rtype, data):
+    """None: dnspython then reads it (``1h``) or words the error."""
+    tokens = []
+    masterfile._scan(data, tokens, 0, "-", 1)
+    rdtype = dns.rdatatype.from_text(rtype)
+    assert rdatawire.ENCODERS[rdtype](tokens, dns.name.from_text("z.test.").to_wire()) is None
+
+
+@pytest.mark.parametrize("body, message", [
+    ("x MX 65536 mail\n", "4: bad MX record: 65536 is not an unsigned 16-bit integer: "
+     "'x MX 65536 mail'"),
+    (f'x TXT "{"y" * 256}"\n', "4: bad TXT record: string too long"),
+    ('x TXT "\\256"\n', "4: malformed TXT record: "),
+    ("x NS a..b\n", "4: bad NS record: A DNS label is empty."),
+    (f"x CNAME {'.'.join(['y' * 60] * 5)}\n", "4: bad CNAME record: A DNS name is > 255 octets "
+     "long."),
+    ("x.z.test.other. A 192.0.2.1\n", "4: out of zone data: x.z.test.other. is outside the "
+     "zone z.test."),
+    ("xz.test. A 192.0.2.1\n", "4: out of zone data: xz.test. is outside the zone z.test."),
+])
+def test_hostile_data_in_plain_spelling_is_refused_with_the_line(tmp_path, body, message):
+    """Data shaped like the encoders' input but invalid still fails with file and line."""
+    assert error(tmp_path, HEAD + body).startswith(f"DIR/z.test.zone:{message}")
+
+
+def test_a_record_written_twice_is_kept_once_and_names_compare_without_case(tmp_path):
+    path = write(tmp_path, HEAD + "m MX 10 Mail\nm MX 10 mail\nm MX 20 mail\nt TXT a\nt TXT a\n")
+    zone = load_zone(str(path), zones_dir=str(tmp_path))
+    mx = zoneview.find(zone, dns.name.from_text("m.z.test."), dns.rdatatype.MX)
+    assert sorted(r.to_text() for r in mx) == ["10 Mail.z.test.", "20 mail.z.test."]
+    assert len(zoneview.find(zone, dns.name.from_text("t.z.test."), dns.rdatatype.TXT)) == 1

@@ -110,7 +110,8 @@ def check(
     except ZoneError as exc:
         raise UsageError(str(exc)) from None
     report = {"zone": str(zone.origin), "file": file, "serial": zone.serial,
-              "records": zone.records, "names": len(zone.nodes), "delegations": len(zone.cuts),
+              "records": zone.records, "names": sum(1 for node in zone.names.values() if node),
+              "delegations": len(zone.cuts),
               "warnings": list(zone.warnings)}
     emit(report, as_json, lambda r: "".join(f"warning: {w}\n" for w in r["warnings"])
          + f"{r['zone']} ok: serial {r['serial']}, {r['records']} records, "

@@ -24,10 +24,10 @@ import threading
 from dataclasses import dataclass
 
 import dns.name
-import dns.rdataset
 import dns.rdatatype
 
-from clusterkit_dns import masterfile
+from clusterkit_dns import compact, masterfile
+from clusterkit_dns.compact import RRset
 from clusterkit_dns.pacing import unpaced
 from clusterkit_dns.serial import serial_lt
 
@@ -42,24 +42,24 @@ _PLAIN = re.compile(r"[a-z0-9_-][a-z0-9._-]*\Z")
 
 @dataclass(frozen=True)
 class Difference:
-    """From one version of a zone to the next: RRsets as ``(owner, rdataset)`` pairs."""
+    """From one version of a zone to the next, as :class:`~clusterkit_dns.compact.RRset`."""
 
-    old_soa: tuple
+    old_soa: RRset
     deleted: tuple
-    new_soa: tuple
+    new_soa: RRset
     added: tuple
 
     @property
     def old_serial(self) -> int:
-        return self.old_soa[1][0].serial
+        return compact.soa_serial(self.old_soa)
 
     @property
     def new_serial(self) -> int:
-        return self.new_soa[1][0].serial
+        return compact.soa_serial(self.new_soa)
 
     @property
     def records(self) -> int:
-        return 2 + sum(len(rds) for _, rds in self.deleted + self.added)
+        return 2 + sum(len(rrset.rdatas) for rrset in self.deleted + self.added)
 
     def pairs(self):
         """The RRsets in IXFR order: old SOA, deleted, new SOA, added."""
@@ -71,40 +71,33 @@ class Difference:
 
 def difference(old, new, pace=unpaced) -> Difference | None:
     """What changed from the zone ``old`` to ``new`` (both :class:`~clusterkit_dns.zones.Zone`);
-    None unless the serial went up. A changed TTL is the old RRset deleted, the new added."""
+    None unless the serial went up. A changed TTL is the old RRset deleted, the new added.
+    Names whose node is the same bytes in both are passed over without decoding."""
     if not serial_lt(old.serial, new.serial):
         return None
-    deleted, added = [], []
-    for key, node in old.nodes.items():
-        pace()
-        theirs = new.nodes.get(key, {})
-        for rdtype, (owner, rds) in node.items():
-            other = theirs.get(rdtype)
-            if rdtype == SOA and key == old.key:
-                continue
-            if other is None or other[1].ttl != rds.ttl:
-                deleted.append((owner, rds))
-            elif other[1] != rds:
-                _split(owner, rds, other[1], deleted)
-    for key, node in new.nodes.items():
-        pace()
-        mine = old.nodes.get(key, {})
-        for rdtype, (owner, rds) in node.items():
-            other = mine.get(rdtype)
-            if rdtype == SOA and key == new.key:
-                continue
-            if other is None or other[1].ttl != rds.ttl:
-                added.append((owner, rds))
-            elif other[1] != rds:
-                _split(owner, rds, other[1], added)
-    return Difference(old.soa, tuple(deleted), new.soa, tuple(added))
+    return Difference(old.soa, _only_in(old, new, pace), new.soa, _only_in(new, old, pace))
 
 
-def _split(owner, rds, other, into: list) -> None:
-    """The records of ``rds`` that ``other`` lacks, as one RRset appended to ``into``."""
-    only = [rd for rd in rds if rd not in other]
-    if only:
-        into.append((owner, dns.rdataset.from_rdata_list(rds.ttl, only)))
+def _only_in(zone, other, pace) -> tuple:
+    """The records of ``zone`` that ``other`` lacks, as RRsets (the apex SOA left out)."""
+    found = []
+    for key, node in zone.names.items():
+        pace()
+        theirs = other.names.get(key, b"")
+        if node == theirs:
+            continue
+        theirs = compact.decode_node(key, theirs)
+        for rdtype, rrset in compact.decode_node(key, node).items():
+            if rdtype == SOA and key == zone.key:
+                continue
+            twin = theirs.get(rdtype)
+            if twin is None or twin.ttl != rrset.ttl:
+                found.append(rrset)
+                continue
+            only = tuple(rd for rd in rrset.rdatas if rd not in twin.rdatas)
+            if only:
+                found.append(rrset._replace(rdatas=only))
+    return tuple(found)
 
 
 class History:
@@ -185,8 +178,9 @@ class History:
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
             with open(path + ".tmp", "w", encoding="utf-8") as f:
                 for diff in kept:
-                    for owner, rds in diff.pairs():
-                        f.write(rds.to_text(owner, relativize=False) + "\n")
+                    for rrset in diff.pairs():
+                        f.write(compact.to_rdataset(rrset).to_text(
+                            compact.to_name(rrset.owner), relativize=False) + "\n")
             os.replace(path + ".tmp", path)
         except OSError as exc:
             log.warning("dns: cannot keep the IXFR history of %s in %s: %s", origin, path, exc)
@@ -198,7 +192,8 @@ class History:
         records: list = []
         try:
             masterfile.read(path, origin, self.directory,
-                            lambda owner, ttl, rd, *where: records.append((owner, ttl, rd)))
+                            lambda owner, ttl, rdtype, rd, *where: records.append(
+                                (owner, ttl, rdtype, rd)))
             kept = _parse(origin, records)
         except (masterfile.MasterFileError, ValueError) as exc:
             log.warning("dns: IXFR history of %s dropped (%s)", origin, exc)
@@ -208,17 +203,18 @@ class History:
 
 def _parse(origin, records: list) -> tuple:
     """Records in IXFR order (SOA, deleted, SOA, added, ...) back into differences."""
+    apex = origin.to_wire().lower()
     diffs, part, soas = [], [[], []], []
-    for owner, ttl, rd in records:
-        if rd.rdtype == SOA and owner == origin:
-            soas.append((owner, dns.rdataset.from_rdata_list(ttl, [rd])))
+    for owner, ttl, rdtype, rd in records:
+        if rdtype == SOA and owner.lower() == apex:
+            soas.append(RRset(owner, SOA, ttl, (rd,)))
             if len(soas) == 3:
                 diffs.append(_difference(soas[0], part[0], soas[1], part[1]))
                 soas, part = soas[2:], [[], []]
             continue
         if not soas:
-            raise ValueError(f"{owner} before the first SOA")
-        part[len(soas) - 1].append((owner, ttl, rd))
+            raise ValueError(f"{compact.to_name(owner)} before the first SOA")
+        part[len(soas) - 1].append((owner, ttl, rdtype, rd))
     if len(soas) != 2:
         raise ValueError("the last version is incomplete")
     diffs.append(_difference(soas[0], part[0], soas[1], part[1]))
@@ -234,7 +230,7 @@ def _difference(old_soa, deleted: list, new_soa, added: list) -> Difference:
 
 def _rrsets(records: list) -> tuple:
     grouped: dict = {}
-    for owner, ttl, rd in records:
-        grouped.setdefault((owner, rd.rdtype, ttl), []).append(rd)
-    return tuple((owner, dns.rdataset.from_rdata_list(ttl, rds))
-                 for (owner, _, ttl), rds in grouped.items())
+    for owner, ttl, rdtype, rd in records:
+        grouped.setdefault((owner.lower(), rdtype, ttl), (owner, []))[1].append(rd)
+    return tuple(RRset(owner, rdtype, ttl, tuple(rds))
+                 for (_, rdtype, ttl), (owner, rds) in grouped.items())

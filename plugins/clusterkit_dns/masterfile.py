@@ -2,9 +2,12 @@
 
 This module owns the file syntax: lines, comments, parentheses, quoted
 strings, escapes, owner/TTL/class/type fields and the ``$ORIGIN``, ``$TTL``
-and ``$INCLUDE`` directives. The data of each record is handed, as text, to
-dnspython's public :func:`dns.rdata.from_text`, so every type dnspython knows
-(and the generic ``\\# len hex`` form) is supported without a line of ours.
+and ``$INCLUDE`` directives. Each record comes out as wire format: owner
+name and rdata bytes, no object. The common types' data is encoded by
+:mod:`clusterkit_dns.rdatawire`; any other type, or another spelling, is read
+by dnspython's public :func:`dns.rdata.from_text` (so every type dnspython
+knows, and the generic ``\\# len hex`` form, is supported) and turned into
+wire at once.
 
 Where NSD and RFC 1035 differ, NSD wins: a record without a TTL in a file
 without ``$TTL`` gets :data:`NO_TTL_DEFAULT`, not the last TTL stated.
@@ -14,10 +17,8 @@ owner come back as they were when the included file ends.
 
 Most lines of most zones are one record with no quotes, parentheses or
 escapes: those are split on white space (the fast path); the rest go through
-a character scanner. dnspython's parsing of the data is most of the cost
-(~15 µs a record), so data written alike under one origin (many names on one
-address, one MX for all) is parsed once and its immutable Rdata shared, which
-also saves memory. Errors are :class:`MasterFileError` naming the file and
+a character scanner. Data written alike under one origin (many names on one
+address, one MX for all) is encoded once and its bytes shared. Errors are :class:`MasterFileError` naming the file and
 the line where the record *starts*, with that line quoted (a lexical error,
 such as an unterminated quoted string, names the line it is on).
 """
@@ -33,6 +34,9 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.ttl
+
+from clusterkit_dns import compact, rdatawire
+from clusterkit_dns.rdatawire import ENCODERS
 
 NO_TTL_DEFAULT = 3600  # NSD's TTL for records without one in a file without $TTL
 MAX_LINE = 1 << 20     # bytes in a line, characters in a record (65535 bytes as \DDD fit)
@@ -63,14 +67,15 @@ class RecordError(ValueError):
 
 
 def read(path: str, origin: dns.name.Name, zones_dir: str, add) -> tuple[str, ...]:
-    """Read the zone ``origin`` from ``path``, calling ``add(owner, ttl, rdata, file, line)``
-    once per record, in file order (``file`` is the included file's path for its records).
+    """Read the zone ``origin`` from ``path``, calling ``add(owner, ttl, rdtype, rdata, file,
+    line)`` once per record, in file order: ``owner`` and ``rdata`` in wire format (names in
+    the case written, uncompressed), ``file`` the included file's path for its records.
 
     ``$INCLUDE`` paths are relative to ``zones_dir``. Returns the paths of the files
     included (what a change to must reload the zone). Raises :class:`MasterFileError`.
     """
     reading = _Reading(origin, zones_dir, add)
-    reading.read_file(path, origin, None, origin)
+    reading.read_file(path, origin, None, reading.origin_wire)
     return tuple(dict.fromkeys(reading.included))
 
 
@@ -79,14 +84,15 @@ class _Reading:
 
     def __init__(self, origin: dns.name.Name, zones_dir: str, add):
         self.zone = origin
+        self.origin_wire = origin.to_wire()
+        self.zone_wire = self.origin_wire.lower()
         self.zones_dir = zones_dir
-        self.zones_real = os.path.realpath(zones_dir)
         self.add = add
-        self.reading: list[str] = []  # real paths of the files open, outermost first
+        self.reading: list[str] = []  # paths of the files open, outermost first
         self.included: list[str] = []  # every $INCLUDE path, as opened
 
     def read_file(self, path: str, origin: dns.name.Name, default_ttl: int | None,
-                  owner: dns.name.Name, include_line: tuple | None = None) -> None:
+                  owner_wire: bytes, include_line: tuple | None = None) -> None:
         """One file: ``origin``, ``$TTL`` (None: not stated) and the previous owner
         are those in effect where it starts; they end with it."""
         try:
@@ -96,31 +102,37 @@ class _Reading:
                 raise MasterFileError(path, None, exc.strerror or str(exc)) from None
             raise MasterFileError(*include_line[:2], f"cannot open $INCLUDE file {path}: "
                                   f"{exc.strerror or exc}", include_line[2]) from None
-        self.reading.append(os.path.realpath(path))
+        self.reading.append(path)
         zone, add = self.zone, self.add
+        zone_wire = self.zone_wire
+        origin_wire = self.origin_wire if origin is zone else origin.to_wire()
         owner_text = None  # spelling of the previous owner, when it had one
-        inside = origin.is_subdomain(zone)
-        parsed: dict = {}  # (type, data as written) -> Rdata, under this origin
+        inside = compact.is_below(origin_wire.lower(), zone_wire)
+        parsed: dict = {}  # (type, data as written) -> rdata (wire), under this origin
         with f:
             for line, text, tokens, blank in _entries(f, path):
                 first = tokens[0]
                 try:
                     if first[0] == "$" and not blank:
                         origin, default_ttl = self._directive(
-                            tokens, origin, default_ttl, owner, (path, line, text))
-                        owner_text, inside = None, origin.is_subdomain(zone)
+                            tokens, origin, default_ttl, owner_wire, (path, line, text))
+                        origin_wire = origin.to_wire()
+                        owner_text = None
+                        inside = compact.is_below(origin_wire.lower(), zone_wire)
                         parsed = {}
                         continue
                     i = 0
                     if not blank:
                         i = 1
                         if first != owner_text:
-                            owner = _name(first, origin)
+                            owner_wire = rdatawire.name(first, origin_wire) \
+                                or _name(first, origin).to_wire()
                             owner_text = first
                             # a relative name under an origin in the zone is in the zone
-                            if (first[-1] == "." or not inside) and not owner.is_subdomain(zone):
-                                raise RecordError(f"out of zone data: {owner} is outside "
-                                                  f"the zone {zone}")
+                            if (first[-1] == "." or not inside) \
+                                    and not compact.is_below(owner_wire.lower(), zone_wire):
+                                raise RecordError(f"out of zone data: {compact.to_name(owner_wire)}"
+                                                  f" is outside the zone {zone}")
                     ttl, i = _ttl_and_class(tokens, i)
                     if i >= len(tokens):
                         raise RecordError("no record type")
@@ -128,15 +140,16 @@ class _Reading:
                     data = " ".join(tokens[i + 1:])
                     rdata = parsed.get((rdtype, data))
                     if rdata is None:
-                        fast = _FAST.get(rdtype)
-                        rdata = fast and fast(rdtype, tokens[i + 1:], origin) \
-                            or _rdata(rdtype, data, origin)
+                        encode = ENCODERS.get(rdtype)
+                        rdata = encode and encode(tokens[i + 1:], origin_wire)
+                        if rdata is None:
+                            rdata = _rdata(rdtype, data, origin)
                         if len(parsed) >= MAX_PARSED:
                             parsed.clear()
                         parsed[(rdtype, data)] = rdata
                     if ttl is None:
                         ttl = NO_TTL_DEFAULT if default_ttl is None else default_ttl
-                    add(owner, ttl, rdata, path, line)
+                    add(owner_wire, ttl, rdtype, rdata, path, line)
                 except RecordError as exc:
                     raise MasterFileError(path, line, str(exc), text) from None
         self.reading.pop()
@@ -168,10 +181,11 @@ class _Reading:
             raise RecordError(f"$INCLUDE nested more than {MAX_INCLUDE_DEPTH} deep")
         path = os.path.normpath(os.path.join(self.zones_dir, name))
         real = os.path.realpath(path)
-        if os.path.commonpath([real, self.zones_real]) != self.zones_real:
+        zones_real = os.path.realpath(self.zones_dir)  # resolved here: most zones include nothing
+        if os.path.commonpath([real, zones_real]) != zones_real:
             raise RecordError(f"$INCLUDE {name[:120]} is outside the zones directory "
                               f"{self.zones_dir}")
-        if real in self.reading:
+        if real in map(os.path.realpath, self.reading):
             raise RecordError(f"$INCLUDE loop: {path} is already being read")
         return path
 
@@ -278,6 +292,8 @@ def _ttl_and_class(tokens: list, i: int) -> tuple[int | None, int]:
         if i >= len(tokens):
             break
         text = tokens[i]
+        if text in _TYPES:
+            break
         if ttl is None and "0" <= text[0] <= "9":
             ttl = _ttl(text)
         elif not klass and _is_class(text):
@@ -304,84 +320,38 @@ def _is_class(text: str) -> bool:
     return True
 
 
+_TYPES: dict = {}  # a type as spelled -> its number, for the spellings that are no class
+_TYPES_MAX = 1024
+
+
 def _rdtype(text: str) -> int:
+    rdtype = _TYPES.get(text)
+    if rdtype is not None:
+        return rdtype
     try:
         rdtype = dns.rdatatype.from_text(text)
     except (dns.exception.DNSException, ValueError):
         raise RecordError(f"unknown record type {text[:40]!r}") from None
     if dns.rdatatype.is_metatype(rdtype):
         raise RecordError(f"{dns.rdatatype.to_text(rdtype)} is not a type of record a zone holds")
+    upper = text.upper()
+    if len(_TYPES) < _TYPES_MAX and upper not in dns.rdataclass.RdataClass.__members__ \
+            and not upper.startswith("CLASS"):
+        _TYPES[text] = rdtype
     return rdtype
 
 
-def _rdata(rdtype: int, text: str, origin: dns.name.Name) -> dns.rdata.Rdata:
+def _rdata(rdtype: int, text: str, origin: dns.name.Name) -> bytes:
+    """A rarer type, or a spelling :mod:`~clusterkit_dns.rdatawire` leaves alone: dnspython
+    reads it (the object is dropped at once)."""
     try:
-        return dns.rdata.from_text(IN, rdtype, text, origin=origin, relativize=False)
+        return dns.rdata.from_text(IN, rdtype, text, origin=origin,
+                                   relativize=False).to_wire()
     except dns.exception.DNSException as exc:
         detail, kind = str(exc)[:200], dns.rdatatype.to_text(rdtype)
         if detail in ("", "Text input is malformed."):
             raise RecordError(f"malformed {kind} record") from None
         raise RecordError(f"bad {kind} record: {detail}") from None
-
-
-# The fast path: the common types' data built with their classes' constructors (public
-# dnspython API), without the generic tokenizer. Each returns None for anything but the
-# plainest spelling, or for data the constructor refuses: the generic from_text then
-# reads it, or words the error, exactly as before.
-
-def _fast_address(rdtype: int, tokens: list, origin) -> dns.rdata.Rdata | None:
-    if len(tokens) != 1 or tokens[0][0] == '"':
-        return None
-    try:
-        return _CLASSES[rdtype](IN, rdtype, tokens[0])
-    except (dns.exception.DNSException, ValueError):
-        return None
-
-
-def _fast_target(rdtype: int, tokens: list, origin) -> dns.rdata.Rdata | None:
-    if len(tokens) != 1:
-        return None
-    try:
-        return _CLASSES[rdtype](IN, rdtype, _name(tokens[0], origin))
-    except (RecordError, dns.exception.DNSException, ValueError):
-        return None
-
-
-def _fast_mx(rdtype: int, tokens: list, origin) -> dns.rdata.Rdata | None:
-    if len(tokens) != 2 or not (tokens[0].isascii() and tokens[0].isdigit()) \
-            or int(tokens[0]) > 0xFFFF:
-        return None
-    try:
-        return _CLASSES[rdtype](IN, rdtype, int(tokens[0]), _name(tokens[1], origin))
-    except (RecordError, dns.exception.DNSException, ValueError):
-        return None
-
-
-def _fast_txt(rdtype: int, tokens: list, origin) -> dns.rdata.Rdata | None:
-    strings = []
-    for token in tokens:
-        if not token.isascii() or "\\" in token:
-            return None
-        if token[0] == '"':
-            if len(token) < 2 or token[-1] != '"' or '"' in token[1:-1]:
-                return None
-            token = token[1:-1]
-        elif '"' in token:
-            return None
-        strings.append(token.encode())
-    if not strings:
-        return None
-    try:
-        return _CLASSES[rdtype](IN, rdtype, strings)
-    except (dns.exception.DNSException, ValueError):
-        return None
-
-
-_A, _AAAA, _CNAME, _NS, _MX, _TXT = (dns.rdatatype.A, dns.rdatatype.AAAA, dns.rdatatype.CNAME,
-                                     dns.rdatatype.NS, dns.rdatatype.MX, dns.rdatatype.TXT)
-_CLASSES = {t: dns.rdata.get_rdata_class(IN, t) for t in (_A, _AAAA, _CNAME, _NS, _MX, _TXT)}
-_FAST = {_A: _fast_address, _AAAA: _fast_address, _CNAME: _fast_target, _NS: _fast_target,
-         _MX: _fast_mx, _TXT: _fast_txt}
 
 
 def _unquote(text: str) -> str:

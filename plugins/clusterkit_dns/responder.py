@@ -3,9 +3,10 @@
 On the way out only the ID, the RD bit, the question as received (its letter
 case: compression pointers into it stay valid because its length is the
 same) and the OPT record are patched into a template of
-:mod:`clusterkit_dns.compiler`. Everything else (wildcards, NXDOMAIN, CNAME
-chains, truncation, EDNS errors, malformed packets) takes the general path,
-whose cacheable results join the templates until the next reload.
+:mod:`clusterkit_dns.compiler`. A query whose template is not there yet
+(the first for its name and type since the last reload), and everything
+else (truncation, EDNS errors, other classes, malformed packets), takes the
+general path, which renders the template the next such query finds.
 """
 
 from __future__ import annotations
@@ -14,18 +15,18 @@ import logging
 import struct
 from dataclasses import dataclass
 
-import dns.name
 import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 
+from clusterkit_dns.compact import to_name
 from clusterkit_dns.compiler import TCP_MAX, State, compile_answer, render
 from clusterkit_dns.engine import ZoneSet, resolve
 
 log = logging.getLogger("clusterkit.dns")
 
 IN, CH, ANY_CLASS = dns.rdataclass.IN, dns.rdataclass.CH, dns.rdataclass.ANY
-OPT, DS, ANY = dns.rdatatype.OPT, dns.rdatatype.DS, dns.rdatatype.ANY
+OPT, ANY = dns.rdatatype.OPT, dns.rdatatype.ANY
 AXFR, IXFR = dns.rdatatype.AXFR, dns.rdatatype.IXFR
 FORMERR, SERVFAIL, NOTIMP, REFUSED = (dns.rcode.FORMERR, dns.rcode.SERVFAIL,
                                       dns.rcode.NOTIMP, dns.rcode.REFUSED)
@@ -33,8 +34,6 @@ BADVERS = 16
 NOTIFY = 4
 UDP_PLAIN = 512        # without EDNS (RFC 1035)
 EDNS_SIZE = 1232       # what we advertise and the most we send over UDP (DNS flag day 2020)
-# Types whose answer is not "the name's default" when absent from the name.
-_SLOW_TYPES = frozenset(struct.pack("!H", t) for t in (DS, ANY, AXFR, IXFR))
 _OPT_RR = (b"\x00\x00\x29" + struct.pack("!H", EDNS_SIZE) + b"\x00\x00\x00\x00\x00\x00",
            b"\x00\x00\x29" + struct.pack("!H", EDNS_SIZE) + b"\x00\x00\x80\x00\x00\x00")
 _EDNS_IN = b"\x00\x00\x29"  # root owner, type OPT
@@ -55,7 +54,7 @@ class Query:
 
     id: bytes
     rd: int
-    qname: dns.name.Name     # lower-cased
+    qname: bytes             # lower-cased wire name
     key: bytes               # lower-cased wire name + qtype
     question: bytes          # the question as received (name, type, class)
     qtype: int
@@ -80,7 +79,7 @@ class Responder:
 
     def __init__(self, identity: str = "", version: str = ""):
         self.identity, self.version = identity, version
-        self.state = State(ZoneSet({}), {}, {}, {})
+        self.state = State(ZoneSet({}))
         self.rcodes = [0] * 24
         self.dropped = 0
         self.send_errors = 0
@@ -94,10 +93,7 @@ class Responder:
         z = data.find(0, 12)
         if z > 0 and not data[2] & 0xF8 and data[4:10] == _QUERY_COUNTS \
                 and data[z + 3:z + 5] == _IN_CLASS:
-            key = data[12:z + 1].lower() + data[z + 1:z + 3]
-            t = st.exact.get(key) or st.cache.get(key)
-            if t is None and data[z + 1:z + 3] not in _SLOW_TYPES:
-                t = st.default.get(key[:-2])
+            t = st.cache.get(data[12:z + 1].lower() + data[z + 1:z + 3])
             if t is not None:
                 out = None
                 if data[10:12] == b"\x00\x00":
@@ -139,7 +135,7 @@ class Responder:
         except Exception:  # a bug must cost one SERVFAIL, never the server
             self.rcodes[SERVFAIL] += 1
             if self.rcodes[SERVFAIL] % 1000 == 1:
-                log.exception("internal error answering %s/%s", query.qname,
+                log.exception("internal error answering %s/%s", to_name(query.qname),
                               dns.rdatatype.to_text(query.qtype))
             flags = bytes((0x80 | rd, SERVFAIL))
             opt = _OPT_RR[query.edns[2]] if query.edns else b""
@@ -171,7 +167,7 @@ class Responder:
         if q.qtype in (AXFR, IXFR):  # no zone transfers (yet): NSD's answers without provide-xfr
             return self._simple(q, NOTIMP if q.qtype == AXFR and not tcp else REFUSED, opt)
         st = self.state
-        t = st.exact.get(q.key) or st.cache.get(q.key)
+        t = st.cache.get(q.key)
         if t is None:
             t = compile_answer(resolve(st.zones, q.qname, q.qtype), q.qname, q.qtype)
             if len(st.cache) >= CACHE_MAX:
@@ -225,7 +221,6 @@ def parse_query(data: bytes) -> Query:
     if qd != 1 or an or ns:
         raise FormatError
     pos = 12
-    labels = []
     total = 1
     while True:
         if pos >= len(data):
@@ -239,7 +234,6 @@ def parse_query(data: bytes) -> Query:
         total += length + 1
         if total > 255 or pos + 1 + length > len(data):
             raise FormatError
-        labels.append(data[pos + 1:pos + 1 + length].lower())
         pos += 1 + length
     if pos + 4 > len(data):
         raise FormatError
@@ -259,9 +253,9 @@ def parse_query(data: bytes) -> Query:
                 raise FormatError
             edns = (rclass, (ttl >> 16) & 0xFF, (ttl >> 15) & 1)
         pos = end + 10 + rdlen
-    qname = dns.name.Name(labels + [b""])
-    return Query(id=data[:2], rd=data[2] & 1, qname=qname,
-                 key=question[:-4].lower() + question[-4:-2], question=question,
+    qname = question[:-4].lower()
+    return Query(id=data[:2], rd=data[2] & 1, qname=qname, key=qname + question[-4:-2],
+                 question=question,
                  qtype=qtype, qclass=qclass, edns=edns)
 
 

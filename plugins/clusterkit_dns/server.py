@@ -9,7 +9,6 @@ global: several hosts run in one process in the demo and the tests.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import socket
@@ -20,7 +19,7 @@ from clusterkit_dns.engine import ZoneSet
 from clusterkit_dns.pacing import Pacer
 from clusterkit_dns.settings import TCP_PER_CLIENT  # connections from one address
 from clusterkit_dns.watch import ZoneWatcher
-from clusterkit_dns.compiler import build_state, compile_changes, patch_state
+from clusterkit_dns.compiler import State, carry_over
 from clusterkit_dns.responder import Responder
 from clusterkit_dns.xfr import IXFR, xfr_type
 from clusterkit_dns.zones import SUFFIX, Zone, ZoneError, file_signature, load_zone, zone_origin
@@ -37,8 +36,6 @@ UDP_MAX_QUERY = 4096  # a bigger UDP query is cut short, found malformed: FORMER
 BATCH = 64           # datagrams handled per wake-up before other work gets its turn
 RESCAN = 5.0         # safety-net rescan of the zones directory, in case a watch event is lost
 SETTLE = 0.005       # seconds after a watch event before reloading: a burst becomes one reload
-PATCH_MAX = 20_000   # templates of the changed zones patched in on the event loop (~3 ms); past
-                     # that, the merged tables are built again in the loader thread
 
 
 class UdpListener:
@@ -437,10 +434,10 @@ class DnsServer:
 
         ``paths`` (from the watcher) limits the work to the zones those files
         are or are included by; None reads the directory again (stat only:
-        unchanged files are not parsed). Changed files are parsed and compiled
-        off the event loop; a few changed zones are then patched into the
-        answer tables on the loop in one step, many are merged in the loader
-        thread and swapped in with one assignment. A file that fails to load
+        unchanged files are not parsed). Changed files are parsed off the event
+        loop, and the new set of zones is swapped in with one assignment; the
+        rendered answers of the zones that did not change follow (looked over
+        in the thread meanwhile). A file that fails to load
         is logged with file and line, and its previous version keeps serving.
         """
         async with self._lock:
@@ -449,21 +446,12 @@ class DnsServer:
             if changed and self.history is not None:  # before the new versions are served
                 await asyncio.to_thread(self._record, zones, pace)
             if changed:
-                old = self.responder.state
-                new = ZoneSet(zones)
-                parts, inner = await asyncio.to_thread(compile_changes, new, old, pace)
-                if sum(len(p.exact) + len(p.default) for p in parts.values()) <= PATCH_MAX:
-                    state = patch_state(old, new, parts, inner)
-                else:
-                    state = await asyncio.to_thread(build_state, new, pace)
-                self.responder.install(state)
-                # Zones are millions of long-lived objects without cycles (freed by their
-                # reference counts): a full collection walking them all paused every
-                # answer for ~0.6 s with 10,000 zones (measured); frozen, it skips them.
-                gc.freeze()
+                old, new = self.responder.state, State(ZoneSet(zones))
+                self.responder.install(new)  # served at once; then the answers still true:
                 self.zones = zones
                 self.reloads += 1
                 self.last_reload = time.time()
+                new.cache.update(await asyncio.to_thread(carry_over, old, new.zones, pace))
             for path, message in errors.items():
                 if self.errors.get(path) != message:
                     log.error("dns: zone not loaded, previous version kept: %s", message)
@@ -581,12 +569,11 @@ class DnsServer:
         names = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP",
                  5: "REFUSED", 16: "BADVERS"}
         unsent = [conn.unsent() for conn in self.connections]
-        parts = self.responder.state.parts
-        sizes = {o: parts[z.key].wire_bytes if z.key in parts else 0 for o, z in self.zones.items()}
+        sizes = {o: z.wire_bytes for o, z in self.zones.items()}
         return {
             "listen": [f"{a}:{p}" for a, p in self.addresses],
             "zones_dir": self.zones_dir,
-            # wire_bytes: the compiled answers kept for the zone (keys and bodies, in bytes)
+            # wire_bytes: the zone as kept (names and their wire RRsets, in bytes)
             "zones": {str(o): {"serial": z.serial, "records": z.records, "wire_bytes": sizes[o]}
                       for o, z in sorted(self.zones.items())},
             "wire_bytes": sum(sizes.values()),

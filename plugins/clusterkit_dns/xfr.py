@@ -40,12 +40,11 @@ import dns.name
 import dns.opcode
 import dns.rcode
 import dns.rdataclass
-import dns.rdataset
 import dns.rrset
 import dns.rdatatype
 import dns.tsig
 
-from clusterkit_dns import tsig
+from clusterkit_dns import compact, tsig
 from clusterkit_dns.mgmtconfig import Management
 from clusterkit_dns.serial import serial_lt
 from clusterkit_dns.compiler import TooBig, Writer
@@ -130,7 +129,7 @@ class Transfers:
         room = size - 12 - (11 if edns is not None else 0) - (
             _tsig_room(query.keyring) if query.had_tsig else 0)
         writer, count = Writer(12 + room), 0
-        writer.question(query.question[0].name, query.question[0].rdtype)
+        writer.question(query.question[0].name.to_wire(), query.question[0].rdtype)
         for pair in pairs if pairs is not None else _zone_pairs(zone):
             try:
                 count += writer.rrset(pair)
@@ -292,12 +291,12 @@ def _client_serial(query) -> int | None:
 
 
 def _zone_pairs(zone):
-    """SOA, every other RRset (``(owner, rdataset)`` pairs, the server's form), SOA again."""
+    """SOA, every other RRset (:class:`~clusterkit_dns.compact.RRset`), SOA again."""
     yield zone.soa
-    for node in zone.nodes.values():
-        for pair in node.values():
-            if pair[1].rdtype != SOA or pair[0] != zone.origin:
-                yield pair
+    for key, node in zone.names.items():
+        for rdtype, rrset in compact.decode_node(key, node).items():
+            if rdtype != SOA or key != zone.key:
+                yield rrset
     yield zone.soa
 
 
@@ -347,7 +346,7 @@ def _tsig_room(key) -> int:
 
 def _writer(question) -> Writer:
     writer = Writer(LIMIT)
-    writer.question(question.name, question.rdtype)
+    writer.question(question.name.to_wire(), question.rdtype)
     return writer
 
 
@@ -357,14 +356,10 @@ def _sign(wire: bytes, query, key, ctx) -> tuple[bytes, object]:
     return signed, ctx
 
 
-def _fits(pair) -> bool:
-    owner, rdataset = pair
-    return len(rdataset) < 64 or sum(len(r.to_wire()) for r in rdataset) < MESSAGE_SIZE
+def _fits(rrset) -> bool:
+    return len(rrset.rdatas) < 64 or sum(map(len, rrset.rdatas)) < MESSAGE_SIZE
 
 
-def _single_records(pair):
-    owner, rdataset = pair
-    for rdata in rdataset:
-        one = dns.rdataset.Rdataset(rdataset.rdclass, rdataset.rdtype)
-        one.add(rdata, rdataset.ttl)
-        yield owner, one
+def _single_records(rrset):
+    for rdata in rrset.rdatas:
+        yield rrset._replace(rdatas=(rdata,))

@@ -2,28 +2,28 @@
 
 ``DIR/<zone>.zone`` is the zone ``<zone>.`` in RFC 1035 master-file syntax,
 read by :mod:`clusterkit_dns.masterfile` as NSD reads it (``$INCLUDE`` paths
-relative to the zones directory, as NSD resolves them from its ``zonesdir``);
-dnspython parses each record's data. :class:`_Collector` makes NSD's checks
-on the records. A broken file raises :class:`ZoneError` naming the file and
+relative to the zones directory, as NSD resolves them from its ``zonesdir``)
+into wire format. :class:`_Collector` makes NSD's checks on the records. A broken file raises :class:`ZoneError` naming the file and
 the line.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import dns.exception
 import dns.name
-import dns.node
-import dns.rdataset
 import dns.rdatatype
+from dns.node import NodeKind
 
-from clusterkit_dns import masterfile
+from clusterkit_dns import compact, masterfile
 from clusterkit_dns.pacing import unpaced
 
 SUFFIX = ".zone"
-SOA, NS, CNAME = dns.rdatatype.SOA, dns.rdatatype.NS, dns.rdatatype.CNAME
+SOA, NS, RRSIG = dns.rdatatype.SOA, dns.rdatatype.NS, dns.rdatatype.RRSIG
+_NS_TYPE = NS.to_bytes(2, "big")
+_NO_CUTS: frozenset = frozenset()  # one for every zone without delegations
 
 
 class ZoneError(Exception):
@@ -34,28 +34,41 @@ class ZoneError(Exception):
         super().__init__(f"{path}:{line}: {message}" if line else f"{path}: {message}")
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True, weakref_slot=True)
 class Zone:
-    """One loaded zone. Never mutated once built: a reload builds a new one."""
+    """One loaded zone, kept as bytes (see :mod:`clusterkit_dns.compact`). Never mutated
+    once built: a reload builds a new one."""
 
     origin: dns.name.Name
-    key: tuple  # the origin's lower-cased labels (see engine.key_of)
+    key: bytes  # the origin as a lower-cased wire name (the engine's names are such)
     path: str
     signature: tuple  # (mtime_ns, size, inode) of the file when it was read
-    nodes: dict  # name key -> {rdtype: (owner, rdataset)}, in file order
-    names: frozenset  # keys of every owner name and every empty non-terminal
-    cuts: frozenset  # keys of the delegation points below the apex
-    soa: tuple  # (owner, rdataset): the engine's RRset form, see engine.py
-    ns: tuple | None
-    negative_soa: tuple  # the SOA with TTL = min(TTL, MINIMUM) (RFC 2308)
+    names: dict  # lower-cased wire name -> node bytes (b"": an empty non-terminal), file order
+    cuts: frozenset  # the delegation points below the apex
+    soa: compact.RRset
+    ns: compact.RRset | None
+    negative_soa: compact.RRset  # the SOA with TTL = min(TTL, MINIMUM) (RFC 2308)
     records: int
+    wire_bytes: int  # the bytes of ``names``: keys and nodes (what the zone costs, less dicts)
     warnings: tuple = ()  # "path:line: what": served, but not as written (see _Collector)
-    compiled: dict = field(default_factory=dict)  # cache of compiled responses, see compiler.py
     includes: tuple = ()  # paths of the $INCLUDE files read: a change to one reloads the zone
 
     @property
     def serial(self) -> int:
-        return self.soa[1][0].serial
+        return compact.soa_serial(self.soa)
+
+    @property
+    def nodes(self) -> dict:
+        """A structured view built on each call, for tools and tests (the server never asks):
+        lower-cased labels (:func:`~clusterkit_dns.compact.label_key`) -> {rdtype: (owner,
+        Rdataset)}."""
+        view = {}
+        for key, node in self.names.items():
+            if node:
+                view[compact.label_key(key)] = {
+                    rdtype: (compact.to_name(rrset.owner), compact.to_rdataset(rrset))
+                    for rdtype, rrset in compact.decode_node(key, node).items()}
+        return view
 
 
 def zone_origin(filename: str) -> dns.name.Name | None:
@@ -63,9 +76,12 @@ def zone_origin(filename: str) -> dns.name.Name | None:
     base = os.path.basename(filename)
     if not base.endswith(SUFFIX) or base.startswith(".") or base == SUFFIX:
         return None
+    text = base[: -len(SUFFIX)]
     try:
-        return dns.name.from_text(base[: -len(SUFFIX)])
-    except dns.exception.DNSException:
+        if text.isascii() and "\\" not in text and text[-1] != "." and text != "@":
+            return dns.name.Name(tuple(text.encode().split(b".")) + (b"",))  # from_text, faster
+        return dns.name.from_text(text)
+    except (dns.exception.DNSException, ValueError):
         return None
 
 
@@ -73,45 +89,93 @@ class _Collector:
     """Where the reader puts the records: per owner, per type, in file order.
 
     It makes NSD's checks: a CNAME with other data, two CNAMEs (or SOAs) at a
-    name (dnspython's zone would keep the last one). Records of one RRset with
-    different TTLs load with a warning, as in NSD; the RRset is served with the
-    smallest TTL (RFC 2181 §5.2: one TTL per RRset, and the smallest is what a
-    resolver must use).
+    name. Records of one RRset with different TTLs load with a warning, as in
+    NSD; the RRset is served with the smallest TTL (RFC 2181 §5.2: one TTL per
+    RRset, and the smallest is what a resolver must use). A record written
+    twice is kept once (names in its data compared without case, as dnspython
+    and NSD compare them).
     """
 
     def __init__(self, pace=unpaced):
         self.pace = pace
         self.warnings: list[str] = []
-        self.nodes: dict = {}   # key -> (owner Name, {(rdtype, covers): Rdataset})
-        self._labels: dict = {}  # one bytes object per distinct label (most repeat)
+        # lower-cased wire name -> its node (compact.encode_single) while the name has one
+        # record (most names: the bytes kept, nothing left behind to free), then
+        # [owner, {rdtype: [ttl, [rdata], set | None]}, the (type, covered type) pairs seen
+        # and their kinds but NEUTRAL, for the CNAME check]
+        self.nodes: dict = {}
 
-    def add(self, name: dns.name.Name, ttl: int, rd, path: str, line: int) -> None:
+    def add(self, owner: bytes, ttl: int, rdtype: int, rdata: bytes, path: str,
+            line: int) -> None:
         self.pace()
-        labels = self._labels
-        key = tuple(labels.setdefault(low, low) for low in (label.lower() for label in name.labels))
+        key = owner.lower()
         entry = self.nodes.get(key)
         if entry is None:
-            entry = self.nodes[key] = (name, {})
-        rdatasets = entry[1]
-        covers = rd.covers()
-        rdataset = rdatasets.get((rd.rdtype, covers))
-        if rdataset is None:
-            kind = dns.node.NodeKind.classify(rd.rdtype, covers)
-            if kind != dns.node.NodeKind.NEUTRAL and any(
-                    dns.node.NodeKind.classify(t, c) not in (kind, dns.node.NodeKind.NEUTRAL)
-                    for t, c in rdatasets):
-                raise masterfile.RecordError("CNAME and other data at the same name")
-            rdataset = rdatasets[(rd.rdtype, covers)] = dns.rdataset.Rdataset(
-                rd.rdclass, rd.rdtype, covers)
-        elif dns.rdatatype.is_singleton(rd.rdtype) and rd not in rdataset:
+            self.nodes[key] = compact.encode_single(owner, rdtype, ttl, rdata)
+            return
+        if type(entry) is bytes:
+            (first, rrset), = compact.decode_node(key, entry).items()
+            covered = int.from_bytes(rrset.rdatas[0][:2], "big") if first == RRSIG else 0
+            pair = (first, covered)
+            entry = self.nodes[key] = [rrset.owner, {first: [rrset.ttl, list(rrset.rdatas), None]},
+                                       {pair}, {_kind(pair)} - {NodeKind.NEUTRAL}]
+        rrsets = entry[1]
+        rrset = rrsets.get(rdtype)
+        covers = int.from_bytes(rdata[:2], "big") if rdtype == RRSIG else 0
+        pair = (rdtype, covers)
+        if pair not in entry[2]:
+            kind = _kind(pair)
+            if kind != NodeKind.NEUTRAL:
+                if entry[3] and kind not in entry[3]:
+                    raise masterfile.RecordError("CNAME and other data at the same name")
+                entry[3].add(kind)
+            entry[2].add(pair)
+        if rrset is None:
+            rrsets[rdtype] = [ttl, [rdata], None]
+            return
+        seen = rrset[2]
+        if seen is None:
+            seen = rrset[2] = {_canonical(rdtype, rd) for rd in rrset[1]}
+        canonical = _canonical(rdtype, rdata)
+        if dns.rdatatype.is_singleton(rdtype) and canonical not in seen:
             raise masterfile.RecordError(
-                f"multiple {dns.rdatatype.to_text(rd.rdtype)} records at the same name")
-        elif ttl != rdataset.ttl:
+                f"multiple {dns.rdatatype.to_text(rdtype)} records at the same name")
+        if ttl != rrset[0]:
             self.warnings.append(
-                f"{path}:{line}: {name} TTL {ttl} does not match the TTL "
-                f"{rdataset.ttl} of the {dns.rdatatype.to_text(rd.rdtype)} RRset "
+                f"{path}:{line}: {compact.to_name(owner)} TTL {ttl} does not match the TTL "
+                f"{rrset[0]} of the {dns.rdatatype.to_text(rdtype)} RRset "
                 f"(served with the smallest)")
-        rdataset.add(rd, ttl)
+            rrset[0] = min(rrset[0], ttl)
+        if canonical not in seen:
+            seen.add(canonical)
+            rrset[1].append(rdata)
+
+
+_KINDS: dict = {}  # (type, covered type) -> NodeKind: CNAME, NEUTRAL or REGULAR
+
+
+def _kind(pair: tuple) -> NodeKind:
+    kind = _KINDS.get(pair)
+    if kind is None:
+        kind = NodeKind.classify(*pair)
+        if len(_KINDS) < 4096:  # covered types are the file's: bounded
+            _KINDS[pair] = kind
+    return kind
+
+
+_NAME_AT = {dns.rdatatype.NS: 0, dns.rdatatype.CNAME: 0, dns.rdatatype.PTR: 0,
+            dns.rdatatype.DNAME: 0, dns.rdatatype.MX: 2, dns.rdatatype.SRV: 6}
+
+
+def _canonical(rdtype: int, rdata: bytes) -> bytes:
+    """``rdata`` with the names in it lower-cased (what makes two records the same)."""
+    at = _NAME_AT.get(rdtype)
+    if at is not None:
+        return rdata[:at] + rdata[at:].lower()
+    if rdtype == SOA:
+        names = compact.name_end(rdata, compact.name_end(rdata))
+        return rdata[:names].lower() + rdata[names:]
+    return rdata
 
 
 def file_signature(path: str) -> tuple | None:
@@ -142,36 +206,38 @@ def load_zone(path: str, origin: dns.name.Name | None = None, zones_dir: str | N
 
 def build_zone(origin: dns.name.Name, path: str, signature, parsed: _Collector,
                includes: tuple = ()) -> Zone:
-    """Index the records: RRsets per owner, empty non-terminals, zone cuts, negative SOA."""
-    okey = tuple(label.lower() for label in origin.labels)
-    depth = len(okey)
-    nodes: dict = {}
-    names: set = set()
+    """Encode the records: one node per owner, empty non-terminals, zone cuts, negative SOA."""
+    okey = origin.to_wire().lower()
     cuts: set = set()
     records = 0
-    for key, (name, rdatasets) in parsed.nodes.items():
-        rrsets = {}
-        for (rdtype, _), rdataset in rdatasets.items():
-            rrsets[rdtype] = (name, rdataset)
-            records += len(rdataset)
-        nodes[key] = rrsets
-        if NS in rrsets and key != okey:
+    names = parsed.nodes  # encoded in place: the zone is never twice in memory
+    for key, entry in names.items():
+        if type(entry) is bytes:  # one record, encoded as it was read
+            records += 1
+            at = len(key)
+            if entry[at:at + 2] == _NS_TYPE and key != okey:
+                cuts.add(key)
+            continue
+        owner, types = entry[:2]
+        names[key] = compact.encode_node(
+            owner, ((rdtype, ttl, rdatas) for rdtype, (ttl, rdatas, _) in types.items()))
+        records += sum(len(rrset[1]) for rrset in types.values())
+        if NS in types and key != okey:
             cuts.add(key)
-        while key not in names:
-            names.add(key)
-            if len(key) == depth:
+    for key in list(names):
+        while key != okey:  # every name is at or below the apex (the reader checks)
+            key = compact.parent(key)
+            if key in names:
                 break
-            key = key[1:]
-    apex = nodes.get(okey, {})
+            names[key] = b""
+    apex = compact.decode_node(okey, names.get(okey, b""))
     if SOA not in apex:
         raise ZoneError(path, f"no SOA record at the zone apex {origin}")
     if NS not in apex:
         raise ZoneError(path, f"no NS records at the zone apex {origin}")
     soa = apex[SOA]
-    negative = soa[1].copy()
-    negative.ttl = min(negative.ttl, negative[0].minimum)
-    negative = (soa[0], negative)
-    return Zone(origin=origin, key=okey, path=path, signature=signature, nodes=nodes,
-                names=frozenset(names), cuts=frozenset(cuts), soa=soa, ns=apex[NS],
-                negative_soa=negative, records=records, warnings=tuple(parsed.warnings),
-                includes=includes)
+    negative = soa._replace(ttl=min(soa.ttl, compact.soa_minimum(soa)))
+    return Zone(origin=origin, key=okey, path=path, signature=signature, names=names,
+                cuts=frozenset(cuts) if cuts else _NO_CUTS, soa=soa, ns=apex[NS], negative_soa=negative,
+                records=records, wire_bytes=sum(len(k) + len(v) for k, v in names.items()),
+                warnings=tuple(parsed.warnings), includes=includes)
