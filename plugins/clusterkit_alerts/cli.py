@@ -10,7 +10,7 @@ import typer
 from clusterkit.cli.common import ConfigOpt, UsageError, guard, plugin_manager
 from clusterkit.config import load_cluster
 from clusterkit.runtime import new_event_loop
-from clusterkit_alerts import rules, senders
+from clusterkit_alerts import rules
 from clusterkit_alerts.settings import settings_of
 
 app = typer.Typer(help="Alerts: webhook and e-mail notifications of what breaks.",
@@ -21,6 +21,8 @@ app = typer.Typer(help="Alerts: webhook and e-mail notifications of what breaks.
 @guard
 def test(ctx: typer.Context, config: ConfigOpt) -> None:
     """Send one message with one alert of each kind to every configured sender (exit 1 if one fails)."""
+    from clusterkit_alerts import senders  # aiohttp: ~0.1 s, paid only by this command
+
     cluster = load_cluster(config, plugin_manager(ctx))
     settings = settings_of(cluster)
     if settings is None or not settings.senders:
