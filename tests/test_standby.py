@@ -8,8 +8,11 @@ same thing in tests/test_standby_netns.py).
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
+import sqlite3
+import stat
 import subprocess
 import time
 import tomllib
@@ -19,7 +22,7 @@ import pytest
 from clusterkit.control import ControlError
 from clusterkit.config import build_cluster, load_cluster, parse_cluster, registry_of
 from clusterkit.definition.tables import ConfigError
-from clusterkit.standby import epoch
+from clusterkit.standby import epoch, state
 from clusterkit.standby.promotion import swap
 from clusterkit.sync import definition
 from conftest import write_cluster
@@ -262,3 +265,95 @@ def test_a_returning_manager_reports_what_it_never_delivered(pair, tmp_path):
     summary = cli("status", "--as", "manager", "-c", str(copies["manager"]))
     assert "set data: 1 path(s) written here were not delivered everywhere" in summary.stdout
     assert "lost.txt" in (tmp_path / "daemon-manager.log").read_text()
+
+
+# ------------------------------------------------- the manager's own state travels
+
+
+def inbox(tmp_path, host: str):
+    """Where ``host`` keeps its copy of the manager's state (under its root)."""
+    return tmp_path / host / str(tmp_path / "state").lstrip("/") / state.FOLDER
+
+
+def text(path) -> str | None:
+    try:
+        return path.read_text()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def pending_rows(path) -> set[tuple]:
+    if not path.exists():
+        return set()
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return {(n, s, bytes(p).decode()) for n, s, p in db.execute("SELECT node, sset, path FROM dirty")}
+    except sqlite3.DatabaseError:
+        return set()
+    finally:
+        db.close()
+
+
+def test_the_managers_ca_panel_data_and_queue_move_with_the_role(pair, tmp_path, pm):
+    """The standby receives the CA (0600 key), panel.sqlite and the replication queue; once
+    promoted it issues node tokens and certificates under the same CA, knows the old manager's
+    join tokens, and delivers a change the old manager had recorded but not yet sent."""
+    from clusterkit_panel import pki
+    from clusterkit_panel.store import Store
+
+    daemons, copies = pair
+    cluster = load_cluster(copies["manager"], pm)
+    ca = pki.init_cluster_ca(cluster)                # what `clusterkit init` does
+    node_cert = pki.enroll_local(cluster, "node1")   # a node the old manager enrolled
+    store = Store(str(tmp_path / "state" / "manager"))
+    store.add_join_token("s3cret-token", "node1", 3600)
+    store.close()
+    promote(copies, "manager")
+    wait_for(lambda: status(daemons["manager"])["role"] == "manager", what="manager acting")
+    # A file whose new version has the old one's size and mtime: only the queue's explicit
+    # entry (sent with --ignore-times) delivers it; a full sync's quick check does not.
+    (tmp_path / "manager/srv/data/f").write_text("aaaa")
+    os.utime(tmp_path / "manager/srv/data/f", (1_700_000_000, 1_700_000_000))
+    wait_for(lambda: (tmp_path / "node1/srv/data/f").exists(), what="f on node1")
+    shutil.move(tmp_path / "node1/srv/data", tmp_path / "node1-data")
+    (tmp_path / "node1/srv/data").write_text("not a directory: node1 cannot take the set now")
+    (tmp_path / "manager/srv/data/f").write_text("bbbb")
+    os.utime(tmp_path / "manager/srv/data/f", (1_700_000_000, 1_700_000_000))
+    wait_for(lambda: text(tmp_path / "mgr2/srv/data/f") == "bbbb", what="f on mgr2")
+    copy = inbox(tmp_path, "mgr2")
+    wait_for(lambda: ("node1", "data", "f") in pending_rows(copy / "sync.sqlite"),
+             timeout=20, what="node1's pending change in the standby's copy of the queue")
+    assert stat.S_IMODE((copy / "ca.key").stat().st_mode) == 0o600
+    assert stat.S_IMODE(copy.stat().st_mode) == 0o700
+    shown = status(daemons["manager"])["managers"]["state"]
+    assert shown["role"] == "source" and "mgr2" in shown["standbys"]
+    assert status(daemons["mgr2"])["managers"]["state"]["from"] == "manager"
+    # Nothing of it reaches a node.
+    assert not inbox(tmp_path, "node1").exists()
+
+    daemons["manager"].signal(signal.SIGKILL)
+    daemons["manager"].proc.wait(10)
+    (tmp_path / "node1/srv/data").unlink()
+    shutil.move(tmp_path / "node1-data", tmp_path / "node1/srv/data")
+    assert (tmp_path / "node1/srv/data/f").read_text() == "aaaa"
+    promote(copies, "mgr2")
+    wait_for(lambda: status(daemons["mgr2"])["role"] == "manager", what="mgr2 acting")
+    wait_for(lambda: text(tmp_path / "node1/srv/data/f") == "bbbb", timeout=20,
+             what="the old manager's pending change delivered by the new one")
+
+    mine = tmp_path / "state" / "mgr2" / "pki"
+    assert stat.S_IMODE((mine / "ca.key").stat().st_mode) == 0o600
+    new_ca = pki.load_cert(str(mine / "ca.crt"))
+    assert pki.fingerprint(new_ca) == pki.fingerprint(ca)
+    node_cert.verify_directly_issued_by(new_ca)  # an existing node's certificate verifies
+    _, csr = pki.make_csr("node1")
+    pki.sign_host(str(tmp_path / "state" / "mgr2"), csr, "node1", "127.86.5.11") \
+        .verify_directly_issued_by(ca)           # and one it issues verifies under the old CA
+    token = cli("node", "token", "node1", "-c", str(copies["mgr2"]), "--json")
+    assert token.returncode == 0, token.stderr
+    store = Store(str(tmp_path / "state" / "mgr2"))
+    try:
+        store.use_join_token("s3cret-token", "node1")  # issued by the old manager
+        assert any(row["name"] == "node1" for row in store.certs())
+    finally:
+        store.close()

@@ -35,6 +35,7 @@ from clusterkit.contracts import Component
 from clusterkit.definition.files import private_dir, write_atomic
 from clusterkit.definition.source import DEFINITION_MODE, read_definition
 import clusterkit.standby.epoch as epochs
+from clusterkit.standby.state import SET as STATE_SET
 
 log = logging.getLogger("clusterkit.definition")
 
@@ -65,9 +66,12 @@ def sync_set(cluster) -> SyncSet:
                    key=f"sync set {SET!r} (built in: the definition's replication)")
 
 
-def reserved_problems(cluster) -> list[str]:
-    """Keys of ``[[sync]]`` entries that take the reserved name."""
-    return [f"sync[{i}].name" for i, s in enumerate(cluster.sync_sets) if s.name == SET]
+RESERVED = (SET, STATE_SET)  # the built-in sets
+
+
+def reserved_problems(cluster) -> list[tuple[str, str]]:
+    """(key, name) of ``[[sync]]`` entries that take a reserved name."""
+    return [(f"sync[{i}].name", s.name) for i, s in enumerate(cluster.sync_sets) if s.name in RESERVED]
 
 
 def view_path(runtime) -> str:

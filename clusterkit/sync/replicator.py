@@ -180,6 +180,11 @@ class Replicator:
             await asyncio.sleep(self.settings.full_interval)
             self.full_sync(reason="periodic")
 
+    def goes_to(self, worker: NodeWorker, sset: str) -> bool:
+        """Does set ``sset`` replicate to this worker's host (a set may be for standbys only)?"""
+        s = self.sets.get(sset)
+        return s is None or not s.roles or worker.node.role in s.roles
+
     # -------------------------------------------------------------- intake
 
     def changed(self, changes: list[Change]) -> None:
@@ -198,6 +203,8 @@ class Replicator:
             seen = set()
             can_rename = self.registry.transports[worker.node.transport].rename is not None
             for sset, path, moved_to in wanted:
+                if not self.goes_to(worker, sset):
+                    continue
                 if moved_to and can_rename:
                     worker.note_rename(sset, path.rstrip("/"), moved_to)
                 if (sset, path) in seen or worker.covered(sset, path):
@@ -234,10 +241,11 @@ class Replicator:
         if reason:
             log.info("full sync of %s to %s: %s", ", ".join(targets) or "no set",
                      ", ".join(names) or "no node", reason)
-        per_node = {n: [(s, FULL) for s in targets] for n in names if n in self.workers}
+        per_node = {n: [(s, FULL) for s in targets if self.goes_to(self.workers[n], s)]
+                    for n in names if n in self.workers}
         for n in per_node:
             reasons = self.workers[n].full_reason
-            for s in targets:  # one full sync for two reasons: it audits only if both do
+            for s, _ in per_node[n]:  # one full sync for two reasons: it audits only if both do
                 known = reasons.get(s)
                 reasons[s] = reason if known is None or known == reason else "mixed"
         self._record(per_node)
@@ -278,12 +286,13 @@ class Replicator:
         for name, w in self.workers.items():
             if nodes and name not in nodes:
                 continue
-            done = all(w.full_done.get(s, 0) >= seq for s in self.sets)
+            mine = [s for s in self.sets if self.goes_to(w, s)]
+            done = all(w.full_done.get(s, 0) >= seq for s in mine)
             error, error_at = w.last_error()
             out[name] = {"done": done, "progress": 100 if done else w.progress,
                          "state": w.state, "last_error": error, "last_error_at": error_at,
                          "retry_at": w.retry_at(),
-                         "failed": sorted(s for s in self.sets if w.full_done.get(s, 0) < seq
+                         "failed": sorted(s for s in mine if w.full_done.get(s, 0) < seq
                                           <= w.full_failed.get(s, 0)),
                          "refused": sorted(s for s, q in w.refused.items() if q >= seq)}
         return out

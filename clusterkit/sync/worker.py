@@ -369,22 +369,26 @@ class NodeWorker:
                              exclude=(*sset.exclude, PROBE_EXCLUDE),
                              timeout=r.settings.timeout, contimeout=r.settings.contimeout, **kw)
 
+        jobs = []
         if full:
             self.progress = 0
-            jobs = [job(full=True, delay_updates=False,
-                        progress=lambda pct: setattr(self, "progress", pct))]
-        else:
-            listed = transfer_list(source, list(sent))
-            singles = [p for p in listed if not p.endswith("/")]
-            wholes = [p for p in listed if p.endswith("/")]
-            # Changed files are sent even when size and mtime match (two writes within one
-            # tick of the filesystem clock look identical to rsync's quick check); directories
-            # sent whole are compared as usual. One file is atomic by itself, and whole
-            # directories can hold any number of files: --delay-updates for the rest.
-            jobs = [job(paths=singles, ignore_times=True,
-                        delay_updates=1 < len(singles) <= r.settings.atomic_batch)] if singles else []
-            if wholes:
-                jobs.append(job(paths=wholes, delay_updates=False))
+            jobs.append(job(full=True, delay_updates=False,
+                            progress=lambda pct: setattr(self, "progress", pct)))
+        # Paths recorded as changed go by name even beside a full sync (whose quick check
+        # would miss a change of the same size and mtime: a queue a promoted standby took
+        # over from the manager holds such paths). Changed files are sent even when size and
+        # mtime match (two writes within one tick of the filesystem clock look identical to
+        # rsync's quick check); directories sent whole are compared as usual. One file is
+        # atomic by itself, and whole directories can hold any number of files:
+        # --delay-updates for the rest.
+        listed = transfer_list(source, [p for p in sent if p != FULL])
+        singles = [p for p in listed if not p.endswith("/")]
+        wholes = [p for p in listed if p.endswith("/")]
+        if singles:
+            jobs.append(job(paths=singles, ignore_times=True,
+                            delay_updates=1 < len(singles) <= r.settings.atomic_batch))
+        if wholes and not full:
+            jobs.append(job(paths=wholes, delay_updates=False))
         result = rsync.Result(0, "ok")
         allowed = sset.name in self.allow_delete
         try:

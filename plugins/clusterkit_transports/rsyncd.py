@@ -70,10 +70,12 @@ def conf_text(cluster, node, secrets_file: str, writer: str) -> str:
 
     The module is the node's ``/`` (its ``root`` in a lab) restricted by daemon
     filter rules to the sync sets' paths: the manager can write there and
-    nowhere else; only the manager's address may connect, with a password.
+    nowhere else; only the managers' addresses may connect (the manager's and
+    the standbys', one of which may act as the manager after a failover), with
+    a password.
     """
     include = []
-    for sset in cluster.sync_sets:
+    for sset in cluster.sets_for(node):
         parts = sset.path.strip("/").split("/")
         include += ["/" + "/".join(parts[:i]) + "/" for i in range(1, len(parts))]
         # "/a/b/***" does not let the daemon accept "/a/b/" as a destination
@@ -100,7 +102,7 @@ timeout = 120
     auth users = {_user(node)}
     secrets file = {secrets_file}
     strict modes = yes
-    hosts allow = {cluster.manager.ip}
+    hosts allow = {' '.join(h.ip for h in (cluster.manager, *cluster.standbys) if h.name != node.name)}
     hosts deny = *
     # only the sync sets' paths may be written (and nothing outside them deleted)
     include = {' '.join(include)}
