@@ -8,6 +8,7 @@ same thing in tests/test_standby_netns.py).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
@@ -357,3 +358,45 @@ def test_the_managers_ca_panel_data_and_queue_move_with_the_role(pair, tmp_path,
         assert any(row["name"] == "node1" for row in store.certs())
     finally:
         store.close()
+
+
+# ------------------------------------------------------ a stale manager never pushes
+
+
+def digests(tree) -> dict[str, str]:
+    return {str(p.relative_to(tree)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(tree.rglob("*")) if p.is_file()}
+
+
+def test_a_stale_managers_push_of_a_deletion_is_refused(pair, tmp_path):
+    """The manager freezes while acting under epoch 1; mgr2 takes over (epoch 2) and node1
+    follows it. The old manager wakes up still acting and deletes a file: its push is
+    refused (node1 and mgr2 have seen epoch 2), node1's tree is unchanged, the refusal is in
+    its sync status and its log, and it stands down."""
+    daemons, copies = pair
+    for name in ("one", "two"):
+        (tmp_path / "manager/srv/data" / name).write_text(f"file {name}")
+    promote(copies, "manager")
+    wait_for(lambda: text(tmp_path / "node1/srv/data/two") == "file two", what="files on node1")
+    daemons["manager"].signal(signal.SIGSTOP)
+    try:
+        promote(copies, "mgr2")
+        wait_for(lambda: status(daemons["node1"])["definition"].get("epoch") == 2, timeout=20,
+                 what="node1 under epoch 2")
+        wait_for(lambda: status(daemons["mgr2"])["sync"]["nodes"]["manager"]["pending"] == 0,
+                 what="mgr2's full sync to the old manager's tree")
+        before = digests(tmp_path / "node1/srv/data")
+        (tmp_path / "manager/srv/data/one").unlink()  # seen by the old manager when it wakes
+    finally:
+        daemons["manager"].signal(signal.SIGCONT)
+    shown = wait_for(lambda: (s := daemons["manager"].query("status", check=False)) and
+                     s["role"] == "standby" and s, timeout=20, what="the stale manager standing down")
+    log = (tmp_path / "daemon-manager.log").read_text()
+    assert "clusterkit epoch check refused: the push carries epoch 1, this host has seen 2" in log
+    assert "stands down" in log
+    time.sleep(1.0)
+    assert digests(tmp_path / "node1/srv/data") == before  # "one" is still there
+    assert (tmp_path / "node1/srv/data/one").read_text() == "file one"
+    wait_for(lambda: status(daemons["manager"])["managers"]["epoch"] == 2,
+             what="the old manager following the new one's epoch")
+    assert "refused the push" in shown["managers"]["stood_down"]

@@ -29,6 +29,7 @@ class Unsent:
 
     def __init__(self, runtime):
         self.sets: dict[str, list[str]] = {}
+        self.stood_down = ""  # why this host last stopped acting for a newer manager
         path = os.path.join(runtime.state_dir, "sync.sqlite")
         if not os.path.exists(path):
             return
@@ -47,6 +48,12 @@ class Unsent:
                         "standby and node before this host stopped managing: %s", len(paths),
                         sset, ", ".join(paths[:20]))
 
+    @classmethod
+    def empty(cls) -> "Unsent":
+        unsent = cls.__new__(cls)
+        unsent.sets, unsent.stood_down = {}, ""
+        return unsent
+
     async def start(self) -> None:
         pass
 
@@ -64,6 +71,20 @@ def request_role(runtime, role: str, why: str):
     return runtime.spawn(action(runtime, why), f"role-{role}", lasting=True)
 
 
+def stand_down(runtime, why: str) -> None:
+    """Stop acting as the manager because a newer one exists: with keepalived, give the
+    addresses up (its poll then demotes, and VRRP does not hand them straight back);
+    otherwise demote."""
+    unsent = runtime.components.get(UNSENT)
+    if unsent is not None:
+        unsent.stood_down = why
+    give_up = runtime.control.handlers.get("vrrp_give_up")
+    if give_up is not None:
+        give_up(why=why)
+    else:
+        request_role(runtime, "standby", why)
+
+
 @hookimpl(tryfirst=True)  # the manager's state is in place before any plugin opens it
 async def clusterkit_start(runtime):
     if runtime.host.role not in ("manager", "standby"):
@@ -72,8 +93,9 @@ async def clusterkit_start(runtime):
         await asyncio.to_thread(state.install, runtime)
     if runtime.is_manager and runtime.cluster.standbys:
         await runtime.start_component(STATE, state.Snapshots(runtime))
-    if not runtime.is_manager and UNSENT not in runtime.components:
-        await runtime.start_component(UNSENT, Unsent(runtime))
+    if UNSENT not in runtime.components:  # read once: a manager that starts acting reads none
+        await runtime.start_component(UNSENT, Unsent(runtime) if not runtime.is_manager
+                                      else Unsent.empty())
 
     def manager_promote(why: str = "clusterkit manager promote") -> dict:
         request_role(runtime, "manager", why)
@@ -107,6 +129,7 @@ def clusterkit_status(runtime):
         copy = snapshots.status() if snapshots is not None else state.received(runtime)
     return {"managers": {"acting": runtime.role, "epoch": epoch.read(runtime.state_dir),
                          "hosts": managers, "unsent": unsent.status() if unsent else {},
+                         "stood_down": unsent.stood_down if unsent else "",
                          "state": copy}}
 
 

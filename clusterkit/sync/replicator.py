@@ -36,6 +36,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from clusterkit.definition.values import check_number
+from clusterkit.standby import epoch as epochs
 from clusterkit.sync import rsync
 from clusterkit.sync.paths import excluded
 from clusterkit.sync.store import FULL, DirtyStore
@@ -112,6 +113,30 @@ class Replicator:
         self.overflows = 0
         self.missed_changes: Counter = Counter()  # set -> changes full syncs found unannounced
         self.full_seconds: Counter = Counter()  # set -> how long its last full sync took
+        self.epoch = epochs.read(runtime.state_dir)  # this manager's, taken when it started
+        self.stale_reason = ""  # set once a receiver refused this manager's epoch
+
+    # ------------------------------------------------------------ the epoch
+
+    def stale(self) -> str:
+        """Why this manager must not push (a higher epoch exists), or ``""``: checked before
+        every batch."""
+        if not self.stale_reason:
+            seen = epochs.read(self.runtime.state_dir)
+            if seen > self.epoch:
+                self.refused(f"this manager's epoch {self.epoch} is lower than the highest "
+                             f"seen, {seen}")
+        return self.stale_reason
+
+    def refused(self, why: str) -> None:
+        """A receiver refused this manager's epoch: stop pushing at once and stand down."""
+        if self.stale_reason:
+            return
+        self.stale_reason = why
+        log.error("a newer manager exists: this one stops replicating and stands down: %s", why)
+        from clusterkit.standby.plugin import stand_down  # the standby plugin imports the sync
+
+        stand_down(self.runtime, f"stale epoch: {why}")
 
     # ------------------------------------------------------------ lifecycle
 
@@ -273,6 +298,8 @@ class Replicator:
             "rsync_runs": self.runs,
             "overflows": self.overflows,
             **self.watching.status(),
+            "epoch": self.epoch,
+            "stale": self.stale_reason or None,
             "missed_changes": dict(self.missed_changes),
         }
 

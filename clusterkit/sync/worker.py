@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -29,6 +30,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from clusterkit.standby import fence
 from clusterkit.sync import rsync
 from clusterkit.sync.paths import ancestors, transfer_list
 from clusterkit.sync.store import FULL
@@ -216,6 +218,10 @@ class NodeWorker:
                 continue
             if not busy:
                 await self._settle(loop)
+            stale = self.r.stale()
+            if stale:  # never a push from a stale manager: the batch waits for the demotion
+                self._node_failed(f"not sent: {stale}")
+                continue
             batch = self.take(self.ready(time.monotonic()))
             self.state = "sending"
             try:
@@ -258,7 +264,13 @@ class NodeWorker:
             if sset is None:  # the set was removed meanwhile
                 self.landed(name, sent)
                 continue
-            result = await self._rsync(sset, sent)
+            result = await self._fenced(sset, sent)
+            if result.outcome == "fenced":  # the node has seen a higher epoch: stop at once
+                for other in order[index:]:
+                    self.requeue(other, batch[other])
+                self.r.refused(f"{self.name} refused the push: {last_line(result.stderr)}")
+                self._node_failed(f"refused by the node's epoch check: {last_line(result.stderr)}")
+                return
             if result.outcome == "ok":
                 self._landed_ok(name, sent, result)
                 continue
@@ -354,6 +366,20 @@ class NodeWorker:
             self.r.missed_changes[sset] += missed
             log.warning("the watcher missed %d changes in %s (found by a full sync to %s)",
                         missed, sset, self.name)
+
+    async def _fenced(self, sset, sent: dict[str, int]) -> rsync.Result:
+        """:meth:`_rsync`, unless the node refuses this manager's epoch (outcome "fenced"):
+        a local node's epoch file is read here, the others' receivers check it
+        (:mod:`clusterkit.standby.fence`)."""
+        if self.node.transport == "local":
+            why = fence.refusal(self.r.runtime.cluster.host_state_dir(self.name), self.r.epoch)
+            if why is not None:
+                return rsync.Result(1, "fenced", why)
+        result = await self._rsync(sset, sent)
+        if result.outcome != "ok" and (fence.REFUSED in result.stderr or (
+                self.node.transport == "rsyncd" and "early exec failed" in result.stderr)):
+            return dataclasses.replace(result, outcome="fenced")
+        return result
 
     async def _rsync(self, sset, sent: dict[str, int]) -> rsync.Result:
         r = self.r

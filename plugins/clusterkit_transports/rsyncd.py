@@ -13,12 +13,16 @@ written by the node: the password stays where the operator put it.
 from __future__ import annotations
 
 import logging
+import os
 import secrets
+import shlex
+import sys
 import time
 
 from clusterkit.definition.files import write_atomic
 from clusterkit.definition.values import endpoint
 from clusterkit.registry import TransportKind
+from clusterkit.standby import epoch
 
 from .options import lab_path
 
@@ -54,7 +58,10 @@ def _destination(node, path: str) -> str:
 
 
 def _args(node, runtime=None) -> list[str]:
-    return [f"--password-file={password_file(node)}"]
+    args = [f"--password-file={password_file(node)}"]
+    if runtime is not None and os.path.exists(epoch.path(runtime.state_dir)):
+        args.append(f"--early-input={epoch.path(runtime.state_dir)}")  # the node's epoch check
+    return args
 
 
 def _setup(node, cluster) -> str:
@@ -81,6 +88,8 @@ def conf_text(cluster, node, secrets_file: str, writer: str) -> str:
         # "/a/b/***" does not let the daemon accept "/a/b/" as a destination
         include += ["/" + "/".join(parts), "/" + "/".join(parts) + "/**"]
     include = list(dict.fromkeys(include))
+    check = shlex.join([sys.executable, "-m", "clusterkit.standby.fence",
+                        cluster.host_state_dir(node.name)])
     return f"""# rsyncd.conf for clusterkit node {node.name} of cluster {cluster.name}
 # Written by `{writer}`. Install it on {node.name} as
 # /etc/rsyncd.conf, the secrets file as {secrets_file} (mode 0600, owner root),
@@ -104,6 +113,8 @@ timeout = 120
     strict modes = yes
     hosts allow = {' '.join(h.ip for h in (cluster.manager, *cluster.standbys) if h.name != node.name)}
     hosts deny = *
+    # a push from a manager of a lower epoch than this host has seen is refused
+    early exec = {check}
     # only the sync sets' paths may be written (and nothing outside them deleted)
     include = {' '.join(include)}
     exclude = *
