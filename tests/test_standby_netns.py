@@ -237,3 +237,100 @@ def test_two_managers_acting_at_once_the_higher_epoch_keeps_the_role(ha, tmp_pat
     assert daemons["standby"].query("status")["managers"]["epoch"] == 2
     probe = records_of(get(net, vip))
     assert probe and all(r[1] == 200 for r in probe), probe
+
+
+# ------------------------------------------- rsyncd receivers: the epoch check, hosts allow
+
+FAST = "options = { sync_contimeout = 2, sync_timeout = 5, sync_backoff_max = 1.0 }"
+RSYNCD_HOSTS = ("standby", "node1")
+
+
+def rsyncd_definition(net, tmp_path) -> dict:
+    """manager (local files), a standby and a node both reached through their rsync daemons."""
+    hosts = "".join(
+        f'\n[[{"standby" if h == "standby" else "node"}]]\nname = "{h}"\nip = "{net.ip(h)}"\n'
+        f'transport = "rsyncd"\nroot = "{tmp_path}/{h}"\n'
+        f'options = {{ password_file = "{tmp_path}/{h}.password"{", sync_contimeout = 2, sync_timeout = 5, sync_backoff_max = 1.0" if h == "standby" else ""} }}\n'
+        for h in RSYNCD_HOSTS)
+    config = tmp_path / "manager.toml"
+    config.write_text(
+        f'[cluster]\nname = "fence"\nstate_dir = "{tmp_path}/state"\n\n'
+        f'[manager]\nname = "manager"\nip = "{net.ip("manager")}"\nroot = "{tmp_path}/manager"\n{FAST}\n'
+        f'{hosts}\n[[sync]]\nname = "data"\npath = "/srv/data"\n\n'
+        f'[vrrp]\nenabled = false\n\n[dns]\nenabled = false\n\n[panel]\nenabled = false\n')
+    (tmp_path / "manager/srv/data").mkdir(parents=True)
+    files = {"manager": config}
+    for host in RSYNCD_HOSTS:
+        (tmp_path / host).mkdir(exist_ok=True)
+        out = tmp_path / f"{host}-rsyncd"
+        made = cli("sync", "rsyncd-conf", host, "-c", str(config), "--output", str(out),
+                   "--secrets-path", str(out / "rsyncd.secrets"))
+        assert made.returncode == 0, made.stderr
+        conf = (out / "rsyncd.conf").read_text()
+        allowed = [net.ip(h) for h in ("manager", "standby") if h != host]
+        assert f"hosts allow = {' '.join(allowed)}\n" in conf and "early exec = " in conf
+        net.popen(host, ["rsync", "--daemon", "--no-detach", f"--config={out}/rsyncd.conf",
+                         f"--log-file={out}/log"], stderr=open(tmp_path / f"{host}-rsyncd.err", "w"))
+        net.wait_port("manager", net.ip(host), 873)
+        files[host] = tmp_path / f"{host}.toml"
+        shutil.copy(config, files[host])
+    return files
+
+
+def tree_digests(tree) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(tree)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(tree.rglob("*")) if p.is_file()}
+
+
+def promote_by_hand(files, host):
+    done = cli("manager", "promote", host, "-c", str(files[host]))
+    assert done.returncode == 0, done.stderr
+
+
+def test_over_rsyncd_the_new_manager_pushes_and_the_stale_one_is_refused(netns, tmp_path):
+    """A promoted standby pushes to an rsyncd node (its ip is in the node's ``hosts allow``);
+    the old manager, frozen while it acted under epoch 1 and woken after the takeover,
+    tries to push a deletion: both rsync daemons' epoch checks refuse it, the node's files
+    are unchanged (checksums), and it stands down."""
+    net = netns(["manager", "standby", "node1"])
+    files = rsyncd_definition(net, tmp_path)
+    daemons = {h: Daemon(files[h], host=h, wrap=["ip", "netns", "exec", net.ns(h)]).start()
+               for h in ("manager", "standby", "node1")}
+    data = {h: tmp_path / h / "srv/data" for h in daemons}
+    try:
+        promote_by_hand(files, "manager")
+        for name in ("a", "b"):
+            (data["manager"] / name).write_text(f"{name} from the first manager")
+        for host in RSYNCD_HOSTS:
+            wait_for(lambda: (data[host] / "b").exists(), timeout=20, what=f"b on {host}")
+            wait_for(lambda: daemons[host].query("status")["definition"].get("epoch") == 1,
+                     timeout=20, what=f"epoch 1 on {host}")
+        daemons["manager"].signal(signal.SIGSTOP)
+        try:
+            promote_by_hand(files, "standby")
+            wait_for(lambda: daemons["node1"].query("status")["definition"].get("epoch") == 2,
+                     timeout=20, what="node1 taking the new manager's definition over rsyncd")
+            (data["standby"] / "c").write_text("from the new manager")
+            wait_for(lambda: (data["node1"] / "c").exists(), timeout=20,
+                     what="a file of the new manager on the rsyncd node")
+            before = tree_digests(data["node1"])
+            (data["manager"] / "a").unlink()  # the stale manager sees it when it wakes
+        finally:
+            daemons["manager"].signal(signal.SIGCONT)
+        shown = wait_for(lambda: (s := daemons["manager"].query("status", check=False))
+                         and s["role"] == "standby" and s, timeout=30,
+                         what="the stale manager standing down")
+        assert "refused the push" in shown["managers"]["stood_down"]
+        assert "early exec failed" in shown["managers"]["stood_down"]
+        time.sleep(1.0)
+        assert tree_digests(data["node1"]) == before and (data["node1"] / "a").exists()
+        refused = "".join((tmp_path / f"{h}-rsyncd.err").read_text() for h in RSYNCD_HOSTS)
+        assert "clusterkit epoch check refused: the push carries epoch 1" in refused
+        log = (tmp_path / "daemon-manager.log").read_text()
+        assert "stops replicating and stands down" in log
+    finally:
+        for daemon in daemons.values():
+            daemon.signal(signal.SIGCONT) if daemon.proc.poll() is None else None
+            daemon.stop()

@@ -37,6 +37,7 @@ import logging
 import os
 import sqlite3
 import time
+import tomllib
 import urllib.parse
 
 from clusterkit.config import SyncSet
@@ -55,6 +56,10 @@ MAX_FILE = 1 << 30  # a snapshot file larger than this is not taken (nor install
 # snapshot name -> (path in the state directory, mode once installed)
 CA = {"ca.key": ("pki/ca.key", 0o600), "ca.crt": ("pki/ca.crt", 0o644)}
 DATABASES = {"panel.sqlite": "panel.sqlite", "sync.sqlite": "sync.sqlite"}
+DEFINITION = "definition.toml"  # the manager's own file: what the node view leaves out
+
+
+FILES = (DEFINITION, *CA, *DATABASES)
 
 
 def sync_set(cluster) -> SyncSet:
@@ -151,7 +156,8 @@ class Snapshots:
 
     def _sources(self) -> dict[str, str]:
         state = self.runtime.state_dir
-        return {**{name: os.path.join(state, rel) for name, (rel, _) in CA.items()},
+        return {DEFINITION: os.path.realpath(self.runtime.config_path),
+                **{name: os.path.join(state, rel) for name, (rel, _) in CA.items()},
                 **{name: os.path.join(state, rel) for name, rel in DATABASES.items()}}
 
     def _stat(self, sources: dict[str, str]) -> tuple:
@@ -212,7 +218,7 @@ class Snapshots:
     def _file_digests(self) -> dict[str, str]:
         """Each file's SHA-256 as it lies in the outbox (the standby checks them)."""
         out = {}
-        for name in (*CA, *DATABASES):
+        for name in FILES:
             path = os.path.join(self.dir, name)
             if os.path.exists(path):
                 with open(path, "rb") as f:
@@ -251,7 +257,7 @@ def read_manifest(directory: str) -> dict | None:
     ok = (isinstance(shown, dict) and isinstance(shown.get("manager"), str)
           and isinstance(shown.get("epoch"), int) and isinstance(shown.get("time"), (int, float))
           and isinstance(shown.get("files"), dict)
-          and all(k in (*CA, *DATABASES) and isinstance(v, str) for k, v in shown["files"].items()))
+          and all(k in FILES and isinstance(v, str) for k, v in shown["files"].items()))
     return shown if ok else None
 
 
@@ -278,18 +284,9 @@ def install(runtime) -> list[str]:
         log.warning("%s takes over without a copy of the manager's state (%s): no cluster CA, "
                     "panel data or pending changes came with the role", me, directory)
         return []
-    data = {}
-    for name, want in shown["files"].items():
-        path = os.path.join(directory, name)
-        try:
-            with open(path, "rb") as f:
-                content = f.read(MAX_FILE + 1)
-        except FileNotFoundError:
-            content = b""
-        if _digest(content) != want:  # a copy caught between two deliveries: the last good stays
-            log.error("the manager's state copy %s does not match its manifest: not installed", path)
-            continue
-        data[name] = content
+    data = {name: content for name in shown["files"]
+            if (content := _verified(directory, shown, name)) is not None}
+    data.pop(DEFINITION, None)  # read at the rewrite of the definition (manager_only_options)
     state = runtime.state_dir
     private_dir(state)
     for name, content in data.items():
@@ -305,6 +302,46 @@ def install(runtime) -> list[str]:
                 shown["manager"], shown["epoch"], max(0.0, time.time() - shown["time"]),
                 ", ".join(sorted(data)) or "nothing")
     return sorted(data)
+
+
+def _verified(directory: str, shown: dict, name: str) -> bytes | None:
+    """The file ``name`` of the copy, if it matches the manifest (else logged, ``None``)."""
+    path = os.path.join(directory, name)
+    try:
+        with open(path, "rb") as f:
+            content = f.read(MAX_FILE + 1)
+    except FileNotFoundError:
+        content = b""
+    if _digest(content) != shown["files"].get(name):  # caught between two deliveries
+        log.error("the manager's state copy %s does not match its manifest: not installed", path)
+        return None
+    return content
+
+
+def manager_only_options(runtime) -> dict[str, dict]:
+    """``{node: {option: value}}`` of the options the node view leaves out (the paths of the
+    manager's ssh key and rsyncd password files, clusterkit.sync.definition.MANAGER_ONLY), from
+    the manager's own definition in the copy: a promoted standby reaches the nodes the same way
+    (the files at those paths must exist on it)."""
+    directory = folder(runtime)
+    shown = read_manifest(directory)
+    if shown is None or shown["manager"] == runtime.host.name or DEFINITION not in shown["files"]:
+        return {}
+    content = _verified(directory, shown, DEFINITION)
+    try:
+        doc = tomllib.loads(content.decode()) if content is not None else {}
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        log.error("the manager's definition in the state copy is not readable: %s", exc)
+        return {}
+    from clusterkit.sync.definition import MANAGER_ONLY
+
+    out: dict[str, dict] = {}
+    for array, table, key in MANAGER_ONLY:
+        for entry in doc.get(array, []) if isinstance(doc.get(array), list) else []:
+            inner = entry.get(table) if isinstance(entry, dict) else None
+            if isinstance(inner, dict) and isinstance(entry.get("name"), str) and key in inner:
+                out.setdefault(entry["name"], {})[key] = inner[key]
+    return out
 
 
 def _install_database(runtime, source: str, target: str, name: str) -> None:
