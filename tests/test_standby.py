@@ -15,8 +15,10 @@ import signal
 import sqlite3
 import stat
 import subprocess
+import sys
 import time
 import tomllib
+import types
 
 import pytest
 
@@ -400,3 +402,44 @@ def test_a_stale_managers_push_of_a_deletion_is_refused(pair, tmp_path):
     wait_for(lambda: status(daemons["manager"])["managers"]["epoch"] == 2,
              what="the old manager following the new one's epoch")
     assert "refused the push" in shown["managers"]["stood_down"]
+
+
+def fence(state_dir, *args, stdin="", env=None):
+    return subprocess.run([sys.executable, "-m", "clusterkit.standby.fence", *args, str(state_dir)],
+                          input=stdin, capture_output=True, text=True, timeout=30,
+                          env={**os.environ, **(env or {})})
+
+
+def test_the_receivers_epoch_check_for_rsyncd_and_ssh(tmp_path):
+    """rsyncd's early exec gets the pusher's epoch file on stdin; an ssh forced command gets
+    ``CLUSTERKIT_EPOCH=N command``: a lower epoch than the host has seen is refused."""
+    epoch.raise_to(str(tmp_path), 2)
+    refused = fence(tmp_path, stdin="1\n")
+    assert refused.returncode == 1
+    assert "the push carries epoch 1, this host has seen 2" in refused.stderr
+    assert fence(tmp_path, stdin="2\n").returncode == 0
+    assert fence(tmp_path, stdin="3\n").returncode == 0
+    assert fence(tmp_path, stdin="").returncode == 0  # says no epoch: sync verify's dry runs
+    for bad in ("1; rm -rf /", "-1", "9" * 40, "\x00"):
+        assert fence(tmp_path, stdin=bad).returncode == 1, bad
+    assert fence("relative/dir", stdin="2").returncode == 2
+    stale = fence(tmp_path, "--ssh", env={"SSH_ORIGINAL_COMMAND": "CLUSTERKIT_EPOCH=1 echo ran"})
+    assert stale.returncode == 1 and "ran" not in stale.stdout
+    current = fence(tmp_path, "--ssh", env={"SSH_ORIGINAL_COMMAND": "CLUSTERKIT_EPOCH=2 echo ran"})
+    assert current.returncode == 0 and current.stdout == "ran\n"
+
+
+def test_the_ssh_and_rsyncd_transports_send_the_managers_epoch(pm, tmp_path):
+    """What the receivers check: the rsync arguments of a manager daemon under epoch 3."""
+    from clusterkit_transports import rsyncd, ssh
+
+    path = write_cluster(tmp_path / "c.toml", "127.86.9", nodes=1)
+    cluster = load_cluster(path, pm)
+    runtime = types.SimpleNamespace(state_dir=str(tmp_path / "state"), components={})
+    (tmp_path / "state").mkdir()
+    node = cluster.host("node1")
+    assert not any(a.startswith("--early-input") for a in rsyncd.KIND.rsync_args(node, runtime))
+    epoch.raise_to(runtime.state_dir, 3)
+    assert f"--early-input={tmp_path}/state/epoch" in rsyncd.KIND.rsync_args(node, runtime)
+    assert not any(a.startswith("--rsync-path") for a in ssh.KIND.rsync_args(node, None))
+    assert ssh._epoch_prefix(runtime) == "CLUSTERKIT_EPOCH=3 "  # before rsync and renames
