@@ -334,3 +334,48 @@ def test_over_rsyncd_the_new_manager_pushes_and_the_stale_one_is_refused(netns, 
         for daemon in daemons.values():
             daemon.signal(signal.SIGCONT) if daemon.proc.poll() is None else None
             daemon.stop()
+
+
+# ------------------------------------------------------------------ a cut link
+
+
+def cut_link(net, host: str, on: bool) -> None:
+    """Everything in and out of ``host``'s eth0 dropped (nft in its namespace): the link is
+    dead but still up, as a cable pulled further along (taking the veth down instead makes
+    keepalived go FAULT at once, which a real cut does not)."""
+    rules = ("table inet ckcut {\n"
+             " chain input { type filter hook input priority -200; iifname \"eth0\" drop; }\n"
+             " chain output { type filter hook output priority -200; oifname \"eth0\" drop; }\n"
+             "}\n" if on else "delete table inet ckcut\n")
+    done = net.run(host, ["nft", "-f", "-"], input=rules)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.skipif(shutil.which("nft") is None, reason="needs nft to cut the link")
+@pytest.mark.parametrize("ha", [1.0, 0.1], indirect=True, ids=["advert-1s", "advert-0.1s"])
+def test_failover_by_a_cut_link_under_load(ha, tmp_path):
+    """The active manager's link is cut under load: it hears nothing and is heard by nobody,
+    keepalived keeps running (MASTER of its own partition). The standby takes the VIP after
+    VRRP's master-down interval, the load recovers with no failure after. The cut-off manager
+    (still MASTER of its partition under epoch 1) learns of epoch 2 from the new manager's
+    view, which reaches it over the lab's shared disk, and stands down; once the link is back
+    it stays standby."""
+    net, vip, files, daemons, advert = ha
+    load = start_load(net, vip, tmp_path, 16)
+    cut = time.time()
+    cut_link(net, "manager", True)
+    try:
+        wait_for(lambda: role(daemons["standby"]) == "manager", timeout=20,
+                 what="the standby promoted")
+        takeover(load, cut, time.time(), "link cut (nft drops all on the manager's eth0)", advert)
+        assert daemons["standby"].query("status")["managers"]["epoch"] == 2
+        # the new manager's view reaches the old one over their shared disk (local transport):
+        # it learns of epoch 2 and gives the role up, though VRRP still makes it MASTER alone
+        wait_for(lambda: role(daemons["manager"]) == "standby", timeout=20,
+                 what="the cut-off manager standing down")
+    finally:
+        cut_link(net, "manager", False)
+    time.sleep(max(4 * advert, 1.0))
+    assert role(daemons["manager"]) == "standby" and role(daemons["standby"]) == "manager"
+    probe = records_of(get(net, vip))
+    assert probe and all(r[1] == 200 for r in probe), probe
