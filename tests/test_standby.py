@@ -9,10 +9,12 @@ same thing in tests/test_standby_netns.py).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import signal
 import sqlite3
+import ssl
 import stat
 import subprocess
 import sys
@@ -443,3 +445,78 @@ def test_the_ssh_and_rsyncd_transports_send_the_managers_epoch(pm, tmp_path):
     assert f"--early-input={tmp_path}/state/epoch" in rsyncd.KIND.rsync_args(node, runtime)
     assert not any(a.startswith("--rsync-path") for a in ssh.KIND.rsync_args(node, None))
     assert ssh._epoch_prefix(runtime) == "CLUSTERKIT_EPOCH=3 "  # before rsync and renames
+
+
+# ------------------------------------------------------------ the panel moves too
+
+
+def test_the_panel_answers_on_the_new_manager_and_the_old_one_takes_no_writes(tmp_path, pm):
+    """With the panel on both managers: after a failover the new manager's panel serves the
+    operators' API token and the nodes' mutual TLS (the replicated CA and certificate
+    records); the old manager, back as standby, refuses changes."""
+    from clusterkit_panel import pki
+    from clusterkit_panel.accounts import Accounts
+    from test_panel_fixtures import Client, free_ports
+
+    prefix = "127.86.6"
+    ips = {"manager": f"{prefix}.1", "mgr2": f"{prefix}.2", "node1": f"{prefix}.11"}
+    https, http = free_ports(list(ips.values()), 2)
+    config = sync_cluster(tmp_path, nodes=1, prefix=prefix)
+    config.write_text(config.read_text() + STANDBY.format(name="mgr2", ip=ips["mgr2"], root=tmp_path / "mgr2")
+                      + f'\n[dns]\nenabled = false\n\n[vrrp]\nenabled = false\n\n[panel]\n'
+                        f'https_port = {https}\nhttp_port = {http}\npoll_interval = 0.3\nretry_max = 0.3\n')
+    cluster = load_cluster(config, pm)
+    pki.init_cluster_ca(cluster)
+    for host in ("mgr2", "node1"):  # one machine: enrolled directly, recorded by the manager
+        pki.enroll_local(cluster, host)
+    data = tmp_path / "manager" / "var/lib/clusterkit-panel"
+    data.mkdir(parents=True)
+    token = Accounts(str(data)).create_token("ops")
+    copies = {"manager": config}
+    for host in ("mgr2", "node1"):
+        copies[host] = tmp_path / f"{host}.toml"
+        shutil.copy(config, copies[host])
+    daemons = {h: Daemon(copies[h], host=h).start() for h in ("manager", "mgr2", "node1")}
+    ca = ssl.create_default_context(cafile=str(tmp_path / "state/manager/pki/ca.crt"))
+
+    def api(host, method, path, body=None):
+        client = Client(ips[host], https, ca)
+        client.headers["Authorization"] = f"Bearer {token}"
+        try:
+            return client.request(method, path, body)
+        except OSError as exc:
+            return 0, str(exc)
+
+    try:
+        promote(copies, "manager")
+        wait_for(lambda: api("manager", "GET", "/api/v1/nodes")[0] == 200, timeout=20,
+                 what="the manager's panel")
+        wait_for(lambda: status(daemons["manager"])["sync"]["nodes"]["mgr2"]["pending"] == 0,
+                 timeout=20, what="everything of the manager's on mgr2")
+        wait_for(lambda: {"ca.key", "panel.sqlite"} <= set(
+            (status(daemons["mgr2"])["managers"]["state"] or {}).get("files") or ()),
+            timeout=20, what="the manager's state on mgr2")
+        daemons["manager"].signal(signal.SIGKILL)
+        daemons["manager"].proc.wait(10)
+        promote(copies, "mgr2")
+        wait_for(lambda: status(daemons["mgr2"])["role"] == "manager", what="mgr2 acting")
+        listed = wait_for(lambda: (r := api("mgr2", "GET", "/api/v1/nodes"))[0] == 200 and r,
+                          timeout=20, what="the new manager's panel serving the API token")
+        assert "node1" in json.dumps(listed[1])
+        as_node = Client(ips["mgr2"], https, pki.client_context(pki.Paths.of(str(tmp_path / "state/node1"))))
+        said, body = as_node.post("/control/v1/hello", {})
+        assert said == 200 and body == {"hello": "node1", "manager": "mgr2"}  # mutual TLS
+        assert pki.fingerprint(pki.load_cert(str(tmp_path / "state/mgr2/pki/ca.crt"))) == \
+            pki.fingerprint(pki.load_cert(str(tmp_path / "state/manager/pki/ca.crt")))
+
+        daemons["manager"] = Daemon(copies["manager"], host="manager").start()
+        assert status(daemons["manager"])["role"] == "standby"
+        wait_for(lambda: api("manager", "GET", "/api/v1/nodes")[0] in (200, 403), timeout=20,
+                 what="the old manager's panel, as a standby's")
+        said, body = api("manager", "POST", "/api/v1/nodes/node1/operator", {"action": "drain"})
+        assert said == 403 and "read-only" in body["error"], (said, body)
+        said, body = as_node.post("/control/v1/hello", {})  # mgr2 still serves the nodes
+        assert said == 200
+    finally:
+        for daemon in daemons.values():
+            daemon.stop()

@@ -365,12 +365,14 @@ def _keep_deliverable(runtime, db: sqlite3.Connection) -> None:
     """The pending rows this host can deliver: not its own (it never received those paths:
     logged), not those of hosts the definition no longer has."""
     me = runtime.host.name
-    missed = db.execute("SELECT sset, path FROM dirty WHERE node = ? ORDER BY sset, path",
-                        (me,)).fetchall()
-    for sset, path in missed:
-        log.warning("set %s: %s, changed on the old manager, had not reached %s when it took "
-                    "over: the nodes get this host's copy", sset,
-                    os.fsdecode(path) or "(the whole set)", me)
+    missed = db.execute("SELECT sset, path FROM dirty WHERE node = ? AND sset != ? "
+                        "ORDER BY sset, path LIMIT 21", (me, SET)).fetchall()
+    if missed:  # as of the copy, which may be a little older than the old manager's end
+        shown = ", ".join(f"{sset}:{os.fsdecode(path) or '(the whole set)'}"
+                          for sset, path in missed[:20])
+        log.warning("the old manager's queue, as last copied here, still held changes for %s: "
+                    "%s%s; the nodes get this host's copies", me, shown,
+                    ", ..." if len(missed) > 20 else "")
     replicas = [h.name for h in runtime.cluster.replicas]
     db.execute("BEGIN")
     db.execute("DELETE FROM dirty WHERE node = ?", (me,))
