@@ -382,6 +382,8 @@ def test_a_stale_managers_push_of_a_deletion_is_refused(pair, tmp_path):
         (tmp_path / "manager/srv/data" / name).write_text(f"file {name}")
     promote(copies, "manager")
     wait_for(lambda: text(tmp_path / "node1/srv/data/two") == "file two", what="files on node1")
+    wait_for(lambda: status(daemons["mgr2"])["definition"].get("epoch") == 1, timeout=20,
+             what="epoch 1 on mgr2")  # else its promotion would take epoch 1 as well
     daemons["manager"].signal(signal.SIGSTOP)
     try:
         promote(copies, "mgr2")
