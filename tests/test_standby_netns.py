@@ -292,8 +292,8 @@ def promote_by_hand(files, host):
 def test_over_rsyncd_the_new_manager_pushes_and_the_stale_one_is_refused(netns, tmp_path):
     """A promoted standby pushes to an rsyncd node (its ip is in the node's ``hosts allow``);
     the old manager, frozen while it acted under epoch 1 and woken after the takeover,
-    tries to push a deletion: both rsync daemons' epoch checks refuse it, the node's files
-    are unchanged (checksums), and it stands down."""
+    tries to push a deletion: the rsync daemons' epoch checks refuse it, the node's files
+    are unchanged (checksums), and the refusal is in its sync status and its log."""
     net = netns(["manager", "standby", "node1"])
     files = rsyncd_definition(net, tmp_path)
     daemons = {h: Daemon(files[h], host=h, wrap=["ip", "netns", "exec", net.ns(h)]).start()
@@ -319,17 +319,17 @@ def test_over_rsyncd_the_new_manager_pushes_and_the_stale_one_is_refused(netns, 
             (data["manager"] / "a").unlink()  # the stale manager sees it when it wakes
         finally:
             daemons["manager"].signal(signal.SIGCONT)
-        shown = wait_for(lambda: (s := daemons["manager"].query("status", check=False))
-                         and s["role"] == "standby" and s, timeout=30,
-                         what="the stale manager standing down")
-        assert "refused the push" in shown["managers"]["stood_down"]
-        assert "early exec failed" in shown["managers"]["stood_down"]
+        shown = wait_for(lambda: (n := daemons["manager"].query("sync_status")["nodes"]["node1"])
+                         ["last_error"] and n, timeout=30, what="the stale push refused")
+        assert "refused by the node's rsync daemon before the transfer" in shown["last_error"]
+        assert "@ERROR: early exec failed" in shown["last_error"]
         time.sleep(1.0)
         assert tree_digests(data["node1"]) == before and (data["node1"] / "a").exists()
-        refused = "".join((tmp_path / f"{h}-rsyncd.err").read_text() for h in RSYNCD_HOSTS)
-        assert "clusterkit epoch check refused: the push carries epoch 1" in refused
+        refused = (tmp_path / "node1-rsyncd.err").read_text()
+        assert "clusterkit epoch check refused: the push carries epoch 1, this host has seen 2" \
+            in refused
         log = (tmp_path / "daemon-manager.log").read_text()
-        assert "stops replicating and stands down" in log
+        assert "node1: refused by the node's rsync daemon" in log
     finally:
         for daemon in daemons.values():
             daemon.signal(signal.SIGCONT) if daemon.proc.poll() is None else None

@@ -7,20 +7,23 @@ transport has the receiver compare the pusher's epoch with the highest the
 host has seen (``STATE_DIR/HOST/epoch``, :mod:`clusterkit.standby.epoch`):
 
 - **rsyncd**: the manager's rsync sends its epoch file as ``--early-input``;
-  the module's ``early exec`` runs ``python -m clusterkit.standby.fence
-  STATE_DIR``, which reads it on stdin and fails (rsync aborts the transfer
-  before anything is written: the client sees ``@ERROR: early exec failed``)
-  when it is lower;
+  the module's ``early exec`` runs this file, ``python -E -s -S .../fence.py
+  STATE_DIR`` (by path and with the standard library only: a few
+  milliseconds per connection), which reads it on stdin and fails (rsync
+  aborts the transfer before anything is written: the client sees only
+  ``@ERROR: early exec failed``) when it is lower;
 - **ssh**: the manager prefixes every remote command with
   ``CLUSTERKIT_EPOCH=N``; a node whose ``authorized_keys`` entry has
-  ``command="python -m clusterkit.standby.fence --ssh STATE_DIR"`` checks
+  ``command="python3 -E -s -S .../fence.py --ssh STATE_DIR"`` checks
   it, then runs the command (a node without the forced command runs it as
   before: the variable is only set);
 - **local** (labs): the manager's worker reads the node's epoch file itself.
 
 A push that says no epoch (``clusterkit sync verify``'s dry runs, a cluster
-that never failed over) is let through. On a refusal the manager stops
-pushing at once and stands down (:mod:`clusterkit.sync.worker`).
+that never failed over) is let through. On a refusal that names the epochs
+(local, ssh) the manager stops pushing at once and stands down
+(:mod:`clusterkit.sync.worker`); rsync's bare "early exec failed" could also
+be a node whose check cannot run, so it only stops the pushes to that node.
 """
 
 from __future__ import annotations
@@ -29,9 +32,13 @@ import os
 import re
 import sys
 
-from clusterkit.standby import epoch
+if __package__:
+    from clusterkit.standby import epoch
+else:  # run by path (rsyncd's early exec): no package import
+    import epoch  # type: ignore[no-redef]
 
 REFUSED = "clusterkit epoch check refused"  # in the message a refused pusher sees
+SCRIPT = os.path.abspath(__file__)
 VARIABLE = "CLUSTERKIT_EPOCH"
 PREFIX = re.compile(rf"{VARIABLE}=([0-9]{{1,18}}) ")
 EARLY_INPUT_MAX = 5 * 1024  # what rsync sends as --early-input at most
@@ -67,7 +74,7 @@ def main(argv: list[str]) -> int:
     ssh = argv[:1] == ["--ssh"]
     args = argv[1:] if ssh else argv
     if len(args) != 1 or not os.path.isabs(args[0]):
-        print("usage: python -m clusterkit.standby.fence [--ssh] STATE_DIR", file=sys.stderr)
+        print("usage: python fence.py [--ssh] STATE_DIR", file=sys.stderr)
         return 2
     state_dir = args[0]
     if ssh:

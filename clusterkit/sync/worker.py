@@ -265,11 +265,17 @@ class NodeWorker:
                 self.landed(name, sent)
                 continue
             result = await self._fenced(sset, sent)
-            if result.outcome == "fenced":  # the node has seen a higher epoch: stop at once
+            if result.outcome in ("fenced", "early exec"):  # nothing more goes to this node
                 for other in order[index:]:
                     self.requeue(other, batch[other])
-                self.r.refused(f"{self.name} refused the push: {last_line(result.stderr)}")
-                self._node_failed(f"refused by the node's epoch check: {last_line(result.stderr)}")
+                if result.outcome == "fenced":  # it named a higher epoch: stop everything
+                    self.r.refused(f"{self.name} refused the push: {last_line(result.stderr)}")
+                    self._node_failed(f"refused by the node's epoch check: {last_line(result.stderr)}")
+                else:
+                    self._node_failed(
+                        f"refused by the node's rsync daemon before the transfer "
+                        f"({last_line(result.stderr)}): its epoch check says a newer manager "
+                        "exists, or the check cannot run there (its daemon's log tells)")
                 return
             if result.outcome == "ok":
                 self._landed_ok(name, sent, result)
@@ -368,17 +374,19 @@ class NodeWorker:
                         missed, sset, self.name)
 
     async def _fenced(self, sset, sent: dict[str, int]) -> rsync.Result:
-        """:meth:`_rsync`, unless the node refuses this manager's epoch (outcome "fenced"):
-        a local node's epoch file is read here, the others' receivers check it
-        (:mod:`clusterkit.standby.fence`)."""
+        """:meth:`_rsync`, unless the node refuses this manager's epoch: outcome "fenced"
+        when the refusal names the epochs (a local node's epoch file is read here, an ssh
+        node's forced command says), "early exec" when an rsync daemon's check refused
+        without a word (:mod:`clusterkit.standby.fence`)."""
         if self.node.transport == "local":
             why = fence.refusal(self.r.runtime.cluster.host_state_dir(self.name), self.r.epoch)
             if why is not None:
                 return rsync.Result(1, "fenced", why)
         result = await self._rsync(sset, sent)
-        if result.outcome != "ok" and (fence.REFUSED in result.stderr or (
-                self.node.transport == "rsyncd" and "early exec failed" in result.stderr)):
+        if result.outcome != "ok" and fence.REFUSED in result.stderr:
             return dataclasses.replace(result, outcome="fenced")
+        if result.outcome != "ok" and "@ERROR: early exec failed" in result.stderr:
+            return dataclasses.replace(result, outcome="early exec")
         return result
 
     async def _rsync(self, sset, sent: dict[str, int]) -> rsync.Result:

@@ -22,7 +22,7 @@ import time
 from clusterkit.definition.files import write_atomic
 from clusterkit.definition.values import endpoint
 from clusterkit.registry import TransportKind
-from clusterkit.standby import epoch
+from clusterkit.standby import epoch, fence
 
 from .options import lab_path
 
@@ -88,8 +88,7 @@ def conf_text(cluster, node, secrets_file: str, writer: str) -> str:
         # "/a/b/***" does not let the daemon accept "/a/b/" as a destination
         include += ["/" + "/".join(parts), "/" + "/".join(parts) + "/**"]
     include = list(dict.fromkeys(include))
-    check = shlex.join([sys.executable, "-m", "clusterkit.standby.fence",
-                        cluster.host_state_dir(node.name)])
+    check = shlex.join([sys.executable, "-E", "-s", "-S", fence.SCRIPT, cluster.host_state_dir(node.name)])
     return f"""# rsyncd.conf for clusterkit node {node.name} of cluster {cluster.name}
 # Written by `{writer}`. Install it on {node.name} as
 # /etc/rsyncd.conf, the secrets file as {secrets_file} (mode 0600, owner root),
