@@ -379,3 +379,55 @@ def test_failover_by_a_cut_link_under_load(ha, tmp_path):
     assert role(daemons["manager"]) == "standby" and role(daemons["standby"]) == "manager"
     probe = records_of(get(net, vip))
     assert probe and all(r[1] == 200 for r in probe), probe
+
+
+# -------------------------------------------------- ssh receivers: a forced command
+
+
+@pytest.mark.skipif(not shutil.which("sshd", path="/usr/sbin:/usr/bin"), reason="needs sshd")
+def test_an_ssh_nodes_forced_command_refuses_a_stale_managers_rsync(netns, tmp_path):
+    """The manager's key is authorised with ``command="... fence.py --ssh STATE_DIR"``: an
+    rsync whose remote command carries a lower epoch than the node has seen is refused
+    (nothing deleted), the current epoch's goes through."""
+    from clusterkit.standby import epoch, fence
+
+    net = netns(["manager", "node1"])
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    for name in ("manager", "host"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / name)], check=True)
+    state = tmp_path / "state" / "node1"
+    state.mkdir(parents=True)
+    epoch.raise_to(str(state), 2)
+    forced = f"{sys.executable} -E -s -S {fence.SCRIPT} --ssh {state}"
+    (keys / "authorized_keys").write_text(f'command="{forced}" {(keys / "manager.pub").read_text()}')
+    os.makedirs("/run/sshd", exist_ok=True)
+    conf = tmp_path / "sshd_config"
+    conf.write_text(f"ListenAddress {net.ip('node1')}\nPort 22\nHostKey {keys}/host\nPidFile none\n"
+                    f"AuthorizedKeysFile {keys}/authorized_keys\nStrictModes no\nUsePAM no\n"
+                    "PasswordAuthentication no\nPermitRootLogin prohibit-password\n"
+                    f"SetEnv HOME={keys}\n")
+    net.popen("node1", ["/usr/sbin/sshd", "-D", "-e", "-f", str(conf)],
+              stderr=open(tmp_path / "sshd.log", "w"))
+    net.wait_port("manager", net.ip("node1"), 22)
+    source, target = tmp_path / "source", tmp_path / "target"
+    source.mkdir()
+    target.mkdir()
+    (source / "new").write_text("new")
+    (target / "kept").write_text("a file the stale manager's tree lacks")
+    shell = (f"ssh -i {keys}/manager -o BatchMode=yes -o StrictHostKeyChecking=no "
+             f"-o UserKnownHostsFile={keys}/known_hosts")
+
+    def push(pushed: int):
+        return net.run("manager", ["rsync", "-a", "--delete", "-e", shell,
+                                   f"--rsync-path=CLUSTERKIT_EPOCH={pushed} rsync",
+                                   f"{source}/", f"root@{net.ip('node1')}:{target}/"], timeout=60)
+
+    stale = push(1)
+    assert stale.returncode != 0
+    assert "clusterkit epoch check refused: the push carries epoch 1, this host has seen 2" \
+        in stale.stderr
+    assert sorted(p.name for p in target.iterdir()) == ["kept"]
+    current = push(2)
+    assert current.returncode == 0, current.stderr
+    assert sorted(p.name for p in target.iterdir()) == ["new"]
