@@ -332,6 +332,10 @@ def test_the_managers_ca_panel_data_and_queue_move_with_the_role(pair, tmp_path,
     assert stat.S_IMODE(copy.stat().st_mode) == 0o700
     shown = status(daemons["manager"])["managers"]["state"]
     assert shown["role"] == "source" and "mgr2" in shown["standbys"]
+    summary = cli("status", "--as", "manager", "-c", str(copies["manager"]))
+    assert "manager state (CA, panel, queues) to the standbys: mgr2 lag" in summary.stdout
+    summary = cli("status", "--as", "mgr2", "-c", str(copies["mgr2"]))
+    assert "manager state: a copy from manager (epoch 1)" in summary.stdout
     assert status(daemons["mgr2"])["managers"]["state"]["from"] == "manager"
     # Nothing of it reaches a node.
     assert not inbox(tmp_path, "node1").exists()
@@ -406,6 +410,7 @@ def test_a_stale_managers_push_of_a_deletion_is_refused(pair, tmp_path):
     wait_for(lambda: status(daemons["manager"])["managers"]["epoch"] == 2,
              what="the old manager following the new one's epoch")
     assert "refused the push" in shown["managers"]["stood_down"]
+    assert epoch.read(str(tmp_path / "state" / "manager")) == 2  # learnt from the refusal
 
 
 def fence(state_dir, *args, stdin="", env=None):

@@ -42,6 +42,7 @@ SCRIPT = os.path.abspath(__file__)
 VARIABLE = "CLUSTERKIT_EPOCH"
 PREFIX = re.compile(rf"{VARIABLE}=([0-9]{{1,18}}) ")
 EARLY_INPUT_MAX = 5 * 1024  # what rsync sends as --early-input at most
+SEEN = re.compile(rf"{REFUSED}: the push carries epoch [0-9]{{1,18}}, this host has seen ([0-9]{{1,18}})")
 
 
 def parse(text: str) -> int | None:
@@ -61,6 +62,12 @@ def refusal(state_dir: str, pushed: int | None) -> str | None:
         return None
     return (f"{REFUSED}: the push carries epoch {pushed}, this host has seen {seen}: "
             "a stale manager's (docs/high-availability.md)")
+
+
+def seen_in(message: str) -> int | None:
+    """The epoch a refusal says the receiver has seen (the refused manager takes it as seen)."""
+    match = SEEN.search(message)
+    return int(match.group(1)) if match else None
 
 
 def ssh_command(command: str, state_dir: str) -> tuple[str | None, str]:

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 from clusterkit.definition.values import check_number
 from clusterkit.standby import epoch as epochs
+from clusterkit.standby import fence
 from clusterkit.sync import rsync
 from clusterkit.sync.paths import excluded
 from clusterkit.sync.store import FULL, DirtyStore
@@ -133,6 +134,9 @@ class Replicator:
         if self.stale_reason:
             return
         self.stale_reason = why
+        seen = fence.seen_in(why)
+        if seen is not None:  # so that its next promotion takes an epoch above it
+            epochs.raise_to(self.runtime.state_dir, seen)
         log.error("a newer manager exists: this one stops replicating and stands down: %s", why)
         from clusterkit.standby.plugin import stand_down  # the standby plugin imports the sync
 
