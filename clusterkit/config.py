@@ -112,6 +112,7 @@ class SyncSet:
     on_change: str = ""
     owner: str = "config"
     allow_mass_delete: bool = False  # a full sync may delete most of a node's copy
+    roles: tuple[str, ...] = ()  # the replicas' roles it goes to ("standby",); empty: every replica
     key: str = field(default="", compare=False)  # where the path is written: "sync[0].path"
 
 
@@ -152,6 +153,10 @@ class Cluster:
     def host_state_dir(self, name: str) -> str:
         """Each host keeps its own state (several hosts may share a machine in tests)."""
         return os.path.join(self.state_dir, name)
+
+    def sets_for(self, host: Host) -> tuple[SyncSet, ...]:
+        """The sync sets that replicate to ``host`` (a built-in set may go to standbys only)."""
+        return tuple(s for s in self.sync_sets if not s.roles or host.role in s.roles)
 
     def policy(self, vip: str, port: int) -> Policy | None:
         return next((p for p in self.policies if p.vip == vip and p.port == port), None)

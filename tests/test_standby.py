@@ -8,18 +8,26 @@ same thing in tests/test_standby_netns.py).
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import shutil
 import signal
+import sqlite3
+import ssl
+import stat
 import subprocess
+import sys
 import time
 import tomllib
+import types
 
 import pytest
 
 from clusterkit.control import ControlError
 from clusterkit.config import build_cluster, load_cluster, parse_cluster, registry_of
 from clusterkit.definition.tables import ConfigError
-from clusterkit.standby import epoch
+from clusterkit.standby import epoch, state
 from clusterkit.standby.promotion import swap
 from clusterkit.sync import definition
 from conftest import write_cluster
@@ -262,3 +270,260 @@ def test_a_returning_manager_reports_what_it_never_delivered(pair, tmp_path):
     summary = cli("status", "--as", "manager", "-c", str(copies["manager"]))
     assert "set data: 1 path(s) written here were not delivered everywhere" in summary.stdout
     assert "lost.txt" in (tmp_path / "daemon-manager.log").read_text()
+
+
+# ------------------------------------------------- the manager's own state travels
+
+
+def inbox(tmp_path, host: str):
+    """Where ``host`` keeps its copy of the manager's state (under its root)."""
+    return tmp_path / host / str(tmp_path / "state").lstrip("/") / state.FOLDER
+
+
+def text(path) -> str | None:
+    try:
+        return path.read_text()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def pending_rows(path) -> set[tuple]:
+    if not path.exists():
+        return set()
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return {(n, s, bytes(p).decode()) for n, s, p in db.execute("SELECT node, sset, path FROM dirty")}
+    except sqlite3.DatabaseError:
+        return set()
+    finally:
+        db.close()
+
+
+def test_the_managers_ca_panel_data_and_queue_move_with_the_role(pair, tmp_path, pm):
+    """The standby receives the CA (0600 key), panel.sqlite and the replication queue; once
+    promoted it issues node tokens and certificates under the same CA, knows the old manager's
+    join tokens, and delivers a change the old manager had recorded but not yet sent."""
+    from clusterkit_panel import pki
+    from clusterkit_panel.store import Store
+
+    daemons, copies = pair
+    cluster = load_cluster(copies["manager"], pm)
+    ca = pki.init_cluster_ca(cluster)                # what `clusterkit init` does
+    node_cert = pki.enroll_local(cluster, "node1")   # a node the old manager enrolled
+    store = Store(str(tmp_path / "state" / "manager"))
+    store.add_join_token("s3cret-token", "node1", 3600)
+    store.close()
+    promote(copies, "manager")
+    wait_for(lambda: status(daemons["manager"])["role"] == "manager", what="manager acting")
+    # A file whose new version has the old one's size and mtime: only the queue's explicit
+    # entry (sent with --ignore-times) delivers it; a full sync's quick check does not.
+    (tmp_path / "manager/srv/data/f").write_text("aaaa")
+    os.utime(tmp_path / "manager/srv/data/f", (1_700_000_000, 1_700_000_000))
+    wait_for(lambda: (tmp_path / "node1/srv/data/f").exists(), what="f on node1")
+    shutil.move(tmp_path / "node1/srv/data", tmp_path / "node1-data")
+    (tmp_path / "node1/srv/data").write_text("not a directory: node1 cannot take the set now")
+    (tmp_path / "manager/srv/data/f").write_text("bbbb")
+    os.utime(tmp_path / "manager/srv/data/f", (1_700_000_000, 1_700_000_000))
+    wait_for(lambda: text(tmp_path / "mgr2/srv/data/f") == "bbbb", what="f on mgr2")
+    copy = inbox(tmp_path, "mgr2")
+    wait_for(lambda: ("node1", "data", "f") in pending_rows(copy / "sync.sqlite"),
+             timeout=20, what="node1's pending change in the standby's copy of the queue")
+    assert stat.S_IMODE((copy / "ca.key").stat().st_mode) == 0o600
+    assert stat.S_IMODE(copy.stat().st_mode) == 0o700
+    shown = status(daemons["manager"])["managers"]["state"]
+    assert shown["role"] == "source" and "mgr2" in shown["standbys"]
+    summary = cli("status", "--as", "manager", "-c", str(copies["manager"]))
+    assert "manager state (CA, panel, queues) to the standbys: mgr2 lag" in summary.stdout
+    summary = cli("status", "--as", "mgr2", "-c", str(copies["mgr2"]))
+    assert "manager state: a copy from manager (epoch 1)" in summary.stdout
+    assert status(daemons["mgr2"])["managers"]["state"]["from"] == "manager"
+    # Nothing of it reaches a node.
+    assert not inbox(tmp_path, "node1").exists()
+
+    daemons["manager"].signal(signal.SIGKILL)
+    daemons["manager"].proc.wait(10)
+    (tmp_path / "node1/srv/data").unlink()
+    shutil.move(tmp_path / "node1-data", tmp_path / "node1/srv/data")
+    assert (tmp_path / "node1/srv/data/f").read_text() == "aaaa"
+    promote(copies, "mgr2")
+    wait_for(lambda: status(daemons["mgr2"])["role"] == "manager", what="mgr2 acting")
+    wait_for(lambda: text(tmp_path / "node1/srv/data/f") == "bbbb", timeout=20,
+             what="the old manager's pending change delivered by the new one")
+
+    mine = tmp_path / "state" / "mgr2" / "pki"
+    assert stat.S_IMODE((mine / "ca.key").stat().st_mode) == 0o600
+    new_ca = pki.load_cert(str(mine / "ca.crt"))
+    assert pki.fingerprint(new_ca) == pki.fingerprint(ca)
+    node_cert.verify_directly_issued_by(new_ca)  # an existing node's certificate verifies
+    _, csr = pki.make_csr("node1")
+    pki.sign_host(str(tmp_path / "state" / "mgr2"), csr, "node1", "127.86.5.11") \
+        .verify_directly_issued_by(ca)           # and one it issues verifies under the old CA
+    token = cli("node", "token", "node1", "-c", str(copies["mgr2"]), "--json")
+    assert token.returncode == 0, token.stderr
+    store = Store(str(tmp_path / "state" / "mgr2"))
+    try:
+        store.use_join_token("s3cret-token", "node1")  # issued by the old manager
+        assert any(row["name"] == "node1" for row in store.certs())
+    finally:
+        store.close()
+
+
+# ------------------------------------------------------ a stale manager never pushes
+
+
+def digests(tree) -> dict[str, str]:
+    return {str(p.relative_to(tree)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(tree.rglob("*")) if p.is_file()}
+
+
+def test_a_stale_managers_push_of_a_deletion_is_refused(pair, tmp_path):
+    """The manager freezes while acting under epoch 1; mgr2 takes over (epoch 2) and node1
+    follows it. The old manager wakes up still acting and deletes a file: its push is
+    refused (node1 and mgr2 have seen epoch 2), node1's tree is unchanged, the refusal is in
+    its sync status and its log, and it stands down."""
+    daemons, copies = pair
+    for name in ("one", "two"):
+        (tmp_path / "manager/srv/data" / name).write_text(f"file {name}")
+    promote(copies, "manager")
+    wait_for(lambda: text(tmp_path / "node1/srv/data/two") == "file two", what="files on node1")
+    wait_for(lambda: status(daemons["mgr2"])["definition"].get("epoch") == 1, timeout=20,
+             what="epoch 1 on mgr2")  # else its promotion would take epoch 1 as well
+    daemons["manager"].signal(signal.SIGSTOP)
+    try:
+        promote(copies, "mgr2")
+        wait_for(lambda: status(daemons["node1"])["definition"].get("epoch") == 2, timeout=20,
+                 what="node1 under epoch 2")
+        wait_for(lambda: status(daemons["mgr2"])["sync"]["nodes"]["manager"]["pending"] == 0,
+                 what="mgr2's full sync to the old manager's tree")
+        before = digests(tmp_path / "node1/srv/data")
+        (tmp_path / "manager/srv/data/one").unlink()  # seen by the old manager when it wakes
+    finally:
+        daemons["manager"].signal(signal.SIGCONT)
+    shown = wait_for(lambda: (s := daemons["manager"].query("status", check=False)) and
+                     s["role"] == "standby" and s, timeout=20, what="the stale manager standing down")
+    log = (tmp_path / "daemon-manager.log").read_text()
+    assert "clusterkit epoch check refused: the push carries epoch 1, this host has seen 2" in log
+    assert "stands down" in log
+    time.sleep(1.0)
+    assert digests(tmp_path / "node1/srv/data") == before  # "one" is still there
+    assert (tmp_path / "node1/srv/data/one").read_text() == "file one"
+    wait_for(lambda: status(daemons["manager"])["managers"]["epoch"] == 2,
+             what="the old manager following the new one's epoch")
+    assert "refused the push" in shown["managers"]["stood_down"]
+    assert epoch.read(str(tmp_path / "state" / "manager")) == 2  # learnt from the refusal
+
+
+def fence(state_dir, *args, stdin="", env=None):
+    return subprocess.run([sys.executable, "-m", "clusterkit.standby.fence", *args, str(state_dir)],
+                          input=stdin, capture_output=True, text=True, timeout=30,
+                          env={**os.environ, **(env or {})})
+
+
+def test_the_receivers_epoch_check_for_rsyncd_and_ssh(tmp_path):
+    """rsyncd's early exec gets the pusher's epoch file on stdin; an ssh forced command gets
+    ``CLUSTERKIT_EPOCH=N command``: a lower epoch than the host has seen is refused."""
+    epoch.raise_to(str(tmp_path), 2)
+    refused = fence(tmp_path, stdin="1\n")
+    assert refused.returncode == 1
+    assert "the push carries epoch 1, this host has seen 2" in refused.stderr
+    assert fence(tmp_path, stdin="2\n").returncode == 0
+    assert fence(tmp_path, stdin="3\n").returncode == 0
+    assert fence(tmp_path, stdin="").returncode == 0  # says no epoch: sync verify's dry runs
+    for bad in ("1; rm -rf /", "-1", "9" * 40, "\x00"):
+        assert fence(tmp_path, stdin=bad).returncode == 1, bad
+    assert fence("relative/dir", stdin="2").returncode == 2
+    stale = fence(tmp_path, "--ssh", env={"SSH_ORIGINAL_COMMAND": "CLUSTERKIT_EPOCH=1 echo ran"})
+    assert stale.returncode == 1 and "ran" not in stale.stdout
+    current = fence(tmp_path, "--ssh", env={"SSH_ORIGINAL_COMMAND": "CLUSTERKIT_EPOCH=2 echo ran"})
+    assert current.returncode == 0 and current.stdout == "ran\n"
+
+
+def test_the_ssh_and_rsyncd_transports_send_the_managers_epoch(pm, tmp_path):
+    """What the receivers check: the rsync arguments of a manager daemon under epoch 3."""
+    from clusterkit_transports import rsyncd, ssh
+
+    path = write_cluster(tmp_path / "c.toml", "127.86.9", nodes=1)
+    cluster = load_cluster(path, pm)
+    runtime = types.SimpleNamespace(state_dir=str(tmp_path / "state"), components={})
+    (tmp_path / "state").mkdir()
+    node = cluster.host("node1")
+    assert not any(a.startswith("--early-input") for a in rsyncd.KIND.rsync_args(node, runtime))
+    epoch.raise_to(runtime.state_dir, 3)
+    assert f"--early-input={tmp_path}/state/epoch" in rsyncd.KIND.rsync_args(node, runtime)
+    assert not any(a.startswith("--rsync-path") for a in ssh.KIND.rsync_args(node, None))
+    assert ssh._epoch_prefix(runtime) == "CLUSTERKIT_EPOCH=3 "  # before rsync and renames
+
+
+# ------------------------------------------------------------ the panel moves too
+
+
+def test_the_panel_answers_on_the_new_manager_and_the_old_one_takes_no_writes(tmp_path, pm):
+    """With the panel on both managers: after a failover the new manager's panel serves the
+    operators' API token and the nodes' mutual TLS (the replicated CA and certificate
+    records); the old manager, back as standby, refuses changes."""
+    from clusterkit_panel import pki
+    from clusterkit_panel.accounts import Accounts
+    from test_panel_fixtures import Client, free_ports
+
+    prefix = "127.86.6"
+    ips = {"manager": f"{prefix}.1", "mgr2": f"{prefix}.2", "node1": f"{prefix}.11"}
+    https, http = free_ports(list(ips.values()), 2)
+    config = sync_cluster(tmp_path, nodes=1, prefix=prefix)
+    config.write_text(config.read_text() + STANDBY.format(name="mgr2", ip=ips["mgr2"], root=tmp_path / "mgr2")
+                      + f'\n[dns]\nenabled = false\n\n[vrrp]\nenabled = false\n\n[panel]\n'
+                        f'https_port = {https}\nhttp_port = {http}\npoll_interval = 0.3\nretry_max = 0.3\n')
+    cluster = load_cluster(config, pm)
+    pki.init_cluster_ca(cluster)
+    for host in ("mgr2", "node1"):  # one machine: enrolled directly, recorded by the manager
+        pki.enroll_local(cluster, host)
+    data = tmp_path / "manager" / "var/lib/clusterkit-panel"
+    data.mkdir(parents=True)
+    token = Accounts(str(data)).create_token("ops")
+    copies = {"manager": config}
+    for host in ("mgr2", "node1"):
+        copies[host] = tmp_path / f"{host}.toml"
+        shutil.copy(config, copies[host])
+    daemons = {h: Daemon(copies[h], host=h).start() for h in ("manager", "mgr2", "node1")}
+    ca = ssl.create_default_context(cafile=str(tmp_path / "state/manager/pki/ca.crt"))
+
+    def api(host, method, path, body=None):
+        client = Client(ips[host], https, ca)
+        client.headers["Authorization"] = f"Bearer {token}"
+        try:
+            return client.request(method, path, body)
+        except OSError as exc:
+            return 0, str(exc)
+
+    try:
+        promote(copies, "manager")
+        wait_for(lambda: api("manager", "GET", "/api/v1/nodes")[0] == 200, timeout=20,
+                 what="the manager's panel")
+        wait_for(lambda: status(daemons["manager"])["sync"]["nodes"]["mgr2"]["pending"] == 0,
+                 timeout=20, what="everything of the manager's on mgr2")
+        wait_for(lambda: {"ca.key", "panel.sqlite"} <= set(
+            (status(daemons["mgr2"])["managers"]["state"] or {}).get("files") or ()),
+            timeout=20, what="the manager's state on mgr2")
+        daemons["manager"].signal(signal.SIGKILL)
+        daemons["manager"].proc.wait(10)
+        promote(copies, "mgr2")
+        wait_for(lambda: status(daemons["mgr2"])["role"] == "manager", what="mgr2 acting")
+        listed = wait_for(lambda: (r := api("mgr2", "GET", "/api/v1/nodes"))[0] == 200 and r,
+                          timeout=20, what="the new manager's panel serving the API token")
+        assert "node1" in json.dumps(listed[1])
+        as_node = Client(ips["mgr2"], https, pki.client_context(pki.Paths.of(str(tmp_path / "state/node1"))))
+        said, body = as_node.post("/control/v1/hello", {})
+        assert said == 200 and body == {"hello": "node1", "manager": "mgr2"}  # mutual TLS
+        assert pki.fingerprint(pki.load_cert(str(tmp_path / "state/mgr2/pki/ca.crt"))) == \
+            pki.fingerprint(pki.load_cert(str(tmp_path / "state/manager/pki/ca.crt")))
+
+        daemons["manager"] = Daemon(copies["manager"], host="manager").start()
+        assert status(daemons["manager"])["role"] == "standby"
+        wait_for(lambda: api("manager", "GET", "/api/v1/nodes")[0] in (200, 403), timeout=20,
+                 what="the old manager's panel, as a standby's")
+        said, body = api("manager", "POST", "/api/v1/nodes/node1/operator", {"action": "drain"})
+        assert said == 403 and "read-only" in body["error"], (said, body)
+        said, body = as_node.post("/control/v1/hello", {})  # mgr2 still serves the nodes
+        assert said == 200
+    finally:
+        for daemon in daemons.values():
+            daemon.stop()

@@ -237,3 +237,197 @@ def test_two_managers_acting_at_once_the_higher_epoch_keeps_the_role(ha, tmp_pat
     assert daemons["standby"].query("status")["managers"]["epoch"] == 2
     probe = records_of(get(net, vip))
     assert probe and all(r[1] == 200 for r in probe), probe
+
+
+# ------------------------------------------- rsyncd receivers: the epoch check, hosts allow
+
+FAST = "options = { sync_contimeout = 2, sync_timeout = 5, sync_backoff_max = 1.0 }"
+RSYNCD_HOSTS = ("standby", "node1")
+
+
+def rsyncd_definition(net, tmp_path) -> dict:
+    """manager (local files), a standby and a node both reached through their rsync daemons."""
+    hosts = "".join(
+        f'\n[[{"standby" if h == "standby" else "node"}]]\nname = "{h}"\nip = "{net.ip(h)}"\n'
+        f'transport = "rsyncd"\nroot = "{tmp_path}/{h}"\n'
+        f'options = {{ password_file = "{tmp_path}/{h}.password"{", sync_contimeout = 2, sync_timeout = 5, sync_backoff_max = 1.0" if h == "standby" else ""} }}\n'
+        for h in RSYNCD_HOSTS)
+    config = tmp_path / "manager.toml"
+    config.write_text(
+        f'[cluster]\nname = "fence"\nstate_dir = "{tmp_path}/state"\n\n'
+        f'[manager]\nname = "manager"\nip = "{net.ip("manager")}"\nroot = "{tmp_path}/manager"\n{FAST}\n'
+        f'{hosts}\n[[sync]]\nname = "data"\npath = "/srv/data"\n\n'
+        f'[vrrp]\nenabled = false\n\n[dns]\nenabled = false\n\n[panel]\nenabled = false\n')
+    (tmp_path / "manager/srv/data").mkdir(parents=True)
+    files = {"manager": config}
+    for host in RSYNCD_HOSTS:
+        (tmp_path / host).mkdir(exist_ok=True)
+        out = tmp_path / f"{host}-rsyncd"
+        made = cli("sync", "rsyncd-conf", host, "-c", str(config), "--output", str(out),
+                   "--secrets-path", str(out / "rsyncd.secrets"))
+        assert made.returncode == 0, made.stderr
+        conf = (out / "rsyncd.conf").read_text()
+        allowed = [net.ip(h) for h in ("manager", "standby") if h != host]
+        assert f"hosts allow = {' '.join(allowed)}\n" in conf and "early exec = " in conf
+        net.popen(host, ["rsync", "--daemon", "--no-detach", f"--config={out}/rsyncd.conf",
+                         f"--log-file={out}/log"], stderr=open(tmp_path / f"{host}-rsyncd.err", "w"))
+        net.wait_port("manager", net.ip(host), 873)
+        files[host] = tmp_path / f"{host}.toml"
+        shutil.copy(config, files[host])
+    return files
+
+
+def tree_digests(tree) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(tree)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(tree.rglob("*")) if p.is_file()}
+
+
+def promote_by_hand(files, host):
+    done = cli("manager", "promote", host, "-c", str(files[host]))
+    assert done.returncode == 0, done.stderr
+
+
+def test_over_rsyncd_the_new_manager_pushes_and_the_stale_one_is_refused(netns, tmp_path):
+    """A promoted standby pushes to an rsyncd node (its ip is in the node's ``hosts allow``);
+    the old manager, frozen while it acted under epoch 1 and woken after the takeover,
+    tries to push a deletion: the rsync daemons' epoch checks refuse it, the node's files
+    are unchanged (checksums), and the refusal is in its sync status and its log."""
+    net = netns(["manager", "standby", "node1"])
+    files = rsyncd_definition(net, tmp_path)
+    daemons = {h: Daemon(files[h], host=h, wrap=["ip", "netns", "exec", net.ns(h)]).start()
+               for h in ("manager", "standby", "node1")}
+    data = {h: tmp_path / h / "srv/data" for h in daemons}
+    try:
+        promote_by_hand(files, "manager")
+        for name in ("a", "b"):
+            (data["manager"] / name).write_text(f"{name} from the first manager")
+        for host in RSYNCD_HOSTS:
+            wait_for(lambda: (data[host] / "b").exists(), timeout=20, what=f"b on {host}")
+            wait_for(lambda: daemons[host].query("status")["definition"].get("epoch") == 1,
+                     timeout=20, what=f"epoch 1 on {host}")
+        daemons["manager"].signal(signal.SIGSTOP)
+        try:
+            promote_by_hand(files, "standby")
+            wait_for(lambda: daemons["node1"].query("status")["definition"].get("epoch") == 2,
+                     timeout=20, what="node1 taking the new manager's definition over rsyncd")
+            (data["standby"] / "c").write_text("from the new manager")
+            wait_for(lambda: (data["node1"] / "c").exists(), timeout=20,
+                     what="a file of the new manager on the rsyncd node")
+            before = tree_digests(data["node1"])
+            (data["manager"] / "a").unlink()  # the stale manager sees it when it wakes
+        finally:
+            daemons["manager"].signal(signal.SIGCONT)
+        shown = wait_for(lambda: (n := daemons["manager"].query("sync_status")["nodes"]["node1"])
+                         ["last_error"] and n, timeout=30, what="the stale push refused")
+        assert "refused by the node's rsync daemon before the transfer" in shown["last_error"]
+        assert "@ERROR: early exec failed" in shown["last_error"]
+        time.sleep(1.0)
+        assert tree_digests(data["node1"]) == before and (data["node1"] / "a").exists()
+        refused = (tmp_path / "node1-rsyncd.err").read_text()
+        assert "clusterkit epoch check refused: the push carries epoch 1, this host has seen 2" \
+            in refused
+        log = (tmp_path / "daemon-manager.log").read_text()
+        assert "node1: refused by the node's rsync daemon" in log
+    finally:
+        for daemon in daemons.values():
+            daemon.signal(signal.SIGCONT) if daemon.proc.poll() is None else None
+            daemon.stop()
+
+
+# ------------------------------------------------------------------ a cut link
+
+
+def cut_link(net, host: str, on: bool) -> None:
+    """Everything in and out of ``host``'s eth0 dropped (nft in its namespace): the link is
+    dead but still up, as a cable pulled further along (taking the veth down instead makes
+    keepalived go FAULT at once, which a real cut does not)."""
+    rules = ("table inet ckcut {\n"
+             " chain input { type filter hook input priority -200; iifname \"eth0\" drop; }\n"
+             " chain output { type filter hook output priority -200; oifname \"eth0\" drop; }\n"
+             "}\n" if on else "delete table inet ckcut\n")
+    done = net.run(host, ["nft", "-f", "-"], input=rules)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.skipif(shutil.which("nft") is None, reason="needs nft to cut the link")
+@pytest.mark.parametrize("ha", [1.0, 0.1], indirect=True, ids=["advert-1s", "advert-0.1s"])
+def test_failover_by_a_cut_link_under_load(ha, tmp_path):
+    """The active manager's link is cut under load: it hears nothing and is heard by nobody,
+    keepalived keeps running (MASTER of its own partition). The standby takes the VIP after
+    VRRP's master-down interval, the load recovers with no failure after. The cut-off manager
+    (still MASTER of its partition under epoch 1) learns of epoch 2 from the new manager's
+    view, which reaches it over the lab's shared disk, and stands down; once the link is back
+    it stays standby."""
+    net, vip, files, daemons, advert = ha
+    load = start_load(net, vip, tmp_path, 16)
+    cut = time.time()
+    cut_link(net, "manager", True)
+    try:
+        wait_for(lambda: role(daemons["standby"]) == "manager", timeout=20,
+                 what="the standby promoted")
+        takeover(load, cut, time.time(), "link cut (nft drops all on the manager's eth0)", advert)
+        assert daemons["standby"].query("status")["managers"]["epoch"] == 2
+        # the new manager's view reaches the old one over their shared disk (local transport):
+        # it learns of epoch 2 and gives the role up, though VRRP still makes it MASTER alone
+        wait_for(lambda: role(daemons["manager"]) == "standby", timeout=20,
+                 what="the cut-off manager standing down")
+    finally:
+        cut_link(net, "manager", False)
+    time.sleep(max(4 * advert, 1.0))
+    assert role(daemons["manager"]) == "standby" and role(daemons["standby"]) == "manager"
+    probe = records_of(get(net, vip))
+    assert probe and all(r[1] == 200 for r in probe), probe
+
+
+# -------------------------------------------------- ssh receivers: a forced command
+
+
+@pytest.mark.skipif(not shutil.which("sshd", path="/usr/sbin:/usr/bin"), reason="needs sshd")
+def test_an_ssh_nodes_forced_command_refuses_a_stale_managers_rsync(netns, tmp_path):
+    """The manager's key is authorised with ``command="... fence.py --ssh STATE_DIR"``: an
+    rsync whose remote command carries a lower epoch than the node has seen is refused
+    (nothing deleted), the current epoch's goes through."""
+    from clusterkit.standby import epoch, fence
+
+    net = netns(["manager", "node1"])
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    for name in ("manager", "host"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / name)], check=True)
+    state = tmp_path / "state" / "node1"
+    state.mkdir(parents=True)
+    epoch.raise_to(str(state), 2)
+    forced = f"{sys.executable} -E -s -S {fence.SCRIPT} --ssh {state}"
+    (keys / "authorized_keys").write_text(f'command="{forced}" {(keys / "manager.pub").read_text()}')
+    os.makedirs("/run/sshd", exist_ok=True)
+    conf = tmp_path / "sshd_config"
+    conf.write_text(f"ListenAddress {net.ip('node1')}\nPort 22\nHostKey {keys}/host\nPidFile none\n"
+                    f"AuthorizedKeysFile {keys}/authorized_keys\nStrictModes no\nUsePAM no\n"
+                    "PasswordAuthentication no\nPermitRootLogin prohibit-password\n"
+                    f"SetEnv HOME={keys}\n")
+    net.popen("node1", ["/usr/sbin/sshd", "-D", "-e", "-f", str(conf)],
+              stderr=open(tmp_path / "sshd.log", "w"))
+    net.wait_port("manager", net.ip("node1"), 22)
+    source, target = tmp_path / "source", tmp_path / "target"
+    source.mkdir()
+    target.mkdir()
+    (source / "new").write_text("new")
+    (target / "kept").write_text("a file the stale manager's tree lacks")
+    shell = (f"ssh -i {keys}/manager -o BatchMode=yes -o StrictHostKeyChecking=no "
+             f"-o UserKnownHostsFile={keys}/known_hosts")
+
+    def push(pushed: int):
+        return net.run("manager", ["rsync", "-a", "--delete", "-e", shell,
+                                   f"--rsync-path=CLUSTERKIT_EPOCH={pushed} rsync",
+                                   f"{source}/", f"root@{net.ip('node1')}:{target}/"], timeout=60)
+
+    stale = push(1)
+    assert stale.returncode != 0
+    assert "clusterkit epoch check refused: the push carries epoch 1, this host has seen 2" \
+        in stale.stderr
+    assert sorted(p.name for p in target.iterdir()) == ["kept"]
+    current = push(2)
+    assert current.returncode == 0, current.stderr
+    assert sorted(p.name for p in target.iterdir()) == ["new"]

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 
-from clusterkit.definition.files import write_atomic
-
 FILE = "epoch"
 MAX = 10**18 - 1  # the view header's 18 digits
 
@@ -35,6 +33,8 @@ def raise_to(state_dir: str, epoch: int) -> int:
     """Record ``epoch`` if it is higher than the one kept; returns the highest."""
     if not 0 <= epoch <= MAX:
         raise ValueError(f"epoch {epoch} out of range 0..{MAX}")
+    from clusterkit.definition.files import write_atomic  # read() stays stdlib-only (fence.py)
+
     current = read(state_dir)
     if epoch > current:
         write_atomic(path(state_dir), f"{epoch}\n", 0o600)

@@ -8,15 +8,17 @@ commands answer at once: the role switch runs as a daemon task.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 
 from clusterkit import hookimpl
-from clusterkit.standby import epoch, promotion
+from clusterkit.standby import epoch, promotion, state
 from clusterkit.sync.store import DirtyStore
 
 log = logging.getLogger("clusterkit.standby")
 UNSENT = "standby-unsent"  # runtime.components: what this host's replication never delivered
+STATE = "manager-state"    # runtime.components: the acting manager's snapshot for the standbys
 SHOWN = 1000  # paths per set in status
 
 
@@ -27,6 +29,7 @@ class Unsent:
 
     def __init__(self, runtime):
         self.sets: dict[str, list[str]] = {}
+        self.stood_down = ""  # why this host last stopped acting for a newer manager
         path = os.path.join(runtime.state_dir, "sync.sqlite")
         if not os.path.exists(path):
             return
@@ -34,6 +37,8 @@ class Unsent:
         try:
             for host in runtime.cluster.replicas:
                 for sset, rel in store.pending(host.name):
+                    if sset == state.SET:  # the manager's own state: the new manager's replaces it
+                        continue
                     self.sets.setdefault(sset, set()).add(rel or "(the whole set)")
         finally:
             store.close()
@@ -42,6 +47,12 @@ class Unsent:
             log.warning("%d path(s) of set %s written here were not delivered to every "
                         "standby and node before this host stopped managing: %s", len(paths),
                         sset, ", ".join(paths[:20]))
+
+    @classmethod
+    def empty(cls) -> "Unsent":
+        unsent = cls.__new__(cls)
+        unsent.sets, unsent.stood_down = {}, ""
+        return unsent
 
     async def start(self) -> None:
         pass
@@ -60,12 +71,31 @@ def request_role(runtime, role: str, why: str):
     return runtime.spawn(action(runtime, why), f"role-{role}", lasting=True)
 
 
-@hookimpl
+def stand_down(runtime, why: str) -> None:
+    """Stop acting as the manager because a newer one exists: with keepalived, give the
+    addresses up (its poll then demotes, and VRRP does not hand them straight back);
+    otherwise demote."""
+    unsent = runtime.components.get(UNSENT)
+    if unsent is not None:
+        unsent.stood_down = why
+    give_up = runtime.control.handlers.get("vrrp_give_up")
+    if give_up is not None:
+        give_up(why=why)
+    else:
+        request_role(runtime, "standby", why)
+
+
+@hookimpl(tryfirst=True)  # the manager's state is in place before any plugin opens it
 async def clusterkit_start(runtime):
     if runtime.host.role not in ("manager", "standby"):
         return
-    if not runtime.is_manager and UNSENT not in runtime.components:
-        await runtime.start_component(UNSENT, Unsent(runtime))
+    if runtime.is_manager and runtime.switching:  # promoted: the manager's state becomes ours
+        await asyncio.to_thread(state.install, runtime)
+    if runtime.is_manager and runtime.cluster.standbys:
+        await runtime.start_component(STATE, state.Snapshots(runtime))
+    if UNSENT not in runtime.components:  # read once: a manager that starts acting reads none
+        await runtime.start_component(UNSENT, Unsent(runtime) if not runtime.is_manager
+                                      else Unsent.empty())
 
     def manager_promote(why: str = "clusterkit manager promote") -> dict:
         request_role(runtime, "manager", why)
@@ -80,6 +110,11 @@ async def clusterkit_start(runtime):
 
 
 @hookimpl
+async def clusterkit_stop(runtime):
+    await runtime.stop_component(STATE)
+
+
+@hookimpl
 def clusterkit_status(runtime):
     cluster = runtime.cluster
     if not cluster.standbys:
@@ -87,8 +122,15 @@ def clusterkit_status(runtime):
     managers = {h.name: {"ip": h.ip, "priority": h.priority,
                          "defined_as": h.role} for h in [cluster.manager, *cluster.standbys]}
     unsent = runtime.components.get(UNSENT)
+    snapshots = runtime.components.get(STATE)
+    if runtime.host.role not in ("manager", "standby"):
+        copy = None
+    else:
+        copy = snapshots.status() if snapshots is not None else state.received(runtime)
     return {"managers": {"acting": runtime.role, "epoch": epoch.read(runtime.state_dir),
-                         "hosts": managers, "unsent": unsent.status() if unsent else {}}}
+                         "hosts": managers, "unsent": unsent.status() if unsent else {},
+                         "stood_down": unsent.stood_down if unsent else "",
+                         "state": copy}}
 
 
 @hookimpl
@@ -97,6 +139,24 @@ def clusterkit_status_summary(report, summary):
     if isinstance(shown, dict):
         summary.line(f"managers: {report.get('host')} acts as {shown.get('acting')}, "
                      f"epoch {shown.get('epoch')}")
+        _state_summary(shown.get("state"), summary)
         for sset, paths in (shown.get("unsent") or {}).items():
             summary.problem(f"set {sset}: {len(paths)} path(s) written here were not delivered "
                             f"everywhere before this host stopped managing: {', '.join(paths[:5])}")
+
+
+def _state_summary(copy, summary) -> None:
+    """One line on the manager's state: its copy's lag per standby, or a standby's copy's age."""
+    if not isinstance(copy, dict):
+        return
+    if copy.get("role") == "source":
+        lags = ", ".join(f"{name} lag {seen.get('lag')}s" for name, seen in
+                         (copy.get("standbys") or {}).items())
+        summary.line(f"manager state (CA, panel, queues) to the standbys: {lags or 'none'}")
+        if copy.get("error"):
+            summary.problem(f"manager state not copied for the standbys: {copy['error']}")
+    elif copy.get("from"):
+        summary.line(f"manager state: a copy from {copy['from']} (epoch {copy.get('epoch')}), "
+                     f"{copy.get('age')}s old")
+    else:
+        summary.line("manager state: no copy received yet")

@@ -19,7 +19,7 @@ import tomlkit
 from clusterkit.config import PRIORITY, build_cluster
 from clusterkit.definition.files import write_atomic
 from clusterkit.definition.source import DEFINITION_MODE, read_definition
-from clusterkit.standby import epoch
+from clusterkit.standby import epoch, state
 from clusterkit.sync import definition
 
 log = logging.getLogger("clusterkit.standby")
@@ -53,13 +53,26 @@ def swap(text: str, standby: str) -> str:
     return tomlkit.dumps(doc)
 
 
+def restore_manager_only(text: str, options: dict[str, dict]) -> str:
+    """``text`` with each node's options the view left out put back (from the manager's file)."""
+    if not options:
+        return text
+    doc = tomlkit.parse(text)
+    for entry in doc.get("node", []):
+        missing = {k: v for k, v in options.get(entry.get("name"), {}).items()
+                   if k not in entry.get("options", {})}
+        if missing:
+            entry.setdefault("options", tomlkit.inline_table()).update(missing)
+    return tomlkit.dumps(doc)
+
+
 def _rewrite(runtime) -> None:
     """Make this host ``[manager]`` in its own definition file (checked before it is written)."""
     path = os.path.realpath(runtime.config_path)
     text = read_definition(path)
     if definition.HEADER.match(text):  # a received view: its header and notice no longer hold
         text = text.split("\n", 1)[1].removeprefix(definition.NOTICE)
-    text = swap(text, runtime.host.name)
+    text = restore_manager_only(swap(text, runtime.host.name), state.manager_only_options(runtime))
     build_cluster(text, runtime.config_path, runtime.pm)
     write_atomic(path, text, DEFINITION_MODE)
 

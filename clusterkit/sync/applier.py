@@ -49,7 +49,7 @@ class Applier:
         self._last = 0.0
 
     async def start(self) -> None:
-        self._watch(self.runtime.cluster.sync_sets)
+        self._watch(self.runtime.cluster.sets_for(self.runtime.host))
         self.runtime.spawn(self._flusher(), "sync-apply")
 
     def _watch(self, sync_sets) -> None:
@@ -61,11 +61,11 @@ class Applier:
     async def reload(self, old, new) -> None:
         if old.sync_sets != new.sync_sets:
             await self.stop()
-            self._watch(new.sync_sets)
+            self._watch(new.sets_for(new.host(self.runtime.host.name)))
             # A set new here: the manager's full sync of it may have landed before this
             # node ran the definition that names it, so it is applied once as a full sync.
             before = {s.name: s.path for s in old.sync_sets}
-            for sset in new.sync_sets:
+            for sset in self.sets.values():
                 if before.get(sset.name) != sset.path:
                     self.overflowed(sset.name)
 

@@ -35,6 +35,7 @@ from clusterkit.contracts import Component
 from clusterkit.definition.files import private_dir, write_atomic
 from clusterkit.definition.source import DEFINITION_MODE, read_definition
 import clusterkit.standby.epoch as epochs
+from clusterkit.standby.state import SET as STATE_SET
 
 log = logging.getLogger("clusterkit.definition")
 
@@ -65,9 +66,12 @@ def sync_set(cluster) -> SyncSet:
                    key=f"sync set {SET!r} (built in: the definition's replication)")
 
 
-def reserved_problems(cluster) -> list[str]:
-    """Keys of ``[[sync]]`` entries that take the reserved name."""
-    return [f"sync[{i}].name" for i, s in enumerate(cluster.sync_sets) if s.name == SET]
+RESERVED = (SET, STATE_SET)  # the built-in sets
+
+
+def reserved_problems(cluster) -> list[tuple[str, str]]:
+    """(key, name) of ``[[sync]]`` entries that take a reserved name."""
+    return [(f"sync[{i}].name", s.name) for i, s in enumerate(cluster.sync_sets) if s.name in RESERVED]
 
 
 def view_path(runtime) -> str:
@@ -152,7 +156,7 @@ def origin_of(path: str) -> str:
 # --------------------------------------------------------------- the manager
 
 
-def publish(runtime) -> int | None:
+def publish(runtime, epoch: int | None = None) -> int | None:
     """Write the node view of the running definition if it changed; its serial.
 
     Called off the loop after start and every reload. The text is read again
@@ -168,7 +172,8 @@ def publish(runtime) -> int | None:
         log.error("the definition was not published to the nodes: %s", exc)
         return None
     origin = origin_of(runtime.config_path)
-    epoch = epochs.read(runtime.state_dir)
+    if epoch is None:
+        epoch = epochs.read(runtime.state_dir)
     try:
         old = read_view(path)
     except ValueError:
@@ -205,6 +210,9 @@ class Published(Component):
         self.runtime = runtime
         self.serial: int | None = None
         self.at: float | None = None
+        # the epoch this manager acts under, taken at its start: a higher one it learns
+        # of later (a refused push) makes it stand down, never publish under it
+        self.epoch = epochs.read(runtime.state_dir)
 
     async def start(self) -> None:
         await self.publish()
@@ -213,13 +221,13 @@ class Published(Component):
         await self.publish()
 
     async def publish(self) -> None:
-        serial = await asyncio.to_thread(publish, self.runtime)
+        serial = await asyncio.to_thread(publish, self.runtime, self.epoch)
         if serial is not None and serial != self.serial:
             self.serial, self.at = serial, time.time()
 
     def status(self) -> dict:
         return {"serial": self.serial, "published_at": self.at, "outbox": view_path(self.runtime),
-                "epoch": epochs.read(self.runtime.state_dir)}
+                "epoch": self.epoch}
 
 
 # ------------------------------------------------------------------ a node

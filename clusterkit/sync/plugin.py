@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from clusterkit import hookimpl
 from clusterkit.config import ConfigError, Problem
+from clusterkit.standby import state
 from clusterkit.sync import definition
 from clusterkit.sync.applier import Applier
 from clusterkit.sync.replicator import Replicator
@@ -83,10 +84,11 @@ def clusterkit_status(runtime):
 def clusterkit_sync_sets(cluster):
     taken = definition.reserved_problems(cluster)
     if taken:
-        raise ConfigError(cluster.path, [Problem(key, f"{definition.SET!r} is reserved: the built-in "
-                                                      "set that replicates the definition")
-                                         for key in taken])
-    return [definition.sync_set(cluster)]
+        raise ConfigError(cluster.path, [Problem(key, f"{name!r} is reserved: a built-in set "
+                                                      "(the definition's, the manager's state)")
+                                         for key, name in taken])
+    # the manager's own state (CA, panel, queues) goes to the standbys: clusterkit.standby.state
+    return [definition.sync_set(cluster), *([state.sync_set(cluster)] if cluster.standbys else [])]
 
 
 @hookimpl

@@ -36,6 +36,8 @@ from collections import Counter
 from dataclasses import dataclass
 
 from clusterkit.definition.values import check_number
+from clusterkit.standby import epoch as epochs
+from clusterkit.standby import fence
 from clusterkit.sync import rsync
 from clusterkit.sync.paths import excluded
 from clusterkit.sync.store import FULL, DirtyStore
@@ -113,6 +115,33 @@ class Replicator:
         self.overflows = 0
         self.missed_changes: Counter = Counter()  # set -> changes full syncs found unannounced
         self.full_seconds: Counter = Counter()  # set -> how long its last full sync took
+        self.epoch = epochs.read(runtime.state_dir)  # this manager's, taken when it started
+        self.stale_reason = ""  # set once a receiver refused this manager's epoch
+
+    # ------------------------------------------------------------ the epoch
+
+    def stale(self) -> str:
+        """Why this manager must not push (a higher epoch exists), or ``""``: checked before
+        every batch."""
+        if not self.stale_reason:
+            seen = epochs.read(self.runtime.state_dir)
+            if seen > self.epoch:
+                self.refused(f"this manager's epoch {self.epoch} is lower than the highest "
+                             f"seen, {seen}")
+        return self.stale_reason
+
+    def refused(self, why: str) -> None:
+        """A receiver refused this manager's epoch: stop pushing at once and stand down."""
+        if self.stale_reason:
+            return
+        self.stale_reason = why
+        seen = fence.seen_in(why)
+        if seen is not None:  # so that its next promotion takes an epoch above it
+            epochs.raise_to(self.runtime.state_dir, seen)
+        log.error("a newer manager exists: this one stops replicating and stands down: %s", why)
+        from clusterkit.standby.plugin import stand_down  # the standby plugin imports the sync
+
+        stand_down(self.runtime, f"stale epoch: {why}")
 
     # ------------------------------------------------------------ lifecycle
 
@@ -181,6 +210,11 @@ class Replicator:
             await asyncio.sleep(self.settings.full_interval)
             self.full_sync(reason="periodic")
 
+    def goes_to(self, worker: NodeWorker, sset: str) -> bool:
+        """Does set ``sset`` replicate to this worker's host (a set may be for standbys only)?"""
+        s = self.sets.get(sset)
+        return s is None or not s.roles or worker.node.role in s.roles
+
     # -------------------------------------------------------------- intake
 
     def changed(self, changes: list[Change]) -> None:
@@ -199,6 +233,8 @@ class Replicator:
             seen = set()
             can_rename = self.registry.transports[worker.node.transport].rename is not None
             for sset, path, moved_to in wanted:
+                if not self.goes_to(worker, sset):
+                    continue
                 if moved_to and can_rename:
                     worker.note_rename(sset, path.rstrip("/"), moved_to)
                 if (sset, path) in seen or worker.covered(sset, path):
@@ -235,10 +271,11 @@ class Replicator:
         if reason:
             log.info("full sync of %s to %s: %s", ", ".join(targets) or "no set",
                      ", ".join(names) or "no node", reason)
-        per_node = {n: [(s, FULL) for s in targets] for n in names if n in self.workers}
+        per_node = {n: [(s, FULL) for s in targets if self.goes_to(self.workers[n], s)]
+                    for n in names if n in self.workers}
         for n in per_node:
             reasons = self.workers[n].full_reason
-            for s in targets:  # one full sync for two reasons: it audits only if both do
+            for s, _ in per_node[n]:  # one full sync for two reasons: it audits only if both do
                 known = reasons.get(s)
                 reasons[s] = reason if known is None or known == reason else "mixed"
         self._record(per_node)
@@ -266,6 +303,8 @@ class Replicator:
             "rsync_runs": self.runs,
             "overflows": self.overflows,
             **self.watching.status(),
+            "epoch": self.epoch,
+            "stale": self.stale_reason or None,
             "missed_changes": dict(self.missed_changes),
         }
 
@@ -279,12 +318,13 @@ class Replicator:
         for name, w in self.workers.items():
             if nodes and name not in nodes:
                 continue
-            done = all(w.full_done.get(s, 0) >= seq for s in self.sets)
+            mine = [s for s in self.sets if self.goes_to(w, s)]
+            done = all(w.full_done.get(s, 0) >= seq for s in mine)
             error, error_at = w.last_error()
             out[name] = {"done": done, "progress": 100 if done else w.progress,
                          "state": w.state, "last_error": error, "last_error_at": error_at,
                          "retry_at": w.retry_at(),
-                         "failed": sorted(s for s in self.sets if w.full_done.get(s, 0) < seq
+                         "failed": sorted(s for s in mine if w.full_done.get(s, 0) < seq
                                           <= w.full_failed.get(s, 0)),
                          "refused": sorted(s for s, q in w.refused.items() if q >= seq)}
         return out

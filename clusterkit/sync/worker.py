@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -29,6 +30,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from clusterkit.standby import fence
 from clusterkit.sync import rsync
 from clusterkit.sync.paths import ancestors, transfer_list
 from clusterkit.sync.store import FULL
@@ -216,6 +218,10 @@ class NodeWorker:
                 continue
             if not busy:
                 await self._settle(loop)
+            stale = self.r.stale()
+            if stale:  # never a push from a stale manager: the batch waits for the demotion
+                self._node_failed(f"not sent: {stale}")
+                continue
             batch = self.take(self.ready(time.monotonic()))
             self.state = "sending"
             try:
@@ -258,7 +264,19 @@ class NodeWorker:
             if sset is None:  # the set was removed meanwhile
                 self.landed(name, sent)
                 continue
-            result = await self._rsync(sset, sent)
+            result = await self._fenced(sset, sent)
+            if result.outcome in ("fenced", "early exec"):  # nothing more goes to this node
+                for other in order[index:]:
+                    self.requeue(other, batch[other])
+                if result.outcome == "fenced":  # it named a higher epoch: stop everything
+                    self.r.refused(f"{self.name} refused the push: {last_line(result.stderr)}")
+                    self._node_failed(f"refused by the node's epoch check: {last_line(result.stderr)}")
+                else:
+                    self._node_failed(
+                        f"refused by the node's rsync daemon before the transfer "
+                        f"({last_line(result.stderr)}): its epoch check says a newer manager "
+                        "exists, or the check cannot run there (its daemon's log tells)")
+                return
             if result.outcome == "ok":
                 self._landed_ok(name, sent, result)
                 continue
@@ -355,6 +373,22 @@ class NodeWorker:
             log.warning("the watcher missed %d changes in %s (found by a full sync to %s)",
                         missed, sset, self.name)
 
+    async def _fenced(self, sset, sent: dict[str, int]) -> rsync.Result:
+        """:meth:`_rsync`, unless the node refuses this manager's epoch: outcome "fenced"
+        when the refusal names the epochs (a local node's epoch file is read here, an ssh
+        node's forced command says), "early exec" when an rsync daemon's check refused
+        without a word (:mod:`clusterkit.standby.fence`)."""
+        if self.node.transport == "local":
+            why = fence.refusal(self.r.runtime.cluster.host_state_dir(self.name), self.r.epoch)
+            if why is not None:
+                return rsync.Result(1, "fenced", why)
+        result = await self._rsync(sset, sent)
+        if result.outcome != "ok" and fence.REFUSED in result.stderr:
+            return dataclasses.replace(result, outcome="fenced")
+        if result.outcome != "ok" and "@ERROR: early exec failed" in result.stderr:
+            return dataclasses.replace(result, outcome="early exec")
+        return result
+
     async def _rsync(self, sset, sent: dict[str, int]) -> rsync.Result:
         r = self.r
         kind = r.registry.transports[self.node.transport]
@@ -370,22 +404,26 @@ class NodeWorker:
                              timeout=r.settings.timeout, contimeout=r.settings.contimeout,
                              limit=r.settings.run_limit, **kw)
 
+        jobs = []
         if full:
             self.progress = 0
-            jobs = [job(full=True, delay_updates=False,
-                        progress=lambda pct: setattr(self, "progress", pct))]
-        else:
-            listed = transfer_list(source, list(sent))
-            singles = [p for p in listed if not p.endswith("/")]
-            wholes = [p for p in listed if p.endswith("/")]
-            # Changed files are sent even when size and mtime match (two writes within one
-            # tick of the filesystem clock look identical to rsync's quick check); directories
-            # sent whole are compared as usual. One file is atomic by itself, and whole
-            # directories can hold any number of files: --delay-updates for the rest.
-            jobs = [job(paths=singles, ignore_times=True,
-                        delay_updates=1 < len(singles) <= r.settings.atomic_batch)] if singles else []
-            if wholes:
-                jobs.append(job(paths=wholes, delay_updates=False))
+            jobs.append(job(full=True, delay_updates=False,
+                            progress=lambda pct: setattr(self, "progress", pct)))
+        # Paths recorded as changed go by name even beside a full sync (whose quick check
+        # would miss a change of the same size and mtime: a queue a promoted standby took
+        # over from the manager holds such paths). Changed files are sent even when size and
+        # mtime match (two writes within one tick of the filesystem clock look identical to
+        # rsync's quick check); directories sent whole are compared as usual. One file is
+        # atomic by itself, and whole directories can hold any number of files:
+        # --delay-updates for the rest.
+        listed = transfer_list(source, [p for p in sent if p != FULL])
+        singles = [p for p in listed if not p.endswith("/")]
+        wholes = [p for p in listed if p.endswith("/")]
+        if singles:
+            jobs.append(job(paths=singles, ignore_times=True,
+                            delay_updates=1 < len(singles) <= r.settings.atomic_batch))
+        if wholes and not full:
+            jobs.append(job(paths=wholes, delay_updates=False))
         result = rsync.Result(0, "ok")
         allowed = sset.name in self.allow_delete
         try:

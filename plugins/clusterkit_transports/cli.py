@@ -27,10 +27,10 @@ def rsyncd_conf(ctx: typer.Context, node: Annotated[str, typer.Argument(help="Th
     valid_name(node, "NODE")
     cluster = load_cluster(config, plugin_manager(ctx))
     host = cluster.host(node)
-    if host.role != "node":
-        raise UsageError(f"{node!r} is the manager, not a node")
+    if host.role not in ("node", "standby"):  # a standby receives the manager's replication too
+        raise UsageError(f"{node!r} is the manager, not a node or standby")
     if host.transport != "rsyncd":
-        raise UsageError(f"node {node!r} uses transport {host.transport!r}, not rsyncd")
+        raise UsageError(f"{node!r} uses transport {host.transport!r}, not rsyncd")
     files = rsyncd_config(cluster, host, secrets_path)
     os.makedirs(output, exist_ok=True)
     write_atomic(os.path.join(output, "rsyncd.conf"), files["rsyncd.conf"])

@@ -13,12 +13,16 @@ written by the node: the password stays where the operator put it.
 from __future__ import annotations
 
 import logging
+import os
 import secrets
+import shlex
+import sys
 import time
 
 from clusterkit.definition.files import write_atomic
 from clusterkit.definition.values import endpoint
 from clusterkit.registry import TransportKind
+from clusterkit.standby import epoch, fence
 
 from .options import lab_path
 
@@ -54,7 +58,10 @@ def _destination(node, path: str) -> str:
 
 
 def _args(node, runtime=None) -> list[str]:
-    return [f"--password-file={password_file(node)}"]
+    args = [f"--password-file={password_file(node)}"]
+    if runtime is not None and os.path.exists(epoch.path(runtime.state_dir)):
+        args.append(f"--early-input={epoch.path(runtime.state_dir)}")  # the node's epoch check
+    return args
 
 
 def _setup(node, cluster) -> str:
@@ -70,15 +77,18 @@ def conf_text(cluster, node, secrets_file: str, writer: str) -> str:
 
     The module is the node's ``/`` (its ``root`` in a lab) restricted by daemon
     filter rules to the sync sets' paths: the manager can write there and
-    nowhere else; only the manager's address may connect, with a password.
+    nowhere else; only the managers' addresses may connect (the manager's and
+    the standbys', one of which may act as the manager after a failover), with
+    a password.
     """
     include = []
-    for sset in cluster.sync_sets:
+    for sset in cluster.sets_for(node):
         parts = sset.path.strip("/").split("/")
         include += ["/" + "/".join(parts[:i]) + "/" for i in range(1, len(parts))]
         # "/a/b/***" does not let the daemon accept "/a/b/" as a destination
         include += ["/" + "/".join(parts), "/" + "/".join(parts) + "/**"]
     include = list(dict.fromkeys(include))
+    check = shlex.join([sys.executable, "-E", "-s", "-S", fence.SCRIPT, cluster.host_state_dir(node.name)])
     return f"""# rsyncd.conf for clusterkit node {node.name} of cluster {cluster.name}
 # Written by `{writer}`. Install it on {node.name} as
 # /etc/rsyncd.conf, the secrets file as {secrets_file} (mode 0600, owner root),
@@ -100,8 +110,10 @@ timeout = 120
     auth users = {_user(node)}
     secrets file = {secrets_file}
     strict modes = yes
-    hosts allow = {cluster.manager.ip}
+    hosts allow = {' '.join(h.ip for h in (cluster.manager, *cluster.standbys) if h.name != node.name)}
     hosts deny = *
+    # a push from a manager of a lower epoch than this host has seen is refused
+    early exec = {check}
     # only the sync sets' paths may be written (and nothing outside them deleted)
     include = {' '.join(include)}
     exclude = *

@@ -12,6 +12,7 @@ import asyncio
 import shlex
 
 from clusterkit.registry import TransportKind
+from clusterkit.standby import epoch, fence
 
 from .options import lab_path
 from .sshmaster import Masters
@@ -50,8 +51,16 @@ def _destination(node, path: str) -> str:
     return f"{node.options.get('user', 'root')}@{host}:{node.local_path(path)}"
 
 
+def _epoch_prefix(runtime) -> str:
+    """``CLUSTERKIT_EPOCH=N `` for a node's forced-command epoch check (clusterkit.standby.fence)."""
+    seen = epoch.read(runtime.state_dir) if runtime is not None else 0
+    return f"{fence.VARIABLE}={seen} " if seen else ""
+
+
 def _args(node, runtime=None) -> list[str]:
-    return ["-e", shlex.join(_command(node, runtime))]
+    args = ["-e", shlex.join(_command(node, runtime))]
+    prefix = _epoch_prefix(runtime)
+    return [*args, f"--rsync-path={prefix}rsync"] if prefix else args
 
 
 async def _rename(node, src: str, dst: str, runtime=None) -> bool:
@@ -60,7 +69,8 @@ async def _rename(node, src: str, dst: str, runtime=None) -> bool:
     Raises ConnectionError when the node cannot be reached (the caller stops renaming).
     """
     a, b = shlex.quote(node.local_path(src)), shlex.quote(node.local_path(dst))
-    script = f'[ -e {a} ] && [ ! -e {b} ] && [ -d "$(dirname {b})" ] && mv -T -- {a} {b}'
+    script = (f'{_epoch_prefix(runtime)}[ -e {a} ] && [ ! -e {b} ] && [ -d "$(dirname {b})" ] '
+              f'&& mv -T -- {a} {b}')
     proc = await asyncio.create_subprocess_exec(
         *_command(node, runtime), _target(node), script, stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
