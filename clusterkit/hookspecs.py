@@ -238,6 +238,16 @@ def clusterkit_applied(runtime, sync_set, paths):
     """
 
 
+@hookspec
+def clusterkit_outranked(runtime, reason):
+    """This host acts as the manager, but a newer one exists (a higher epoch).
+
+    Announced by whoever learns it (the replicator, from a receiver refusing
+    this manager's epoch); ``reason`` says how it was learnt. The standby
+    plugin stops acting: it gives the addresses up, or demotes. May return an
+    awaitable.
+    """
+
 
 
 

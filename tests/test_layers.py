@@ -31,6 +31,7 @@ PARTS = {
     "clusterkit.sync": "sync",
     "clusterkit.standby": "standby",
     "clusterkit.standby.epoch": "foundation",  # a number in a file: every replica reads it
+    "clusterkit.standby.fence": "foundation",  # stdlib only: receivers run it as a script
     "clusterkit.plugins": "plugin manager",
     "clusterkit.runtime": "runtime",
     "clusterkit.engines": "runtime",

@@ -33,7 +33,7 @@ import re
 import sys
 
 if __package__:
-    from clusterkit.standby import epoch
+    import clusterkit.standby.epoch as epoch
 else:  # run by path (rsyncd's early exec): no package import
     import epoch  # type: ignore[no-redef]
 

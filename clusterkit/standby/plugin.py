@@ -71,18 +71,25 @@ def request_role(runtime, role: str, why: str):
     return runtime.spawn(action(runtime, why), f"role-{role}", lasting=True)
 
 
-def stand_down(runtime, why: str) -> None:
+@hookimpl
+def clusterkit_outranked(runtime, reason: str) -> None:
     """Stop acting as the manager because a newer one exists: with keepalived, give the
     addresses up (its poll then demotes, and VRRP does not hand them straight back);
     otherwise demote."""
     unsent = runtime.components.get(UNSENT)
     if unsent is not None:
-        unsent.stood_down = why
+        unsent.stood_down = reason
     give_up = runtime.control.handlers.get("vrrp_give_up")
     if give_up is not None:
-        give_up(why=why)
+        give_up(why=reason)
     else:
-        request_role(runtime, "standby", why)
+        request_role(runtime, "standby", reason)
+
+
+@hookimpl
+def clusterkit_sync_sets(cluster):
+    """The manager's own state (CA, panel, queues) goes to the standbys (:mod:`.state`)."""
+    return [state.sync_set(cluster)] if cluster.standbys else []
 
 
 @hookimpl(tryfirst=True)  # the manager's state is in place before any plugin opens it

@@ -35,7 +35,6 @@ from clusterkit.contracts import Component
 from clusterkit.definition.files import private_dir, write_atomic
 from clusterkit.definition.source import DEFINITION_MODE, read_definition
 import clusterkit.standby.epoch as epochs
-from clusterkit.standby.state import SET as STATE_SET
 
 log = logging.getLogger("clusterkit.definition")
 
@@ -66,12 +65,12 @@ def sync_set(cluster) -> SyncSet:
                    key=f"sync set {SET!r} (built in: the definition's replication)")
 
 
-RESERVED = (SET, STATE_SET)  # the built-in sets
+RESERVED = "clusterkit-"  # the built-in sets' names begin so (this one, the manager's state)
 
 
 def reserved_problems(cluster) -> list[tuple[str, str]]:
     """(key, name) of ``[[sync]]`` entries that take a reserved name."""
-    return [(f"sync[{i}].name", s.name) for i, s in enumerate(cluster.sync_sets) if s.name in RESERVED]
+    return [(f"sync[{i}].name", s.name) for i, s in enumerate(cluster.sync_sets) if s.name.startswith(RESERVED)]
 
 
 def view_path(runtime) -> str:

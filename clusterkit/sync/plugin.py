@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from clusterkit import hookimpl
 from clusterkit.config import ConfigError, Problem
-from clusterkit.standby import state
 from clusterkit.sync import definition
 from clusterkit.sync.applier import Applier
 from clusterkit.sync.replicator import Replicator
@@ -84,11 +83,10 @@ def clusterkit_status(runtime):
 def clusterkit_sync_sets(cluster):
     taken = definition.reserved_problems(cluster)
     if taken:
-        raise ConfigError(cluster.path, [Problem(key, f"{name!r} is reserved: a built-in set "
-                                                      "(the definition's, the manager's state)")
+        raise ConfigError(cluster.path, [Problem(key, f"{name!r} is reserved: names beginning "
+                                                      f"{definition.RESERVED!r} are the built-in sets'")
                                          for key, name in taken])
-    # the manager's own state (CA, panel, queues) goes to the standbys: clusterkit.standby.state
-    return [definition.sync_set(cluster), *([state.sync_set(cluster)] if cluster.standbys else [])]
+    return [definition.sync_set(cluster)]
 
 
 @hookimpl

@@ -36,8 +36,8 @@ from collections import Counter
 from dataclasses import dataclass
 
 from clusterkit.definition.values import check_number
-from clusterkit.standby import epoch as epochs
-from clusterkit.standby import fence
+import clusterkit.standby.epoch as epochs
+import clusterkit.standby.fence as fence
 from clusterkit.sync import rsync
 from clusterkit.sync.paths import excluded
 from clusterkit.sync.store import FULL, DirtyStore
@@ -139,9 +139,8 @@ class Replicator:
         if seen is not None:  # so that its next promotion takes an epoch above it
             epochs.raise_to(self.runtime.state_dir, seen)
         log.error("a newer manager exists: this one stops replicating and stands down: %s", why)
-        from clusterkit.standby.plugin import stand_down  # the standby plugin imports the sync
-
-        stand_down(self.runtime, f"stale epoch: {why}")
+        self.runtime.spawn(self.runtime.announce("clusterkit_outranked", reason=f"stale epoch: {why}"),
+                           "outranked", lasting=True)
 
     # ------------------------------------------------------------ lifecycle
 

@@ -30,7 +30,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from clusterkit.standby import fence
+import clusterkit.standby.fence as fence
 from clusterkit.sync import rsync
 from clusterkit.sync.paths import ancestors, transfer_list
 from clusterkit.sync.store import FULL
