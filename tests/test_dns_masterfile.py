@@ -454,7 +454,7 @@ def test_the_encoders_write_what_dnspython_writes(rtype, data):
     origin = dns.name.from_text("z.test.")
     rdtype = dns.rdatatype.from_text(rtype)
     tokens = []
-    masterfile._scan(data, tokens, 0, "-", 1)
+    masterfile.scan(data, tokens)
     ours = rdatawire.ENCODERS[rdtype](tokens, origin.to_wire())
     theirs = dns.rdata.from_text(dns.rdataclass.IN, rdtype, data, origin=origin,
                                  relativize=False).to_wire()
@@ -472,7 +472,7 @@ def test_the_encoders_write_what_dnspython_writes(rtype, data):
 def test_the_encoders_leave_other_spellings_to_dnspython(rtype, data):
     """None: dnspython then reads it (``1h``) or words the error."""
     tokens = []
-    masterfile._scan(data, tokens, 0, "-", 1)
+    masterfile.scan(data, tokens)
     rdtype = dns.rdatatype.from_text(rtype)
     assert rdatawire.ENCODERS[rdtype](tokens, dns.name.from_text("z.test.").to_wire()) is None
 
