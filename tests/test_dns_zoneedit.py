@@ -243,6 +243,22 @@ def test_removing_a_record_with_quotes_escapes_and_comments_keeps_the_rest():
     assert "sp\\ ace" not in edit.text and "esc\\.dot A 192.0.2.2\nmx MX ( 10\n" in edit.text
 
 
+@pytest.mark.parametrize("inside", ["\u2028", "\x0c", "\x85", "\x1e", "\r"])
+def test_a_line_ends_where_the_reader_ends_it(tmp_path, inside):
+    """Only "\\n" ends a line for the server's reader; a quoted string holding a character
+    str.splitlines() would end a line at is one record to the editor too, and edits keep it."""
+    text = f'$TTL 60\n@ SOA ns hm 1 2 3 4 5\n@ NS ns\nx TXT "a{inside}b"\ny A 192.0.2.1'
+    path = tmp_path / "example.org.zone"
+    path.write_bytes(text.encode())
+    read = []
+    masterfile.read(str(path), dns.name.from_text("example.org."), str(tmp_path),
+                    lambda owner, ttl, rdtype, rdata, file, line: read.append((rdata, line)))
+    edit = ZoneText("example.org.", text)
+    assert [(e.rdata.to_wire(), e.first + 1) for e in edit.records()] == read
+    edit.remove(edit.find(dns.name.from_text("y.example.org."), dns.rdatatype.A)[0])
+    assert edit.text == text[:text.rindex("\n") + 1]
+
+
 @pytest.mark.parametrize("text, message", [
     ('$TTL 60\nx TXT "abc\n', "line 2: unterminated quoted string"),
     ("$TTL 60\nx A 192.0.2.1 )\n", "line 2: ')' without '('"),

@@ -34,6 +34,9 @@ from clusterkit_dns.zones import SUFFIX
 
 IN = dns.rdataclass.IN
 SOA = dns.rdatatype.SOA
+# Lines end at "\n" only, as the reader reads them; str.splitlines() would also end
+# one at \r, \f, \x85, \u2028... that a quoted string may hold.
+_LINES = re.compile(r"[^\n]*\n|[^\n]+").findall
 
 
 class ZoneEditError(ValueError):
@@ -170,7 +173,7 @@ class ZoneText:
 
     def __init__(self, origin: dns.name.Name | str, text: str):
         self.origin = dns.name.from_text(str(origin)) if isinstance(origin, str) else origin
-        self.lines = text.splitlines(keepends=True)
+        self.lines = _LINES(text)
         self._walk()
 
     @property
