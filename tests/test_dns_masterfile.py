@@ -253,6 +253,25 @@ def test_broken_input_names_file_line_and_record(tmp_path, body, message):
     assert error(tmp_path, HEAD + body) == f"DIR/z.test.zone:{message}"
 
 
+@pytest.mark.parametrize("line, tokens, depth", [
+    ('x TXT "a;b" c ; "not a token\n', ['x', 'TXT', '"a;b"', 'c'], 0),
+    ('x TXT "q\\"; (" e\\;f\\ g\r\n', ['x', 'TXT', '"q\\"; ("', 'e\\;f\\ g'], 0),
+    ('@ SOA ns hm ( ; ) "\n', ['@', 'SOA', 'ns', 'hm'], 1),
+    ('\t1 2)3 ;x\n', ['1', '2', '3'], 0),
+    ('a\\.b("c")d', ['a\\.b', '"c"', 'd'], 0),
+    ('  ; only a comment\n', [], 0),
+])
+def test_the_scanner_gives_each_token_its_place_in_the_line(line, tokens, depth):
+    """The zone editor rewrites tokens where they stand: each span is the token as written."""
+    words, spans = [], []
+    assert masterfile.scan(line, words, 1 if line.startswith("\t") else 0, spans) == depth
+    assert words == tokens
+    assert [line[start:end] for start, end in spans] == tokens
+    plain = []
+    masterfile.scan(line, plain, 1 if line.startswith("\t") else 0)
+    assert plain == tokens  # the reader's call, without places, reads the same
+
+
 def test_not_utf8_names_the_line(tmp_path):
     assert error(tmp_path, HEAD.encode() + b"a A 192.0.2.1\nx TXT \"caf\xe9\"\n") == (
         "DIR/z.test.zone:5: not UTF-8 text: invalid continuation byte at byte 11 of the line")
@@ -454,7 +473,7 @@ def test_the_encoders_write_what_dnspython_writes(rtype, data):
     origin = dns.name.from_text("z.test.")
     rdtype = dns.rdatatype.from_text(rtype)
     tokens = []
-    masterfile._scan(data, tokens, 0, "-", 1)
+    masterfile.scan(data, tokens)
     ours = rdatawire.ENCODERS[rdtype](tokens, origin.to_wire())
     theirs = dns.rdata.from_text(dns.rdataclass.IN, rdtype, data, origin=origin,
                                  relativize=False).to_wire()
@@ -472,7 +491,7 @@ def test_the_encoders_write_what_dnspython_writes(rtype, data):
 def test_the_encoders_leave_other_spellings_to_dnspython(rtype, data):
     """None: dnspython then reads it (``1h``) or words the error."""
     tokens = []
-    masterfile._scan(data, tokens, 0, "-", 1)
+    masterfile.scan(data, tokens)
     rdtype = dns.rdatatype.from_text(rtype)
     assert rdatawire.ENCODERS[rdtype](tokens, dns.name.from_text("z.test.").to_wire()) is None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 
 import dns.name
 import dns.rdatatype
@@ -12,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from clusterkit.cli import get_app
-from clusterkit_dns import zoneview
+from clusterkit_dns import masterfile, zoneview
 from clusterkit_dns.serial import next_serial, serial_add, serial_gt, serial_lt
 from clusterkit_dns.zoneedit import ZoneEditError, ZoneText
 from clusterkit_dns.zones import load_zone
@@ -190,6 +191,83 @@ def test_the_serial_token_is_replaced_in_place_in_a_one_line_soa():
 def test_tokenizer_errors_name_the_line():
     with pytest.raises(ZoneEditError, match="line 2: '\\(' is never closed"):
         ZoneText("example.org.", "$TTL 60\n@ SOA ns hm ( 1 2 3 4 5\n")
+
+
+TRICKY = r"""$TTL 300
+@   IN SOA ns1 hostmaster ( ; "a quote in a comment
+        2024010101 ; serial ( a parenthesis in a comment
+        1h 15m 1w
+        60 ) ; ) after the close
+@   NS ns1
+ns1 A 192.0.2.1 ; plain
+txt TXT "a;b" "c\"d;" e\;f ; comment "quoted" (
+    TXT ( "two" ; first line
+          "lines" ) ; blank owner, parentheses
+esc\.dot A 192.0.2.2
+sp\ ace TXT "x\\" "\065\;"
+mx MX ( 10
+        mail.example.net. )
+"""
+
+
+def test_the_editor_reads_records_where_the_reader_does(tmp_path):
+    """Quotes with ';', escaped quotes, parentheses over lines and comments with quotes and
+    parentheses in them: the editor's records are the server's reader's, line for line."""
+    path = tmp_path / "example.org.zone"
+    path.write_text(TRICKY)
+    read = []
+    masterfile.read(str(path), dns.name.from_text("example.org."), str(tmp_path),
+                    lambda owner, ttl, rdtype, rdata, file, line:
+                    read.append((owner, rdtype, rdata, line)))
+    edited = [(e.owner.to_wire(), e.rdtype, e.rdata.to_wire(), e.first + 1)
+              for e in ZoneText("example.org.", TRICKY).records()]
+    assert edited == read and len(read) == 8
+
+
+def test_the_serial_inside_parentheses_is_replaced_and_the_comments_kept():
+    edit = ZoneText("example.org.", TRICKY)
+    assert edit.bump_serial(DAY) == 2026112600
+    assert edit.text == TRICKY.replace("2024010101 ;", "2026112600 ;")
+
+
+def test_removing_a_record_with_quotes_escapes_and_comments_keeps_the_rest():
+    edit = ZoneText("example.org.", TRICKY)
+    first, blank = edit.find(dns.name.from_text("txt.example.org."), dns.rdatatype.TXT)
+    assert first.rdata.strings == (b"a;b", b'c"d;', b"e;f") and blank.blank_owner
+    assert [t.text for t in first.rdata_tokens] == ['"a;b"', '"c\\"d;"', "e\\;f"]
+    edit.remove(first)
+    assert edit.text == TRICKY.replace(
+        'txt TXT "a;b" "c\\"d;" e\\;f ; comment "quoted" (\n    TXT', 'txt TXT')
+    (spaced,) = edit.find(dns.name.from_text("sp\\ ace.example.org."), dns.rdatatype.TXT)
+    edit.remove(spaced)
+    assert "sp\\ ace" not in edit.text and "esc\\.dot A 192.0.2.2\nmx MX ( 10\n" in edit.text
+
+
+@pytest.mark.parametrize("inside", ["\u2028", "\x0c", "\x85", "\x1e", "\r"])
+def test_a_line_ends_where_the_reader_ends_it(tmp_path, inside):
+    """Only "\\n" ends a line for the server's reader; a quoted string holding a character
+    str.splitlines() would end a line at is one record to the editor too, and edits keep it."""
+    text = f'$TTL 60\n@ SOA ns hm 1 2 3 4 5\n@ NS ns\nx TXT "a{inside}b"\ny A 192.0.2.1'
+    path = tmp_path / "example.org.zone"
+    path.write_bytes(text.encode())
+    read = []
+    masterfile.read(str(path), dns.name.from_text("example.org."), str(tmp_path),
+                    lambda owner, ttl, rdtype, rdata, file, line: read.append((rdata, line)))
+    edit = ZoneText("example.org.", text)
+    assert [(e.rdata.to_wire(), e.first + 1) for e in edit.records()] == read
+    edit.remove(edit.find(dns.name.from_text("y.example.org."), dns.rdatatype.A)[0])
+    assert edit.text == text[:text.rindex("\n") + 1]
+
+
+@pytest.mark.parametrize("text, message", [
+    ('$TTL 60\nx TXT "abc\n', "line 2: unterminated quoted string"),
+    ("$TTL 60\nx A 192.0.2.1 )\n", "line 2: ')' without '('"),
+    ("$TTL 60\nx\\\n", "line 2: '\\' at the end of a line"),  # as the reader refuses it
+    ('$TTL 60\nx TXT ( "a" ; ) "\n "b"\n', "line 2: '(' is never closed"),
+])
+def test_lexical_errors_name_the_line(text, message):
+    with pytest.raises(ZoneEditError, match=re.escape(message)):
+        ZoneText("example.org.", text)
 
 
 # ------------------------------------------------------------------- zones

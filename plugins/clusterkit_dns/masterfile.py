@@ -66,6 +66,10 @@ class RecordError(ValueError):
     """Raised by the consumer (``add``) to refuse a record; reported at the record's line."""
 
 
+class ScanError(ValueError):
+    """A lexical error (an unterminated quoted string...); reported at the line it is on."""
+
+
 def read(path: str, origin: dns.name.Name, zones_dir: str, add) -> tuple[str, ...]:
     """Read the zone ``origin`` from ``path``, calling ``add(owner, ttl, rdtype, rdata, file,
     line)`` once per record, in file order: ``owner`` and ``rdata`` in wire format (names in
@@ -213,7 +217,10 @@ def _entries(f, path: str):
                     yield number, text, plain, text[0] in " \t"
                 continue
             tokens, start, first, blank, size = [], number, text, text[0] in " \t", 0
-        depth = _scan(text, tokens, depth, path, number)
+        try:
+            depth = scan(text, tokens, depth)
+        except ScanError as exc:
+            raise MasterFileError(path, number, str(exc), text) from None
         size += len(text)
         if depth and size > MAX_LINE:
             raise MasterFileError(path, start, f"record longer than {MAX_LINE} characters "
@@ -225,8 +232,14 @@ def _entries(f, path: str):
         raise MasterFileError(path, start, "'(' is never closed", first)
 
 
-def _scan(text: str, tokens: list, depth: int, path: str, number: int) -> int:
-    """Append the tokens of one physical line; return the parenthesis depth after it."""
+def scan(text: str, tokens: list, depth: int = 0, spans: list | None = None) -> int:
+    """Append the tokens of one physical line to ``tokens``, spelled as written; return the
+    parenthesis depth after it. With ``spans``, each token's ``(start, end)`` offsets in
+    ``text`` are appended there too (the zone editor's: it rewrites tokens in place).
+
+    The one scanner of the master-file syntax, for the reader and the editor
+    (:mod:`clusterkit_dns.zoneedit`); raises :class:`ScanError`.
+    """
     i, n = 0, len(text)
     while i < n:
         c = text[i]
@@ -239,7 +252,7 @@ def _scan(text: str, tokens: list, depth: int, path: str, number: int) -> int:
             i += 1
         elif c == ")":
             if not depth:
-                raise MasterFileError(path, number, "')' without '('", text)
+                raise ScanError("')' without '('")
             depth -= 1
             i += 1
         elif c == '"':
@@ -247,18 +260,22 @@ def _scan(text: str, tokens: list, depth: int, path: str, number: int) -> int:
             while j < n and text[j] != '"':
                 j += 2 if text[j] == "\\" else 1
             if j >= n:
-                raise MasterFileError(path, number, "unterminated quoted string", text)
+                raise ScanError("unterminated quoted string")
             tokens.append(text[i:j + 1])
+            if spans is not None:
+                spans.append((i, j + 1))
             i = j + 1
         else:
             j = i
             while j < n and text[j] not in _SPECIAL:
                 if text[j] == "\\":
                     if j + 1 >= n or text[j + 1] in "\r\n":
-                        raise MasterFileError(path, number, "'\\' at the end of a line", text)
+                        raise ScanError("'\\' at the end of a line")
                     j += 1
                 j += 1
             tokens.append(text[i:j])
+            if spans is not None:
+                spans.append((i, j))
             i = j
     return depth
 

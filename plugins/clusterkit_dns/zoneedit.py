@@ -28,13 +28,15 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.ttl
 
+from clusterkit_dns import masterfile
 from clusterkit_dns.serial import next_serial
 from clusterkit_dns.zones import SUFFIX
 
 IN = dns.rdataclass.IN
 SOA = dns.rdatatype.SOA
-_SPACE = " \t\r\n"
-_SPECIAL = _SPACE + ';()"'
+# Lines end at "\n" only, as the reader reads them; str.splitlines() would also end
+# one at \r, \f, \x85, \u2028... that a quoted string may hold.
+_LINES = re.compile(r"[^\n]*\n|[^\n]+").findall
 
 
 class ZoneEditError(ValueError):
@@ -121,7 +123,11 @@ class Entry:
 
 
 def tokenize(lines: list[str]) -> list[Entry]:
-    """Split master-file lines into logical entries (RFC 1035 §5.1 lexical rules)."""
+    """Split master-file lines into logical entries, each token with its place.
+
+    The lexical rules are the reader's own (:func:`clusterkit_dns.masterfile.scan`),
+    so the editor splits a line as the server does.
+    """
     entries: list[Entry] = []
     depth = 0
     tokens: list[Token] = []
@@ -130,35 +136,13 @@ def tokenize(lines: list[str]) -> list[Entry]:
     for index, line in enumerate(lines):
         if depth == 0:
             tokens, first, blank = [], index, line[:1] in (" ", "\t")
-        i, n = 0, len(line)
-        while i < n:
-            c = line[i]
-            if c in _SPACE:
-                i += 1
-            elif c == ";":
-                break
-            elif c == "(":
-                depth += 1
-                i += 1
-            elif c == ")":
-                if depth == 0:
-                    raise ZoneEditError(f"line {index + 1}: ')' without '('")
-                depth -= 1
-                i += 1
-            elif c == '"':
-                j = i + 1
-                while j < n and line[j] != '"':
-                    j += 2 if line[j] == "\\" else 1
-                if j >= n:
-                    raise ZoneEditError(f"line {index + 1}: unterminated quoted string")
-                tokens.append(Token(index, i, j + 1, line[i:j + 1]))
-                i = j + 1
-            else:
-                j = i
-                while j < n and line[j] not in _SPECIAL:
-                    j += 2 if line[j] == "\\" else 1
-                tokens.append(Token(index, i, j, line[i:j]))
-                i = j
+        words: list[str] = []
+        spans: list[tuple[int, int]] = []
+        try:
+            depth = masterfile.scan(line, words, depth, spans)
+        except masterfile.ScanError as exc:
+            raise ZoneEditError(f"line {index + 1}: {exc}") from None
+        tokens += [Token(index, s, e, w) for w, (s, e) in zip(words, spans)]
         if depth == 0 and tokens:
             entries.append(Entry(first, index, tokens, blank))
             tokens = []
@@ -189,7 +173,7 @@ class ZoneText:
 
     def __init__(self, origin: dns.name.Name | str, text: str):
         self.origin = dns.name.from_text(str(origin)) if isinstance(origin, str) else origin
-        self.lines = text.splitlines(keepends=True)
+        self.lines = _LINES(text)
         self._walk()
 
     @property
