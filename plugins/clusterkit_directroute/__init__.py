@@ -1,4 +1,4 @@
-"""The nodes' side of direct routing and tunnelling, for every kernel engine (docs/load-balancing.md).
+"""The nodes' side of direct routing and tunnelling for every kernel engine (docs/load-balancing.md).
 
 On a node, the daemon puts on ``lo`` the VIP of each policy that a kernel
 engine (one declaring ``forwards``: nft, ipvs) forwards to it with the VIP
