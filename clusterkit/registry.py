@@ -8,6 +8,9 @@ the health checker, the replicator) looks kinds up here by name.
 from __future__ import annotations
 
 import ipaddress
+import json
+import subprocess
+import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
@@ -116,7 +119,8 @@ class EngineKind:
     ``schedulers``, ``persistence`` (client affinity), ``proxy_protocols``
     (``""`` is none), ``handlers`` (whether it runs a service's protocol
     handler, as FTP's PASV/PORT rewriting needs) and ``forwards`` (a kernel
-    engine's forwarding methods, a policy's ``forward``; none for a proxy).
+    engine's forwarding methods, a policy's ``forward``, the first one the
+    default: :meth:`forward_of`; none for a proxy).
     ``check_policy(policy, service, hosts)``, when set, is asked first: the
     engine's own refusal as ``(key under the policy, message)``, or ``None``;
     for a service with a handler, ``None`` means the engine carries the
@@ -139,6 +143,11 @@ class EngineKind:
     requirements: Callable[[Any], str] | None = None
     unavailable: Callable[[], str | None] = lambda: None
     description: str = ""
+
+    def forward_of(self, policy) -> str:
+        """The policy's effective forwarding method: its own ``forward``, else this engine's
+        first declared one (``""`` for a proxy)."""
+        return policy.forward or (self.forwards[0] if self.forwards else "")
 
     def problem(self, policy, service: ServiceKind | None,
                 hosts: dict | None = None) -> tuple[str, str] | None:
@@ -166,15 +175,17 @@ class EngineKind:
 FORWARD_NAMES = {"dr": "direct routing", "nat": "NAT", "tun": "IP-in-IP tunnelling"}
 
 
-def forwarding_problem(policy, engine: str, forward: str,
-                       member_limits: bool = False) -> tuple[str, str] | None:
+def forwarding_problem(policy, engine: str, forward: str, hosts: dict, member_limits: bool = False,
+                       addresses: list[ipaddress.IPv4Interface] | None = None
+                       ) -> tuple[str, str] | None:
     """What no kernel forwarding engine carries, as ``(key under the policy, message)``, or ``None``.
 
     For an engine's ``check_policy``: an IPv4 VIP only, no ``max_conn`` (nor
     ``member_max_conn`` unless the engine counts connections per member:
     ``member_limits``), no fallback (a proxy's), and in ``forward`` dr or tun
     the members serve the VIP's own port (the packet reaches them unchanged;
-    only NAT rewrites it).
+    only NAT rewrites it). In dr, checked where the definition is read on the
+    manager, each member must be on one of its subnets (:func:`off_segment`).
     """
     try:
         if ipaddress.ip_address(policy.vip).version != 4:
@@ -195,7 +206,71 @@ def forwarding_problem(policy, engine: str, forward: str,
             f"{FORWARD_NAMES.get(forward, forward)} cannot change the port: the members must "
             f"serve {policy.port}, the VIP's port, not backend_port {policy.backend_port} "
             f"(forward = \"nat\", the {engine} engine's NAT mode, can)")
+    if forward == "dr":
+        return off_segment(policy, hosts, addresses)
     return None
+
+
+def off_segment(policy, hosts: dict,
+                addresses: list[ipaddress.IPv4Interface] | None = None) -> tuple[str, str] | None:
+    """A member outside the manager's directly connected subnets: direct routing rewrites only
+    the Ethernet addresses, so it cannot reach a node behind a router.
+
+    ``addresses``: this machine's interface addresses (:func:`local_addresses` when ``None``);
+    the check runs only where the manager's ip is one of them (elsewhere the manager's
+    interfaces are not known).
+    """
+    manager = next((h for h in hosts.values() if h.role == "manager"), None)
+    if manager is None:
+        return None
+    if addresses is None:
+        addresses = local_addresses()
+    if not any(str(a.ip) == manager.ip for a in addresses):
+        return None
+    subnets = [a.network for a in addresses if not a.ip.is_loopback]
+    for member in policy.members:
+        host = hosts.get(member.node)
+        if host is None:
+            continue
+        try:
+            ip = ipaddress.ip_address(host.ip)
+        except ValueError:
+            continue
+        if not any(ip in net for net in subnets):
+            shown = ", ".join(str(n) for n in subnets) or "none"
+            return f"members.{member.node}", (
+                f"{member.node} ({host.ip}) is not on a subnet of the manager's interfaces "
+                f"({shown}): direct routing needs the node on the manager's L2 segment "
+                "(forward = \"nat\" for nodes behind a router)")
+    return None
+
+
+_ADDRESSES: tuple[float, list] = (0.0, [])
+ADDRESSES_TTL = 2.0
+
+
+def local_addresses() -> list[ipaddress.IPv4Interface]:
+    """This machine's IPv4 interface addresses (``ip -j addr``), read at most every 2 s."""
+    global _ADDRESSES
+    at, cached = _ADDRESSES
+    if time.monotonic() - at < ADDRESSES_TTL:
+        return cached
+    try:
+        done = subprocess.run(["ip", "-j", "-4", "addr", "show"], capture_output=True, text=True,
+                              timeout=2)
+        links = json.loads(done.stdout or "[]") if done.returncode == 0 else []
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        links = []
+    found = []
+    for link in links if isinstance(links, list) else []:
+        infos = link.get("addr_info") if isinstance(link, dict) else None
+        for a in infos if isinstance(infos, list) else []:
+            try:
+                found.append(ipaddress.IPv4Interface(f"{a['local']}/{a['prefixlen']}"))
+            except (TypeError, KeyError, ValueError):
+                continue
+    _ADDRESSES = (time.monotonic(), found)
+    return found
 
 
 class RegistryError(Exception):

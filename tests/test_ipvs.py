@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
 import os
 import subprocess
 
@@ -39,10 +40,10 @@ def policy_text(port: int = 80, **keys) -> str:
             f'{extra}')
 
 
-def cluster(tmp_path, *policies: str):
+def cluster(tmp_path, *policies: str, net: str = NET):
     """The definition judged as ``policy ipvs-rules`` judges it (this kernel's IPVS aside)."""
     path = tmp_path / "cluster.toml"
-    path.write_text(cluster_text(NET, 2, "\n".join(policies), str(tmp_path / "state")))
+    path.write_text(cluster_text(net, 2, "\n".join(policies), str(tmp_path / "state")))
     return load(str(path), get_plugin_manager())
 
 
@@ -143,6 +144,57 @@ def test_ipv6_vips_are_not_carried(tmp_path):
     for forward in ("", "dr", "nat", "tun"):
         assert check_policy(dataclasses.replace(policy, forward=forward), None, {}) == (
             "vip", "the ipvs engine balances IPv4 VIPs only")
+
+
+def test_on_the_manager_a_dr_member_off_its_subnets_is_refused(tmp_path):
+    net = "10.87.1"  # not loopback: lo's subnet does not count
+    c = cluster(tmp_path, policy_text().replace(NET, net), net=net)
+    policy, hosts = c.policies[0], c.hosts
+    manager, node1, node2 = (hosts[h].ip for h in ("manager", "node1", "node2"))
+    here = [ipaddress.IPv4Interface("127.0.0.1/8"), ipaddress.IPv4Interface(f"{manager}/32"),
+            ipaddress.IPv4Interface(f"{node1}/32")]
+    off = ("members.node2", (
+        f"node2 ({node2}) is not on a subnet of the manager's interfaces ({manager}/32, "
+        f"{node1}/32): "
+        "direct routing needs the node on the manager's L2 segment (forward = \"nat\" for nodes "
+        "behind a router)"))
+    assert check_policy(policy, None, hosts, here) == off
+    assert check_policy(dataclasses.replace(policy, forward="dr"), None, hosts, here) == off
+    for forward in ("nat", "tun"):  # a NAT node routes through the manager, a tunnel anywhere
+        assert check_policy(dataclasses.replace(policy, forward=forward), None, hosts, here) is None
+    assert check_policy(policy, None, hosts, [ipaddress.IPv4Interface(f"{manager}/24")]) is None
+    elsewhere = [ipaddress.IPv4Interface("192.0.2.1/24")]  # not the manager: nothing to check
+    assert check_policy(policy, None, hosts, elsewhere) is None
+
+
+def segment_definition(tmp_path, net, forward: str) -> str:
+    """The manager (the namespace's {subnet}.10/24), node1 beside it, node2 behind a router."""
+    return (f'[cluster]\nname = "t"\nstate_dir = "{tmp_path}/state"\n\n'
+            f'[manager]\nname = "manager"\nip = "{net.ip("manager")}"\n'
+            f'public_ips = ["{net.subnet}.100"]\n\n'
+            f'[[node]]\nname = "node1"\nip = "{net.subnet}.11"\n\n'
+            f'[[node]]\nname = "node2"\nip = "192.0.2.30"\n\n'
+            f'[[policy]]\nvip = "{net.subnet}.100"\nport = 80\nservice = "http"\n'
+            f'engine = "ipvs"\nforward = "{forward}"\nmembers = {{ node1 = 1, node2 = 1 }}\n')
+
+
+def test_config_check_on_the_manager_refuses_an_off_segment_dr_member_only(netns, tmp_path):
+    """``config check`` run where the manager's address is (a namespace) reads its subnets."""
+    net = netns(["manager"])
+    config = tmp_path / "cluster.toml"
+    config.write_text(segment_definition(tmp_path, net, "dr"))
+    done = net.run("manager", [*CLUSTERKIT, "config", "check", "-c", str(config)])
+    assert done.returncode == 2, done
+    line = line_of(config.read_text().splitlines(), "members =")
+    assert (f"{config}:{line}: policy[0].members.node2: node2 (192.0.2.30) is not on a subnet of "
+            f"the manager's interfaces ({net.subnet}.0/24): direct routing needs the node on the "
+            "manager's L2 segment") in done.stderr
+    assert "members.node1" not in done.stderr
+    for forward, flag in (("nat", "-m"), ("tun", "-i")):  # judged as config check judges it
+        config.write_text(segment_definition(tmp_path, net, forward))
+        done = net.run("manager", [*CLUSTERKIT, "policy", "ipvs-rules", "-c", str(config)])
+        assert done.returncode == 0, done
+        assert f"-a -t {net.subnet}.100:80 -r 192.0.2.30:80 {flag} -w 1" in done.stdout
 
 
 def test_requirements_say_what_each_forward_needs(tmp_path):
@@ -295,8 +347,8 @@ def test_a_destination_and_its_counters_are_read_back(tmp_path):
 
 
 def test_the_nodes_put_the_vip_on_lo_for_dr_and_tun_only(tmp_path):
-    from clusterkit_nft.node import dr_vips
-    engines = get_plugin_manager().registry.engines
+    from clusterkit_directroute import dr_vips
+    engines = {"ipvs": clusterkit_ipvs.KIND}  # the node side needs no other engine (nor nft)
     for keys in ({}, {"forward": "dr"}, {"forward": "tun"}):  # dr: the ipvs engine's default
         c = cluster(tmp_path, policy_text(**keys))
         assert dr_vips(c, "node1", engines) == [VIP] and dr_vips(c, "node2", engines) == [VIP]

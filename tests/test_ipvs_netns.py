@@ -3,9 +3,9 @@
 client → manager (VIP on its eth0, its daemon programs the namespace's IPVS
 table through netlink) → node1/node2, each answering with its name and the
 client address it sees. DR: the nodes' daemons put the VIP on lo (the
-nft plugin's node side). NAT: the nodes route the client's replies through
-the manager. Needs root and a kernel with ``ip_vs`` (skipped otherwise, with
-the reason).
+directroute plugin; the nodes run with the nft plugin disabled: IPVS needs
+none of it). NAT: the nodes route the client's replies through the manager.
+Needs root and a kernel with ``ip_vs`` (skipped otherwise, with the reason).
 """
 
 from __future__ import annotations
@@ -89,7 +89,8 @@ class Lvs:
                                net.ip("manager")], check=True)
         start_servers(net, tmp_path, PORT)
         wrap = lambda host: ["ip", "netns", "exec", net.ns(host)]  # noqa: E731
-        self.nodes = [Daemon(self.config, host=n, wrap=wrap(n)) for n in ("node1", "node2")]
+        self.nodes = [Daemon(self.config, host=n, wrap=wrap(n),
+                             env={"CLUSTERKIT_DISABLE_PLUGINS": "nft"}) for n in ("node1", "node2")]
         self.manager = Daemon(self.config, wrap=wrap("manager"))
         self.script = tmp_path / "table.py"
         self.script.write_text(TABLE)

@@ -283,7 +283,7 @@ def test_dr_dispatches_ftp_passive_ports_to_the_same_chain():
 
 
 def test_only_direct_routing_puts_the_vip_on_the_nodes_lo(tmp_path):
-    from clusterkit_nft.node import dr_vips
+    from clusterkit_directroute import dr_vips
 
     text = policy_text() + policy_text(forward="nat").replace("port = 80", "port = 81")
     pm = plugin_manager(clusterkit_nft)
@@ -347,11 +347,21 @@ def test_status_summary_names_members_the_manager_cannot_forward_to():
             "node1": {"state": "up", "mac": "02:00:00:00:00:11"},
             "node2": {"state": "up", "unresolved": "no MAC for 10.1.1.12 on eth0 (unresolved: "
                                                   "it did not answer ARP)"}}},
-        "10.1.1.100:81": {"engine": "native", "members": {"node2": {"unresolved": "x"}}}},
-        "direct_routing": {"errors": ["cannot put 10.1.1.100 on lo: RTNETLINK answers: denied"]}}
+        "10.1.1.100:81": {"engine": "native", "members": {"node2": {"unresolved": "x"}}}}}
     summary = Summary(report)
     clusterkit_nft.clusterkit_status_summary(report=report, summary=summary)
     assert summary.problems == [
         "10.1.1.100:80: node2 gets no packets: no MAC for 10.1.1.12 on eth0 (unresolved: it did "
-        "not answer ARP)",
-        "direct routing: cannot put 10.1.1.100 on lo: RTNETLINK answers: denied"]
+        "not answer ARP)"]
+
+
+def test_status_summary_names_what_the_node_side_could_not_set_up():
+    import clusterkit_directroute
+    from clusterkit.cli.summary import Summary
+
+    report = {"direct_routing": {"errors": ["cannot put 10.1.1.100 on lo: RTNETLINK answers: "
+                                            "denied"]}}
+    summary = Summary(report)
+    clusterkit_directroute.clusterkit_status_summary(report=report, summary=summary)
+    assert summary.problems == ["direct routing: cannot put 10.1.1.100 on lo: RTNETLINK answers: "
+                                "denied"]

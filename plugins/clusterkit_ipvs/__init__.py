@@ -5,20 +5,21 @@ forwarding method: ``"dr"`` (the default; direct routing: the node answers
 the client itself and sees its address), ``"nat"`` (masquerading: the nodes
 route their replies through the manager) or ``"tun"`` (IP-in-IP to nodes on
 other segments). The nodes' side of DR and TUN (the VIP on ``lo``, ARP kept
-quiet) is the one the nft plugin keeps for every engine declaring forwards
-(:mod:`clusterkit_nft.node`). ``clusterkit policy ipvs-rules`` prints the
-table as ``ipvsadm -S -n`` lines.
+quiet) is the ``directroute`` plugin's, kept for every engine declaring
+forwards (:mod:`clusterkit_directroute`). ``clusterkit policy ipvs-rules``
+prints the table as ``ipvsadm -S -n`` lines.
 """
 
 from __future__ import annotations
 
 from clusterkit import hookimpl
+from clusterkit.registry import EngineKind
 from clusterkit_ipvs.carry import check_policy, requirements
 from clusterkit_ipvs.engine import IpvsEngine
 from clusterkit_ipvs.kernel import IpvsError, unavailable
 from clusterkit_ipvs.rules import METHODS, SCHEDULERS, plan, render
 
-__all__ = ["IpvsEngine", "IpvsError", "check_policy", "plan", "render", "unavailable"]
+__all__ = ["KIND", "IpvsEngine", "IpvsError", "check_policy", "plan", "render", "unavailable"]
 
 NAME = "ipvs"
 
@@ -27,16 +28,16 @@ def create(runtime) -> IpvsEngine:
     return IpvsEngine()
 
 
+KIND = EngineKind(NAME, create=create, schedulers=SCHEDULERS, persistence=True,
+                  proxy_protocols=("",), handlers=False, forwards=tuple(METHODS),
+                  check_policy=check_policy, requirements=requirements, unavailable=unavailable,
+                  description="the kernel's IPVS: direct routing, NAT or IP-in-IP tunnels "
+                              "(forward = dr, nat, tun), client IPs kept")
+
+
 @hookimpl
 def clusterkit_register_engines(register):
-    from clusterkit.registry import EngineKind
-
-    register(EngineKind(NAME, create=create, schedulers=SCHEDULERS, persistence=True,
-                        proxy_protocols=("",), handlers=False, forwards=tuple(METHODS),
-                        check_policy=check_policy, requirements=requirements,
-                        unavailable=unavailable,
-                        description="the kernel's IPVS: direct routing, NAT or IP-in-IP "
-                                    "tunnels (forward = dr, nat, tun), client IPs kept"))
+    register(KIND)
 
 
 @hookimpl

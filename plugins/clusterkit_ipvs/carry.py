@@ -8,7 +8,8 @@ the kernel itself refuses is known at apply time (the engine leaves that
 policy out and says why).
 
 The refusals every kernel engine shares (an IPv4 VIP, no ``max_conn`` nor
-fallback, the VIP's own port in DR and TUN) are the core's
+fallback, the VIP's own port in DR and TUN, and in DR, judged on the
+manager, every member on one of its directly connected subnets) are the core's
 :func:`clusterkit.registry.forwarding_problem` (for IPVS, IPv4 because
 pyroute2's ``IPVSService`` sends no netmask for an IPv6 one); IPVS enforces
 ``member_max_conn`` (ipvsadm ``-x``). A service needing its protocol handler
@@ -17,13 +18,21 @@ pyroute2's ``IPVSService`` sends no netmask for an IPv6 one); IPVS enforces
 
 from __future__ import annotations
 
+import ipaddress
+
+import clusterkit_ipvs  # its KIND (built from check_policy below): the policy's forward
 from clusterkit.registry import forwarding_problem
-from clusterkit_ipvs.rules import forward_of
 
 
-def check_policy(policy, service, hosts: dict) -> tuple[str, str] | None:
-    """Why IPVS cannot carry ``policy``, as (key under the policy, message), or ``None``."""
-    why = forwarding_problem(policy, "ipvs", forward_of(policy), member_limits=True)
+def check_policy(policy, service, hosts: dict,
+                 addresses: list[ipaddress.IPv4Interface] | None = None) -> tuple[str, str] | None:
+    """Why IPVS cannot carry ``policy``, as (key under the policy, message), or ``None``.
+
+    ``addresses``: this machine's interface addresses, for the check that a direct-routing
+    member is on one of the manager's subnets (:func:`clusterkit.registry.off_segment`).
+    """
+    why = forwarding_problem(policy, "ipvs", clusterkit_ipvs.KIND.forward_of(policy), hosts,
+                             member_limits=True, addresses=addresses)
     if why is None and service is not None and service.handler is not None:
         why = "engine", (f"the {service.name} service needs its protocol handler, which IPVS "
                          "does not run")
@@ -37,7 +46,7 @@ def check_policy(policy, service, hosts: dict) -> tuple[str, str] | None:
 
 def requirements(policy) -> str:
     """What the network and the nodes must give, said by ``config check`` for each ipvs policy."""
-    forward = forward_of(policy)
+    forward = clusterkit_ipvs.KIND.forward_of(policy)
     if forward == "nat":
         return ("NAT (ipvsadm -m): the nodes must route their replies to clients through the "
                 "manager (their default route via the manager's address on their segment); the "

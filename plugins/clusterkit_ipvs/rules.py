@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import clusterkit_ipvs  # its KIND (forwards: METHODS below): the policy's forward
+
 #: Each ``forward`` as IPVS does it: (ipvsadm flag, netlink fwd_method).
 METHODS = {
     "dr": ("-g", 3),   # IP_VS_CONN_F_DROUTE: direct routing, "gatewaying" (the default)
@@ -58,11 +60,6 @@ class Service:
         return METHODS[self.forward][1]
 
 
-def forward_of(policy) -> str:
-    """The policy's forwarding method: direct routing unless ``forward`` says otherwise."""
-    return policy.forward or "dr"
-
-
 def weight(configured: int, state: str, factor: float = 1.0) -> int:
     """The kernel's weight: the configured one scaled by slow start, 0 unless ``up``.
 
@@ -86,7 +83,7 @@ def plan(policy, hosts: dict, states: dict[str, tuple[str, float]], forward: str
         dests.append(Dest(m.node, host.ip, policy.backend_port, weight(m.weight, state, factor),
                           state, policy.member_max_conn))
     return Service(policy.key, policy.vip, policy.port, policy.scheduler, policy.persistence,
-                   forward or forward_of(policy), tuple(dests))
+                   forward or clusterkit_ipvs.KIND.forward_of(policy), tuple(dests))
 
 
 def endpoint(address: str, port: int) -> str:

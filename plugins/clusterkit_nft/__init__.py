@@ -5,8 +5,8 @@ default) the manager forwards each packet for VIP:port to a member's MAC
 unchanged and the member answers the client itself; in NAT (``forward =
 "nat"``) conntrack DNATs each connection to a member, which routes its
 replies through the manager. Either way the member sees the client's own
-address (no PROXY header). On the nodes the same plugin puts the DR VIPs on
-``lo`` (:mod:`clusterkit_nft.node`).
+address (no PROXY header). The nodes' side of direct routing (the VIP on
+``lo``) is the ``directroute`` plugin's, shared with every kernel engine.
 """
 
 from __future__ import annotations
@@ -17,11 +17,8 @@ from clusterkit import hookimpl
 from clusterkit.registry import EngineKind
 from clusterkit_nft.carry import check_policy, requirements
 from clusterkit_nft.engine import NftEngine, NftError
-from clusterkit_nft.node import NodeSide
 
-__all__ = ["NftEngine", "NftError", "check_policy", "unavailable"]
-
-COMPONENT = "nft-dr"
+__all__ = ["KIND", "NftEngine", "NftError", "check_policy", "unavailable"]
 
 
 def unavailable() -> str | None:
@@ -35,46 +32,24 @@ def create(runtime) -> NftEngine:
     return NftEngine()
 
 
+KIND = EngineKind("nft", create=create, schedulers=("rr", "wrr", "sh"), persistence=True,
+                  proxy_protocols=("",), handlers=False, forwards=("dr", "nat"),
+                  check_policy=check_policy, requirements=requirements, unavailable=unavailable,
+                  description="nftables direct routing or NAT in the manager's kernel: "
+                              "client IPs kept")
+
+
 @hookimpl
 def clusterkit_register_engines(register):
-    register(EngineKind("nft", create=create, schedulers=("rr", "wrr", "sh"), persistence=True,
-                        proxy_protocols=("",), handlers=False, forwards=("dr", "nat"),
-                        check_policy=check_policy, requirements=requirements,
-                        unavailable=unavailable,
-                        description="nftables direct routing or NAT in the manager's kernel: "
-                                    "client IPs kept"))
-
-
-@hookimpl
-async def clusterkit_start(runtime):
-    if not runtime.is_manager:
-        await runtime.start_component(COMPONENT, NodeSide(runtime))
-
-
-@hookimpl
-async def clusterkit_reload(runtime, old, new):
-    await runtime.reload_component(COMPONENT, old, new)
-
-
-@hookimpl
-async def clusterkit_stop(runtime):
-    await runtime.stop_component(COMPONENT)
-
-
-@hookimpl
-def clusterkit_status(runtime):
-    return runtime.component_status(COMPONENT, "direct_routing")
+    register(KIND)
 
 
 @hookimpl
 def clusterkit_status_summary(report, summary):
-    """A DR member the manager cannot forward to (no MAC, behind a router) needs an operator;
-    so does a node whose daemon could not set the VIP up (its own ``status``)."""
+    """A DR member the manager cannot forward to (no MAC, behind a router) needs an operator."""
     for key, policy in report.get("policies", {}).items():
         if not isinstance(policy, dict) or policy.get("engine") != "nft":
             continue
         for node, member in policy.get("members", {}).items():
             if isinstance(member, dict) and member.get("unresolved"):
                 summary.problem(f"{key}: {node} gets no packets: {member['unresolved']}")
-    for error in (report.get("direct_routing") or {}).get("errors", []):
-        summary.problem(f"direct routing: {error}")

@@ -22,19 +22,9 @@ declared (``options.passive_ports``): the nodes announce the VIP in their
 from __future__ import annotations
 
 import ipaddress
-import json
-import subprocess
-import time
 
+import clusterkit_nft  # its KIND (built from check_policy below): the policy's forward
 from clusterkit.registry import forwarding_problem
-
-_ADDRESSES: tuple[float, list] = (0.0, [])
-ADDRESSES_TTL = 2.0
-
-
-def forward_of(policy) -> str:
-    """``"dr"`` or ``"nat"``: the policy's forwarding method (direct routing unless set)."""
-    return policy.forward or "dr"
 
 
 def by_client(policy) -> bool:
@@ -59,16 +49,15 @@ def check_policy(policy, service, hosts: dict,
                  addresses: list[ipaddress.IPv4Interface] | None = None) -> tuple[str, str] | None:
     """Why the nft engine cannot carry ``policy``, as (key under the policy, message), or ``None``.
 
-    ``addresses``: this machine's interface addresses (read with ``ip -j addr`` when
-    ``None``); the segment check runs only where the manager's ip is one of them.
+    ``addresses``: this machine's interface addresses, for the check that a direct-routing
+    member is on one of the manager's subnets (:func:`clusterkit.registry.off_segment`:
+    read with ``ip -j addr`` when ``None``, and only where the manager's ip is one of them).
     """
-    why = forwarding_problem(policy, "nft", forward_of(policy))
-    nat = forward_of(policy) == "nat"
+    forward = clusterkit_nft.KIND.forward_of(policy)
+    why = forwarding_problem(policy, "nft", forward, hosts, addresses=addresses)
     if not why and service is not None and service.handler is not None:
-        why = _without_handler(policy, service, nat)
-    if why or nat:
-        return why
-    return _off_segment(policy, hosts, addresses)
+        why = _without_handler(policy, service, forward == "nat")
+    return why
 
 
 def _without_handler(policy, service, nat: bool) -> tuple[str, str] | None:
@@ -90,59 +79,9 @@ def _without_handler(policy, service, nat: bool) -> tuple[str, str] | None:
     return None
 
 
-def _off_segment(policy, hosts: dict, addresses) -> tuple[str, str] | None:
-    """A member outside the manager's connected subnets, checked on the manager only."""
-    manager = next((h for h in hosts.values() if h.role == "manager"), None)
-    if manager is None:
-        return None
-    if addresses is None:
-        addresses = local_addresses()
-    if not any(str(a.ip) == manager.ip for a in addresses):
-        return None  # not the manager: its interfaces are not known here
-    subnets = [a.network for a in addresses if not a.ip.is_loopback]
-    for member in policy.members:
-        host = hosts.get(member.node)
-        if host is None:
-            continue
-        try:
-            ip = ipaddress.ip_address(host.ip)
-        except ValueError:
-            continue
-        if not any(ip in net for net in subnets):
-            shown = ", ".join(str(n) for n in subnets) or "none"
-            return f"members.{member.node}", (
-                f"{member.node} ({host.ip}) is not on a subnet of the manager's interfaces "
-                f"({shown}): direct routing needs the node on the manager's L2 segment "
-                "(forward = \"nat\" for nodes behind a router)")
-    return None
-
-
-def local_addresses() -> list[ipaddress.IPv4Interface]:
-    """This machine's IPv4 interface addresses (``ip -j addr``), read at most every 2 s."""
-    global _ADDRESSES
-    at, cached = _ADDRESSES
-    if time.monotonic() - at < ADDRESSES_TTL:
-        return cached
-    try:
-        done = subprocess.run(["ip", "-j", "-4", "addr", "show"], capture_output=True, text=True,
-                              timeout=2)
-        links = json.loads(done.stdout or "[]") if done.returncode == 0 else []
-    except (OSError, ValueError, subprocess.TimeoutExpired):
-        links = []
-    found = []
-    for link in links if isinstance(links, list) else []:
-        for a in link.get("addr_info", []) if isinstance(link, dict) else []:
-            try:
-                found.append(ipaddress.IPv4Interface(f"{a.get('local')}/{a.get('prefixlen')}"))
-            except ValueError:
-                continue
-    _ADDRESSES = (time.monotonic(), found)
-    return found
-
-
 def requirements(policy) -> str:
     """What the network and the nodes must give, said by ``config check`` for each nft policy."""
-    if forward_of(policy) == "nat":
+    if clusterkit_nft.KIND.forward_of(policy) == "nat":
         return ("NAT: the nodes must route their replies to clients through the manager (their "
                 "default route via the manager's address on their segment); the manager forwards "
                 "(net.ipv4.ip_forward=1, set by the engine)")

@@ -20,9 +20,10 @@ import re
 import subprocess
 import time
 
+import clusterkit_nft  # its KIND: each policy's forward
 from clusterkit.contracts import MemberStates
 from clusterkit_nft.buckets import BUCKETS, fill
-from clusterkit_nft.carry import by_client, check_policy, forward_of, passive_range
+from clusterkit_nft.carry import by_client, check_policy, passive_range
 from clusterkit_nft.ruleset import FAMILIES, TABLE, Member, PolicyPlan, removal, render
 
 log = logging.getLogger("clusterkit.nft")
@@ -122,10 +123,10 @@ class NftEngine:
                     self.failed[policy.key] = f"policy {policy.key}: {why[0]}: {why[1]}"
                 else:
                     self.carried[policy.key] = policy
-            if any(forward_of(p) == "nat" for p in self.carried.values()):
+            if any(clusterkit_nft.KIND.forward_of(p) == "nat" for p in self.carried.values()):
                 await self._forwarding()
             ips = sorted({hosts[m.node].ip for p in self.carried.values() for m in p.members
-                          if m.node in hosts and forward_of(p) == "dr"})
+                          if m.node in hosts and clusterkit_nft.KIND.forward_of(p) == "dr"})
             self.links = dict(zip(ips, await asyncio.gather(*(self._link(ip) for ip in ips))))
             for device in {link[0] for link in self.links.values() if isinstance(link, tuple)}:
                 if device not in self.macs:
@@ -146,7 +147,7 @@ class NftEngine:
 
     def _plan(self, policy) -> PolicyPlan | None:
         n = self.index[policy.key]
-        nat = forward_of(policy) == "nat"
+        nat = clusterkit_nft.KIND.forward_of(policy) == "nat"
         members, weights, old_weights, devices = [], {}, {}, set()
         for m in policy.members:
             host = self.cluster.hosts.get(m.node)
@@ -240,7 +241,8 @@ class NftEngine:
             host = self.cluster.hosts.get(node)
             policy = self.carried.get(policy_key)
             if state == "up" and host is not None and policy is not None \
-                    and forward_of(policy) == "dr" and not isinstance(self.links.get(host.ip), tuple):
+                    and clusterkit_nft.KIND.forward_of(policy) == "dr" \
+                    and not isinstance(self.links.get(host.ip), tuple):
                 self.links[host.ip] = await self._link(host.ip)  # it answers: learn its MAC now
             await self._install()
 
@@ -267,7 +269,7 @@ class NftEngine:
     def _policy_stats(self, key: str, policy) -> dict:
         n = self.index[key]
         owners = self.owners.get(key, [])
-        nat = forward_of(policy) == "nat"
+        nat = clusterkit_nft.KIND.forward_of(policy) == "nat"
         members = {}
         for m in policy.members:
             j = self.member_ids[key].get(m.node)

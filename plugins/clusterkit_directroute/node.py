@@ -1,11 +1,12 @@
 """The node side of direct routing: the VIP on ``lo``, ARP kept quiet about it.
 
-The manager forwards a DR policy's packets to the node with the VIP still as
-their destination: the node must take them as its own (the VIP on ``lo``,
-/32, labelled ``lo:ck`` so that clusterkit knows which addresses it added) and
-must not answer ARP for the VIP, else clients would reach it past the manager
-(``arp_ignore=1``, ``arp_announce=2``, for ``all`` and the node's interface).
-A VIP no DR policy of this node uses any more is removed. The ARP settings
+The manager (whichever kernel engine: nft, ipvs) forwards a DR or TUN
+policy's packets to the node with the VIP still as their destination: the
+node must take them as its own (the VIP on ``lo``, /32, labelled ``lo:ck`` so
+that clusterkit knows which addresses it added) and must not answer ARP for
+the VIP, else clients would reach it past the manager (``arp_ignore=1``,
+``arp_announce=2``, for ``all`` and the node's interface). A VIP no DR or
+TUN policy of this node uses any more is removed. The ARP settings
 stay: they only make the node stricter about which addresses it announces.
 """
 
@@ -16,14 +17,16 @@ import ipaddress
 import json
 import logging
 import os
+import re
 
 from clusterkit.contracts import Component
-from clusterkit_nft.engine import DEVICE
 
-log = logging.getLogger("clusterkit.nft")
+log = logging.getLogger("clusterkit.directroute")
 
 LABEL = "lo:ck"
 ARP = {"arp_ignore": "1", "arp_announce": "2"}
+# an interface name as a path component under /proc/sys/net/ipv4/conf (never "." nor "..")
+INTERFACE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.:-]{0,14}")
 
 
 def dr_vips(cluster, node: str, engines: dict) -> list[str]:
@@ -36,7 +39,7 @@ def dr_vips(cluster, node: str, engines: dict) -> list[str]:
         kind = engines.get(policy.engine)
         if kind is None or not kind.forwards:
             continue
-        if (policy.forward or kind.forwards[0]) in ("dr", "tun") \
+        if kind.forward_of(policy) in ("dr", "tun") \
                 and any(m.node == node for m in policy.members):
             try:
                 if ipaddress.ip_address(policy.vip).version == 4:
@@ -109,7 +112,7 @@ class NodeSide(Component):
             if any(a.get("local") == self.runtime.host.ip for a in link.get("addr_info", [])):
                 self.interface = str(link.get("ifname", ""))
         errors = []
-        for conf in ["all"] + ([self.interface] if DEVICE.fullmatch(self.interface) else []):
+        for conf in ["all"] + ([self.interface] if INTERFACE.fullmatch(self.interface) else []):
             for key, value in ARP.items():
                 path = os.path.join("/proc/sys/net/ipv4/conf", conf, key)
                 try:
