@@ -9,6 +9,9 @@ the run, killing rsync's process group, the stopped shell with it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import gc
 import os
 
 from clusterkit.sync import rsync
@@ -128,3 +131,27 @@ def test_sync_status_names_the_limit_when_a_node_stalls(tmp_path):
     for shell in shell_pids(str(bin_dir / "pids")):
         wait_for(lambda: not alive(shell), timeout=10, what="every stopped shell killed")
     assert not processes_naming(str(source(tmp_path))), "no rsync of the set left"
+
+
+def test_a_cancelled_run_with_progress_leaves_nothing_unretrieved(tmp_path, caplog):
+    """The reading thread outlives the cancel: its file is closed after it, and what it raised
+    is taken (else asyncio logs "Future exception was never retrieved" at collection)."""
+    job, pids = stalled_job(tmp_path, timeout=3600, limit=3600)
+    job = dataclasses.replace(job, progress=lambda percent: None)
+
+    async def cancel_then_linger():
+        task = asyncio.ensure_future(rsync.run(job))
+        await asyncio.to_thread(wait_for, lambda: os.path.exists(pids) and shell_pids(pids),
+                                timeout=10, what="the shell started")
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        (shell,) = shell_pids(pids)
+        await asyncio.to_thread(wait_for, lambda: not alive(shell), timeout=10,
+                                what="the stopped shell killed on cancel")
+        await asyncio.sleep(0.5)  # the loop lives on, as a daemon's does: the thread settles
+        gc.collect()
+        await asyncio.sleep(0)
+
+    asyncio.run(cancel_then_linger())
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]

@@ -221,8 +221,10 @@ async def run(job: Job) -> Result:
         _kill_group(proc)
         raise
     finally:
-        if progress is not None:
-            stderr.close()
+        # the reading thread may outlive a cancel or a timeout: the file closes after it, and
+        # what it raised then is taken here (an unretrieved one is logged at collection)
+        waiting.add_done_callback(lambda done: (done.cancelled() or done.exception(),
+                                                progress is not None and stderr.close()))
     lines = [line for line in out.split(b"\n") if line.startswith(_ITEM)]
     if job.dry_run:
         job.lines = [line.decode("utf-8", "replace") for line in lines]
