@@ -27,7 +27,8 @@ PROXY_PROTOCOLS = ("", "v1", "v2")
 FORWARDS = ("dr", "nat", "tun")  # a kernel engine's forwarding method (EngineKind.forwards)
 ROLES = ("manager", "standby", "node")
 CORE_SECTIONS = ("cluster", "manager", "standby", "node", "policy", "sync")
-PRIORITY = {"manager": 150, "standby": 100}  # VRRP priorities unless the definition sets them
+PRIORITY = {"manager": 254, "standby": 250}  # VRRP priorities unless set: high, so that the
+# master-down skew, (256 - priority) / 256 of an advert, is ~0 (docs/high-availability.md)
 WEEK = 7 * 86400
 
 

@@ -55,8 +55,8 @@ def test_a_standby_is_a_manager_in_waiting_and_a_replication_target(pm, tmp_path
                          extra=STANDBY.format(name="mgr2", ip="127.86.1.2", root=tmp_path / "mgr2"))
     cluster = load_cluster(path, pm)
     (standby,) = cluster.standbys
-    assert (standby.name, standby.role, standby.priority) == ("mgr2", "standby", 100)
-    assert cluster.manager.priority == 150 and cluster.manager.name == "manager"
+    assert (standby.name, standby.role, standby.priority) == ("mgr2", "standby", 250)
+    assert cluster.manager.priority == 254 and cluster.manager.name == "manager"
     assert [h.name for h in cluster.replicas] == ["mgr2", "node1", "node2"]
     assert [h.name for h in cluster.nodes] == ["node1", "node2"]
 
@@ -106,9 +106,9 @@ def test_swap_makes_the_standby_manager_and_priorities_follow_their_hosts(pm, tm
                            'members = { node1 = 1 }\n')
     swapped = build_cluster(swap(path.read_text(), "mgr2"), str(path), pm)
     assert swapped.manager.name == "mgr2" and swapped.manager.public_ips == ("127.86.4.100",)
-    assert swapped.manager.priority == 100 and swapped.manager.root == str(tmp_path / "mgr2")
+    assert swapped.manager.priority == 250 and swapped.manager.root == str(tmp_path / "mgr2")
     (old,) = swapped.standbys
-    assert (old.name, old.ip, old.priority, old.public_ips) == ("manager", "127.86.4.1", 150, ())
+    assert (old.name, old.ip, old.priority, old.public_ips) == ("manager", "127.86.4.1", 254, ())
     with pytest.raises(ValueError, match="not a \\[\\[standby\\]\\]"):
         swap(path.read_text(), "node1")
 

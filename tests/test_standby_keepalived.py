@@ -40,7 +40,7 @@ def test_the_configuration_pairs_the_managers_for_the_public_ips(pm, tmp_path):
     assert 'script "/state/mgr2/keepalived/check"' in text
     assert f"vrrp-notify MASTER -c {path} --as mgr2" in text
     mine = conf.render(cluster, cluster.manager, vrrp_settings(cluster), "eth1", str(path), "/c")
-    assert "priority 150\n" in mine and "unicast_peer {\n        127.87.1.2\n    }" in mine
+    assert "priority 254\n" in mine and "unicast_peer {\n        127.87.1.2\n    }" in mine
     if shutil.which("keepalived"):  # keepalived's own check of the syntax (the interface aside)
         (tmp_path / "k.conf").write_text(mine)
         checked = subprocess.run(["keepalived", "-t", "-P", "-f", str(tmp_path / "k.conf")],

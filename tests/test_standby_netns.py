@@ -98,7 +98,7 @@ def records(path) -> list[list]:
 
 @pytest.fixture
 def ha(netns, tmp_path, request):
-    """Two nginx nodes, both managers started; VRRP has made the manager (priority 150)
+    """Two nginx nodes, both managers started; VRRP has made the manager (priority 254)
     MASTER and it manages under epoch 1, the VIP answering through it. The advert
     interval is the test's parameter, if it has one."""
     advert = getattr(request, "param", ADVERT)

@@ -21,7 +21,7 @@ manager_app = typer.Typer(help="The managers: add a standby, promote, demote.", 
 def add_standby(ctx: typer.Context, name: str, config: ConfigOpt,
                 ip: Annotated[str, typer.Option(help="The standby's cluster IP.")],
                 priority: Annotated[int, typer.Option(
-                    min=1, max=254, help="Its VRRP priority (the manager's is 150).")] = PRIORITY["standby"],
+                    min=1, max=254, help="Its VRRP priority (the manager's is 254 unless set).")] = PRIORITY["standby"],
                 transport: Annotated[str, typer.Option(
                     help="How the active manager's files reach it: local, ssh, rsyncd.")] = "local",
                 root: Annotated[Optional[str], typer.Option(

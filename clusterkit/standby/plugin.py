@@ -14,6 +14,7 @@ import os
 
 from clusterkit import hookimpl
 from clusterkit.standby import epoch, promotion, state
+from clusterkit.sync.definition import RESERVED as BUILT_IN
 from clusterkit.sync.store import DirtyStore
 
 log = logging.getLogger("clusterkit.standby")
@@ -37,8 +38,8 @@ class Unsent:
         try:
             for host in runtime.cluster.replicas:
                 for sset, rel in store.pending(host.name):
-                    if sset == state.SET:  # the manager's own state: the new manager's replaces it
-                        continue
+                    if sset.startswith(BUILT_IN):  # the definition, the manager's state: the
+                        continue                   # new manager's replace them
                     self.sets.setdefault(sset, set()).add(rel or "(the whole set)")
         finally:
             store.close()
