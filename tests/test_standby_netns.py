@@ -65,6 +65,7 @@ def write_definition(net, tmp_path, vip, advert: float = ADVERT):
         f'[[policy]]\nvip = "{vip}"\nport = {PORT}\nservice = "http"\nconnect_timeout = 0.3\n'
         f'members = {{ node1 = 1, node2 = 1 }}\n\n'
         f'[policy.check]\nkind = "http"\npath = "/"\ninter = 0.2\ntimeout = 0.3\nrise = 1\nfall = 2\n\n'
+        f'[[sync]]\nname = "www"\npath = "/srv/www"\n\n'
         f'[vrrp]\nadvert_int = {advert}\ninterface = "eth0"\n\n'
         f'[dns]\nenabled = false\n\n[panel]\nenabled = false\n')
     copy = tmp_path / "standby.toml"
@@ -107,6 +108,8 @@ def ha(netns, tmp_path, request):
     for node in NODES:
         start_nginx(net, node, tmp_path)
     files = write_definition(net, tmp_path, vip, advert)
+    for host in ("manager", "standby", *NODES):
+        (tmp_path / host / "srv/www").mkdir(parents=True, exist_ok=True)
     daemons = {"manager": manager(net, files, "manager"), "standby": manager(net, files, "standby")}
     try:
         wait_for(lambda: role(daemons["manager"]) == "manager", timeout=20,
@@ -161,6 +164,12 @@ def test_failover_by_crash_under_load_and_the_old_manager_returns_as_standby(ha,
     takeover(load, killed, time.time(), "crash (SIGKILL of the daemon and keepalived)", advert)
     assert daemons["standby"].query("status")["managers"]["epoch"] == 2
     assert tomllib.loads(files["standby"].read_text())["manager"]["name"] == "standby"
+    # A file written on the new manager reaches every node, as replication always does.
+    written = time.time()
+    (tmp_path / "standby/srv/www/after.txt").write_text("written on the new manager")
+    wait_for(lambda: all((tmp_path / n / "srv/www/after.txt").exists() for n in NODES),
+             timeout=20, what="the new manager's file on every node")
+    print(f"a file written on the new manager was on every node {time.time() - written:.3f}s later")
 
     # The old manager returns with its old file: VRRP leaves the VIP with the standby
     # (nopreempt); it waits as standby, takes epoch 2 and the new definition, replicates nothing.
