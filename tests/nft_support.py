@@ -9,6 +9,7 @@ namespace and prints what answered, one JSON line per step.
 from __future__ import annotations
 
 import json
+from collections import Counter
 import subprocess
 import sys
 
@@ -70,6 +71,51 @@ class Client:
         if not line:
             raise AssertionError("the client died")
         return json.loads(line)
+
+
+class EngineEnv:
+    """The nft engine in the test process, programming the manager's namespace (``ip netns
+    exec``): the VIP on the manager, a client for VIP:``port``; what DR and NAT tests share."""
+
+    family = "netdev"  # the engine's table that ``table()`` lists
+
+    def __init__(self, net, tmp_path, port: int, pm):
+        from clusterkit_nft import NftEngine
+        from support import LoopThread
+
+        self.net, self.tmp_path, self.pm = net, tmp_path, pm
+        self.vip = f"{net.subnet}.100"
+        self.key = f"{self.vip}:{port}"
+        net.add_address("manager", self.vip)
+        self.loop = LoopThread()
+        self.engine = NftEngine(prefix=("ip", "netns", "exec", net.ns("manager")))
+        self.client = Client(net, tmp_path, self.vip, port)
+
+    def set(self, node: str, state: str, factor: float = 1.0):
+        async def run():
+            result = self.engine.set_member_state(self.key, node, state, factor)
+            if result is not None:
+                await result
+        self.loop.call(run())
+
+    def stats(self, key: str | None = None) -> dict:
+        async def run():
+            return self.engine.stats()
+        return self.loop.call(run())[key or self.key]
+
+    def table(self) -> str:
+        return self.net.run("manager", ["nft", "list", "table", self.family, "clusterkit"]).stdout
+
+    def close(self):
+        try:
+            self.loop.call(self.engine.close(5))
+        finally:
+            self.loop.close()
+
+
+def names(answers: list[str]) -> Counter:
+    """How many answers each node gave (an answer is "NODE CLIENT-ADDRESS ...")."""
+    return Counter(a.split()[0] for a in answers)
 
 
 def start_servers(net, tmp_path, port: int, nodes=("node1", "node2"), at=None) -> None:

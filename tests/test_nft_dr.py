@@ -11,35 +11,25 @@ import json
 import shutil
 import sys
 import time
-from collections import Counter
 
 import pytest
 
 import clusterkit_ftp
 import clusterkit_nft
-from clusterkit_nft import NftEngine
-from nft_support import FTP_CLIENT, FTP_NODE, Client, node_side, start_servers
+from nft_support import FTP_CLIENT, FTP_NODE, EngineEnv, names, node_side, start_servers
 from proxy_support import make_cluster, plugin_manager
-from support import LoopThread
 
 PORT = 8080
 pytestmark = pytest.mark.skipif(shutil.which("nft") is None, reason="nftables' nft is not installed")
 
 
-class DR:
+class DR(EngineEnv):
     def __init__(self, net, tmp_path):
-        self.net, self.tmp_path = net, tmp_path
+        super().__init__(net, tmp_path, PORT, plugin_manager(clusterkit_nft, clusterkit_ftp))
         self.subnet = net.subnet
-        self.vip = f"{net.subnet}.100"
-        self.key = f"{self.vip}:{PORT}"
-        net.add_address("manager", self.vip)
         for node in ("node1", "node2"):
             node_side(net, node, self.vip)
         start_servers(net, tmp_path, PORT)
-        self.loop = LoopThread()
-        self.engine = NftEngine(prefix=("ip", "netns", "exec", net.ns("manager")))
-        self.pm = plugin_manager(clusterkit_nft, clusterkit_ftp)
-        self.client = Client(net, tmp_path, self.vip, PORT)
 
     def apply(self, members: str = "node1 = 1, node2 = 1", port: int = PORT,
               service: str = "http", **keys):
@@ -49,26 +39,6 @@ class DR:
         self.cluster = make_cluster(self.tmp_path, self.subnet, 2, text, self.pm)
         self.loop.call(self.engine.apply(self.cluster))
 
-    def set(self, node: str, state: str, factor: float = 1.0):
-        async def run():
-            result = self.engine.set_member_state(self.key, node, state, factor)
-            if result is not None:
-                await result
-        self.loop.call(run())
-
-    def stats(self, port: int = PORT) -> dict:
-        async def run():
-            return self.engine.stats()
-        return self.loop.call(run())[f"{self.vip}:{port}"]
-
-    def table(self) -> str:
-        return self.net.run("manager", ["nft", "list", "table", "netdev", "clusterkit"]).stdout
-
-    def close(self):
-        try:
-            self.loop.call(self.engine.close(5))
-        finally:
-            self.loop.close()
 
 
 def toml_value(value) -> str:
@@ -83,10 +53,6 @@ def dr(netns, tmp_path):
     env = DR(net, tmp_path)
     yield env
     env.close()
-
-
-def names(answers: list[str]) -> Counter:
-    return Counter(a.split()[0] for a in answers)
 
 
 def test_balances_by_weight_and_nodes_see_the_client_address(dr):
@@ -212,6 +178,6 @@ def test_ftp_in_direct_routing_keeps_control_and_data_on_one_node(dr):
         assert s["pasv_host"] == dr.vip, s  # the node announced the VIP
         assert s["retr"] == s["welcome"] and s["list"] == [f"on-{s['welcome']}", "who.txt"], s
     assert {s["welcome"] for s in sessions} == {"node1", "node2"}, sessions  # both took clients
-    stats = dr.stats(21)
+    stats = dr.stats(f"{dr.vip}:21")
     assert stats["passive_ports"] == "30000-30100" and stats["mode"] == "dr"
     assert stats["total"] >= 2 * len(sources)  # a control and a data connection each at least

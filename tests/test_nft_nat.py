@@ -12,33 +12,25 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections import Counter
 
 import pytest
 
 import clusterkit_nft
 from clusterkit.config import parse_cluster, registry_of
-from clusterkit_nft import NftEngine
-from nft_support import Client, nat_segment, start_servers
+from nft_support import EngineEnv, names, nat_segment, start_servers
 from proxy_support import plugin_manager
-from support import LoopThread
 
 PORT, BACKEND = 8080, 8081
 pytestmark = pytest.mark.skipif(shutil.which("nft") is None, reason="nftables' nft is not installed")
 
 
-class NAT:
+class NAT(EngineEnv):
+    family = "ip"
+
     def __init__(self, net, tmp_path):
-        self.net, self.tmp_path = net, tmp_path
-        self.vip = f"{net.subnet}.100"
-        self.key = f"{self.vip}:{PORT}"
-        net.add_address("manager", self.vip)
+        super().__init__(net, tmp_path, PORT, plugin_manager(clusterkit_nft))
         self.at = nat_segment(net)
         start_servers(net, tmp_path, BACKEND, at=self.at)
-        self.loop = LoopThread()
-        self.engine = NftEngine(prefix=("ip", "netns", "exec", net.ns("manager")))
-        self.pm = plugin_manager(clusterkit_nft)
-        self.client = Client(net, tmp_path, self.vip, PORT)
 
     def apply(self, members: str | None = "node1 = 1, node2 = 1", **keys):
         text = (f'[cluster]\nname = "nat"\nstate_dir = "{self.tmp_path}/state"\n\n'
@@ -54,27 +46,9 @@ class NAT:
         cluster = parse_cluster(text, str(self.tmp_path / "cluster.toml"), registry_of(self.pm))
         self.loop.call(self.engine.apply(cluster))
 
-    def set(self, node: str, state: str, factor: float = 1.0):
-        async def run():
-            result = self.engine.set_member_state(self.key, node, state, factor)
-            if result is not None:
-                await result
-        self.loop.call(run())
-
-    def stats(self) -> dict:
-        async def run():
-            return self.engine.stats()
+    def stats(self, key: str | None = None) -> dict:
         time.sleep(0.3)  # past the counters' cache
-        return self.loop.call(run())[self.key]
-
-    def table(self) -> str:
-        return self.net.run("manager", ["nft", "list", "table", "ip", "clusterkit"]).stdout
-
-    def close(self):
-        try:
-            self.loop.call(self.engine.close(5))
-        finally:
-            self.loop.close()
+        return super().stats(key)
 
 
 @pytest.fixture
@@ -83,10 +57,6 @@ def nat(netns, tmp_path):
     env = NAT(net, tmp_path)
     yield env
     env.close()
-
-
-def names(answers: list[str]) -> Counter:
-    return Counter(a.split()[0] for a in answers)
 
 
 def test_balances_by_weight_to_nodes_behind_a_router_that_see_the_client_address(nat):
