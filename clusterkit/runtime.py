@@ -33,7 +33,7 @@ from clusterkit.definition.files import private_dir
 from clusterkit.definition.tables import ConfigError
 from clusterkit.control import ControlServer, socket_path
 from clusterkit.engines import Engines
-from clusterkit.eventloop import new_event_loop
+from clusterkit.eventloop import freeze_started_heap, new_event_loop
 from clusterkit.hookcalls import PluginError, call_each
 
 log = logging.getLogger("clusterkit.runtime")
@@ -172,6 +172,7 @@ class Runtime:
         log.info("starting %s %s of cluster %s", self.role, self.host.name, self.cluster.name)
         await self._start_role()
         log.info("%s %s is up", self.role, self.host.name)
+        freeze_started_heap()
 
     async def _start_role(self) -> None:
         if self.is_manager and self.registry.engines:

@@ -205,3 +205,14 @@ def test_the_config_watch_outlives_a_reload_that_raises(tmp_path):
     finally:
         proc.kill()
         proc.wait(timeout=10)
+
+
+def test_the_started_heap_is_frozen_once_per_process():
+    """A second host starting in the same process (the demo) freezes nothing more: what a
+    freeze holds is never collected if it dies inside a cycle, so it must not grow."""
+    script = ("import gc, sys\nfrom clusterkit.eventloop import freeze_started_heap\n"
+              "freeze_started_heap()\nfirst = gc.get_freeze_count()\n"
+              "later = [[i] for i in range(10000)]\nfreeze_started_heap()\n"
+              "print(first > 0, gc.get_freeze_count() == first)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["True", "True"], done.stderr

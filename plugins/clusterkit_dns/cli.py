@@ -58,7 +58,7 @@ def serve(
     second; a file that fails to load is logged with file and line and its
     previous version keeps serving.
     """
-    from clusterkit.runtime import new_event_loop
+    from clusterkit.eventloop import freeze_started_heap, new_event_loop
     from clusterkit_dns.server import DnsServer
 
     setup_logging("human", verbose)
@@ -74,6 +74,7 @@ def serve(
                            tcp_per_client=tcp_per_client, identity=identity,
                            version=server_version, alone=True)
         await server.start()
+        freeze_started_heap()
         try:
             await stop.wait()
         finally:
