@@ -103,6 +103,13 @@ def test_mistakes_are_named(tmp_path, pm, table, message):
     assert str(tmp_path / "cluster.toml") in str(info.value)
 
 
+def test_a_secret_of_the_wrong_type_is_one_mistake(tmp_path, pm):
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, pm, '[dns.tsig.k]\nsecret = 5')
+    assert "must be a string, not 5" in str(info.value)
+    assert "is required" not in str(info.value)
+
+
 # ------------------------------------------------------------------ NOTIFY
 
 

@@ -178,7 +178,8 @@ def parse_management(table: dict, report) -> Management:
     zone, references between tables, duplicates) is checked here.
     """
     values = read({k: v for k, v in table.items() if k in KEYS}, MANAGEMENT, report)
-    keys = [k for k in (_parse_key(name, entry, f"tsig.{name}", report)
+    given = table.get("tsig") if isinstance(table.get("tsig"), dict) else {}
+    keys = [k for k in (_parse_key(name, entry, f"tsig.{name}", report, given.get(name) or {})
                         for name, entry in values["tsig"].items()) if k is not None]
     known_keys = {_key_name(k.name) for k in keys}
     secondaries = []
@@ -197,7 +198,9 @@ def parse_management(table: dict, report) -> Management:
     return Management(tuple(keys), tuple(secondaries), tuple(names), values["ixfr_history"])
 
 
-def _parse_key(name: str, entry: dict, key: str, report) -> TsigKey | None:
+def _parse_key(name: str, entry: dict, key: str, report, given: dict) -> TsigKey | None:
+    """``entry`` as the reader took it; ``given`` as written (a secret of the wrong type is
+    reported by the reader already, not again as missing)."""
     problem = problem_of(_name)(name)
     if problem:
         report(key, problem)
@@ -215,8 +218,9 @@ def _parse_key(name: str, entry: dict, key: str, report) -> TsigKey | None:
             report(f"{key}.secret_file", f"cannot read {shown(path)}: {getattr(exc, 'strerror', exc)}")
             return None
     if not text:
-        report(f"{key}.secret", "is required: the key's secret, base64 (tsig-keygen, "
-                                "openssl rand -base64 32)")
+        if "secret" not in given or isinstance(given["secret"], str):
+            report(f"{key}.secret", "is required: the key's secret, base64 (tsig-keygen, "
+                                    "openssl rand -base64 32)")
         return None
     try:
         secret = base64.b64decode(text, validate=True)
