@@ -36,6 +36,11 @@ def plugin_manager(*extra):
     return pm
 
 
+def line_of(lines: list[str], start: str) -> int:
+    """The 1-based number of the first line beginning ``start`` (where config check points)."""
+    return next(i for i, line in enumerate(lines, 1) if line.startswith(start))
+
+
 def cluster_text(net: str, nodes: int, policies: str, state_dir: str) -> str:
     """A definition: manager at {net}.1 (public {net}.100), nodes node1.. at {net}.11.."""
     hosts = "".join(f'\n[[node]]\nname = "node{i}"\nip = "{net}.{10 + i}"\n'

@@ -23,7 +23,7 @@ from clusterkit_ipvs.kernel import (NO_IPVS, Counters, IpvsError, Kernel, Kernel
                                     dest_request, read_dest, read_service, service_request)
 from clusterkit_ipvs.carry import check_policy, requirements
 from clusterkit_ipvs.rules import plan, render, weight
-from proxy_support import cluster_text, make_cluster
+from proxy_support import cluster_text, line_of, make_cluster
 from support import free_port, wait_for
 from sync_support import CLUSTERKIT, Daemon
 
@@ -85,10 +85,6 @@ def refused(tmp_path, text: str) -> tuple[str, list[str]]:
     with pytest.raises(ConfigError) as err:
         cluster(tmp_path, text)
     return str(err.value), cluster_text(NET, 2, text, str(tmp_path / "state")).splitlines()
-
-
-def line_of(lines: list[str], start: str) -> int:
-    return next(i for i, line in enumerate(lines, 1) if line.startswith(start))
 
 
 @pytest.mark.parametrize("keys, where, message", [

@@ -16,7 +16,7 @@ from clusterkit_nft.buckets import fill
 from clusterkit_nft.carry import check_policy, passive_range, requirements
 from clusterkit_nft.engine import NftEngine, nft_objects, objects
 from clusterkit_nft.ruleset import Member, PolicyPlan, ct_mark, removal, render
-from proxy_support import cluster_text, make_cluster, plugin_manager
+from proxy_support import cluster_text, line_of, make_cluster, plugin_manager
 
 NET = "127.86.1"
 
@@ -50,10 +50,6 @@ def refused(tmp_path, text: str, pm=None) -> tuple[str, list[str]]:
     with pytest.raises(ConfigError) as err:
         make_cluster(tmp_path, NET, 2, text, pm or plugin_manager(clusterkit_nft))
     return str(err.value), cluster_text(NET, 2, text, str(tmp_path / "state")).splitlines()
-
-
-def line_of(lines: list[str], start: str) -> int:
-    return next(i for i, line in enumerate(lines, 1) if line.startswith(start))
 
 
 @pytest.mark.parametrize("keys, where, message", [
